@@ -1,0 +1,519 @@
+"""Batched activation caching over a list of texts, in memory or streamed to disk.
+
+    cache = cache_activations(model, texts, hooks="resid_post", positions="last")
+    cache["blocks.10.hook_resid_post"]          # Float[Tensor, "n_texts d_model"]
+
+    disk = cache_activations(model, corpus, hooks="resid_post", positions="mean", out="acts/")
+    for start, block in disk.iter_shards("blocks.10.hook_resid_post"): ...
+
+Positions (what is kept of each text):
+- "all":  every token, right-padded with zeros to the longest text: [n, pos, ...]
+          (attention patterns [n, head, pos, pos]); `cache.lengths` says how many are real;
+- "last": the last real token: [n, ...];
+- "mean": the mean over real tokens: [n, ...] (computed in float32).
+
+Texts are right-padded in batches, so a padded row's activations equal the same
+text run alone (causal attention never looks right, and real tokens keep their
+positions). Within each shard, rows are batched longest-first to waste little
+padding; results are always returned in input order.
+
+On disk (`out=DIR`): ``run.json`` (settings, written first), ``shards/shard-NNNNN.safetensors``
+(each written atomically; tensors named by hook plus ``__lengths__``) and
+``manifest.json`` (written last). A killed run resumes: finished shards are kept
+and the final manifest equals an uninterrupted run's. Reading back is lazy: one
+hook at a time, memory-mapped, shard by shard if need be.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from .datasets import TextRecord, as_records
+from .errors import CacheTooLargeError, InputError
+from .hooks import hook_table, resolve_hooks
+
+POSITIONS = ("all", "last", "mean")
+CACHE_FORMAT = "workbench-activation-cache/1"
+LENGTHS_KEY = "__lengths__"
+
+
+class _StopForward(Exception):
+    """Raised after the last requested hook: the rest of the forward pass is not needed."""
+
+
+# ----------------------------------------------------------------------------- results
+
+
+class _CacheView:
+    """What in-memory and on-disk caches share: lookup by hook name and stacking."""
+
+    hooks: list[str]
+    positions: str
+
+    def __getitem__(self, hook: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __contains__(self, hook: str) -> bool:
+        return hook in self.hooks
+
+    def keys(self) -> list[str]:
+        return list(self.hooks)
+
+    def stack(self, hooks: Sequence[str] | None = None) -> torch.Tensor:
+        """Stack several hooks (default: all) into [n_hooks, n_texts, ...] (same shapes needed)."""
+        return torch.stack([self[h] for h in (hooks or self.hooks)])
+
+
+@dataclass
+class ActivationCache(_CacheView):
+    """Activations held in memory.
+
+    activations: hook name -> tensor with the texts on dim 0 (see module docstring for shapes).
+    lengths: Int[Tensor, "n_texts"], real tokens per text (after any truncation).
+    """
+
+    activations: dict[str, torch.Tensor]
+    lengths: torch.Tensor
+    positions: str
+    model_name: str
+    hooks: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.hooks = self.hooks or list(self.activations)
+
+    def __getitem__(self, hook: str) -> torch.Tensor:
+        if hook not in self.activations:
+            raise KeyError(f"{hook!r} is not in this cache; it holds {self.hooks}")
+        return self.activations[hook]
+
+    def __repr__(self) -> str:
+        return (f"ActivationCache({len(self.lengths)} texts, {len(self.hooks)} hooks, "
+                f"positions={self.positions!r}, model={self.model_name!r})")
+
+
+class DiskActivationCache(_CacheView):
+    """A finished on-disk cache, read lazily (memory-mapped safetensors)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        manifest_path = self.folder / "manifest.json"
+        if not manifest_path.exists():
+            raise InputError("no manifest.json: not a finished activation cache "
+                             "(rerun the same cache command to resume it)", str(self.folder))
+        self.manifest = json.loads(manifest_path.read_text())
+        self.hooks = list(self.manifest["hooks"])
+        self.positions = self.manifest["positions"]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return torch.cat([self._read(s, LENGTHS_KEY) for s in self.manifest["shards"]])
+
+    def iter_shards(self, hook: str) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield (first row index, tensor) shard by shard: constant memory over a huge corpus."""
+        self._check(hook)
+        for shard in self.manifest["shards"]:
+            yield shard["rows"][0], self._read(shard, hook)
+
+    def __getitem__(self, hook: str) -> torch.Tensor:
+        """One hook over every text (only this hook is read from disk)."""
+        self._check(hook)
+        blocks = [block for _, block in self.iter_shards(hook)]
+        if self.positions == "all":
+            blocks = _pad_to_common_length(blocks, hook)
+        return torch.cat(blocks)
+
+    def to_memory(self) -> ActivationCache:
+        return ActivationCache({h: self[h] for h in self.hooks}, self.lengths, self.positions,
+                               self.manifest["model"]["name"], list(self.hooks))
+
+    def _check(self, hook: str) -> None:
+        if hook not in self.hooks:
+            raise KeyError(f"{hook!r} is not in the cache at {self.folder}; it holds {self.hooks}")
+
+    def _read(self, shard: dict, key: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        with safe_open(self.folder / shard["file"], framework="pt") as handle:
+            return handle.get_tensor(key)
+
+    def __repr__(self) -> str:
+        return (f"DiskActivationCache({self.folder}, {self.manifest['n_texts']} texts, "
+                f"{len(self.hooks)} hooks, positions={self.positions!r})")
+
+
+def open_cache(folder: str | Path) -> DiskActivationCache:
+    """Open a finished on-disk cache written by `cache_activations(..., out=folder)`."""
+    return DiskActivationCache(folder)
+
+
+def _pad_to_common_length(blocks: list[torch.Tensor], hook: str) -> list[torch.Tensor]:
+    """Zero-pad per-shard 'all'-position blocks to the longest shard's length."""
+    pattern = hook.endswith(("hook_pattern", "hook_attn_scores"))
+    longest = max(b.shape[-1] if pattern else b.shape[1] for b in blocks)
+    padded = []
+    for b in blocks:
+        if pattern:
+            extra = longest - b.shape[-1]
+            padded.append(torch.nn.functional.pad(b, (0, extra, 0, extra)))
+        else:
+            shape = list(b.shape)
+            shape[1] = longest
+            out = b.new_zeros(shape)
+            out[:, :b.shape[1]] = b
+            padded.append(out)
+    return padded
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """Everything decided before the first forward pass."""
+
+    hooks: list[str]
+    positions: str
+    token_ids: list[list[int]]
+    n_truncated: int
+    store_dtype: torch.dtype
+    batch_size: int
+    shard_size: int
+
+    @property
+    def n_texts(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(t) for t in self.token_ids)
+
+
+def tokenize_records(model, records: Sequence[TextRecord], truncate: bool = False,
+                     max_length: int | None = None) -> tuple[list[list[int]], int]:
+    """Token ids per text (the tokenizer's own special tokens included) and the truncated count.
+
+    Raises `InputError` naming the file and line of an empty or over-long text
+    unless `truncate` is set, in which case over-long texts are cut to `max_length`
+    (default: the model's context length).
+    """
+    limit = max_length or model.info.n_ctx
+    encoded = model.tokenizer([r.text for r in records], add_special_tokens=True)["input_ids"]
+    token_ids, n_truncated = [], 0
+    for record, ids in zip(records, encoded):
+        if not ids:
+            raise InputError("text is empty after tokenization", record.path, record.line)
+        if len(ids) > limit:
+            if not truncate:
+                raise InputError(f"text is {len(ids)} tokens, longer than the limit of {limit} "
+                                 f"({model.info.name}'s context; pass --truncate to cut it)",
+                                 record.path, record.line)
+            ids, n_truncated = ids[:limit], n_truncated + 1
+        token_ids.append(list(ids))
+    return token_ids, n_truncated
+
+
+def row_shape(model, hook: str, positions: str, max_len: int) -> tuple[int, ...]:
+    """Shape stored per text for `hook` (the text dimension excluded)."""
+    info = hook_table(model)[hook]
+    rest = info.shape[2:]
+    if info.is_pattern:
+        return (info.shape[1], max_len, max_len)
+    return (max_len, *rest) if positions == "all" else tuple(rest)
+
+
+def estimate_bytes(model, plan: CachePlan) -> int:
+    """Bytes that the finished cache takes (activations only, padding included)."""
+    max_len = max(len(t) for t in plan.token_ids)
+    itemsize = torch.empty((), dtype=plan.store_dtype).element_size()
+    per_row = sum(math.prod(row_shape(model, h, plan.positions, max_len)) for h in plan.hooks)
+    return plan.n_texts * per_row * itemsize
+
+
+def available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def cache_activations(
+    model,
+    texts: Sequence[str] | Sequence[TextRecord],
+    hooks: str | Sequence[str] = "resid_post",
+    positions: str = "last",
+    batch_size: int = 8,
+    out: str | Path | None = None,
+    shard_size: int = 256,
+    truncate: bool = False,
+    max_length: int | None = None,
+    store_dtype: torch.dtype | None = None,
+    store_device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> ActivationCache | DiskActivationCache:
+    """Cache activations of `hooks` for every text.
+
+    Args:
+        model: a `LoadedModel` from `workbench.load`.
+        texts: strings, or `TextRecord`s (from `workbench.datasets.read_texts`) so
+            errors can name the file and line.
+        hooks: hook names or patterns (see `workbench.hooks`), e.g. "resid_post".
+        positions: "all", "last" or "mean" (see module docstring).
+        batch_size: texts per forward pass.
+        out: a folder to stream shards to; None keeps the cache in memory (refused,
+            with the estimate, when it would not fit).
+        shard_size: texts per shard on disk (the unit of resuming).
+        truncate / max_length: cut over-long texts instead of refusing them.
+        store_dtype: dtype of the stored activations (default: the model's dtype).
+        store_device: where an in-memory cache lives ("cpu", or the model's GPU).
+        progress: show a progress bar on stderr.
+
+    Returns:
+        `ActivationCache` (in memory) or `DiskActivationCache` (with `out`).
+    """
+    if positions not in POSITIONS:
+        raise InputError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
+    if batch_size < 1 or shard_size < 1:
+        raise InputError("batch_size and shard_size must be at least 1")
+    records = as_records(texts)
+    if not records:
+        raise InputError("no texts to cache")
+    names = resolve_hooks(model, hooks)
+    patterns = [h for h in names if hook_table(model)[h].is_pattern]
+    if patterns and positions != "all":
+        raise InputError(f"attention-pattern hooks ({patterns[0]}, ...) need positions='all'")
+    token_ids, n_truncated = tokenize_records(model, records, truncate, max_length)
+    # Shards are whole numbers of batches, so batch composition is the same however a run is split.
+    shard_size = max(batch_size, shard_size // batch_size * batch_size)
+    plan = CachePlan(names, positions, token_ids, n_truncated,
+                     store_dtype or next(model.hf_model.parameters()).dtype, batch_size, shard_size)
+    if out is None:
+        return _cache_in_memory(model, plan, torch.device(store_device), progress)
+    return _cache_to_disk(model, plan, Path(out), progress)
+
+
+def _cache_in_memory(model, plan: CachePlan, store_device: torch.device, progress: bool) -> ActivationCache:
+    need = estimate_bytes(model, plan)
+    free = available_bytes(store_device)
+    if need > 0.8 * free:
+        raise CacheTooLargeError(
+            f"an in-memory cache of {plan.n_texts} texts x {len(plan.hooks)} hooks "
+            f"(positions={plan.positions}) needs about {format_bytes(need)}, but only {format_bytes(free)} "
+            f"is free on {store_device}; stream it to disk instead: cache_activations(..., out='DIR') "
+            "or `workbench cache ... --out DIR`")
+    max_len = max(len(t) for t in plan.token_ids)
+    with _progress_bar(plan.n_texts, progress) as bar:
+        acts = _run_rows(model, plan, plan.token_ids, max_len, store_device, bar)
+    lengths = torch.tensor([len(t) for t in plan.token_ids])
+    return ActivationCache(acts, lengths, plan.positions, model.info.name, list(plan.hooks))
+
+
+def _run_rows(model, plan: CachePlan, token_ids: list[list[int]], max_len: int,
+              store_device: torch.device, bar) -> dict[str, torch.Tensor]:
+    """Run the texts in batches (longest first) and gather each hook into [n_rows, ...]."""
+    n = len(token_ids)
+    store = {h: torch.zeros((n, *row_shape(model, h, plan.positions, max_len)), dtype=plan.store_dtype,
+                            device=store_device) for h in plan.hooks}
+    order = sorted(range(n), key=lambda i: (-len(token_ids[i]), i))
+    for start in range(0, n, plan.batch_size):
+        rows = order[start:start + plan.batch_size]
+        _run_batch(model, plan, [token_ids[i] for i in rows], rows, store)
+        bar.update(len(rows))
+    return store
+
+
+def _run_batch(model, plan: CachePlan, batch_ids: list[list[int]], rows: list[int],
+               store: dict[str, torch.Tensor]) -> None:
+    device = model.device
+    lengths = torch.tensor([len(t) for t in batch_ids], device=device)
+    width = int(lengths.max())
+    pad_id = model.tokenizer.pad_token_id or 0
+    input_ids = torch.full((len(batch_ids), width), pad_id, dtype=torch.long)
+    for i, ids in enumerate(batch_ids):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+    input_ids = input_ids.to(device)
+    mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
+    row_index = torch.tensor(rows, device=next(iter(store.values())).device)
+    table = hook_table(model)
+    last_hook = max(plan.hooks, key=lambda h: table[h].order)
+    hook_dict = model.bridge.hook_dict
+
+    def make_hook(name: str):
+        def hook(_module, _inputs, output):
+            target = store[name]
+            if plan.positions == "all":
+                values = _pad_rows(output, name, len(batch_ids), width, target)
+            else:
+                values = _select(output, name, plan.positions, lengths, mask, width)
+            target.index_copy_(0, row_index, values.to(target.device, target.dtype))
+            if name == last_hook:
+                raise _StopForward
+
+        return hook
+
+    handles = [hook_dict[name].register_forward_hook(make_hook(name)) for name in plan.hooks]
+    try:
+        with torch.no_grad():
+            model.hf_model(input_ids=input_ids, attention_mask=mask, use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _batch_first(output: torch.Tensor, name: str, batch: int, width: int) -> torch.Tensor:
+    """Check the layout [batch, pos, ...] (rotary tables come as [1, pos, ...]: broadcast them)."""
+    if output.shape[0] == 1 and batch > 1:
+        output = output.expand(batch, *output.shape[1:])
+    if output.dim() < 2 or output.shape[0] != batch:
+        raise InputError(f"hook {name} has shape {tuple(output.shape)}, not [batch, pos, ...]; it cannot be cached")
+    return output
+
+
+def _select(output: torch.Tensor, name: str, positions: str, lengths: torch.Tensor, mask: torch.Tensor,
+            width: int) -> torch.Tensor:
+    """Reduce [batch, pos, ...] to [batch, ...] at the last real token or over real tokens."""
+    output = _batch_first(output, name, len(lengths), width)
+    if output.shape[1] != width:
+        raise InputError(f"hook {name} has shape {tuple(output.shape)}, without a position dimension")
+    if positions == "last":
+        return output[torch.arange(len(lengths), device=output.device), lengths - 1]
+    weights = mask.to(torch.float32).view(*mask.shape, *([1] * (output.dim() - 2)))
+    return (output.float() * weights).sum(1) / lengths.view(-1, *([1] * (output.dim() - 2))).float()
+
+
+def _pad_rows(output: torch.Tensor, name: str, batch: int, width: int, target: torch.Tensor) -> torch.Tensor:
+    """Zero-pad a batch's [batch, pos, ...] (or pattern [batch, head, q, k]) to the store's length."""
+    output = _batch_first(output, name, batch, width)
+    full = target.new_zeros((batch, *target.shape[1:]))
+    if name.endswith(("hook_pattern", "hook_attn_scores")):
+        full[:, :, :width, :width] = output
+    else:
+        full[:, :width] = output
+    return full
+
+
+# ----------------------------------------------------------------------------- on disk
+
+
+def _run_settings(model, plan: CachePlan, texts_hash: str) -> dict:
+    from . import __version__
+    import transformer_lens
+    import transformers
+
+    info = model.info
+    return {
+        "format": CACHE_FORMAT,
+        "model": {"name": info.name, "source": info.source, "revision": info.revision,
+                  "architecture": info.architecture, "dtype": info.dtype, "n_params": info.n_params},
+        "hooks": plan.hooks,
+        "positions": plan.positions,
+        "store_dtype": str(plan.store_dtype).replace("torch.", ""),
+        "batch_size": plan.batch_size,
+        "shard_size": plan.shard_size,
+        "n_texts": plan.n_texts,
+        "texts_sha256": texts_hash,
+        "versions": {"workbench": __version__, "torch": torch.__version__,
+                     "transformers": transformers.__version__,
+                     "transformer_lens": getattr(transformer_lens, "__version__", "unknown")},
+    }
+
+
+def texts_sha256(token_ids: list[list[int]]) -> str:
+    """Hash of the tokenized texts: what the activations actually depend on."""
+    digest = hashlib.sha256()
+    for ids in token_ids:
+        digest.update(json.dumps(ids).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _cache_to_disk(model, plan: CachePlan, out: Path, progress: bool) -> DiskActivationCache:
+    from safetensors.torch import save_file
+
+    settings = _run_settings(model, plan, texts_sha256(plan.token_ids))
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    run_file = out / "run.json"
+    if run_file.exists():
+        previous = json.loads(run_file.read_text())
+        differing = [k for k in settings if k != "versions" and previous.get(k) != settings[k]]
+        if differing:
+            raise InputError(f"holds a cache from a different run ({', '.join(differing)} differ); "
+                             "choose another --out or delete this folder", str(out))
+    else:
+        _write_json_atomically(run_file, settings)
+    if (out / "manifest.json").exists():
+        return DiskActivationCache(out)
+
+    n_shards = math.ceil(plan.n_texts / plan.shard_size)
+    shards = []
+    with _progress_bar(plan.n_texts, progress) as bar:
+        for index in range(n_shards):
+            start, end = index * plan.shard_size, min((index + 1) * plan.shard_size, plan.n_texts)
+            name = f"shards/shard-{index:05d}.safetensors"
+            path = out / name
+            ids = plan.token_ids[start:end]
+            if not path.exists():
+                acts = _run_rows(model, plan, ids, max(len(t) for t in ids), torch.device("cpu"), _NoBar())
+                acts[LENGTHS_KEY] = torch.tensor([len(t) for t in ids])
+                tmp = path.with_suffix(".tmp")
+                save_file({k: v.contiguous() for k, v in acts.items()}, str(tmp),
+                          metadata={"rows": f"{start}:{end}"})
+                os.replace(tmp, path)
+            bar.update(end - start)
+            shards.append({"file": name, "rows": [start, end], "tokens": sum(len(t) for t in ids),
+                           "sha256": _file_sha256(path)})
+    manifest = dict(settings)
+    manifest["token_counts"] = {"total": plan.n_tokens, "max": max(len(t) for t in plan.token_ids),
+                                "truncated_texts": plan.n_truncated}
+    manifest["row_shapes"] = {h: [d if d else "pos" for d in row_shape(model, h, plan.positions, 0)]
+                              for h in plan.hooks}
+    manifest["shards"] = shards
+    _write_json_atomically(out / "manifest.json", manifest)
+    return DiskActivationCache(out)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+class _NoBar:
+    def update(self, _n: int) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="text", desc="caching", file=sys.stderr, disable=not enabled,
+                dynamic_ncols=True)
