@@ -236,6 +236,9 @@ def load(name: str = DEFAULT_MODEL, device: str | None = None, dtype: str | torc
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars for a 2-second load are noise
     spec = spec_for(name)
     device = device or default_device()
     torch_dtype = parse_dtype(dtype) or default_dtype(device)

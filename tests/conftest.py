@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny in-process models for unit tests, the embedded default for integration tests.
+
+Tests never reach a model hub: HF_HUB_OFFLINE=1 is set before anything imports
+huggingface_hub.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import workbench as wb  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """tiny-phi: 4-layer random Phi with Phi-2's tokenizer (fp32, CPU)."""
+    return wb.load("tiny-phi", device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def smol():
+    """smollm2-135m: the embedded default, a real trained model (fp32, CPU)."""
+    return wb.load("smollm2-135m", device="cpu", dtype="float32")
+
+
+def hf_reference(folder) -> torch.nn.Module:
+    """A plain Hugging Face model from the same folder, never booted: the reference numbers."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
+                                                attn_implementation="eager").eval()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
