@@ -14,8 +14,9 @@ Positions (what is kept of each text):
 
 Texts are right-padded in batches, so a padded row's activations equal the same
 text run alone (causal attention never looks right, and real tokens keep their
-positions). Within each shard, rows are batched longest-first to waste little
-padding; results are always returned in input order.
+positions). Rows are batched longest-first within windows of 16 batches to waste
+little padding; results are always returned in input order, and are bit-identical
+in memory and on disk.
 
 On disk (`out=DIR`): ``run.json`` (settings, written first), ``shards/shard-NNNNN.safetensors``
 (each written atomically; tensors named by hook plus ``__lengths__``) and
@@ -43,6 +44,7 @@ from .hooks import hook_table, resolve_hooks
 POSITIONS = ("all", "last", "mean")
 CACHE_FORMAT = "workbench-activation-cache/1"
 LENGTHS_KEY = "__lengths__"
+SORT_WINDOW_BATCHES = 16  # texts are length-sorted within windows of this many batches
 
 
 class _StopForward(Exception):
@@ -281,7 +283,8 @@ def cache_activations(
         batch_size: texts per forward pass.
         out: a folder to stream shards to; None keeps the cache in memory (refused,
             with the estimate, when it would not fit).
-        shard_size: texts per shard on disk (the unit of resuming).
+        shard_size: texts per shard on disk (the unit of resuming), rounded up to a
+            multiple of batch_size x 16 (the length-sorting window).
         truncate / max_length: cut over-long texts instead of refusing them.
         store_dtype: dtype of the stored activations (default: the model's dtype).
         store_device: where an in-memory cache lives ("cpu", or the model's GPU).
@@ -302,8 +305,9 @@ def cache_activations(
     if patterns and positions != "all":
         raise InputError(f"attention-pattern hooks ({patterns[0]}, ...) need positions='all'")
     token_ids, n_truncated = tokenize_records(model, records, truncate, max_length)
-    # Shards are whole numbers of batches, so batch composition is the same however a run is split.
-    shard_size = max(batch_size, shard_size // batch_size * batch_size)
+    # Shards are whole sorting windows, so batch composition is the same however a run is split.
+    window = batch_size * SORT_WINDOW_BATCHES
+    shard_size = math.ceil(shard_size / window) * window
     plan = CachePlan(names, positions, token_ids, n_truncated,
                      store_dtype or next(model.hf_model.parameters()).dtype, batch_size, shard_size)
     if out is None:
@@ -320,25 +324,40 @@ def _cache_in_memory(model, plan: CachePlan, store_device: torch.device, progres
             f"(positions={plan.positions}) needs about {format_bytes(need)}, but only {format_bytes(free)} "
             f"is free on {store_device}; stream it to disk instead: cache_activations(..., out='DIR') "
             "or `workbench cache ... --out DIR`")
-    max_len = max(len(t) for t in plan.token_ids)
+    store = _empty_store(model, plan, plan.n_texts, max(len(t) for t in plan.token_ids), store_device)
     with _progress_bar(plan.n_texts, progress) as bar:
-        acts = _run_rows(model, plan, plan.token_ids, max_len, store_device, bar)
+        for start, end in _shard_ranges(plan):
+            _run_rows(model, plan, plan.token_ids[start:end], store, offset=start)
+            bar.update(end - start)
     lengths = torch.tensor([len(t) for t in plan.token_ids])
-    return ActivationCache(acts, lengths, plan.positions, model.info.name, list(plan.hooks))
+    return ActivationCache(store, lengths, plan.positions, model.info.name, list(plan.hooks))
 
 
-def _run_rows(model, plan: CachePlan, token_ids: list[list[int]], max_len: int,
-              store_device: torch.device, bar) -> dict[str, torch.Tensor]:
-    """Run the texts in batches (longest first) and gather each hook into [n_rows, ...]."""
-    n = len(token_ids)
-    store = {h: torch.zeros((n, *row_shape(model, h, plan.positions, max_len)), dtype=plan.store_dtype,
-                            device=store_device) for h in plan.hooks}
-    order = sorted(range(n), key=lambda i: (-len(token_ids[i]), i))
-    for start in range(0, n, plan.batch_size):
-        rows = order[start:start + plan.batch_size]
-        _run_batch(model, plan, [token_ids[i] for i in rows], rows, store)
-        bar.update(len(rows))
-    return store
+def _shard_ranges(plan: CachePlan) -> list[tuple[int, int]]:
+    """Row ranges of the shards. In-memory runs use the same ones, so batches (and bits) agree."""
+    return [(start, min(start + plan.shard_size, plan.n_texts)) for start in range(0, plan.n_texts, plan.shard_size)]
+
+
+def _empty_store(model, plan: CachePlan, n_rows: int, max_len: int, device: torch.device) -> dict[str, torch.Tensor]:
+    return {h: torch.zeros((n_rows, *row_shape(model, h, plan.positions, max_len)), dtype=plan.store_dtype,
+                           device=device) for h in plan.hooks}
+
+
+def _run_rows(model, plan: CachePlan, token_ids: list[list[int]], store: dict[str, torch.Tensor],
+              offset: int = 0) -> None:
+    """Run one shard's texts, writing row `offset + i` of each store tensor.
+
+    Rows are batched longest-first within windows of `SORT_WINDOW_BATCHES` batches.
+    Shards hold whole windows, so which texts share a batch (and so every bit of
+    the result) does not depend on the shard size or on memory vs disk.
+    """
+    window = plan.batch_size * SORT_WINDOW_BATCHES
+    for first in range(0, len(token_ids), window):
+        rows_in_window = range(first, min(first + window, len(token_ids)))
+        order = sorted(rows_in_window, key=lambda i: (-len(token_ids[i]), i))
+        for start in range(0, len(order), plan.batch_size):
+            rows = order[start:start + plan.batch_size]
+            _run_batch(model, plan, [token_ids[i] for i in rows], [offset + i for i in rows], store)
 
 
 def _run_batch(model, plan: CachePlan, batch_ids: list[list[int]], rows: list[int],
@@ -361,7 +380,7 @@ def _run_batch(model, plan: CachePlan, batch_ids: list[list[int]], rows: list[in
         def hook(_module, _inputs, output):
             target = store[name]
             if plan.positions == "all":
-                values = _pad_rows(output, name, len(batch_ids), width, target)
+                values = _pad_rows(output, name, lengths, width, target)
             else:
                 values = _select(output, name, plan.positions, lengths, mask, width)
             target.index_copy_(0, row_index, values.to(target.device, target.dtype))
@@ -402,14 +421,22 @@ def _select(output: torch.Tensor, name: str, positions: str, lengths: torch.Tens
     return (output.float() * weights).sum(1) / lengths.view(-1, *([1] * (output.dim() - 2))).float()
 
 
-def _pad_rows(output: torch.Tensor, name: str, batch: int, width: int, target: torch.Tensor) -> torch.Tensor:
-    """Zero-pad a batch's [batch, pos, ...] (or pattern [batch, head, q, k]) to the store's length."""
+def _pad_rows(output: torch.Tensor, name: str, lengths: torch.Tensor, width: int,
+              target: torch.Tensor) -> torch.Tensor:
+    """Copy a batch's [batch, pos, ...] (or pattern [batch, head, q, k]) into zeros of the store's length.
+
+    Positions past each text's end (pad tokens) are left at zero.
+    """
+    batch = len(lengths)
     output = _batch_first(output, name, batch, width)
     full = target.new_zeros((batch, *target.shape[1:]))
+    real = torch.arange(width, device=output.device)[None, :] < lengths[:, None]  # [batch, pos]
     if name.endswith(("hook_pattern", "hook_attn_scores")):
-        full[:, :, :width, :width] = output
+        keep = (real[:, None, :, None] & real[:, None, None, :]).to(output.dtype)
+        full[:, :, :width, :width] = (output * keep).to(full.dtype)
     else:
-        full[:, :width] = output
+        keep = real.view(batch, width, *([1] * (output.dim() - 2))).to(output.dtype)
+        full[:, :width] = (output * keep).to(full.dtype)
     return full
 
 
@@ -465,20 +492,18 @@ def _cache_to_disk(model, plan: CachePlan, out: Path, progress: bool) -> DiskAct
     if (out / "manifest.json").exists():
         return DiskActivationCache(out)
 
-    n_shards = math.ceil(plan.n_texts / plan.shard_size)
     shards = []
     with _progress_bar(plan.n_texts, progress) as bar:
-        for index in range(n_shards):
-            start, end = index * plan.shard_size, min((index + 1) * plan.shard_size, plan.n_texts)
+        for index, (start, end) in enumerate(_shard_ranges(plan)):
             name = f"shards/shard-{index:05d}.safetensors"
             path = out / name
             ids = plan.token_ids[start:end]
             if not path.exists():
-                acts = _run_rows(model, plan, ids, max(len(t) for t in ids), torch.device("cpu"), _NoBar())
-                acts[LENGTHS_KEY] = torch.tensor([len(t) for t in ids])
+                store = _empty_store(model, plan, end - start, max(len(t) for t in ids), torch.device("cpu"))
+                _run_rows(model, plan, ids, store)
+                store[LENGTHS_KEY] = torch.tensor([len(t) for t in ids])
                 tmp = path.with_suffix(".tmp")
-                save_file({k: v.contiguous() for k, v in acts.items()}, str(tmp),
-                          metadata={"rows": f"{start}:{end}"})
+                save_file(store, str(tmp), metadata={"rows": f"{start}:{end}"})
                 os.replace(tmp, path)
             bar.update(end - start)
             shards.append({"file": name, "rows": [start, end], "tokens": sum(len(t) for t in ids),
@@ -505,11 +530,6 @@ def _write_json_atomically(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
-
-
-class _NoBar:
-    def update(self, _n: int) -> None:
-        pass
 
 
 def _progress_bar(total: int, enabled: bool):
