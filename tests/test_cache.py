@@ -78,14 +78,22 @@ def test_disk_equals_memory_bit_for_bit(tiny, tmp_path, positions):
                                   progress=False)
     disk = wb.cache_activations(tiny, texts, hooks=hooks, positions=positions, batch_size=1,
                                 shard_size=5, out=tmp_path / "c", progress=False)
-    assert len(disk.manifest["shards"]) == 5  # 16-row shards: 5 rounded up to one sorting window
+    assert len(disk.manifest["shards"]) == 9  # 5 rounded up to whole sorting windows of 4 rows: 8
     assert disk.hooks == memory.hooks
     assert torch.equal(disk.lengths, memory.lengths)
     for hook in memory.hooks:
         assert torch.equal(disk[hook], memory[hook]), hook
     reopened = wb.open_cache(tmp_path / "c")
     starts = [start for start, _ in reopened.iter_shards(memory.hooks[0])]
-    assert starts == [0, 16, 32, 48, 64]
+    assert starts == list(range(0, 70, 8))
+
+
+def test_automatic_shard_size_targets_256_mib(tiny):
+    plan = cache_module.CachePlan(["blocks.0.hook_resid_post"], "all", [[1] * 100] * 10, 0, torch.float32, 8, 0)
+    per_row = 100 * 128 * 4
+    rows = cache_module._shard_size(tiny, plan, None)
+    assert rows % 32 == 0 and rows * per_row <= cache_module.SHARD_TARGET_BYTES < (rows + 32) * per_row
+    assert cache_module._shard_size(tiny, plan, 5) == 32
 
 
 def test_manifest_records_the_run(tiny, tmp_path):
@@ -195,3 +203,20 @@ def test_smollm2_padding_invariance(smol):
             ref = alone[hook][0, :n]
             diff = (batched[hook][i, :n] - ref).abs().max().item()
             assert diff <= 1e-5 * ref.abs().max().item(), (hook, i, diff)
+
+
+@pytest.mark.integration
+def test_every_hook_of_smollm2_caches_with_its_own_layout(smol):
+    """Llama's rotary q/k hooks are [batch, head, pos, d_head]: positions are found by probing, not assumed."""
+    table = wb.hooks.hook_table(smol)
+    assert table["blocks.0.attn.hook_rot_q"].pos_dims == (2,)
+    assert table["blocks.0.hook_resid_post"].pos_dims == (1,)
+    assert table["blocks.0.attn.hook_pattern"].pos_dims == (2, 3)
+    texts = TEXTS[:3]
+    batched = wb.cache_activations(smol, texts, hooks="blocks.0.*", positions="all", batch_size=3, progress=False)
+    alone = wb.cache_activations(smol, texts[1:2], hooks="blocks.0.*", positions="all", progress=False)
+    n = int(alone.lengths[0])
+    for hook in batched.hooks:
+        pos_dims = table[hook].pos_dims
+        index = tuple(slice(0, n) if d + 1 in pos_dims else slice(None) for d in range(batched[hook].dim() - 1))
+        assert (batched[hook][1][index] - alone[hook][0][index]).abs().max().item() <= 1e-4, hook

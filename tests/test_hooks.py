@@ -79,3 +79,35 @@ def test_gradients_through_hooks_equal_plain_hf(tiny):
         worst = max(worst, (param.grad - expected[key]).abs().max().item())
     tiny.hf_model.zero_grad(set_to_none=True)
     assert worst <= 1e-5
+
+
+def test_bypass_keeps_hooked_components_and_restores_the_tree(tiny):
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+    from workbench.hooks import bypass_unhooked_bridges
+
+    layers = tiny.hf_model.model.layers
+    before = [id(m) for m in tiny.hf_model.modules()]
+    ids = tiny.tokenizer("warm up the bridge", return_tensors="pt").input_ids
+    with torch.no_grad():
+        tiny.hf_model(ids)  # the bridge wires its internal capture hooks on first use
+    with wb.apply_hooks(tiny, [("blocks.2.hook_resid_post", lambda act, hook: act)]):
+        with bypass_unhooked_bridges(tiny) as bypassed:
+            assert bypassed > 0
+            wrapped = [isinstance(layer, GeneralizedComponent) for layer in layers]
+            assert wrapped == [False, False, True, False]
+    assert [id(m) for m in tiny.hf_model.modules()] == before
+    with bypass_unhooked_bridges(tiny):
+        assert not any(isinstance(layer, GeneralizedComponent) for layer in layers)
+
+
+def test_generation_with_hook_equals_fully_wrapped_generation(tiny):
+    """The bypass must not change what a hooked generation produces."""
+    prompt_ids = tiny.tokenizer("Once upon a time", return_tensors="pt")
+    steer = [("blocks.1.hook_resid_post", lambda act, hook: act * 2 + 0.5)]
+    with wb.apply_hooks(tiny, steer):
+        ours = wb.generate(tiny, "Once upon a time", max_new_tokens=10)[0]
+        with torch.no_grad():
+            full = tiny.hf_model.generate(**prompt_ids, max_new_tokens=10, do_sample=False,
+                                          pad_token_id=tiny.tokenizer.pad_token_id)
+    assert list(ours.new_tokens) == full[0, prompt_ids.input_ids.shape[1]:].tolist()

@@ -16,7 +16,8 @@ Texts are right-padded in batches, so a padded row's activations equal the same
 text run alone (causal attention never looks right, and real tokens keep their
 positions). Rows are batched longest-first within windows of 16 batches to waste
 little padding; results are always returned in input order, and are bit-identical
-in memory and on disk.
+in memory and on disk. Shards default to about 256 MiB (whole sorting windows),
+so streaming a corpus of any size holds about one shard in memory.
 
 On disk (`out=DIR`): ``run.json`` (settings, written first), ``shards/shard-NNNNN.safetensors``
 (each written atomically; tensors named by hook plus ``__lengths__``) and
@@ -26,6 +27,7 @@ hook at a time, memory-mapped, shard by shard if need be.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -39,12 +41,13 @@ import torch
 
 from .datasets import TextRecord, as_records
 from .errors import CacheTooLargeError, InputError
-from .hooks import hook_table, resolve_hooks
+from .hooks import bypass_unhooked_bridges, hook_table, resolve_hooks
 
 POSITIONS = ("all", "last", "mean")
 CACHE_FORMAT = "workbench-activation-cache/1"
 LENGTHS_KEY = "__lengths__"
-SORT_WINDOW_BATCHES = 16  # texts are length-sorted within windows of this many batches
+SORT_WINDOW_BATCHES = 4  # texts are length-sorted within windows of this many batches
+SHARD_TARGET_BYTES = 256 * 2**20  # automatic shard size: as many whole windows as fit in this
 
 
 class _StopForward(Exception):
@@ -129,7 +132,7 @@ class DiskActivationCache(_CacheView):
         self._check(hook)
         blocks = [block for _, block in self.iter_shards(hook)]
         if self.positions == "all":
-            blocks = _pad_to_common_length(blocks, hook)
+            blocks = _pad_to_common_length(blocks, self.manifest["pos_dims"][hook])
         return torch.cat(blocks)
 
     def to_memory(self) -> ActivationCache:
@@ -156,21 +159,17 @@ def open_cache(folder: str | Path) -> DiskActivationCache:
     return DiskActivationCache(folder)
 
 
-def _pad_to_common_length(blocks: list[torch.Tensor], hook: str) -> list[torch.Tensor]:
-    """Zero-pad per-shard 'all'-position blocks to the longest shard's length."""
-    pattern = hook.endswith(("hook_pattern", "hook_attn_scores"))
-    longest = max(b.shape[-1] if pattern else b.shape[1] for b in blocks)
+def _pad_to_common_length(blocks: list[torch.Tensor], pos_dims: list[int]) -> list[torch.Tensor]:
+    """Zero-pad per-shard 'all'-position blocks to the longest shard's length along `pos_dims`."""
+    longest = max(b.shape[pos_dims[0]] for b in blocks)
     padded = []
-    for b in blocks:
-        if pattern:
-            extra = longest - b.shape[-1]
-            padded.append(torch.nn.functional.pad(b, (0, extra, 0, extra)))
-        else:
-            shape = list(b.shape)
-            shape[1] = longest
-            out = b.new_zeros(shape)
-            out[:, :b.shape[1]] = b
-            padded.append(out)
+    for block in blocks:
+        shape = list(block.shape)
+        for d in pos_dims:
+            shape[d] = longest
+        out = block.new_zeros(shape)
+        out[tuple(slice(0, n) for n in block.shape)] = block
+        padded.append(out)
     return padded
 
 
@@ -223,12 +222,15 @@ def tokenize_records(model, records: Sequence[TextRecord], truncate: bool = Fals
 
 
 def row_shape(model, hook: str, positions: str, max_len: int) -> tuple[int, ...]:
-    """Shape stored per text for `hook` (the text dimension excluded)."""
+    """Shape stored per text for `hook` (the text dimension excluded).
+
+    "all" keeps the hook's own layout with each position dimension `max_len` long;
+    "last"/"mean" drop the (single) position dimension.
+    """
     info = hook_table(model)[hook]
-    rest = info.shape[2:]
-    if info.is_pattern:
-        return (info.shape[1], max_len, max_len)
-    return (max_len, *rest) if positions == "all" else tuple(rest)
+    if positions == "all":
+        return tuple(max_len if d in info.pos_dims else n for d, n in enumerate(info.shape) if d > 0)
+    return tuple(n for d, n in enumerate(info.shape) if d > 0 and d not in info.pos_dims)
 
 
 def estimate_bytes(model, plan: CachePlan) -> int:
@@ -265,7 +267,7 @@ def cache_activations(
     positions: str = "last",
     batch_size: int = 8,
     out: str | Path | None = None,
-    shard_size: int = 256,
+    shard_size: int | None = None,
     truncate: bool = False,
     max_length: int | None = None,
     store_dtype: torch.dtype | None = None,
@@ -284,7 +286,8 @@ def cache_activations(
         out: a folder to stream shards to; None keeps the cache in memory (refused,
             with the estimate, when it would not fit).
         shard_size: texts per shard on disk (the unit of resuming), rounded up to a
-            multiple of batch_size x 16 (the length-sorting window).
+            multiple of batch_size x 4 (the length-sorting window); default: whole
+            windows filling about 256 MiB.
         truncate / max_length: cut over-long texts instead of refusing them.
         store_dtype: dtype of the stored activations (default: the model's dtype).
         store_device: where an in-memory cache lives ("cpu", or the model's GPU).
@@ -293,26 +296,59 @@ def cache_activations(
     Returns:
         `ActivationCache` (in memory) or `DiskActivationCache` (with `out`).
     """
-    if positions not in POSITIONS:
-        raise InputError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
-    if batch_size < 1 or shard_size < 1:
-        raise InputError("batch_size and shard_size must be at least 1")
     records = as_records(texts)
     if not records:
         raise InputError("no texts to cache")
+    token_ids, n_truncated = tokenize_records(model, records, truncate, max_length)
+    return cache_tokens(model, token_ids, hooks, positions, batch_size, out, shard_size, store_dtype,
+                        store_device, progress, n_truncated=n_truncated)
+
+
+def cache_tokens(
+    model,
+    token_ids: Sequence[Sequence[int]],
+    hooks: str | Sequence[str] = "resid_post",
+    positions: str = "last",
+    batch_size: int = 8,
+    out: str | Path | None = None,
+    shard_size: int | None = None,
+    store_dtype: torch.dtype | None = None,
+    store_device: str | torch.device = "cpu",
+    progress: bool = True,
+    n_truncated: int = 0,
+) -> ActivationCache | DiskActivationCache:
+    """`cache_activations` for texts that are already token ids (one list of ints per text)."""
+    if positions not in POSITIONS:
+        raise InputError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
+    if batch_size < 1 or (shard_size is not None and shard_size < 1):
+        raise InputError("batch_size and shard_size must be at least 1")
+    if not token_ids or any(len(ids) == 0 for ids in token_ids):
+        raise InputError("every text needs at least one token")
     names = resolve_hooks(model, hooks)
-    patterns = [h for h in names if hook_table(model)[h].is_pattern]
+    table = hook_table(model)
+    no_pos = [h for h in names if not table[h].pos_dims]
+    if no_pos:
+        raise InputError(f"hook {no_pos[0]} has no position dimension {table[no_pos[0]].shape}; "
+                         "it cannot be cached per text")
+    patterns = [h for h in names if table[h].is_pattern]
     if patterns and positions != "all":
         raise InputError(f"attention-pattern hooks ({patterns[0]}, ...) need positions='all'")
-    token_ids, n_truncated = tokenize_records(model, records, truncate, max_length)
-    # Shards are whole sorting windows, so batch composition is the same however a run is split.
-    window = batch_size * SORT_WINDOW_BATCHES
-    shard_size = math.ceil(shard_size / window) * window
-    plan = CachePlan(names, positions, token_ids, n_truncated,
-                     store_dtype or next(model.hf_model.parameters()).dtype, batch_size, shard_size)
+    plan = CachePlan(names, positions, [list(ids) for ids in token_ids], n_truncated,
+                     store_dtype or next(model.hf_model.parameters()).dtype, batch_size, 0)
+    plan = dataclasses.replace(plan, shard_size=_shard_size(model, plan, shard_size))
     if out is None:
         return _cache_in_memory(model, plan, torch.device(store_device), progress)
     return _cache_to_disk(model, plan, Path(out), progress)
+
+
+def _shard_size(model, plan: CachePlan, requested: int | None) -> int:
+    """Rows per shard: whole sorting windows (so batching, and every bit, is the same however
+    a run is split), either as requested (rounded up) or as many as fit in SHARD_TARGET_BYTES."""
+    window = plan.batch_size * SORT_WINDOW_BATCHES
+    if requested is None:
+        per_row = max(1, estimate_bytes(model, plan) // plan.n_texts)
+        requested = max(window, SHARD_TARGET_BYTES // per_row // window * window)
+    return math.ceil(requested / window) * window
 
 
 def _cache_in_memory(model, plan: CachePlan, store_device: torch.device, progress: bool) -> ActivationCache:
@@ -371,19 +407,24 @@ def _run_batch(model, plan: CachePlan, batch_ids: list[list[int]], rows: list[in
         input_ids[i, :len(ids)] = torch.tensor(ids)
     input_ids = input_ids.to(device)
     mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
+    # Without padding the mask is all ones: leave it out, as a plain forward would.
+    attention_mask = None if bool(mask.all()) else mask
     row_index = torch.tensor(rows, device=next(iter(store.values())).device)
     table = hook_table(model)
     last_hook = max(plan.hooks, key=lambda h: table[h].order)
     hook_dict = model.bridge.hook_dict
 
     def make_hook(name: str):
+        pos_dims = table[name].pos_dims
+
         def hook(_module, _inputs, output):
             target = store[name]
+            output = _batch_first(output, name, len(batch_ids))
             if plan.positions == "all":
-                values = _pad_rows(output, name, lengths, width, target)
+                _copy_real_positions(output, pos_dims, batch_ids, rows, target)
             else:
-                values = _select(output, name, plan.positions, lengths, mask, width)
-            target.index_copy_(0, row_index, values.to(target.device, target.dtype))
+                values = _select(output, pos_dims[0], plan.positions, lengths, mask)
+                target.index_copy_(0, row_index, values.to(target.device, target.dtype))
             if name == last_hook:
                 raise _StopForward
 
@@ -391,8 +432,8 @@ def _run_batch(model, plan: CachePlan, batch_ids: list[list[int]], rows: list[in
 
     handles = [hook_dict[name].register_forward_hook(make_hook(name)) for name in plan.hooks]
     try:
-        with torch.no_grad():
-            model.hf_model(input_ids=input_ids, attention_mask=mask, use_cache=False)
+        with torch.no_grad(), bypass_unhooked_bridges(model):
+            model.hf_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     except _StopForward:
         pass
     finally:
@@ -400,44 +441,36 @@ def _run_batch(model, plan: CachePlan, batch_ids: list[list[int]], rows: list[in
             handle.remove()
 
 
-def _batch_first(output: torch.Tensor, name: str, batch: int, width: int) -> torch.Tensor:
-    """Check the layout [batch, pos, ...] (rotary tables come as [1, pos, ...]: broadcast them)."""
+def _batch_first(output: torch.Tensor, name: str, batch: int) -> torch.Tensor:
+    """Check that dim 0 is the batch (rotary tables come as [1, pos, ...]: broadcast them)."""
     if output.shape[0] == 1 and batch > 1:
         output = output.expand(batch, *output.shape[1:])
-    if output.dim() < 2 or output.shape[0] != batch:
-        raise InputError(f"hook {name} has shape {tuple(output.shape)}, not [batch, pos, ...]; it cannot be cached")
+    if output.shape[0] != batch:
+        raise InputError(f"hook {name} has shape {tuple(output.shape)}, without a batch dimension; "
+                         "it cannot be cached per text")
     return output
 
 
-def _select(output: torch.Tensor, name: str, positions: str, lengths: torch.Tensor, mask: torch.Tensor,
-            width: int) -> torch.Tensor:
-    """Reduce [batch, pos, ...] to [batch, ...] at the last real token or over real tokens."""
-    output = _batch_first(output, name, len(lengths), width)
-    if output.shape[1] != width:
-        raise InputError(f"hook {name} has shape {tuple(output.shape)}, without a position dimension")
+def _select(output: torch.Tensor, pos_dim: int, positions: str, lengths: torch.Tensor,
+            mask: torch.Tensor) -> torch.Tensor:
+    """Reduce the position dimension: the last real token, or the mean over real tokens (float32)."""
+    output = output.movedim(pos_dim, 1)  # [batch, pos, ...rest in their own order]
     if positions == "last":
         return output[torch.arange(len(lengths), device=output.device), lengths - 1]
-    weights = mask.to(torch.float32).view(*mask.shape, *([1] * (output.dim() - 2)))
-    return (output.float() * weights).sum(1) / lengths.view(-1, *([1] * (output.dim() - 2))).float()
+    extra = [1] * (output.dim() - 2)
+    weights = mask.to(torch.float32).view(*mask.shape, *extra)
+    return (output.float() * weights).sum(1) / lengths.view(-1, *extra).float()
 
 
-def _pad_rows(output: torch.Tensor, name: str, lengths: torch.Tensor, width: int,
-              target: torch.Tensor) -> torch.Tensor:
-    """Copy a batch's [batch, pos, ...] (or pattern [batch, head, q, k]) into zeros of the store's length.
+def _copy_real_positions(output: torch.Tensor, pos_dims: tuple[int, ...], batch_ids: list[list[int]],
+                         rows: list[int], target: torch.Tensor) -> None:
+    """Copy each text's real positions into its row of the (zero-initialised) store.
 
-    Positions past each text's end (pad tokens) are left at zero.
+    Positions past a text's end (pad tokens) are never written, so they stay zero.
     """
-    batch = len(lengths)
-    output = _batch_first(output, name, batch, width)
-    full = target.new_zeros((batch, *target.shape[1:]))
-    real = torch.arange(width, device=output.device)[None, :] < lengths[:, None]  # [batch, pos]
-    if name.endswith(("hook_pattern", "hook_attn_scores")):
-        keep = (real[:, None, :, None] & real[:, None, None, :]).to(output.dtype)
-        full[:, :, :width, :width] = (output * keep).to(full.dtype)
-    else:
-        keep = real.view(batch, width, *([1] * (output.dim() - 2))).to(output.dtype)
-        full[:, :width] = (output * keep).to(full.dtype)
-    return full
+    for i, (ids, row) in enumerate(zip(batch_ids, rows)):
+        index = tuple(slice(0, len(ids)) if d in pos_dims else slice(None) for d in range(1, output.dim()))
+        target[row][index].copy_(output[i][index])
 
 
 # ----------------------------------------------------------------------------- on disk
@@ -513,6 +546,7 @@ def _cache_to_disk(model, plan: CachePlan, out: Path, progress: bool) -> DiskAct
                                 "truncated_texts": plan.n_truncated}
     manifest["row_shapes"] = {h: [d if d else "pos" for d in row_shape(model, h, plan.positions, 0)]
                               for h in plan.hooks}
+    manifest["pos_dims"] = {h: list(hook_table(model)[h].pos_dims) for h in plan.hooks}
     manifest["shards"] = shards
     _write_json_atomically(out / "manifest.json", manifest)
     return DiskActivationCache(out)

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--positions", default="last", choices=["all", "last", "mean"])
     sub.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
     sub.add_argument("--batch-size", type=int, default=8)
-    sub.add_argument("--shard-size", type=int, default=256, help="texts per shard file")
+    sub.add_argument("--shard-size", type=int, default=None,
+                     help="texts per shard file (default: about 256 MiB per shard)")
     sub.add_argument("--truncate", action="store_true", help="cut texts longer than the context")
     sub.add_argument("--max-length", type=int, default=None, help="token limit (default: the context)")
 

@@ -37,7 +37,7 @@ def run_tour(model_name: str, out: str | Path, device: str | None = None) -> dic
     texts = tour_texts()
     begin = time.perf_counter()
     cache = cache_activations(model, texts, hooks="resid_post", positions="last", out=out / "cache",
-                              shard_size=8, batch_size=8)
+                              batch_size=8)
     seconds = time.perf_counter() - begin
     middle = f"blocks.{model.n_layers // 2}.hook_resid_post"
     acts = cache[middle]

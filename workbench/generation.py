@@ -3,7 +3,9 @@
 Generation runs Hugging Face's own `generate` (with its KV cache) on the booted
 model. Booting replaced the HF decoder layers with bridge modules, so every hook
 applied with `workbench.apply_hooks` (steering, ablation, caching) also acts
-during generation.
+during generation. Bridge components with no hook below them run as plain HF
+modules meanwhile (`bypass_unhooked_bridges`), which keeps generation near plain
+HF speed; hooked components run through the bridge as usual.
 
 Prompt formats (recorded per model in the registry):
 - "chat": the tokenizer's chat template with one user turn (SmolLM2-Instruct
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+
+from .hooks import bypass_unhooked_bridges
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ def generate(
             dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
             torch.manual_seed(seed + start)
-            with torch.no_grad():
+            with torch.no_grad(), bypass_unhooked_bridges(model):
                 output = model.hf_model.generate(**inputs, max_new_tokens=max_new_tokens,
                                                  pad_token_id=pad_id, **sampling)
         prompt_len = inputs["input_ids"].shape[1]

@@ -21,8 +21,7 @@ import torch
 
 from .errors import HookNameError
 
-# Hooks whose tensors are [batch, head, query_pos, key_pos] rather than [batch, pos, ...].
-PATTERN_HOOK_SUFFIXES = ("hook_pattern", "hook_attn_scores")
+PROBE_LENGTHS = (5, 7)  # two probe lengths tell which dimensions are positions
 
 
 @dataclass(frozen=True)
@@ -30,51 +29,62 @@ class HookInfo:
     """One hook point that fires in a forward pass.
 
     order: firing order in a forward pass (aliases of one module share it).
-    shape: activation shape for one text of `probe_len` tokens, batch dim included.
+    shape: activation shape for one text of `PROBE_LENGTHS[0]` tokens, batch dim included.
+    pos_dims: which dimensions are token positions (found by probing two lengths):
+        one for most hooks ([batch, pos, ...], or [batch, head, pos, d_head] for some
+        rotary hooks), two for attention patterns and scores ([batch, head, q, k]).
     """
 
     name: str
     order: int
     shape: tuple[int, ...]
-    probe_len: int
+    pos_dims: tuple[int, ...]
 
     @property
     def is_pattern(self) -> bool:
-        return self.name.endswith(PATTERN_HOOK_SUFFIXES)
+        """True for [batch, head, query_pos, key_pos] tensors (two position dimensions)."""
+        return len(self.pos_dims) > 1
 
 
 def hook_table(model) -> dict[str, HookInfo]:
-    """Every hook name that fires in a forward pass, with its firing order and shape.
+    """Every hook name that fires in a forward pass, with its firing order, shape and position dims.
 
-    Found once per model by a forward pass on a 5-token probe and cached on the model.
+    Found once per model by forward passes on two short probes and cached on the model.
     """
     if model.hook_table_cache is not None:
         return model.hook_table_cache
-    probe_len = 5
     hook_dict = model.bridge.hook_dict
+    modules = {id(m): m for m in hook_dict.values()}
+    runs = [_probe(model, modules, length) for length in PROBE_LENGTHS]
+    table = {}
+    for name, module in hook_dict.items():
+        key = id(module)
+        if all(key in run for run in runs):
+            (order, shape), (_, other) = runs[0][key], runs[1][key]
+            pos_dims = tuple(d for d, (a, b) in enumerate(zip(shape, other)) if a != b) \
+                if len(shape) == len(other) else ()
+            table[name] = HookInfo(name, order, shape, pos_dims)
+    model.hook_table_cache = dict(sorted(table.items(), key=lambda item: (item[1].order, item[0])))
+    return model.hook_table_cache
+
+
+def _probe(model, modules: dict, length: int) -> dict[int, tuple[int, tuple[int, ...]]]:
+    """Forward `length` copies of one token; record each hook module's firing order and shape."""
     fired: dict[int, tuple[int, tuple[int, ...]]] = {}
-    handles = []
 
     def record(module, _inputs, output):
         if id(module) not in fired and isinstance(output, torch.Tensor):
             fired[id(module)] = (len(fired), tuple(output.shape))
 
-    for module in {id(m): m for m in hook_dict.values()}.values():
-        handles.append(module.register_forward_hook(record))
+    handles = [module.register_forward_hook(record) for module in modules.values()]
     token = model.tokenizer.eos_token_id or 0
     try:
         with torch.no_grad():
-            model.hf_model(torch.full((1, probe_len), token, device=model.device), use_cache=False)
+            model.hf_model(torch.full((1, length), token, device=model.device), use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
-    table = {}
-    for name, module in hook_dict.items():
-        if id(module) in fired:
-            order, shape = fired[id(module)]
-            table[name] = HookInfo(name, order, shape, probe_len)
-    model.hook_table_cache = dict(sorted(table.items(), key=lambda item: (item[1].order, item[0])))
-    return model.hook_table_cache
+    return fired
 
 
 def hook_names(model, aliases: bool = False) -> list[str]:
@@ -173,3 +183,59 @@ def _wrap(fn: HookFn, point):
         return fn(output, point)
 
     return forward_hook
+
+
+def _is_bridge_plumbing(fn) -> bool:
+    """TransformerLens' blocks wire 'capture' pre-hooks on their norm bridges at the first forward
+    (feeding hook_mlp_in and split-qkv inputs). They are not user hooks: when the norm bridge is
+    bypassed they simply do not run, and any hook point they feed is checked on its own."""
+    return "_maybe_wire_capture_hooks" in getattr(fn, "__qualname__", "")
+
+
+def _has_hooks(module: torch.nn.Module) -> bool:
+    """True when any module in the subtree has a forward/backward hook (torch's or TransformerLens')."""
+    for m in module.modules():
+        if m._forward_hooks or m._backward_hooks or m._backward_pre_hooks:
+            return True
+        if any(not _is_bridge_plumbing(fn) for fn in m._forward_pre_hooks.values()):
+            return True
+        if getattr(m, "fwd_hooks", None) or getattr(m, "bwd_hooks", None):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def bypass_unhooked_bridges(model) -> Iterator[int]:
+    """Inside the block, bridge components with no hook anywhere below them run as plain HF modules.
+
+    The bridge wraps every HF submodule in Python that computes hook-point values
+    (norm scales, rotary tables, ...) even when nothing listens, which costs about a
+    third of the speed of token-by-token generation on a small model. Here each
+    wrapped component whose subtree holds no hook is swapped back to the HF module
+    it wraps; components with a hook (say, a steering hook on layer 12) stay wrapped
+    whole, so every hook still fires exactly as before. The swap is undone on exit,
+    also when the block raises. Yields the number of components bypassed.
+    """
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+    swaps: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+
+    def visit(parent: torch.nn.Module) -> None:
+        for name, child in list(parent._modules.items()):
+            if child is None:
+                continue
+            original = child._modules.get("_original_component") if isinstance(child, GeneralizedComponent) \
+                else None
+            if original is not None and not _has_hooks(child):
+                parent._modules[name] = original
+                swaps.append((parent, name, child))
+                visit(original)
+            elif not isinstance(child, GeneralizedComponent):
+                visit(child)
+
+    try:
+        visit(model.hf_model)
+        yield len(swaps)
+    finally:
+        for parent, name, child in reversed(swaps):
+            parent._modules[name] = child
