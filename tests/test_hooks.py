@@ -91,6 +91,7 @@ def test_bypass_keeps_hooked_components_and_restores_the_tree(tiny):
     ids = tiny.tokenizer("warm up the bridge", return_tensors="pt").input_ids
     with torch.no_grad():
         tiny.hf_model(ids)  # the bridge wires its internal capture hooks on first use
+        tiny.bridge.run_with_cache(ids)  # transformers adds output-capturing hooks to HF modules
     with wb.apply_hooks(tiny, [("blocks.2.hook_resid_post", lambda act, hook: act)]):
         with bypass_unhooked_bridges(tiny) as bypassed:
             assert bypassed > 0

@@ -193,8 +193,18 @@ def _is_bridge_plumbing(fn) -> bool:
 
 
 def _has_hooks(module: torch.nn.Module) -> bool:
-    """True when any module in the subtree has a forward/backward hook (torch's or TransformerLens')."""
+    """True when a hook point or bridge component in the subtree carries a hook.
+
+    Hooks on the plain HF modules inside do not count: those modules run whether or not
+    their bridge wrapper is bypassed (transformers installs such hooks itself to capture
+    attentions), so they fire either way.
+    """
+    from transformer_lens.hook_points import HookPoint
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
     for m in module.modules():
+        if not isinstance(m, (HookPoint, GeneralizedComponent)):
+            continue
         if m._forward_hooks or m._backward_hooks or m._backward_pre_hooks:
             return True
         if any(not _is_bridge_plumbing(fn) for fn in m._forward_pre_hooks.values()):
