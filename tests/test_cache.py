@@ -50,8 +50,8 @@ def test_padded_batch_equals_single_text(tiny, positions):
 def test_cache_matches_bridge_run_with_cache(tiny):
     ids = tiny.tokenizer(TEXTS[1], return_tensors="pt").input_ids
     _, reference = tiny.bridge.run_with_cache(ids)
-    ours = wb.cache_activations(tiny, [TEXTS[1]], hooks="resid_post,attn.hook_pattern", positions="all",
-                                progress=False)
+    ours = wb.cache_activations(tiny, [TEXTS[1]], hooks="resid_post,attn.hook_pattern,attn.hook_z,mlp.hook_post",
+                                positions="all", progress=False)
     for hook in ours.hooks:
         assert torch.equal(ours[hook][0], reference[hook][0]), hook
 

@@ -41,7 +41,7 @@ import torch
 
 from .datasets import TextRecord, as_records
 from .errors import CacheTooLargeError, InputError
-from .hooks import bypass_unhooked_bridges, hook_table, resolve_hooks
+from .hooks import bypass_unhooked_bridges, hook_table, register_forward, resolve_hooks
 
 POSITIONS = ("all", "last", "mean")
 CACHE_FORMAT = "workbench-activation-cache/1"
@@ -417,7 +417,7 @@ def _run_batch(model, plan: CachePlan, batch_ids: list[list[int]], rows: list[in
     def make_hook(name: str):
         pos_dims = table[name].pos_dims
 
-        def hook(_module, _inputs, output):
+        def hook(output, _point):
             target = store[name]
             output = _batch_first(output, name, len(batch_ids))
             if plan.positions == "all":
@@ -430,7 +430,7 @@ def _run_batch(model, plan: CachePlan, batch_ids: list[list[int]], rows: list[in
 
         return hook
 
-    handles = [hook_dict[name].register_forward_hook(make_hook(name)) for name in plan.hooks]
+    handles = [register_forward(hook_dict[name], make_hook(name)) for name in plan.hooks]
     try:
         with torch.no_grad(), bypass_unhooked_bridges(model):
             model.hf_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)

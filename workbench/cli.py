@@ -79,6 +79,40 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--truncate", action="store_true", help="cut texts longer than the context")
     sub.add_argument("--max-length", type=int, default=None, help="token limit (default: the context)")
 
+    sub = verb("attention", "Head scores (previous-token, duplicate, induction) and a prompt's attention patterns.",
+               cmd_attention)
+    sub.add_argument("--prompt", required=True)
+    sub.add_argument("--layer", type=int, default=None, help="head to show (default: the top induction head)")
+    sub.add_argument("--head", type=int, default=None)
+    sub.add_argument("--top", type=int, default=10, help="rows of the ranked head table")
+    sub.add_argument("--html", default=None, help="write the figures to this HTML file")
+
+    sub = verb("lens", "Logit lens of a prompt, and direct logit attribution for two answers.", cmd_lens)
+    sub.add_argument("--prompt", required=True)
+    sub.add_argument("--answers", nargs=2, default=None, metavar=("ANSWER", "OTHER"),
+                     help="two single-token answers for DLA, e.g. ' Paris' ' Rome'")
+    sub.add_argument("--html", default=None)
+
+    sub = verb("patch", "Activation and/or attribution patching of a clean/corrupted prompt pair.", cmd_patch)
+    sub.add_argument("--clean", required=True)
+    sub.add_argument("--corrupt", required=True)
+    sub.add_argument("--answers", nargs=2, required=True, metavar=("ANSWER", "OTHER"))
+    sub.add_argument("--method", choices=["exact", "attribution", "both"], default="both")
+    sub.add_argument("--kinds", default="resid_pre,attn_head,attn_out,mlp_out",
+                     help="comma-separated: resid_pre, attn_head, attn_head_pos, attn_out, mlp_out")
+    sub.add_argument("--html", default=None)
+
+    sub = verb("steer", "Steer generation with a vector from contrast pairs over several coefficients.", cmd_steer)
+    sub.add_argument("--pairs", required=True, help="JSONL of {positive, negative} pairs (see probes/)")
+    sub.add_argument("--layer", type=int, required=True)
+    sub.add_argument("--alphas", type=float, nargs="+", default=[-4, -2, 0, 2, 4])
+    sub.add_argument("--prompt", required=True)
+    sub.add_argument("--max-new-tokens", type=int, default=40)
+    sub.add_argument("--positive-words", nargs="*", default=None,
+                     help="single-token words for a log-probability gap metric, e.g. ' great' ' good'")
+    sub.add_argument("--negative-words", nargs="*", default=None)
+    sub.add_argument("--html", default=None)
+
     sub = verb("demo", "The main job on one model (default: the embedded smollm2-135m).", cmd_demo)
     sub.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
     return parser
@@ -173,6 +207,148 @@ def cmd_cache(args) -> int:
           f"cached {manifest['n_texts']} texts x {len(manifest['hooks'])} hooks ({args.positions}) "
           f"to {args.out}: {len(manifest['shards'])} shards, {format_bytes(size)}, {seconds:.1f} s"
           + (f"; {truncated} texts truncated" if truncated else ""))
+    return 0
+
+
+def _write_html(args, figs: list, title: str) -> None:
+    if args.html:
+        from .viz import save_html_many
+
+        path = save_html_many(figs, args.html, title)
+        print(f"figures: {path}", file=sys.stderr)
+
+
+def cmd_attention(args) -> int:
+    from .attention import attention_patterns, head_scores
+    from .tokens import check_layer
+    from .viz import head_pattern, head_score_grid
+
+    model = _load(args)
+    if args.layer is not None:
+        check_layer(model, args.layer)
+    if args.head is not None and not 0 <= args.head < model.info.n_heads:
+        raise InputError(f"head {args.head} is out of range: {model.info.name} has heads 0..{model.info.n_heads - 1}")
+    scores = head_scores(model)
+    table = scores.to_frame()
+    best = table.iloc[0]
+    layer = args.layer if args.layer is not None else int(best["layer"])
+    head = args.head if args.head is not None else int(best["head"])
+    patterns = attention_patterns(model, args.prompt)
+    top = table.head(args.top)
+    summary = {"model": model.info.name, "tokens": patterns.tokens, "top_heads": top.to_dict("records"),
+               "shown_head": {"layer": layer, "head": head,
+                              "pattern": patterns.head(layer, head).tolist()}}
+    _emit(args, summary, top.to_string(index=False))
+    _write_html(args, [head_score_grid(scores, "induction"), head_score_grid(scores, "previous_token"),
+                       head_pattern(patterns, layer, head)], f"attention: {args.prompt[:40]}")
+    return 0
+
+
+def cmd_lens(args) -> int:
+    from .lens import direct_logit_attribution, logit_lens
+    from .viz import dla_bars, logit_lens_heatmap
+
+    model = _load(args)
+    tracked = list(args.answers) if args.answers else []
+    lens = logit_lens(model, args.prompt, tracked=tracked)
+    summary = {"model": model.info.name, "tokens": lens.tokens, "lens": lens.to_frame().to_dict("records")}
+    figs = [logit_lens_heatmap(lens)]
+    human = lens.to_frame().to_string(index=False)
+    if args.answers:
+        dla = direct_logit_attribution(model, args.prompt, *args.answers)
+        frame = dla.to_frame()
+        summary["dla"] = {"logit_diff": dla.logit_diff, "sum_of_components": float(dla.values.sum()),
+                          "components": frame.to_dict("records")}
+        top = frame.reindex(frame["value"].abs().sort_values(ascending=False).index).head(10)
+        human += f"\n\nlogit diff {dla.logit_diff:.3f}; largest components:\n" + top.to_string(index=False)
+        figs.append(dla_bars(dla))
+    _emit(args, summary, human)
+    _write_html(args, figs, f"lens: {args.prompt[:40]}")
+    return 0
+
+
+def cmd_patch(args) -> int:
+    from .patching import KINDS, activation_patch, attribution_patch
+    from .viz import exact_vs_attribution, patching_heatmap
+
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise InputError(f"unknown patch kind {unknown[0]!r}; choose from {', '.join(KINDS)}")
+    model = _load(args)
+    clean, corrupt = args.clean, args.corrupt
+    results: dict[str, dict] = {}
+    figs = []
+    attribution = attribution_patch(model, clean, corrupt, *args.answers, kinds=tuple(kinds)) \
+        if args.method in ("attribution", "both") else {}
+    for kind in kinds:
+        entry = {}
+        exact = activation_patch(model, clean, corrupt, *args.answers, kind=kind) \
+            if args.method in ("exact", "both") else None
+        for result in (exact, attribution.get(kind)):
+            if result is not None:
+                entry[result.method] = {"axes": result.axes, "labels": result.labels,
+                                        "values": result.values.tolist(), "seconds": round(result.seconds, 3)}
+                figs.append(patching_heatmap(result))
+                entry["clean_metric"], entry["corrupt_metric"] = result.clean_metric, result.corrupt_metric
+        if exact is not None and kind in attribution:
+            import torch
+
+            pair = torch.stack([exact.values.flatten(), attribution[kind].values.flatten()])
+            entry["pearson_exact_vs_attribution"] = float(torch.corrcoef(pair)[0, 1])
+            figs.append(exact_vs_attribution(exact, attribution[kind]))
+        results[kind] = entry
+    summary = {"model": model.info.name, "clean": clean, "corrupt": corrupt, "answers": args.answers,
+               "results": results}
+    lines = [f"clean logit diff {next(iter(results.values()))['clean_metric']:.3f}, "
+             f"corrupted {next(iter(results.values()))['corrupt_metric']:.3f}"]
+    for kind, entry in results.items():
+        for method in ("exact", "attribution"):
+            if method in entry:
+                import torch
+
+                values = torch.tensor(entry[method]["values"])
+                lines.append(f"{kind:14s} {method:11s} max {values.max():.3f} min {values.min():.3f} "
+                             f"({entry[method]['seconds']} s)")
+        if "pearson_exact_vs_attribution" in entry:
+            lines.append(f"{kind:14s} Pearson r exact vs attribution = {entry['pearson_exact_vs_attribution']:.3f}")
+    _emit(args, summary, "\n".join(lines))
+    _write_html(args, figs, "patching")
+    return 0
+
+
+def cmd_steer(args) -> int:
+    from .generation import generate
+    from .steering import logprob_gap, mean_difference_vector, read_pairs, steer
+    from .tokens import check_layer, single_token_id
+    from .viz import steering_sweep
+
+    pairs = read_pairs(args.pairs)
+    if bool(args.positive_words) != bool(args.negative_words):
+        raise InputError("give both --positive-words and --negative-words, or neither")
+    model = _load(args)
+    check_layer(model, args.layer)
+    for word in (args.positive_words or []) + (args.negative_words or []):
+        single_token_id(model, word)
+    vector = mean_difference_vector(model, pairs, args.layer, source=str(args.pairs))
+    rows = []
+    for alpha in args.alphas:
+        with steer(model, vector, alpha):
+            text = generate(model, args.prompt, max_new_tokens=args.max_new_tokens)[0].text
+            row = {"alpha": alpha, "text": text}
+            if args.positive_words:
+                row["logprob_gap"] = logprob_gap(model, [args.prompt], args.positive_words, args.negative_words)
+        rows.append(row)
+    summary = {"model": model.info.name, "pairs": str(args.pairs), "n_pairs": len(pairs), "layer": args.layer,
+               "vector_norm": float(vector.vector.norm()), "rows": rows}
+    _emit(args, summary, "\n".join(f"alpha {r['alpha']:+g}"
+                                   + (f" (gap {r['logprob_gap']:+.2f})" if "logprob_gap" in r else "")
+                                   + f": {r['text']}" for r in rows))
+    if args.positive_words:
+        from .steering import SweepResult
+
+        _write_html(args, [steering_sweep(SweepResult([r["alpha"] for r in rows], [r["logprob_gap"] for r in rows],
+                                                      "logprob_gap", args.layer, vector.method))], "steering")
     return 0
 
 

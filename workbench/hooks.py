@@ -72,11 +72,11 @@ def _probe(model, modules: dict, length: int) -> dict[int, tuple[int, tuple[int,
     """Forward `length` copies of one token; record each hook module's firing order and shape."""
     fired: dict[int, tuple[int, tuple[int, ...]]] = {}
 
-    def record(module, _inputs, output):
-        if id(module) not in fired and isinstance(output, torch.Tensor):
-            fired[id(module)] = (len(fired), tuple(output.shape))
+    def record(value, point):
+        if id(point) not in fired and isinstance(value, torch.Tensor):
+            fired[id(point)] = (len(fired), tuple(value.shape))
 
-    handles = [module.register_forward_hook(record) for module in modules.values()]
+    handles = [register_forward(module, record) for module in modules.values()]
     token = model.tokenizer.eos_token_id or 0
     try:
         with torch.no_grad():
@@ -157,6 +157,26 @@ def _no_match_message(model, pattern: str, all_names: list[str]) -> str:
 HookFn = Callable[[torch.Tensor, object], "torch.Tensor | None"]
 
 
+def register_forward(point, fn: HookFn):
+    """Register `fn(activation, point)` on a hook point, with TransformerLens' semantics.
+
+    Some hook points hold a tensor in an internal layout (``hook_z`` sees the
+    flattened heads); like TransformerLens' own `add_hook`, the activation is
+    converted to the documented layout ([batch, pos, head, d_head]) before `fn`
+    sees it, and a returned replacement is converted back. Returns the handle.
+    """
+    conversion = getattr(point, "hook_conversion", None)
+
+    def forward_hook(_module, _inputs, output):
+        value = conversion.convert(output) if conversion is not None else output
+        result = fn(value, point)
+        if result is None:
+            return None
+        return conversion.revert(result) if conversion is not None else result
+
+    return point.register_forward_hook(forward_hook)
+
+
 @contextlib.contextmanager
 def apply_hooks(model, hooks: Iterable[tuple[str, HookFn]]) -> Iterator[None]:
     """Run `fn(activation, hook)` at each named hook inside the block; remove them on exit.
@@ -170,19 +190,11 @@ def apply_hooks(model, hooks: Iterable[tuple[str, HookFn]]) -> Iterator[None]:
     try:
         for pattern, fn in hooks:
             for name in resolve_hooks(model, [pattern]):
-                point = hook_dict[name]
-                handles.append(point.register_forward_hook(_wrap(fn, point)))
+                handles.append(register_forward(hook_dict[name], fn))
         yield
     finally:
         for handle in handles:
             handle.remove()
-
-
-def _wrap(fn: HookFn, point):
-    def forward_hook(_module, _inputs, output):
-        return fn(output, point)
-
-    return forward_hook
 
 
 def _is_bridge_plumbing(fn) -> bool:
