@@ -1,0 +1,201 @@
+"""Interpretability core: exact invariants on tiny-phi and smollm2-135m, known phenomena on smollm2-135m."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.attention import attention_patterns, head_scores
+from workbench.cli import main
+from workbench.lens import direct_logit_attribution, logit_lens
+from workbench.patching import activation_patch, attribution_patch, path_patch, prepare, run_patches
+from workbench.steering import (ablate, actadd_vector, logprob_gap, mean_difference_vector, read_pairs, steer,
+                                sweep)
+
+from .conftest import ROOT
+
+CLEAN = "When Mary and John went to the store, John gave a drink to"
+CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
+PROBES = ROOT / "probes"
+
+
+def logits_of(model, text):
+    with torch.no_grad():
+        return model.hf_model(model.tokenizer(text, return_tensors="pt").input_ids).logits
+
+
+@pytest.fixture(params=["tiny", "smol"])
+def any_model(request):
+    if request.param == "smol":
+        request.applymarker(pytest.mark.integration)
+    return request.getfixturevalue(request.param)
+
+
+def test_patching_invariants(any_model):
+    model = any_model
+    task = prepare(model, CLEAN, CORRUPT, " Mary", " John")
+    final = f"blocks.{model.n_layers - 1}.hook_resid_post"
+    every, nothing = (slice(None), slice(None)), (slice(0, 0),)
+    raw = run_patches(model, task, [(final, every), (final, nothing), ("blocks.0.hook_resid_pre", every)])
+    normalised = task.normalise(raw)
+    assert abs(float(normalised[0]) - 1.0) <= 1e-5  # every clean residual at the final layer
+    assert abs(float(normalised[1])) <= 1e-5  # patching nothing
+    assert abs(float(normalised[2]) - 1.0) <= 1e-5  # every clean residual entering block 0
+    resid = activation_patch(model, CLEAN, CORRUPT, " Mary", " John", kind="resid_pre")
+    differing = [i for i, (a, b) in enumerate(zip(task.clean_ids[0], task.corrupt_ids[0])) if a != b]
+    assert abs(float(resid.values[0, differing[0]]) - 1.0) <= 1e-5
+    others = [p for p in range(task.n_pos) if p not in differing]
+    assert resid.values[0, others].abs().max() <= 1e-5  # identical tokens: patching changes nothing
+
+
+def test_dla_sums_to_logit_difference(any_model):
+    dla = direct_logit_attribution(any_model, CLEAN, " Mary", " John")
+    assert abs(float(dla.values.double().sum()) - dla.logit_diff) <= 1e-4
+    assert len(dla.components) == 1 + any_model.n_layers * (any_model.info.n_heads + 1) + \
+        sum(1 for c in dla.components if c.endswith("attn bias")) + 1
+
+
+def test_logit_lens_last_row_is_the_model(any_model):
+    lens = logit_lens(any_model, "The capital of France is", tracked=[" Paris"])
+    probs = logits_of(any_model, "The capital of France is")[0, -1].softmax(-1)
+    paris = any_model.tokenizer(" Paris", add_special_tokens=False).input_ids[0]
+    assert abs(float(lens.probs[-1, 0]) - float(probs[paris])) <= 1e-5
+    assert len(lens.layers) == any_model.n_layers + 1 and len(lens.top_tokens[0]) == 5
+
+
+def test_steering_leaves_the_model_clean(tiny):
+    pairs = read_pairs(PROBES / "sentiment_pairs.jsonl")
+    vector = mean_difference_vector(tiny, pairs[:4], layer=1)
+    before = logits_of(tiny, "Hello there")
+    with steer(tiny, vector, 8.0):
+        steered = logits_of(tiny, "Hello there")
+    assert not torch.equal(before, steered)
+    assert torch.equal(before, logits_of(tiny, "Hello there"))
+    with pytest.raises(ValueError, match="inside"):
+        with steer(tiny, vector, 8.0), ablate(tiny, vector.direction):
+            raise ValueError("inside")
+    assert torch.equal(before, logits_of(tiny, "Hello there"))
+    actadd = actadd_vector(tiny, "Love", "Hate", layer=2)
+    with steer(tiny, actadd, 5.0):
+        assert not torch.equal(before, logits_of(tiny, "Hello there"))
+    assert torch.equal(before, logits_of(tiny, "Hello there"))
+
+
+def test_ablation_removes_the_direction_everywhere(tiny):
+    direction = torch.randn(tiny.info.d_model, generator=torch.Generator().manual_seed(0))
+    unit = direction / direction.norm()
+    with ablate(tiny, direction):
+        cache = wb.cache_activations(tiny, ["Hello there my friend"], hooks="resid_post", positions="all",
+                                     progress=False)
+    for hook in cache.hooks:
+        assert (cache[hook][0] @ unit).abs().max() <= 1e-4
+
+
+def test_attribution_tracks_exact_on_tiny(tiny):
+    exact = activation_patch(tiny, CLEAN, CORRUPT, " Mary", " John", kind="attn_head")
+    approx = attribution_patch(tiny, CLEAN, CORRUPT, " Mary", " John", kinds=("attn_head",))["attn_head"]
+    assert exact.values.shape == approx.values.shape == (4, 4)
+    assert float(torch.corrcoef(torch.stack([exact.values.flatten(), approx.values.flatten()]))[0, 1]) >= 0.9
+    frame = exact.to_frame()
+    assert len(frame) == 16 and set(frame.columns) >= {"layer", "head", "value", "layer_label"}
+
+
+def test_path_patching_shape_and_causality(tiny):
+    result = path_patch(tiny, CLEAN, CORRUPT, " Mary", " John", receivers=[(3, 0), (3, 2)], receiver_input="qkv")
+    assert result.values.shape == (4, 4)
+    assert result.values[3:].abs().max() == 0  # senders at or after the receivers' layer have no path
+    assert result.values[:3].abs().max() > 0
+    with pytest.raises(wb.InputError, match="out of range"):
+        path_patch(tiny, CLEAN, CORRUPT, " Mary", " John", receivers=[(9, 0)])
+
+
+def test_bad_patching_input(tiny):
+    with pytest.raises(wb.InputError, match="same number of tokens"):
+        prepare(tiny, CLEAN, "When Mary went", " Mary", " John")
+    with pytest.raises(wb.InputError, match="not one"):
+        prepare(tiny, CLEAN, CORRUPT, " Maryxylophonequartz", " John")
+
+
+def test_attention_patterns_shape(tiny):
+    patterns = attention_patterns(tiny, "one two three four")
+    n = len(patterns.tokens)
+    assert patterns.patterns.shape == (4, 4, n, n)
+    assert torch.allclose(patterns.patterns.sum(-1), torch.ones(4, 4, n), atol=1e-5)
+    assert torch.equal(patterns.patterns.triu(1), torch.zeros_like(patterns.patterns))
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["patch", "--clean", CLEAN, "--corrupt", "When Mary went", "--answers", " Mary", " John"], "same number of tokens"),
+    (["patch", "--clean", CLEAN, "--corrupt", CORRUPT, "--answers", " Maryxylophonequartz", " John"], "not one"),
+    (["steer", "--pairs", str(PROBES / "sentiment_pairs.jsonl"), "--layer", "9", "--prompt", "hi"], "out of range"),
+    (["attention", "--prompt", "hi", "--layer", "7"], "out of range"),
+    (["steer", "--pairs", "missing.jsonl", "--layer", "1", "--prompt", "hi"], "missing.jsonl: file not found"),
+])
+def test_cli_bad_input_exits_2(capsys, argv, expected):
+    code = main([argv[0], "--model", "tiny-phi", *argv[1:]])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_verbs_json_and_html_on_tiny(capsys, tmp_path):
+    for argv in (["attention", "--prompt", "a b c a b"],
+                 ["lens", "--prompt", "The capital of France is", "--answers", " Paris", " Rome"],
+                 ["patch", "--clean", CLEAN, "--corrupt", CORRUPT, "--answers", " Mary", " John"],
+                 ["steer", "--pairs", str(PROBES / "sentiment_pairs.jsonl"), "--layer", "1", "--alphas", "-2", "0",
+                  "2", "--prompt", "Today", "--max-new-tokens", "4", "--positive-words", " good",
+                  "--negative-words", " bad"]):
+        html = tmp_path / f"{argv[0]}.html"
+        code = main([argv[0], "--model", "tiny-phi", *argv[1:], "--json", "--html", str(html)])
+        out = capsys.readouterr().out
+        assert code == 0, argv
+        assert json.loads(out)["model"] == "tiny-phi"
+        assert html.exists() and "plotly" in html.read_text()[:200000]
+
+
+# ----------------------------------------------------------------------------- smollm2-135m: known phenomena
+
+
+@pytest.mark.integration
+def test_smollm2_has_induction_heads(smol):
+    top = head_scores(smol).top("induction", 5)
+    assert float(top["induction"].iloc[0]) >= 0.5
+    assert (top["induction"] >= 0.5).sum() >= 3
+
+
+@pytest.mark.integration
+def test_smollm2_ioi_logit_diff_and_attribution_agree(smol):
+    pairs = [json.loads(line) for line in (PROBES / "ioi_pairs.jsonl").read_text().splitlines()]
+    assert len(pairs) >= 20
+    diffs = [prepare(smol, p["clean"], p["corrupt"], p["answer"], p["other"]).clean_metric for p in pairs]
+    assert sum(diffs) / len(diffs) > 1.0  # the model prefers the indirect object
+    pair = pairs[0]
+    exact = activation_patch(smol, pair["clean"], pair["corrupt"], pair["answer"], pair["other"], kind="attn_head")
+    approx = attribution_patch(smol, pair["clean"], pair["corrupt"], pair["answer"], pair["other"],
+                               kinds=("attn_head",))["attn_head"]
+    assert float(torch.corrcoef(torch.stack([exact.values.flatten(), approx.values.flatten()]))[0, 1]) >= 0.8
+
+
+@pytest.mark.integration
+def test_smollm2_sentiment_steering_is_monotonic(smol):
+    vector = mean_difference_vector(smol, read_pairs(PROBES / "sentiment_pairs.jsonl"), layer=9)
+    prompts = ["I think this movie is", "Honestly, the food here is", "My weekend was"]
+    result = sweep(smol, vector, [-4, -2, 0, 2, 4],
+                   lambda: logprob_gap(smol, prompts, [" great", " good", " amazing"], [" terrible", " bad", " awful"]),
+                   "logprob_gap")
+    assert result.is_monotonic and result.values[-1] > result.values[0]
+
+
+@pytest.mark.integration
+def test_cli_verbs_run_on_smollm2(capsys):
+    for argv in (["attention", "--prompt", "The cat sat. The cat sat."],
+                 ["lens", "--prompt", "The capital of France is", "--answers", " Paris", " London"],
+                 ["patch", "--clean", CLEAN, "--corrupt", CORRUPT, "--answers", " Mary", " John", "--kinds",
+                  "attn_out,mlp_out"],
+                 ["steer", "--pairs", str(PROBES / "polite_vs_rude_pairs.jsonl"), "--layer", "9", "--alphas", "0",
+                  "3", "--prompt", "Reply to my email.", "--max-new-tokens", "8"]):
+        code = main([argv[0], "--model", "smollm2-135m", *argv[1:], "--json"])
+        out = capsys.readouterr().out
+        assert code == 0, argv
+        assert json.loads(out)["model"] == "smollm2-135m"
