@@ -33,6 +33,7 @@ test: setup
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/cache.py
 	HF_HUB_OFFLINE=1 $(PY) bench/generate.py
+	HF_HUB_OFFLINE=1 $(PY) bench/patching.py
 
 clean:
 	rm -rf $(VENV) results artifacts .pytest_cache
