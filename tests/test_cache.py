@@ -207,9 +207,11 @@ def test_smollm2_padding_invariance(smol):
 
 @pytest.mark.integration
 def test_every_hook_of_smollm2_caches_with_its_own_layout(smol):
-    """Llama's rotary q/k hooks are [batch, head, pos, d_head]: positions are found by probing, not assumed."""
+    """Positions are found by probing, not assumed: patterns have two position dims, the rest one
+    (Llama's rotary q/k come as [batch, head, pos, d_head] internally; hooks see TransformerLens' layout)."""
     table = wb.hooks.hook_table(smol)
-    assert table["blocks.0.attn.hook_rot_q"].pos_dims == (2,)
+    assert table["blocks.0.attn.hook_rot_q"].pos_dims == (1,)
+    assert all(info.pos_dims for info in table.values())
     assert table["blocks.0.hook_resid_post"].pos_dims == (1,)
     assert table["blocks.0.attn.hook_pattern"].pos_dims == (2, 3)
     texts = TEXTS[:3]
