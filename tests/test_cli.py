@@ -90,6 +90,13 @@ def test_info_and_models_json(capsys):
     assert code == 0 and "phi-2" in [m["name"] for m in json.loads(out)["models"]]
 
 
+def test_fetch_takes_the_model_name_as_argument(capsys):
+    code, out, _ = run(capsys, "fetch", "tiny-phi", "--json")
+    assert code == 0 and json.loads(out)["model"] == "tiny-phi"
+    code, out, _ = run(capsys, "fetch", "--model", "tiny-phi")
+    assert code == 0 and "tiny-phi: ready in" in out
+
+
 def test_generate_cli_rejects_bad_max_new_tokens(capsys):
     code, _, err = run(capsys, "generate", "--model", "tiny-phi", "--prompt", "hi", "--max-new-tokens", "0")
     assert code == 2 and "--max-new-tokens" in err

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     verb("models", "List the models the registry knows.", cmd_models, model=False)
-    verb("fetch", "Download or convert a model's weights (the only verb that downloads).", cmd_fetch)
+    sub = verb("fetch", "Download or convert a model's weights (the only verb that downloads).", cmd_fetch)
+    sub.add_argument("name", nargs="?", default=None, help="model to fetch (same as --model)")
     verb("info", "Describe a model: layers, widths, vocabulary, context, parameters.", cmd_info)
     sub = verb("hooks", "List the hook names that fire in a forward pass.", cmd_hooks)
     sub.add_argument("--pattern", default="all", help="only names matching this pattern")
@@ -143,8 +144,9 @@ def cmd_models(args) -> int:
 def cmd_fetch(args) -> int:
     from .models import fetch
 
-    folder = fetch(args.model)
-    _emit(args, {"model": args.model, "path": str(folder)}, f"{args.model}: ready in {folder}")
+    name = args.name or args.model
+    folder = fetch(name)
+    _emit(args, {"model": name, "path": str(folder)}, f"{name}: ready in {folder}")
     return 0
 
 
