@@ -146,3 +146,122 @@ def _read_csv(lines, shown, column, skip_bad):
             continue
         records.append(TextRecord(row[index], shown, number))
     return records, skipped
+
+
+# ----------------------------------------------------------------------------- labelled sets
+
+
+@dataclass(frozen=True)
+class LabeledText:
+    """A text with a binary label (1 = the concept is present, e.g. hateful) and an optional group."""
+
+    text: str
+    label: int
+    group: str | None = None
+    path: str | None = None
+    line: int | None = None
+
+
+def read_labeled(path: str | Path) -> list[LabeledText]:
+    """A probe set: JSONL with "text", "label" (0/1 or true/false) and optional "group"."""
+    path = Path(path)
+    shown = str(path)
+    if not path.exists():
+        raise InputError("file not found", shown)
+    rows = []
+    for number, line in enumerate(_decode_lines(path.read_bytes(), shown), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(f"invalid JSON ({error.msg} at column {error.colno})", shown, number) from None
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str) or not item["text"].strip():
+            raise InputError("field 'text' is missing or empty", shown, number)
+        label = item.get("label")
+        if label not in (0, 1, True, False):
+            raise InputError(f"field 'label' must be 0 or 1, not {label!r}", shown, number)
+        group = item.get("group")
+        rows.append(LabeledText(item["text"], int(label), str(group) if group is not None else None, shown, number))
+    if not rows:
+        raise InputError("file has no texts", shown)
+    return rows
+
+
+def read_toxigen(folder: str | Path, parts: tuple[str, ...] = ("prompts", "demonstrations"),
+                 dedupe: bool = True) -> list[LabeledText]:
+    """ToxiGen statements with label (1 = hate, 0 = neutral) and target group.
+
+    Reads ``prompts/{hate,neutral}_<group>_1k.txt`` (each line a few-shot prompt of
+    statements joined by a literal backslash-n-dash, split here into statements) and
+    ``demonstrations/<topic>/{hate,neutral}_<group>_sentences.txt`` (one "- statement"
+    per line). The prompt lines recombine a small pool, so statements are
+    deduplicated (case- and space-insensitive) unless `dedupe` is False; a statement
+    seen with both labels is dropped.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("ToxiGen folder not found (expected prompts/ and demonstrations/ inside)", str(folder))
+    files = []
+    if "prompts" in parts:
+        files += sorted((folder / "prompts").glob("*_1k.txt"))
+    if "demonstrations" in parts:
+        files += sorted((folder / "demonstrations").glob("*/*_sentences.txt"))
+    if not files:
+        raise InputError("no ToxiGen hate_*/neutral_* files found", str(folder))
+    rows: list[LabeledText] = []
+    for path in files:
+        kind, _, rest = path.stem.partition("_")
+        if kind not in ("hate", "neutral"):
+            continue
+        group = rest.removesuffix("_1k").removesuffix("_sentences")
+        label = int(kind == "hate")
+        for number, line in enumerate(_decode_lines(path.read_bytes(), str(path)), start=1):
+            for statement in line.split("\\n-"):
+                statement = statement.strip().removeprefix("-").strip()
+                if statement:
+                    rows.append(LabeledText(statement, label, group, str(path), number))
+    if not dedupe:
+        return rows
+    seen: dict[str, LabeledText] = {}
+    conflicted: set[str] = set()
+    for row in rows:
+        key = " ".join(row.text.lower().split())
+        if key in seen and seen[key].label != row.label:
+            conflicted.add(key)
+        seen.setdefault(key, row)
+    return [row for key, row in seen.items() if key not in conflicted]
+
+
+@dataclass(frozen=True)
+class BiasPair:
+    """A CrowS-Pairs-style minimal pair: `more` is the more stereotyping sentence."""
+
+    more: str
+    less: str
+    direction: str
+    bias_type: str
+    line: int
+
+
+def read_bias_pairs(path: str | Path, more: str = "sent_more", less: str = "sent_less",
+                    direction: str = "stereo_antistereo", bias_type: str = "bias_type") -> list[BiasPair]:
+    """CrowS-Pairs CSV (or any CSV with the named columns) as `BiasPair`s."""
+    path = Path(path)
+    shown = str(path)
+    if not path.exists():
+        raise InputError("file not found", shown)
+    reader = csv.DictReader(io.StringIO("\n".join(_decode_lines(path.read_bytes(), shown))))
+    columns = reader.fieldnames or []
+    for wanted in (more, less, direction, bias_type):
+        if wanted not in columns:
+            raise InputError(f"no column {wanted!r} (columns: {', '.join(columns)})", shown, 1)
+    pairs = []
+    for row in reader:
+        number = reader.line_num
+        if not (row[more] or "").strip() or not (row[less] or "").strip():
+            raise InputError(f"column {more!r} or {less!r} is empty", shown, number)
+        pairs.append(BiasPair(row[more], row[less], row[direction], row[bias_type], number))
+    if not pairs:
+        raise InputError("file has no pairs", shown)
+    return pairs
