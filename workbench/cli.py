@@ -114,6 +114,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--negative-words", nargs="*", default=None)
     sub.add_argument("--html", default=None)
 
+    probe = verbs.add_parser("probe", help="Train linear probes on activations, or apply a saved one.",
+                             description="Train linear probes on activations, or apply a saved one.")
+    probe_verbs = probe.add_subparsers(dest="probe_command", metavar="ACTION", required=True)
+    for action, func, text in (("train", cmd_probe_train, "Train a probe per hook and report held-out metrics."),
+                               ("apply", cmd_probe_apply, "Score texts (or each token of one text) with a saved probe.")):
+        sub = probe_verbs.add_parser(action, help=text, description=text)
+        sub.set_defaults(func=func)
+        sub.add_argument("--model", default=DEFAULT_MODEL)
+        sub.add_argument("--device", default=None)
+        sub.add_argument("--dtype", default=None)
+        sub.add_argument("--json", action="store_true")
+    train_cmd = probe_verbs.choices["train"]
+    train_cmd.add_argument("--data", required=True,
+                           help="JSONL with text, label (0/1), optional group; or a ToxiGen folder")
+    train_cmd.add_argument("--hooks", default="resid_post")
+    train_cmd.add_argument("--positions", choices=["mean", "last"], default="mean")
+    train_cmd.add_argument("--split", choices=["random", "group"], default="random")
+    train_cmd.add_argument("--test-fraction", type=float, default=0.25)
+    train_cmd.add_argument("--l2", type=float, default=1e-2)
+    train_cmd.add_argument("--seed", type=int, default=0)
+    train_cmd.add_argument("--out", required=True, help="folder for the probes (one sub-folder per hook)")
+    apply_cmd = probe_verbs.choices["apply"]
+    apply_cmd.add_argument("--probe", required=True, help="a saved probe folder")
+    apply_cmd.add_argument("--text", default=None)
+    apply_cmd.add_argument("--input", default=None, help=".txt/.jsonl/.csv of texts")
+    apply_cmd.add_argument("--tokens", action="store_true", help="score every token of --text")
+
     sub = verb("demo", "The main job on one model (default: the embedded smollm2-135m).", cmd_demo)
     sub.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
     return parser
@@ -351,6 +378,62 @@ def cmd_steer(args) -> int:
 
         _write_html(args, [steering_sweep(SweepResult([r["alpha"] for r in rows], [r["logprob_gap"] for r in rows],
                                                       "logprob_gap", args.layer, vector.method))], "steering")
+    return 0
+
+
+def cmd_probe_train(args) -> int:
+    from .cache import cache_activations
+    from .datasets import read_labeled, read_toxigen
+    from .probes import texts_hash, train_probes
+
+    data = Path(args.data)
+    rows = read_toxigen(data) if data.is_dir() else read_labeled(data)
+    model = _load(args)
+    texts, labels = [r.text for r in rows], [r.label for r in rows]
+    groups = [r.group for r in rows] if all(r.group for r in rows) else None
+    start = time.perf_counter()
+    cache = cache_activations(model, texts, hooks=args.hooks, positions=args.positions)
+    cached = time.perf_counter() - start
+    meta = {"model": model.info.name, "revision": model.info.revision, "dtype": model.info.dtype,
+            "positions": args.positions, "data": str(data), "data_sha256": texts_hash(texts, labels)}
+    sweep = train_probes(cache, labels, groups, split=args.split, test_fraction=args.test_fraction, l2=args.l2,
+                         seed=args.seed, meta=meta)
+    trained = time.perf_counter() - start - cached
+    out = Path(args.out)
+    for hook, probe in sweep.probes.items():
+        probe.save(out / hook)
+    frame = sweep.to_frame()
+    best = sweep.best()
+    summary = {"model": model.info.name, "n_texts": len(texts), "split": args.split, "n_train": sweep.n_train,
+               "n_test": sweep.n_test, "best": {"hook": best.hook, **best.metrics},
+               "seconds": {"caching": round(cached, 2), "training": round(trained, 2)},
+               "per_hook": frame.to_dict("records"), "out": str(out.resolve())}
+    (out / "sweep.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    _emit(args, summary, frame[["hook", "auroc", "accuracy", "mean_difference_auroc", "n_train", "n_test"]]
+          .to_string(index=False) + f"\nbest: {best.hook} AUROC {best.metrics['auroc']:.3f}; "
+          f"caching {cached:.1f} s, training {trained:.1f} s; probes in {out}")
+    return 0
+
+
+def cmd_probe_apply(args) -> int:
+    from .datasets import read_texts
+    from .probes import Probe, probe_scores, token_scores
+
+    probe = Probe.load(args.probe)
+    if bool(args.text) == bool(args.input):
+        raise InputError("give exactly one of --text and --input")
+    if args.tokens and not args.text:
+        raise InputError("--tokens needs --text")
+    records = read_texts(args.input) if args.input else None
+    model = _load(args)
+    if args.tokens:
+        tokens, scores = token_scores(model, probe, args.text)
+        rows = [{"token": t, "score": float(s)} for t, s in zip(tokens, scores)]
+    else:
+        texts = [r.text for r in records] if records else [args.text]
+        rows = [{"text": t, "score": float(s)} for t, s in zip(texts, probe_scores(model, probe, texts))]
+    summary = {"model": model.info.name, "probe": str(args.probe), "hook": probe.hook, "rows": rows}
+    _emit(args, summary, "\n".join(f"{r['score']:.3f}  {r.get('token', r.get('text'))!r}" for r in rows))
     return 0
 
 
