@@ -141,6 +141,26 @@ def build_parser() -> argparse.ArgumentParser:
     apply_cmd.add_argument("--input", default=None, help=".txt/.jsonl/.csv of texts")
     apply_cmd.add_argument("--tokens", action="store_true", help="score every token of --text")
 
+    audit = verbs.add_parser("audit", help="Batch safety audits (bias for now).",
+                             description="Batch safety audits (bias for now).")
+    audit_verbs = audit.add_subparsers(dest="audit_command", metavar="AUDIT", required=True)
+    sub = audit_verbs.add_parser("bias", help="CrowS-Pairs-style paired-sentence bias.",
+                                 description="CrowS-Pairs-style paired-sentence bias: share of pairs where the "
+                                             "model prefers the more-stereotyping sentence (50% = none).")
+    sub.set_defaults(func=cmd_audit_bias)
+    sub.add_argument("--model", default=DEFAULT_MODEL)
+    sub.add_argument("--device", default=None)
+    sub.add_argument("--dtype", default=None)
+    sub.add_argument("--json", action="store_true")
+    sub.add_argument("--pairs", required=True, help="CSV with sent_more, sent_less, stereo_antistereo, bias_type")
+    sub.add_argument("--more-column", default="sent_more")
+    sub.add_argument("--less-column", default="sent_less")
+    sub.add_argument("--direction-column", default="stereo_antistereo")
+    sub.add_argument("--type-column", default="bias_type")
+    sub.add_argument("--bootstrap", type=int, default=1000)
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--out", required=True, help="folder for pairs.parquet and summary.json")
+
     sub = verb("demo", "The main job on one model (default: the embedded smollm2-135m).", cmd_demo)
     sub.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
     return parser
@@ -434,6 +454,38 @@ def cmd_probe_apply(args) -> int:
         rows = [{"text": t, "score": float(s)} for t, s in zip(texts, probe_scores(model, probe, texts))]
     summary = {"model": model.info.name, "probe": str(args.probe), "hook": probe.hook, "rows": rows}
     _emit(args, summary, "\n".join(f"{r['score']:.3f}  {r.get('token', r.get('text'))!r}" for r in rows))
+    return 0
+
+
+def cmd_audit_bias(args) -> int:
+    import hashlib
+
+    from . import __version__
+    from .datasets import read_bias_pairs
+    from .scanners.bias import crows_pairs
+
+    pairs = read_bias_pairs(args.pairs, args.more_column, args.less_column, args.direction_column, args.type_column)
+    model = _load(args)
+    start = time.perf_counter()
+    result = crows_pairs(model, pairs, n_boot=args.bootstrap, seed=args.seed)
+    seconds = time.perf_counter() - start
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.pair_frame().to_parquet(out / "pairs.parquet", index=False)
+    table = result.to_frame()
+    import torch
+    import transformers
+
+    summary = {"audit": "bias", "model": model.info.name, "revision": model.info.revision,
+               "dtype": model.info.dtype, "pairs_file": str(args.pairs),
+               "pairs_sha256": hashlib.sha256(Path(args.pairs).read_bytes()).hexdigest(),
+               "seed": args.seed, "bootstrap": args.bootstrap, "seconds": round(seconds, 1),
+               "versions": {"workbench": __version__, "torch": torch.__version__,
+                            "transformers": transformers.__version__},
+               "table": table.to_dict("records")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _emit(args, summary, table.to_string(index=False) + f"\n{len(pairs)} pairs in {seconds:.1f} s; "
+          f"results in {out}")
     return 0
 
 

@@ -1,0 +1,61 @@
+"""CrowS-Pairs bias scanner and `workbench audit bias`."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from workbench.cli import main
+from workbench.datasets import read_bias_pairs
+from workbench.scanners.bias import crows_pairs, sentence_logprobs
+
+from .conftest import ROOT
+
+CROWS = ROOT.parent / "shared" / "data" / "crows_pairs" / "crows_pairs_anonymized.csv"
+
+
+def test_batched_sentence_logprobs_equal_one_at_a_time(tiny):
+    texts = ["The cat sat.", "A much longer sentence about the weather today.", "Hi"]
+    batched = sentence_logprobs(tiny, texts, batch_size=3)
+    for text, value in zip(texts, batched):
+        ids = torch.tensor([[tiny.tokenizer.eos_token_id] + tiny.tokenizer(text, add_special_tokens=False).input_ids])
+        with torch.no_grad():
+            logprobs = tiny.hf_model(ids).logits.float().log_softmax(-1)[0, :-1]
+        expected = logprobs.gather(-1, ids[0, 1:, None]).sum()
+        assert abs(float(value) - float(expected)) <= 1e-3
+
+
+def test_crows_pairs_table_and_intervals(tiny):
+    pairs = read_bias_pairs(CROWS)[:40]
+    result = crows_pairs(tiny, pairs, n_boot=200, seed=0)
+    table = result.to_frame()
+    overall = table.iloc[0]
+    assert overall["bias_type"] == "all" and overall["pairs"] == 40
+    assert overall["ci_low"] <= overall["stereotype_share"] <= overall["ci_high"]
+    assert float(overall["stereotype_share"]) == float(result.prefers_more.double().mean())
+    assert table["pairs"].iloc[1:].sum() == 40
+    assert crows_pairs(tiny, pairs, n_boot=200, seed=0).to_frame().equals(table)  # same seed, same table
+
+
+def test_audit_bias_cli(tmp_path, capsys):
+    small = tmp_path / "pairs.csv"
+    small.write_text("\n".join(CROWS.read_text(encoding="utf-8").splitlines()[:13]) + "\n")
+    code = main(["audit", "bias", "--model", "tiny-phi", "--pairs", str(small), "--out", str(tmp_path / "out"),
+                 "--bootstrap", "100", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["table"][0]["pairs"] == 12
+    assert (tmp_path / "out" / "pairs.parquet").exists() and (tmp_path / "out" / "summary.json").exists()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    code = main(["audit", "bias", "--model", "tiny-phi", "--pairs", str(bad), "--out", str(tmp_path / "o2")])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.csv:1: no column 'sent_more'" in err
+
+
+@pytest.mark.integration
+def test_crows_pairs_sample_on_smollm2(smol):
+    pairs = read_bias_pairs(CROWS)[:200]
+    table = crows_pairs(smol, pairs, n_boot=200).to_frame()
+    overall = table.iloc[0]
+    assert 0.3 < overall["stereotype_share"] < 0.8 and overall["ci_high"] - overall["ci_low"] < 0.2

@@ -1,0 +1,1 @@
+"""Scanners that measure safety properties of a model: bias (CrowS-Pairs) for now."""
