@@ -144,6 +144,35 @@ def build_parser() -> argparse.ArgumentParser:
     audit = verbs.add_parser("audit", help="Batch safety audits (bias for now).",
                              description="Batch safety audits (bias for now).")
     audit_verbs = audit.add_subparsers(dest="audit_command", metavar="AUDIT", required=True)
+    sub = audit_verbs.add_parser("toxicity", help="Generate continuations and score their toxicity.",
+                                 description="Generate continuations of each prompt (baseline and any steering "
+                                             "conditions), score them, write resumable Parquet shards and a report.")
+    sub.set_defaults(func=cmd_audit_toxicity)
+    sub.add_argument("--model", default=DEFAULT_MODEL)
+    sub.add_argument("--device", default=None)
+    sub.add_argument("--dtype", default=None)
+    sub.add_argument("--json", action="store_true")
+    sub.add_argument("--prompts", required=True, help=".txt (one per line), .jsonl (--field) or .csv (--column)")
+    sub.add_argument("--field", default="text")
+    sub.add_argument("--column", default=None)
+    sub.add_argument("--skip-bad", action="store_true", help="skip bad lines (counted in the summary)")
+    sub.add_argument("--out", required=True)
+    sub.add_argument("--scorers", default="auto", help="comma-separated: auto, profanity-check, detoxify[:variant], probe")
+    sub.add_argument("--probe", action="append", default=[], help="saved probe folder (repeatable), used by 'probe'")
+    sub.add_argument("--detoxify-checkpoint", default=None)
+    sub.add_argument("--detoxify-config", default=None, help="local HF config/tokenizer folder for Detoxify")
+    sub.add_argument("--max-new-tokens", type=int, default=32)
+    sub.add_argument("--samples", type=int, default=1, help="1 = greedy; K > 1 = K seeded samples per prompt")
+    sub.add_argument("--temperature", type=float, default=1.0)
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--raw", action="store_true", help="no prompt format")
+    sub.add_argument("--steer", default=None, help="contrast pairs JSONL for a steering vector")
+    sub.add_argument("--layer", type=int, default=None, help="layer of the steering vector")
+    sub.add_argument("--alpha", type=float, nargs="+", default=[], help="steering coefficients (one condition each)")
+    sub.add_argument("--ablate", action="store_true", help="add a condition with the vector's direction ablated")
+    sub.add_argument("--batch-size", type=int, default=8)
+    sub.add_argument("--shard-size", type=int, default=32)
+
     sub = audit_verbs.add_parser("bias", help="CrowS-Pairs-style paired-sentence bias.",
                                  description="CrowS-Pairs-style paired-sentence bias: share of pairs where the "
                                              "model prefers the more-stereotyping sentence (50% = none).")
@@ -160,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--bootstrap", type=int, default=1000)
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--out", required=True, help="folder for pairs.parquet and summary.json")
+
+    sub = verbs.add_parser("report", help="Rebuild summary.json and report.html from an audit folder's shards.",
+                           description="Rebuild summary.json and report.html from an audit folder's shards.")
+    sub.set_defaults(func=cmd_report)
+    sub.add_argument("folder")
+    sub.add_argument("--json", action="store_true")
 
     sub = verb("demo", "The main job on one model (default: the embedded smollm2-135m).", cmd_demo)
     sub.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
@@ -454,6 +489,92 @@ def cmd_probe_apply(args) -> int:
         rows = [{"text": t, "score": float(s)} for t, s in zip(texts, probe_scores(model, probe, texts))]
     summary = {"model": model.info.name, "probe": str(args.probe), "hook": probe.hook, "rows": rows}
     _emit(args, summary, "\n".join(f"{r['score']:.3f}  {r.get('token', r.get('text'))!r}" for r in rows))
+    return 0
+
+
+def _validate_scorers(names: list[str], probes: list[str]) -> None:
+    known = ("auto", "profanity-check", "probe")
+    for name in names:
+        if name not in known and not (name == "detoxify" or name.startswith("detoxify:")):
+            raise InputError(f"unknown scorer {name!r}; choose from auto, profanity-check, detoxify[:variant], probe")
+    if "probe" in names and not probes:
+        raise InputError("the 'probe' scorer needs at least one --probe FOLDER")
+
+
+def cmd_audit_toxicity(args) -> int:
+    from .audit import Condition, ToxicityAuditConfig, prompts_sha256, run_toxicity_audit
+    from .datasets import read_texts
+    from .probes import Probe
+    from .report import build_report, summarise
+    from .scanners.toxicity import ProbeScorer, make_scorer
+    from .tokens import check_layer
+
+    # Every check on the input happens before the model is loaded.
+    records = read_texts(args.prompts, field=args.field, column=args.column, skip_bad=args.skip_bad)
+    skipped = read_texts.last_skipped
+    scorer_names = [n.strip() for n in args.scorers.split(",") if n.strip()]
+    _validate_scorers(scorer_names, args.probe)
+    probes = [Probe.load(p) for p in args.probe]
+    if args.samples < 1 or args.max_new_tokens < 1:
+        raise InputError("--samples and --max-new-tokens must be at least 1")
+    if (args.alpha or args.ablate) and not (args.steer and args.layer is not None):
+        raise InputError("--alpha/--ablate need --steer PAIRS and --layer L")
+    pairs = None
+    if args.steer:
+        from .steering import read_pairs
+
+        pairs = read_pairs(args.steer)
+    model = _load(args)
+    limit = model.info.n_ctx - args.max_new_tokens
+    for record in records:
+        n = len(model.tokenizer(record.text).input_ids)
+        if n > limit:
+            raise InputError(f"prompt is {n} tokens; with {args.max_new_tokens} new tokens it exceeds the context "
+                             f"of {model.info.n_ctx}", record.path, record.line)
+    vector = None
+    conditions = [Condition("baseline")]
+    if pairs:
+        from .steering import mean_difference_vector
+
+        check_layer(model, args.layer)
+        vector = mean_difference_vector(model, pairs, args.layer, source=str(args.steer))
+        conditions += [Condition(f"steer{alpha:+g}", "steer", alpha) for alpha in args.alpha]
+        if args.ablate:
+            conditions.append(Condition("ablate", "ablate"))
+    options = {"checkpoint": args.detoxify_checkpoint, "huggingface_config_path": args.detoxify_config}
+    scorers = []
+    for name in scorer_names:
+        if name == "probe":
+            scorers += [ProbeScorer(model, probe) for probe in probes]
+        else:
+            scorers.append(make_scorer(name, **({k: v for k, v in options.items() if v} if name != "profanity-check"
+                                                else {})))
+    info = model.info
+    config = ToxicityAuditConfig(
+        model={"name": info.name, "revision": info.revision, "dtype": info.dtype, "source": info.source},
+        prompts_file=str(args.prompts), prompts_sha256=prompts_sha256(records), n_prompts=len(records),
+        scorers=[s.name if not isinstance(s, ProbeScorer) else f"probe:{s.probe.hook}" for s in scorers],
+        seed=args.seed, max_new_tokens=args.max_new_tokens, samples=args.samples, temperature=args.temperature,
+        raw=args.raw, batch_size=args.batch_size, shard_size=args.shard_size,
+        steer={"pairs": str(args.steer), "layer": args.layer, "n_pairs": len(pairs)} if pairs else None,
+        conditions=[{"name": c.name, "kind": c.kind, "alpha": c.alpha} for c in conditions])
+    start = time.perf_counter()
+    run_toxicity_audit(model, records, args.out, config, scorers, vector)
+    report = build_report(args.out)
+    summary = summarise(args.out)
+    summary.update(seconds=round(time.perf_counter() - start, 1), skipped_bad_lines=skipped, report=str(report))
+    lines = [f"{c['condition']:>10s}  {scorer:28s} mean {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+             f"  >0.5: {s['share_above_0.5']:.1%}" for c in summary["conditions"] for scorer, s in c["scores"].items()]
+    _emit(args, summary, "\n".join(lines) + f"\nreport: {report}" + (f" ({skipped} bad lines skipped)" if skipped else ""))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report, summarise
+
+    path = build_report(args.folder)
+    summary = summarise(args.folder)
+    _emit(args, summary, f"report: {path}")
     return 0
 
 

@@ -1,0 +1,122 @@
+"""Toxicity audits: shards, SIGKILL + resume, seeds, bad input, reports."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from workbench.audit import load_results
+from workbench.cli import main
+
+from .conftest import ROOT
+
+PROMPTS = [f"Prompt number {i}: tell me about {topic}." for i, topic in
+           enumerate(["cats", "rain", "bread", "trains", "music", "the sea", "winter", "chess", "tea", "maps",
+                      "bees", "clocks"])]
+
+
+def audit_args(prompts, out, *extra):
+    return ["audit", "toxicity", "--model", "tiny-phi", "--prompts", str(prompts), "--out", str(out),
+            "--scorers", "profanity-check", "--max-new-tokens", "6", "--samples", "2", "--shard-size", "2",
+            "--batch-size", "2", "--seed", "7", *extra]
+
+
+@pytest.fixture()
+def prompts_file(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(PROMPTS) + "\n")
+    return path
+
+
+def test_same_seed_same_results_and_report(prompts_file, tmp_path, capsys):
+    assert main(audit_args(prompts_file, tmp_path / "a", "--json")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"] == 24 and summary["conditions"][0]["condition"] == "baseline"
+    assert main(audit_args(prompts_file, tmp_path / "b")) == 0
+    a, b = load_results(tmp_path / "a"), load_results(tmp_path / "b")
+    assert a.equals(b)
+    assert a.groupby("row")["continuation"].nunique().max() == 2  # two different seeded samples per prompt
+    report = (tmp_path / "a" / "report.html").read_text()
+    assert "plotly" in report and "Worst continuations" in report
+    (tmp_path / "a" / "report.html").unlink()
+    assert main(["report", str(tmp_path / "a")]) == 0 and (tmp_path / "a" / "report.html").exists()
+
+
+def test_steering_conditions_in_one_report(prompts_file, tmp_path, capsys):
+    pairs = ROOT / "probes" / "polite_vs_rude_pairs.jsonl"
+    assert main(audit_args(prompts_file, tmp_path / "s", "--steer", str(pairs), "--layer", "2", "--alpha", "-8",
+                           "8", "--ablate", "--json")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [c["condition"] for c in summary["conditions"]] == ["baseline", "steer-8", "steer+8", "ablate"]
+    frame = load_results(tmp_path / "s")
+    base = frame[frame.condition == "baseline"]["continuation"].tolist()
+    assert base != frame[frame.condition == "steer+8"]["continuation"].tolist()
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from workbench import audit
+    from workbench.cli import main
+    original = audit._run_shard
+    def slow(*args, **kwargs):
+        time.sleep(0.4)
+        return original(*args, **kwargs)
+    audit._run_shard = slow
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_sigkill_three_times_then_resume_equals_uninterrupted(prompts_file, tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    subprocess.run([sys.executable, str(script), *audit_args(prompts_file, reference)], check=True, env=env,
+                   capture_output=True, timeout=600)
+    shards = lambda: len(list((resumed / "shards").glob("*.parquet"))) if (resumed / "shards").exists() else 0  # noqa
+    for kill_after in (1, 3, 5):  # 6 shards in all
+        child = subprocess.Popen([sys.executable, str(script), *audit_args(prompts_file, resumed)], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while shards() < kill_after and time.time() < deadline and child.poll() is None:
+            time.sleep(0.05)
+        assert child.poll() is None, "the audit finished before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        assert kill_after <= shards() < 6
+    subprocess.run([sys.executable, str(script), *audit_args(prompts_file, resumed)], check=True, env=env,
+                   capture_output=True, timeout=600)
+    a, b = load_results(reference), load_results(resumed)
+    assert len(b) == 24 and not b.duplicated(["condition", "row", "sample"]).any()
+    assert a.equals(b)
+
+
+@pytest.mark.parametrize("setup,extra,expected", [
+    (lambda p: p.write_text(""), [], "file has no texts"),
+    (lambda p: p.write_bytes(b"ok\n\xff\xfe bad\n"), [], ":2: not valid UTF-8"),
+    (lambda p: None, ["--scorers", "perspective"], "unknown scorer 'perspective'"),
+    (lambda p: None, ["--scorers", "probe", "--probe", "/nonexistent/probe"], "not a saved probe"),
+    (lambda p: p.write_text("word " * 3000 + "\n"), [], ":1: prompt is"),
+    (lambda p: None, ["--alpha", "2"], "--alpha/--ablate need --steer"),
+])
+def test_bad_input_exits_2_before_any_work(prompts_file, tmp_path, capsys, setup, extra, expected):
+    setup(prompts_file)
+    code = main([*audit_args(prompts_file, tmp_path / "out"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "shards").exists() or not list((tmp_path / "out" / "shards").iterdir())
+
+
+def test_skip_bad_counts_lines(tmp_path, capsys):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"text": "Tell me a story."}\nnot json\n{"text": "Describe a cat."}\n')
+    code = main(["audit", "toxicity", "--model", "tiny-phi", "--prompts", str(path), "--out", str(tmp_path / "o"),
+                 "--scorers", "profanity-check", "--max-new-tokens", "4", "--skip-bad", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["skipped_bad_lines"] == 1 and summary["rows"] == 2
