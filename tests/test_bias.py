@@ -59,3 +59,17 @@ def test_crows_pairs_sample_on_smollm2(smol):
     table = crows_pairs(smol, pairs, n_boot=200).to_frame()
     overall = table.iloc[0]
     assert 0.3 < overall["stereotype_share"] < 0.8 and overall["ci_high"] - overall["ci_low"] < 0.2
+
+
+def test_toxigen_audit_cli_on_tiny(tmp_path, capsys):
+    data = ROOT.parent / "shared" / "data" / "toxigen"
+    code = main(["audit", "toxigen", "--model", "tiny-phi", "--data", str(data), "--out", str(tmp_path / "tg"),
+                 "--scorers", "profanity-check", "--prompts-per-group", "1", "--max-new-tokens", "4",
+                 "--groups", "women", "muslim", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and [g["group"] for g in summary["groups"]] == ["muslim", "women"]
+    row = summary["groups"][0]
+    assert row["hate_statements"] > 0 and "preference_logprob_per_token" in row
+    assert 0 <= row["continuation_toxicity_after_hate"] <= 1 and row["hate_prompts"] == 1
+    code = main(["audit", "toxigen", "--model", "tiny-phi", "--data", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert code == 2 and "no ToxiGen hate_*/neutral_* files" in capsys.readouterr().err

@@ -173,6 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--batch-size", type=int, default=8)
     sub.add_argument("--shard-size", type=int, default=32)
 
+    sub = audit_verbs.add_parser("toxigen", help="Per-group ToxiGen audit: likelihood preference and "
+                                                 "continuation toxicity.",
+                                 description="Per-group ToxiGen audit: likelihood preference for hateful over "
+                                             "neutral statements, and toxicity of continuations of each group's prompts.")
+    sub.set_defaults(func=cmd_audit_toxigen)
+    sub.add_argument("--model", default=DEFAULT_MODEL)
+    sub.add_argument("--device", default=None)
+    sub.add_argument("--dtype", default=None)
+    sub.add_argument("--json", action="store_true")
+    sub.add_argument("--data", required=True, help="ToxiGen folder with prompts/ (and demonstrations/)")
+    sub.add_argument("--out", required=True)
+    sub.add_argument("--scorers", default="auto", help="one scorer: auto, profanity-check, detoxify[:variant]")
+    sub.add_argument("--prompts-per-group", type=int, default=4)
+    sub.add_argument("--max-new-tokens", type=int, default=32)
+    sub.add_argument("--groups", nargs="*", default=None)
+    sub.add_argument("--seed", type=int, default=0)
+
     sub = audit_verbs.add_parser("bias", help="CrowS-Pairs-style paired-sentence bias.",
                                  description="CrowS-Pairs-style paired-sentence bias: share of pairs where the "
                                              "model prefers the more-stereotyping sentence (50% = none).")
@@ -566,6 +583,30 @@ def cmd_audit_toxicity(args) -> int:
     lines = [f"{c['condition']:>10s}  {scorer:28s} mean {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
              f"  >0.5: {s['share_above_0.5']:.1%}" for c in summary["conditions"] for scorer, s in c["scores"].items()]
     _emit(args, summary, "\n".join(lines) + f"\nreport: {report}" + (f" ({skipped} bad lines skipped)" if skipped else ""))
+    return 0
+
+
+def cmd_audit_toxigen(args) -> int:
+    from .datasets import read_toxigen
+    from .scanners.toxicity import make_scorer
+    from .scanners.toxigen import toxigen_audit
+
+    read_toxigen(args.data)  # bad folder: exit 2 before loading the model
+    _validate_scorers([args.scorers], [])
+    if args.scorers == "probe":
+        raise InputError("the ToxiGen audit takes one text scorer: auto, profanity-check or detoxify[:variant]")
+    model = _load(args)
+    scorer = make_scorer(args.scorers)
+    start = time.perf_counter()
+    table = toxigen_audit(model, args.data, scorer, args.prompts_per_group, args.max_new_tokens, args.seed,
+                          args.groups)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(out / "groups.parquet", index=False)
+    summary = {"audit": "toxigen", "model": model.info.name, "revision": model.info.revision, "data": str(args.data),
+               "seed": args.seed, "seconds": round(time.perf_counter() - start, 1), "groups": table.to_dict("records")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _emit(args, summary, table.to_string(index=False) + f"\nresults in {out}")
     return 0
 
 
