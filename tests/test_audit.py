@@ -120,3 +120,22 @@ def test_skip_bad_counts_lines(tmp_path, capsys):
                  "--scorers", "profanity-check", "--max-new-tokens", "4", "--skip-bad", "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and summary["skipped_bad_lines"] == 1 and summary["rows"] == 2
+
+
+def test_report_figures_render_in_headless_chromium(prompts_file, tmp_path, artifacts):
+    """Open report.html in headless Chromium: every plotly figure must have drawn its SVG."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is not installed; `make setup` installs Debian's chromium package"
+    assert main(audit_args(prompts_file, tmp_path / "r")) == 0
+    report = tmp_path / "r" / "report.html"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=10000"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert dom.count('class="main-svg"') >= 2  # histogram + means per scorer, each drawn as SVG
+    assert "Plotly" not in dom.split("<body")[0] or "plot-container" in dom
+    screenshot = artifacts / "toxicity_report.png"
+    subprocess.run([chromium, *flags, "--window-size=1200,2000", f"--screenshot={screenshot}", report.as_uri()],
+                   capture_output=True, timeout=120)
+    assert screenshot.exists() and screenshot.stat().st_size > 20_000
