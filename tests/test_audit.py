@@ -104,6 +104,7 @@ def test_sigkill_three_times_then_resume_equals_uninterrupted(prompts_file, tmp_
     (lambda p: None, ["--scorers", "probe", "--probe", "/nonexistent/probe"], "not a saved probe"),
     (lambda p: p.write_text("word " * 3000 + "\n"), [], ":1: prompt is"),
     (lambda p: None, ["--alpha", "2"], "--alpha/--ablate need --steer"),
+    (lambda p: p.rename(p.with_suffix(".jsonl")) and None, [], "file not found"),
 ])
 def test_bad_input_exits_2_before_any_work(prompts_file, tmp_path, capsys, setup, extra, expected):
     setup(prompts_file)
@@ -133,9 +134,22 @@ def test_report_figures_render_in_headless_chromium(prompts_file, tmp_path, arti
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=10000"]
     dom = subprocess.run([chromium, *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True,
                          timeout=120).stdout
-    assert dom.count('class="main-svg"') >= 2  # histogram + means per scorer, each drawn as SVG
-    assert "Plotly" not in dom.split("<body")[0] or "plot-container" in dom
+    assert dom.count('class="plot-container plotly"') == 2  # histogram + means for the one scorer
+    assert dom.count('class="main-svg"') >= 2  # ...and each was drawn as SVG by plotly.js
     screenshot = artifacts / "toxicity_report.png"
     subprocess.run([chromium, *flags, "--window-size=1200,2000", f"--screenshot={screenshot}", report.as_uri()],
                    capture_output=True, timeout=120)
     assert screenshot.exists() and screenshot.stat().st_size > 20_000
+
+
+@pytest.mark.parametrize("name,content,extra,expected", [
+    ("p.jsonl", '{"text": "fine"}\n{"text": broken}\n', [], "p.jsonl:2: invalid JSON"),
+    ("p.csv", "prompt,id\nhello,1\n", [], "p.csv:1: no column 'text'"),
+    ("p.jsonl", '{"text": "fine"}\n{"prompt": "x"}\n', [], "p.jsonl:2: field 'text' is missing"),
+])
+def test_bad_prompt_files_exit_2(tmp_path, capsys, name, content, extra, expected):
+    path = tmp_path / name
+    path.write_text(content)
+    code = main([*audit_args(path, tmp_path / "out"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1

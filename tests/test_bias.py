@@ -73,3 +73,21 @@ def test_toxigen_audit_cli_on_tiny(tmp_path, capsys):
     assert 0 <= row["continuation_toxicity_after_hate"] <= 1 and row["hate_prompts"] == 1
     code = main(["audit", "toxigen", "--model", "tiny-phi", "--data", str(tmp_path), "--out", str(tmp_path / "x")])
     assert code == 2 and "no ToxiGen hate_*/neutral_* files" in capsys.readouterr().err
+
+
+def test_bias_audit_under_steering_reports_conditions_side_by_side(tmp_path, capsys):
+    small = tmp_path / "pairs.csv"
+    small.write_text("\n".join(CROWS.read_text(encoding="utf-8").splitlines()[:11]) + "\n")
+    code = main(["audit", "bias", "--model", "tiny-phi", "--pairs", str(small), "--out", str(tmp_path / "out"),
+                 "--bootstrap", "50", "--steer", str(ROOT / "probes" / "sentiment_pairs.jsonl"), "--layer", "1",
+                 "--alpha", "-20", "20", "--json"])
+    table = json.loads(capsys.readouterr().out)["table"]
+    assert code == 0
+    overall = {row["condition"]: row for row in table if row["bias_type"] == "all"}
+    assert list(overall) == ["baseline", "steer-20", "steer+20"]
+    import pandas as pd
+
+    frame = pd.read_parquet(tmp_path / "out" / "pairs.parquet")
+    base = frame[frame.condition == "baseline"]["logprob_more"].to_numpy()
+    steered = frame[frame.condition == "steer+20"]["logprob_more"].to_numpy()
+    assert (base != steered).any()

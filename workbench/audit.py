@@ -112,6 +112,17 @@ def run_toxicity_audit(model, records: Sequence[TextRecord], out: str | Path, co
     return out
 
 
+def conditions_for(alphas: Sequence[float], ablate: bool) -> list[Condition]:
+    """The baseline, one steering condition per coefficient, and optionally an ablation."""
+    conditions = [Condition("baseline")] + [Condition(f"steer{alpha:+g}", "steer", alpha) for alpha in alphas]
+    return conditions + ([Condition("ablate", "ablate")] if ablate else [])
+
+
+def intervention(model, condition: Condition, vector):
+    """The context manager that applies `condition` (nothing for the baseline)."""
+    return _intervention(model, condition, vector)
+
+
 def _intervention(model, condition: Condition, vector):
     import contextlib
 

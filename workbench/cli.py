@@ -34,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _add_steer_args(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--steer", default=None, help="contrast pairs JSONL for a steering vector")
+    sub.add_argument("--layer", type=int, default=None, help="layer of the steering vector")
+    sub.add_argument("--alpha", type=float, nargs="+", default=[], help="steering coefficients (one condition each)")
+    sub.add_argument("--ablate", action="store_true", help="add a condition with the vector's direction ablated")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import DEFAULT_MODEL
 
@@ -166,10 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--temperature", type=float, default=1.0)
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--raw", action="store_true", help="no prompt format")
-    sub.add_argument("--steer", default=None, help="contrast pairs JSONL for a steering vector")
-    sub.add_argument("--layer", type=int, default=None, help="layer of the steering vector")
-    sub.add_argument("--alpha", type=float, nargs="+", default=[], help="steering coefficients (one condition each)")
-    sub.add_argument("--ablate", action="store_true", help="add a condition with the vector's direction ablated")
+    _add_steer_args(sub)
     sub.add_argument("--batch-size", type=int, default=8)
     sub.add_argument("--shard-size", type=int, default=32)
 
@@ -189,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--max-new-tokens", type=int, default=32)
     sub.add_argument("--groups", nargs="*", default=None)
     sub.add_argument("--seed", type=int, default=0)
+    _add_steer_args(sub)
 
     sub = audit_verbs.add_parser("bias", help="CrowS-Pairs-style paired-sentence bias.",
                                  description="CrowS-Pairs-style paired-sentence bias: share of pairs where the "
@@ -206,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--bootstrap", type=int, default=1000)
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--out", required=True, help="folder for pairs.parquet and summary.json")
+    _add_steer_args(sub)
 
     sub = verbs.add_parser("report", help="Rebuild summary.json and report.html from an audit folder's shards.",
                            description="Rebuild summary.json and report.html from an audit folder's shards.")
@@ -518,13 +524,37 @@ def _validate_scorers(names: list[str], probes: list[str]) -> None:
         raise InputError("the 'probe' scorer needs at least one --probe FOLDER")
 
 
+def _read_steer_pairs(args):
+    """Check the steering arguments (before any model work); the pairs, or None."""
+    if (args.alpha or args.ablate) and not (args.steer and args.layer is not None):
+        raise InputError("--alpha/--ablate need --steer PAIRS and --layer L")
+    if not args.steer:
+        return None
+    from .steering import read_pairs
+
+    return read_pairs(args.steer)
+
+
+def _steer_conditions(args, model, pairs):
+    """(conditions, vector): the baseline plus one condition per --alpha (and --ablate)."""
+    from .audit import conditions_for
+
+    if not pairs:
+        return conditions_for([], False), None
+    from .steering import mean_difference_vector
+    from .tokens import check_layer
+
+    check_layer(model, args.layer)
+    vector = mean_difference_vector(model, pairs, args.layer, source=str(args.steer))
+    return conditions_for(args.alpha, args.ablate), vector
+
+
 def cmd_audit_toxicity(args) -> int:
-    from .audit import Condition, ToxicityAuditConfig, prompts_sha256, run_toxicity_audit
+    from .audit import ToxicityAuditConfig, prompts_sha256, run_toxicity_audit
     from .datasets import read_texts
     from .probes import Probe
     from .report import build_report, summarise
     from .scanners.toxicity import ProbeScorer, make_scorer
-    from .tokens import check_layer
 
     # Every check on the input happens before the model is loaded.
     records = read_texts(args.prompts, field=args.field, column=args.column, skip_bad=args.skip_bad)
@@ -534,13 +564,7 @@ def cmd_audit_toxicity(args) -> int:
     probes = [Probe.load(p) for p in args.probe]
     if args.samples < 1 or args.max_new_tokens < 1:
         raise InputError("--samples and --max-new-tokens must be at least 1")
-    if (args.alpha or args.ablate) and not (args.steer and args.layer is not None):
-        raise InputError("--alpha/--ablate need --steer PAIRS and --layer L")
-    pairs = None
-    if args.steer:
-        from .steering import read_pairs
-
-        pairs = read_pairs(args.steer)
+    pairs = _read_steer_pairs(args)
     model = _load(args)
     limit = model.info.n_ctx - args.max_new_tokens
     for record in records:
@@ -548,16 +572,7 @@ def cmd_audit_toxicity(args) -> int:
         if n > limit:
             raise InputError(f"prompt is {n} tokens; with {args.max_new_tokens} new tokens it exceeds the context "
                              f"of {model.info.n_ctx}", record.path, record.line)
-    vector = None
-    conditions = [Condition("baseline")]
-    if pairs:
-        from .steering import mean_difference_vector
-
-        check_layer(model, args.layer)
-        vector = mean_difference_vector(model, pairs, args.layer, source=str(args.steer))
-        conditions += [Condition(f"steer{alpha:+g}", "steer", alpha) for alpha in args.alpha]
-        if args.ablate:
-            conditions.append(Condition("ablate", "ablate"))
+    conditions, vector = _steer_conditions(args, model, pairs)
     options = {"checkpoint": args.detoxify_checkpoint, "huggingface_config_path": args.detoxify_config}
     scorers = []
     for name in scorer_names:
@@ -591,15 +606,27 @@ def cmd_audit_toxigen(args) -> int:
     from .scanners.toxicity import make_scorer
     from .scanners.toxigen import toxigen_audit
 
+    import pandas as pd
+
+    from .audit import intervention
+
     read_toxigen(args.data)  # bad folder: exit 2 before loading the model
     _validate_scorers([args.scorers], [])
     if args.scorers == "probe":
         raise InputError("the ToxiGen audit takes one text scorer: auto, profanity-check or detoxify[:variant]")
+    pairs = _read_steer_pairs(args)
     model = _load(args)
     scorer = make_scorer(args.scorers)
+    conditions, vector = _steer_conditions(args, model, pairs)
     start = time.perf_counter()
-    table = toxigen_audit(model, args.data, scorer, args.prompts_per_group, args.max_new_tokens, args.seed,
-                          args.groups)
+    tables = []
+    for condition in conditions:
+        with intervention(model, condition, vector):
+            table = toxigen_audit(model, args.data, scorer, args.prompts_per_group, args.max_new_tokens, args.seed,
+                                  args.groups)
+        table.insert(0, "condition", condition.name)
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_parquet(out / "groups.parquet", index=False)
@@ -626,15 +653,27 @@ def cmd_audit_bias(args) -> int:
     from .datasets import read_bias_pairs
     from .scanners.bias import crows_pairs
 
+    import pandas as pd
+
+    from .audit import intervention
+
     pairs = read_bias_pairs(args.pairs, args.more_column, args.less_column, args.direction_column, args.type_column)
+    steer_pairs = _read_steer_pairs(args)
     model = _load(args)
+    conditions, vector = _steer_conditions(args, model, steer_pairs)
     start = time.perf_counter()
-    result = crows_pairs(model, pairs, n_boot=args.bootstrap, seed=args.seed)
+    frames, tables = [], []
+    for condition in conditions:
+        with intervention(model, condition, vector):
+            result = crows_pairs(model, pairs, n_boot=args.bootstrap, seed=args.seed)
+        frames.append(result.pair_frame().assign(condition=condition.name))
+        tables.append(result.to_frame().assign(condition=condition.name))
     seconds = time.perf_counter() - start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result.pair_frame().to_parquet(out / "pairs.parquet", index=False)
-    table = result.to_frame()
+    pd.concat(frames, ignore_index=True).to_parquet(out / "pairs.parquet", index=False)
+    table = pd.concat(tables, ignore_index=True)
+    table = table[["condition"] + [c for c in table.columns if c != "condition"]]
     import torch
     import transformers
 
