@@ -19,6 +19,8 @@ import workbench as wb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
+# Public data sets (ToxiGen, CrowS-Pairs) live beside the checkout, in ../shared/data.
+SHARED_DATA = Path(os.environ.get("WORKBENCH_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ from workbench.cli import main
 from workbench.datasets import read_bias_pairs
 from workbench.scanners.bias import crows_pairs, sentence_logprobs
 
-from .conftest import ROOT
+from .conftest import ROOT, SHARED_DATA
 
-CROWS = ROOT.parent / "shared" / "data" / "crows_pairs" / "crows_pairs_anonymized.csv"
+CROWS = SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv"
 
 
 def test_batched_sentence_logprobs_equal_one_at_a_time(tiny):
@@ -62,7 +62,7 @@ def test_crows_pairs_sample_on_smollm2(smol):
 
 
 def test_toxigen_audit_cli_on_tiny(tmp_path, capsys):
-    data = ROOT.parent / "shared" / "data" / "toxigen"
+    data = SHARED_DATA / "toxigen"
     code = main(["audit", "toxigen", "--model", "tiny-phi", "--data", str(data), "--out", str(tmp_path / "tg"),
                  "--scorers", "profanity-check", "--prompts-per-group", "1", "--max-new-tokens", "4",
                  "--groups", "women", "muslim", "--json"])

@@ -10,9 +10,9 @@ import workbench as wb
 from workbench.datasets import read_bias_pairs, read_labeled, read_toxigen
 from workbench.probes import Probe, auroc, probe_scores, split_indices, token_scores, train_probes
 
-from .conftest import ROOT
+from .conftest import ROOT, SHARED_DATA
 
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = SHARED_DATA
 
 
 def test_auroc_matches_definition():
