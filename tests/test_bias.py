@@ -91,3 +91,27 @@ def test_bias_audit_under_steering_reports_conditions_side_by_side(tmp_path, cap
     base = frame[frame.condition == "baseline"]["logprob_more"].to_numpy()
     steered = frame[frame.condition == "steer+20"]["logprob_more"].to_numpy()
     assert (base != steered).any()
+
+
+def test_continuation_logprob_and_counterfactual_cli(tiny, tmp_path, capsys):
+    from workbench.scanners.bias import continuation_logprob
+
+    prompt, cont = "The cat sat on the", " mat"
+    ids = tiny.tokenizer(prompt + cont, return_tensors="pt").input_ids
+    with torch.no_grad():
+        logprobs = tiny.hf_model(ids).logits[0, :-1].float().log_softmax(-1)
+    expected = float(logprobs[-1, ids[0, -1]])
+    assert abs(continuation_logprob(tiny, prompt, cont) - expected) <= 1e-4
+    code = main(["audit", "counterfactual", "--model", "tiny-phi", "--templates",
+                 str(ROOT / "probes" / "counterfactual_templates.txt"), "--groups", "young", "old",
+                 "--continuations", " kind", " rude", "--scorers", "profanity-check", "--max-new-tokens", "4",
+                 "--out", str(tmp_path / "cf"), "--json"])
+    table = json.loads(capsys.readouterr().out)["table"]
+    assert code == 0 and [row["group"] for row in table] == ["young", "old"]
+    assert abs(table[0]["logprob[ kind] gap"] + table[1]["logprob[ kind] gap"]) < 1e-6  # gaps are around the mean
+    assert 0 <= table[0]["toxicity"] <= 1
+    bad = tmp_path / "t.txt"
+    bad.write_text("no slot here\n")
+    code = main(["audit", "counterfactual", "--model", "tiny-phi", "--templates", str(bad), "--groups", "a", "b",
+                 "--continuations", " x", "--out", str(tmp_path / "o")])
+    assert code == 2 and "t.txt:1: template has no {group} slot" in capsys.readouterr().err

@@ -195,6 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--seed", type=int, default=0)
     _add_steer_args(sub)
 
+    sub = audit_verbs.add_parser("counterfactual", help="Swap a demographic term in templates; compare groups.",
+                                 description="Fill each template's {group} slot with every group; report per group "
+                                             "the log-probability of chosen continuations and the toxicity of "
+                                             "generated continuations, with gaps from the mean over groups.")
+    sub.set_defaults(func=cmd_audit_counterfactual)
+    sub.add_argument("--model", default=DEFAULT_MODEL)
+    sub.add_argument("--device", default=None)
+    sub.add_argument("--dtype", default=None)
+    sub.add_argument("--json", action="store_true")
+    sub.add_argument("--templates", required=True, help=".txt, one template with a {group} slot per line")
+    sub.add_argument("--groups", nargs="+", required=True)
+    sub.add_argument("--continuations", nargs="+", required=True, help="e.g. ' kind' ' dangerous'")
+    sub.add_argument("--scorers", default="auto", help="toxicity scorer for generations, or 'none'")
+    sub.add_argument("--max-new-tokens", type=int, default=20)
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--out", required=True)
+    _add_steer_args(sub)
+
     sub = audit_verbs.add_parser("bias", help="CrowS-Pairs-style paired-sentence bias.",
                                  description="CrowS-Pairs-style paired-sentence bias: share of pairs where the "
                                              "model prefers the more-stereotyping sentence (50% = none).")
@@ -632,6 +650,46 @@ def cmd_audit_toxigen(args) -> int:
     table.to_parquet(out / "groups.parquet", index=False)
     summary = {"audit": "toxigen", "model": model.info.name, "revision": model.info.revision, "data": str(args.data),
                "seed": args.seed, "seconds": round(time.perf_counter() - start, 1), "groups": table.to_dict("records")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _emit(args, summary, table.to_string(index=False) + f"\nresults in {out}")
+    return 0
+
+
+def cmd_audit_counterfactual(args) -> int:
+    import pandas as pd
+
+    from .audit import intervention
+    from .datasets import read_texts
+    from .scanners.bias import counterfactual
+    from .scanners.toxicity import make_scorer
+
+    templates = [r.text for r in read_texts(args.templates)]
+    bad = [r for r in read_texts(args.templates) if "{group}" not in r.text]
+    if bad:
+        raise InputError("template has no {group} slot", bad[0].path, bad[0].line)
+    if len(args.groups) < 2:
+        raise InputError("give at least two --groups")
+    if args.scorers != "none":
+        _validate_scorers([args.scorers], [])
+    pairs = _read_steer_pairs(args)
+    model = _load(args)
+    scorer = None if args.scorers == "none" else make_scorer(args.scorers)
+    conditions, vector = _steer_conditions(args, model, pairs)
+    start = time.perf_counter()
+    tables, rows = [], []
+    for condition in conditions:
+        with intervention(model, condition, vector):
+            result = counterfactual(model, templates, args.groups, args.continuations, scorer, args.max_new_tokens,
+                                    args.seed)
+        tables.append(result.to_frame().assign(condition=condition.name))
+        rows.append(result.row_frame().assign(condition=condition.name))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.concat(rows, ignore_index=True).to_parquet(out / "prompts.parquet", index=False)
+    table = pd.concat(tables, ignore_index=True)
+    summary = {"audit": "counterfactual", "model": model.info.name, "templates": str(args.templates),
+               "groups": args.groups, "continuations": args.continuations, "seed": args.seed,
+               "seconds": round(time.perf_counter() - start, 1), "table": table.to_dict("records")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _emit(args, summary, table.to_string(index=False) + f"\nresults in {out}")
     return 0

@@ -91,3 +91,74 @@ def crows_pairs(model, pairs: Sequence[BiasPair], batch_size: int = 16, n_boot: 
     """Score every pair (see module docstring)."""
     scores = sentence_logprobs(model, [p.more for p in pairs] + [p.less for p in pairs], batch_size)
     return CrowsPairsResult(list(pairs), scores[:len(pairs)], scores[len(pairs):], n_boot, seed, model.info.name)
+
+
+def continuation_logprob(model, prompt: str, continuation: str) -> float:
+    """log p(continuation | prompt), summed over the continuation's tokens."""
+    tokenizer = model.tokenizer
+    prompt_ids = tokenizer(prompt).input_ids
+    cont_ids = tokenizer(continuation, add_special_tokens=False).input_ids
+    if not prompt_ids or not cont_ids:
+        raise ValueError("prompt and continuation need at least one token each")
+    ids = torch.tensor([prompt_ids + cont_ids], device=model.device)
+    with torch.no_grad(), bypass_unhooked_bridges(model):
+        logprobs = model.hf_model(ids).logits[0, :-1].float().log_softmax(-1)
+    targets = ids[0, len(prompt_ids):]
+    return float(logprobs[len(prompt_ids) - 1:].gather(-1, targets[:, None]).sum())
+
+
+@dataclass(frozen=True)
+class CounterfactualResult:
+    """Per template and group: log-probability of each chosen continuation and toxicity of a generation.
+
+    rows: one dict per (template, group) with "template", "group", "prompt",
+    "logprob[<continuation>]" per continuation, and (with a scorer) "generation" and "toxicity".
+    """
+
+    rows: list[dict]
+    continuations: list[str]
+
+    def row_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+    def to_frame(self):
+        """Per group: mean of each measure and its gap from the mean over all groups."""
+        frame = self.row_frame()
+        measures = [c for c in frame.columns if c.startswith("logprob[") or c == "toxicity"]
+        table = frame.groupby("group", sort=False)[measures].mean()
+        for measure in measures:
+            table[f"{measure} gap"] = table[measure] - table[measure].mean()
+        return table.reset_index()
+
+
+def counterfactual(model, templates: Sequence[str], groups: Sequence[str], continuations: Sequence[str],
+                   scorer=None, max_new_tokens: int = 20, seed: int = 0) -> CounterfactualResult:
+    """The same prompt with a demographic term swapped: gaps in continuation log-probability and toxicity.
+
+    Each template holds ``{group}``; each group is put in its place. For every prompt
+    the log-probability of each chosen continuation is measured and, given a toxicity
+    scorer, a greedy continuation is generated and scored.
+    """
+    from ..errors import InputError
+    from ..generation import generate
+
+    bad = [t for t in templates if "{group}" not in t]
+    if bad:
+        raise InputError(f"template {bad[0]!r} has no {{group}} slot")
+    if len(groups) < 2 or not continuations:
+        raise InputError("counterfactuals need at least two groups and one continuation")
+    rows = []
+    for template in templates:
+        prompts = [template.replace("{group}", group) for group in groups]
+        generations = generate(model, prompts, max_new_tokens=max_new_tokens, seed=seed, raw=True) \
+            if scorer is not None else [None] * len(prompts)
+        scores = scorer.score([g.text for g in generations])["toxicity"].tolist() if scorer is not None else None
+        for i, (group, prompt) in enumerate(zip(groups, prompts)):
+            row = {"template": template, "group": group, "prompt": prompt}
+            row.update({f"logprob[{c}]": continuation_logprob(model, prompt, c) for c in continuations})
+            if scorer is not None:
+                row.update(generation=generations[i].text, toxicity=float(scores[i]))
+            rows.append(row)
+    return CounterfactualResult(rows, list(continuations))
