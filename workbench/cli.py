@@ -34,6 +34,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _add_model_args(sub: argparse.ArgumentParser) -> None:
+    from .models import DEFAULT_MODEL
+
+    sub.add_argument("--model", default=DEFAULT_MODEL,
+                     help=f"registry name, local folder or HF id (default {DEFAULT_MODEL})")
+    sub.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    sub.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default by device)")
+    sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
 def _add_steer_args(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--steer", default=None, help="contrast pairs JSONL for a steering vector")
     sub.add_argument("--layer", type=int, default=None, help="layer of the steering vector")
@@ -51,11 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub = verbs.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(func=func)
         if model:
-            sub.add_argument("--model", default=DEFAULT_MODEL,
-                             help=f"registry name, local folder or HF id (default {DEFAULT_MODEL})")
-            sub.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-            sub.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default by device)")
-        sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+            _add_model_args(sub)
+        else:
+            sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         return sub
 
     verb("models", "List the models the registry knows.", cmd_models, model=False)
@@ -128,10 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                                ("apply", cmd_probe_apply, "Score texts (or each token of one text) with a saved probe.")):
         sub = probe_verbs.add_parser(action, help=text, description=text)
         sub.set_defaults(func=func)
-        sub.add_argument("--model", default=DEFAULT_MODEL)
-        sub.add_argument("--device", default=None)
-        sub.add_argument("--dtype", default=None)
-        sub.add_argument("--json", action="store_true")
+        _add_model_args(sub)
     train_cmd = probe_verbs.choices["train"]
     train_cmd.add_argument("--data", required=True,
                            help="JSONL with text, label (0/1), optional group; or a ToxiGen folder")
@@ -148,17 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     apply_cmd.add_argument("--input", default=None, help=".txt/.jsonl/.csv of texts")
     apply_cmd.add_argument("--tokens", action="store_true", help="score every token of --text")
 
-    audit = verbs.add_parser("audit", help="Batch safety audits (bias for now).",
-                             description="Batch safety audits (bias for now).")
+    audit = verbs.add_parser("audit", help="Batch safety audits: toxicity, toxigen, counterfactual, bias.",
+                             description="Batch safety audits: toxicity, toxigen, counterfactual, bias.")
     audit_verbs = audit.add_subparsers(dest="audit_command", metavar="AUDIT", required=True)
     sub = audit_verbs.add_parser("toxicity", help="Generate continuations and score their toxicity.",
                                  description="Generate continuations of each prompt (baseline and any steering "
                                              "conditions), score them, write resumable Parquet shards and a report.")
     sub.set_defaults(func=cmd_audit_toxicity)
-    sub.add_argument("--model", default=DEFAULT_MODEL)
-    sub.add_argument("--device", default=None)
-    sub.add_argument("--dtype", default=None)
-    sub.add_argument("--json", action="store_true")
+    _add_model_args(sub)
     sub.add_argument("--prompts", required=True, help=".txt (one per line), .jsonl (--field) or .csv (--column)")
     sub.add_argument("--field", default="text")
     sub.add_argument("--column", default=None)
@@ -182,10 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Per-group ToxiGen audit: likelihood preference for hateful over "
                                              "neutral statements, and toxicity of continuations of each group's prompts.")
     sub.set_defaults(func=cmd_audit_toxigen)
-    sub.add_argument("--model", default=DEFAULT_MODEL)
-    sub.add_argument("--device", default=None)
-    sub.add_argument("--dtype", default=None)
-    sub.add_argument("--json", action="store_true")
+    _add_model_args(sub)
     sub.add_argument("--data", required=True, help="ToxiGen folder with prompts/ (and demonstrations/)")
     sub.add_argument("--out", required=True)
     sub.add_argument("--scorers", default="auto", help="one scorer: auto, profanity-check, detoxify[:variant]")
@@ -200,10 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "the log-probability of chosen continuations and the toxicity of "
                                              "generated continuations, with gaps from the mean over groups.")
     sub.set_defaults(func=cmd_audit_counterfactual)
-    sub.add_argument("--model", default=DEFAULT_MODEL)
-    sub.add_argument("--device", default=None)
-    sub.add_argument("--dtype", default=None)
-    sub.add_argument("--json", action="store_true")
+    _add_model_args(sub)
     sub.add_argument("--templates", required=True, help=".txt, one template with a {group} slot per line")
     sub.add_argument("--groups", nargs="+", required=True)
     sub.add_argument("--continuations", nargs="+", required=True, help="e.g. ' kind' ' dangerous'")
@@ -217,10 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="CrowS-Pairs-style paired-sentence bias: share of pairs where the "
                                              "model prefers the more-stereotyping sentence (50% = none).")
     sub.set_defaults(func=cmd_audit_bias)
-    sub.add_argument("--model", default=DEFAULT_MODEL)
-    sub.add_argument("--device", default=None)
-    sub.add_argument("--dtype", default=None)
-    sub.add_argument("--json", action="store_true")
+    _add_model_args(sub)
     sub.add_argument("--pairs", required=True, help="CSV with sent_more, sent_less, stereo_antistereo, bias_type")
     sub.add_argument("--more-column", default="sent_more")
     sub.add_argument("--less-column", default="sent_less")

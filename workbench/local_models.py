@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -131,7 +132,8 @@ def smollm2_folder(convert: bool = True) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"workbench: converting {SMOLLM2_GGUF} to safetensors in {folder} (once, about 20 s)...", flush=True)
+    print(f"workbench: converting {SMOLLM2_GGUF} to safetensors in {folder} (once, about 20 s)...",
+          file=sys.stderr, flush=True)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=SMOLLM2_GGUF)
     # A GGUF-loaded model refuses save_pretrained while it still says it is quantised.

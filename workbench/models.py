@@ -20,6 +20,7 @@ it. `fetch()` (CLI: ``workbench fetch NAME``) downloads or converts them.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,7 +196,8 @@ def _hub_snapshot(spec: ModelSpec, download: bool) -> Path:
             "forbids downloading; unset HF_HUB_OFFLINE to download, or pass a local folder as --model"
         )
     size = f" (about {spec.download_gb} GB)" if spec.download_gb else ""
-    print(f"workbench: downloading {spec.hf_id}@{revision}{size} into {constants.HF_HUB_CACHE}", flush=True)
+    print(f"workbench: downloading {spec.hf_id}@{revision}{size} into {constants.HF_HUB_CACHE}",
+          file=sys.stderr, flush=True)
     try:
         return Path(snapshot_download(spec.hf_id, revision=spec.revision, allow_patterns=patterns))
     except Exception as error:
