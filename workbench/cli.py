@@ -52,8 +52,6 @@ def _add_steer_args(sub: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import DEFAULT_MODEL
-
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="command", metavar="VERB")
 
