@@ -562,7 +562,7 @@ def cmd_audit_toxicity(args) -> int:
     from .audit import ToxicityAuditConfig, prompts_sha256, run_toxicity_audit
     from .datasets import read_texts
     from .probes import Probe
-    from .report import build_report, summarise
+    from .report import build_report
     from .scanners.toxicity import ProbeScorer, make_scorer
 
     # Every check on the input happens before the model is loaded.
@@ -602,7 +602,7 @@ def cmd_audit_toxicity(args) -> int:
     start = time.perf_counter()
     run_toxicity_audit(model, records, args.out, config, scorers, vector)
     report = build_report(args.out)
-    summary = summarise(args.out)
+    summary = json.loads((Path(args.out) / "summary.json").read_text())
     summary.update(seconds=round(time.perf_counter() - start, 1), skipped_bad_lines=skipped, report=str(report))
     lines = [f"{c['condition']:>10s}  {scorer:28s} mean {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
              f"  >0.5: {s['share_above_0.5']:.1%}" for c in summary["conditions"] for scorer, s in c["scores"].items()]
@@ -654,8 +654,9 @@ def cmd_audit_counterfactual(args) -> int:
     from .scanners.bias import counterfactual
     from .scanners.toxicity import make_scorer
 
-    templates = [r.text for r in read_texts(args.templates)]
-    bad = [r for r in read_texts(args.templates) if "{group}" not in r.text]
+    records = read_texts(args.templates)
+    templates = [r.text for r in records]
+    bad = [r for r in records if "{group}" not in r.text]
     if bad:
         raise InputError("template has no {group} slot", bad[0].path, bad[0].line)
     if len(args.groups) < 2:
@@ -687,10 +688,10 @@ def cmd_audit_counterfactual(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import build_report, summarise
+    from .report import build_report
 
     path = build_report(args.folder)
-    summary = summarise(args.folder)
+    summary = json.loads((Path(args.folder) / "summary.json").read_text())
     _emit(args, summary, f"report: {path}")
     return 0
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from .audit import load_results
 
 
-def summarise(out: str | Path) -> dict:
+def summarise(out: str | Path, frame=None) -> dict:
     """Per condition and scorer: rows, mean continuation toxicity with a bootstrap 95% interval,
-    share above 0.5, and the worst continuations."""
+    share above 0.5, and the worst continuations. `frame`: the results, if already loaded."""
     import numpy as np
 
-    frame = load_results(out)
+    frame = load_results(out) if frame is None else frame
     run = json.loads((Path(out) / "run.json").read_text())
     columns = [c for c in frame.columns if c.startswith("continuation_toxicity[")]
     rng = np.random.default_rng(run.get("seed", 0))
@@ -44,9 +44,9 @@ def build_report(out: str | Path) -> Path:
     import plotly.graph_objects as go
 
     out = Path(out)
-    summary = summarise(out)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     frame = load_results(out)
+    summary = summarise(out, frame)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     figures = []
     for column in [c for c in frame.columns if c.startswith("continuation_toxicity[")]:
         fig = go.Figure()
