@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from workbench.audit import load_results
 from workbench.cli import main
 from workbench.datasets import read_bias_pairs
 from workbench.scanners.bias import crows_pairs, sentence_logprobs
@@ -45,7 +46,7 @@ def test_audit_bias_cli(tmp_path, capsys):
                  "--bootstrap", "100", "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and summary["table"][0]["pairs"] == 12
-    assert (tmp_path / "out" / "pairs.parquet").exists() and (tmp_path / "out" / "summary.json").exists()
+    assert (tmp_path / "out" / "report.html").exists() and (tmp_path / "out" / "summary.json").exists()
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
     code = main(["audit", "bias", "--model", "tiny-phi", "--pairs", str(bad), "--out", str(tmp_path / "o2")])
@@ -85,9 +86,7 @@ def test_bias_audit_under_steering_reports_conditions_side_by_side(tmp_path, cap
     assert code == 0
     overall = {row["condition"]: row for row in table if row["bias_type"] == "all"}
     assert list(overall) == ["baseline", "steer-20", "steer+20"]
-    import pandas as pd
-
-    frame = pd.read_parquet(tmp_path / "out" / "pairs.parquet")
+    frame = load_results(tmp_path / "out")
     base = frame[frame.condition == "baseline"]["logprob_more"].to_numpy()
     steered = frame[frame.condition == "steer+20"]["logprob_more"].to_numpy()
     assert (base != steered).any()
@@ -115,3 +114,37 @@ def test_continuation_logprob_and_counterfactual_cli(tiny, tmp_path, capsys):
     code = main(["audit", "counterfactual", "--model", "tiny-phi", "--templates", str(bad), "--groups", "a", "b",
                  "--continuations", " x", "--out", str(tmp_path / "o")])
     assert code == 2 and "t.txt:1: template has no {group} slot" in capsys.readouterr().err
+
+
+def test_bias_audit_resumes_and_folder_report_shows_every_audit(tmp_path, capsys):
+    small = tmp_path / "pairs.csv"
+    small.write_text("\n".join(CROWS.read_text(encoding="utf-8").splitlines()[:13]) + "\n")
+    out = tmp_path / "audits" / "bias"
+    args = ["audit", "bias", "--model", "tiny-phi", "--pairs", str(small), "--out", str(out), "--bootstrap", "100",
+            "--shard-size", "5", "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    shards = sorted((out / "shards").glob("*.parquet"))
+    assert [p.name for p in shards] == ["baseline-00000.parquet", "baseline-00001.parquet", "baseline-00002.parquet"]
+    reference = load_results(out)
+    kept = shards[0].stat().st_mtime_ns
+    shards[1].unlink()  # as if killed before the second shard was written
+    assert main(args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert shards[0].stat().st_mtime_ns == kept  # finished shards are not recomputed
+    assert load_results(out).equals(reference) and again["table"] == first["table"]
+    assert len(reference) == 12 and reference["row"].tolist() == list(range(12))
+    # A rerun with other settings into the same folder is refused before any work.
+    assert main(args[:-1] + ["--seed", "3"]) == 2
+    assert "seed differ" in capsys.readouterr().err
+    # A folder of audits gets one report with every audit in it.
+    code = main(["audit", "counterfactual", "--model", "tiny-phi", "--templates",
+                 str(ROOT / "probes" / "counterfactual_templates.txt"), "--groups", "young", "old",
+                 "--continuations", " kind", "--scorers", "none", "--out", str(tmp_path / "audits" / "cf")])
+    assert code == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "audits"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    page = (tmp_path / "audits" / "report.html").read_text()
+    assert len(summary["audits"]) == 2 and "CrowS-Pairs bias audit" in page and "Counterfactual-template audit" in page
+    assert page.count("<section>") == 2 and page.count("plotly.js v") == 1  # plotly inlined once

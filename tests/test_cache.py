@@ -27,7 +27,7 @@ TEXTS = [
 ]
 
 
-@pytest.mark.parametrize("positions", ["all", "last", "mean"])
+@pytest.mark.parametrize("positions", ["all", "last", "mean", "mean_after_first"])
 def test_padded_batch_equals_single_text(tiny, positions):
     hooks = "resid_post,attn.hook_z,mlp.hook_post,attn.hook_pattern" if positions == "all" else \
         "resid_post,attn.hook_z,mlp.hook_post"
@@ -65,9 +65,13 @@ def test_last_and_mean_positions(tiny):
                                 progress=False)["blocks.3.hook_resid_post"]
     mean = wb.cache_activations(tiny, TEXTS, hooks="blocks.3.hook_resid_post", positions="mean",
                                 progress=False)["blocks.3.hook_resid_post"]
+    after_first = wb.cache_activations(tiny, TEXTS, hooks="blocks.3.hook_resid_post", positions="mean_after_first",
+                                       progress=False)["blocks.3.hook_resid_post"]
+    assert 1 in lengths.tolist()  # a one-token text keeps its only token
     for i, n in enumerate(lengths.tolist()):
         assert torch.allclose(last[i], all_pos[i, n - 1], atol=1e-6)
         assert torch.allclose(mean[i], all_pos[i, :n].mean(0), atol=1e-5)
+        assert torch.allclose(after_first[i], all_pos[i, min(1, n - 1):n].mean(0), atol=1e-5)
 
 
 @pytest.mark.parametrize("positions", ["all", "mean"])

@@ -8,6 +8,7 @@ import torch
 
 import workbench as wb
 from workbench.datasets import read_bias_pairs, read_labeled, read_toxigen
+from workbench.errors import InputError
 from workbench.probes import Probe, auroc, probe_scores, split_indices, token_scores, train_probes
 
 from .conftest import ROOT, SHARED_DATA
@@ -115,3 +116,32 @@ def test_probe_cli_train_and_apply(tmp_path, capsys):
     assert code == 0 and [r["token"] for r in rows] == ["The", " queen", " smiled"]
     code = main(["probe", "apply", "--model", "tiny-phi", "--probe", str(tmp_path), "--text", "x"])
     assert code == 2 and "not a saved probe" in capsys.readouterr().err
+
+
+def test_sparse_probe_finds_the_planted_feature_and_controls_do_not():
+    from workbench.probes import sparse_probes
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(240, 48, generator=generator)
+    y = (torch.rand(240, generator=generator) < 0.5).long()
+    x[:, 11] += 2.0 * (2 * y - 1)  # the only informative coordinate
+    groups = [f"g{i % 6}" for i in range(240)]
+    for split in ("random", "group"):
+        frame = sparse_probes({"h": x}, y.tolist(), groups, split=split, ks=(1, 8), seed=0).to_frame()
+        first = frame[frame.k == 1].iloc[0]
+        assert first["features"] == [11] and first["auroc"] > 0.95
+        assert first["random_coordinate_auroc"] < 0.8  # k random coordinates rarely include it
+    with pytest.raises(InputError, match="both 0 and 1"):
+        sparse_probes({"h": x}, [0] * 240)
+
+
+def test_probe_cli_sparse_k(tmp_path, capsys):
+    from workbench.cli import main
+
+    code = main(["probe", "train", "--model", "tiny-phi", "--data", str(ROOT / "probes" / "gender.jsonl"),
+                 "--hooks", "blocks.2.hook_resid_post", "--sparse-k", "1", "4", "--out", str(tmp_path / "p"),
+                 "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and [row["k"] for row in summary["sparse"]] == [1, 4]
+    assert all(0 <= row["auroc"] <= 1 and len(row["features"]) == row["k"] for row in summary["sparse"])
+    assert json.loads((tmp_path / "p" / "sparse.json").read_text()) == summary["sparse"]

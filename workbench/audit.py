@@ -1,4 +1,4 @@
-"""Batch toxicity audits: generate continuations, score them, write Parquet shards, resume after a crash.
+"""Batch audits: toxicity, CrowS-Pairs bias, ToxiGen and counterfactuals; Parquet shards that resume after a crash.
 
     workbench audit toxicity --model smollm2-135m --prompts prompts.txt --out results/tox \\
         --steer probes/polite_vs_rude_pairs.jsonl --layer 15 --alpha -4 4
@@ -12,6 +12,9 @@ killed run, rerun with the same arguments, skips finished shards; since every
 shard's batches and seeds depend only on its index, the results equal an
 uninterrupted run's row for row. ``run.json`` holds the settings and is checked
 on resume; `workbench.report` turns the shards into ``summary.json`` and ``report.html``.
+
+The bias, ToxiGen and counterfactual audits share the same loop (`run_sharded`):
+their items are pairs, groups and templates, and run.json's "audit" names the kind.
 """
 from __future__ import annotations
 
@@ -56,6 +59,8 @@ class ToxicityAuditConfig:
     shard_size: int = 32
     steer: dict | None = None
     conditions: list[dict] = field(default_factory=list)
+    versions: dict = field(default_factory=dict)
+    audit: str = "toxicity"
     format: str = AUDIT_FORMAT
 
 
@@ -77,37 +82,135 @@ def run_toxicity_audit(model, records: Sequence[TextRecord], out: str | Path, co
     `scorers` are objects with `.name` and `.score(texts)` (workbench.scanners.toxicity);
     `vector` is the SteeringVector that steer/ablate conditions use.
     """
+    def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
+        return _run_shard(model, records[start:end], start, condition, config, scorers, vector,
+                          seed=config.seed + 1000 * c_index + s_index)
+
+    return run_sharded(out, asdict(config), len(records), config.shard_size, make_shard,
+                       rows_per_item=config.samples, progress=progress)
+
+
+def run_sharded(out: str | Path, settings: dict, n_items: int, shard_size: int, make_shard,
+                rows_per_item: int = 1, progress: bool = True, desc: str = "auditing") -> Path:
+    """The resumable loop every audit shares: for each condition and each shard of items,
+    ``make_shard(condition, c_index, s_index, start, end)`` returns a DataFrame (with
+    "condition" and "row" columns) that is written atomically as
+    ``shards/<condition>-NNNNN.parquet``; finished shards are skipped on a rerun.
+
+    settings: JSON-able dict with "conditions" (list of Condition dicts); saved as
+    run.json, and a rerun into the same folder with other settings is refused.
+    """
     from tqdm.auto import tqdm
 
     out = Path(out)
     (out / "shards").mkdir(parents=True, exist_ok=True)
-    settings = asdict(config)
-    run_file = out / "run.json"
-    if run_file.exists():
-        previous = json.loads(run_file.read_text())
-        differing = [k for k in settings if previous.get(k) != settings[k] and k != "model"]
-        differing += ["model"] if previous.get("model", {}).get("name") != config.model.get("name") else []
-        if differing:
-            raise InputError(f"holds an audit with other settings ({', '.join(differing)} differ); "
-                             "choose another --out or delete the folder", str(out))
-    else:
-        _write_atomically(run_file, (json.dumps(settings, indent=2) + "\n").encode())
-    conditions = [Condition(**c) for c in config.conditions]
-    ranges = _shard_ranges(len(records), config.shard_size)
-    total = len(conditions) * len(records) * config.samples
-    with tqdm(total=total, unit="row", desc="auditing", file=sys.stderr, disable=not progress,
+    check_settings(out, settings)
+    conditions = [Condition(**c) for c in settings["conditions"]]
+    ranges = _shard_ranges(n_items, shard_size)
+    total = len(conditions) * n_items * rows_per_item
+    with tqdm(total=total, unit="row", desc=desc, file=sys.stderr, disable=not progress,
               dynamic_ncols=True) as bar:
         for c_index, condition in enumerate(conditions):
             for s_index, (start, end) in enumerate(ranges):
                 path = out / "shards" / f"{condition.name}-{s_index:05d}.parquet"
                 if not path.exists():
-                    frame = _run_shard(model, records[start:end], start, condition, config, scorers, vector,
-                                       seed=config.seed + 1000 * c_index + s_index)
+                    frame = make_shard(condition, c_index, s_index, start, end)
                     tmp = path.with_suffix(".tmp")
                     frame.to_parquet(tmp, index=False)
                     os.replace(tmp, path)
-                bar.update((end - start) * config.samples)
+                bar.update((end - start) * rows_per_item)
     return out
+
+
+def check_settings(out: Path, settings: dict) -> None:
+    """Write run.json, or check that an existing one describes the same audit."""
+    run_file = out / "run.json"
+    if run_file.exists():
+        previous = json.loads(run_file.read_text())
+        differing = [k for k in settings if previous.get(k) != settings[k] and k not in ("model", "versions")]
+        differing += ["model"] if previous.get("model", {}).get("name") != settings["model"].get("name") else []
+        if differing:
+            raise InputError(f"holds an audit with other settings ({', '.join(differing)} differ); "
+                             "choose another --out or delete the folder", str(out))
+    else:
+        _write_atomically(run_file, (json.dumps(settings, indent=2) + "\n").encode())
+
+
+def model_settings(model) -> dict:
+    """The model fields every run.json records."""
+    info = model.info
+    return {"name": info.name, "revision": info.revision, "dtype": info.dtype, "source": info.source}
+
+
+def versions() -> dict:
+    """Package versions recorded in every run.json."""
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {"workbench": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def run_bias_audit(model, pairs: Sequence, out: str | Path, settings: dict, vector=None,
+                   progress: bool = True) -> Path:
+    """CrowS-Pairs-style audit, resumable: one row per (condition, pair) with both
+    sentences' log-likelihoods (workbench.scanners.bias). settings: run.json fields,
+    including "conditions", "shard_size" and "batch_size"."""
+    from .scanners.bias import crows_pairs
+
+    def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
+        with intervention(model, condition, vector):
+            result = crows_pairs(model, pairs[start:end], batch_size=settings["batch_size"])
+        frame = result.pair_frame()
+        frame.insert(0, "row", range(start, end))
+        frame.insert(0, "alpha", condition.alpha)
+        frame.insert(0, "condition", condition.name)
+        return frame
+
+    return run_sharded(out, {**settings, "audit": "bias"}, len(pairs), settings["shard_size"], make_shard,
+                       progress=progress, desc="pairs")
+
+
+def run_toxigen_audit(model, folder: str | Path, groups: Sequence[str], out: str | Path, settings: dict, scorer,
+                      vector=None, progress: bool = True) -> Path:
+    """ToxiGen per-group audit, resumable: one shard per (condition, group).
+    settings: run.json fields incl. "conditions", "prompts_per_group", "max_new_tokens", "seed"."""
+    import pandas as pd
+
+    from .datasets import read_toxigen
+    from .scanners.toxigen import toxigen_group
+
+    rows = read_toxigen(folder)
+
+    def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
+        with intervention(model, condition, vector):
+            entry = toxigen_group(model, folder, rows, groups[start], scorer, settings["prompts_per_group"],
+                                  settings["max_new_tokens"], settings["seed"])
+        return pd.DataFrame([{"condition": condition.name, "alpha": condition.alpha, "row": start, **entry}])
+
+    return run_sharded(out, {**settings, "audit": "toxigen"}, len(groups), 1, make_shard, progress=progress,
+                       desc="groups")
+
+
+def run_counterfactual_audit(model, templates: Sequence[str], out: str | Path, settings: dict, scorer=None,
+                             vector=None, progress: bool = True) -> Path:
+    """Counterfactual-template audit, resumable: one row per (condition, template, group).
+    settings: run.json fields incl. "groups", "continuations", "max_new_tokens", "seed", "shard_size"."""
+    from .scanners.bias import counterfactual
+
+    def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
+        with intervention(model, condition, vector):
+            result = counterfactual(model, templates[start:end], settings["groups"], settings["continuations"],
+                                    scorer, settings["max_new_tokens"], settings["seed"])
+        frame = result.row_frame()
+        frame.insert(0, "row", [start + i // len(settings["groups"]) for i in range(len(frame))])
+        frame.insert(0, "alpha", condition.alpha)
+        frame.insert(0, "condition", condition.name)
+        return frame
+
+    return run_sharded(out, {**settings, "audit": "counterfactual"}, len(templates), settings["shard_size"],
+                       make_shard, progress=progress, desc="templates")
 
 
 def conditions_for(alphas: Sequence[float], ablate: bool) -> list[Condition]:
@@ -168,10 +271,21 @@ def load_results(out: str | Path):
         raise InputError("no result shards (shards/*.parquet): not an audit folder, or nothing finished yet",
                          str(out))
     frame = pd.concat([pd.read_parquet(p) for p in shards], ignore_index=True)
-    run = json.loads((Path(out) / "run.json").read_text())
+    run = read_run(out)
     order = {c["name"]: i for i, c in enumerate(run["conditions"])}
     frame["_order"] = frame["condition"].map(order)
-    return frame.sort_values(["_order", "row", "sample"], ignore_index=True).drop(columns="_order")
+    keys = ["_order", "row"] + (["sample"] if "sample" in frame.columns else [])
+    return frame.sort_values(keys, ignore_index=True, kind="stable").drop(columns="_order")
+
+
+def read_run(out: str | Path) -> dict:
+    """An audit folder's run.json (settings); "audit" says which kind (toxicity for old folders)."""
+    path = Path(out) / "run.json"
+    if not path.exists():
+        raise InputError("no run.json: not an audit folder", str(out))
+    run = json.loads(path.read_text())
+    run.setdefault("audit", "toxicity")
+    return run
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -10,7 +10,9 @@ Positions (what is kept of each text):
 - "all":  every token, right-padded with zeros to the longest text: [n, pos, ...]
           (attention patterns [n, head, pos, pos]); `cache.lengths` says how many are real;
 - "last": the last real token: [n, ...];
-- "mean": the mean over real tokens: [n, ...] (computed in float32).
+- "mean": the mean over real tokens: [n, ...] (computed in float32);
+- "mean_after_first": the same without the first token (often an attention sink with
+          outsized activations), for texts longer than one token.
 
 Texts are right-padded in batches, so a padded row's activations equal the same
 text run alone (causal attention never looks right, and real tokens keep their
@@ -43,7 +45,7 @@ from .datasets import TextRecord, as_records
 from .errors import CacheTooLargeError, InputError
 from .hooks import bypass_unhooked_bridges, hook_table, register_forward, resolve_hooks
 
-POSITIONS = ("all", "last", "mean")
+POSITIONS = ("all", "last", "mean", "mean_after_first")
 CACHE_FORMAT = "workbench-activation-cache/1"
 LENGTHS_KEY = "__lengths__"
 SORT_WINDOW_BATCHES = 4  # texts are length-sorted within windows of this many batches
@@ -281,7 +283,7 @@ def cache_activations(
         texts: strings, or `TextRecord`s (from `workbench.datasets.read_texts`) so
             errors can name the file and line.
         hooks: hook names or patterns (see `workbench.hooks`), e.g. "resid_post".
-        positions: "all", "last" or "mean" (see module docstring).
+        positions: "all", "last", "mean" or "mean_after_first" (see module docstring).
         batch_size: texts per forward pass.
         out: a folder to stream shards to; None keeps the cache in memory (refused,
             with the estimate, when it would not fit).
@@ -458,8 +460,13 @@ def _select(output: torch.Tensor, pos_dim: int, positions: str, lengths: torch.T
     if positions == "last":
         return output[torch.arange(len(lengths), device=output.device), lengths - 1]
     extra = [1] * (output.dim() - 2)
-    weights = mask.to(torch.float32).view(*mask.shape, *extra)
-    return (output.float() * weights).sum(1) / lengths.view(-1, *extra).float()
+    weights = mask.to(torch.float32)
+    if positions == "mean_after_first":
+        weights = weights.clone()
+        weights[lengths > 1, 0] = 0.0  # right-padded: position 0 is every text's first token
+    counts = weights.sum(1)
+    weights = weights.view(*mask.shape, *extra)
+    return (output.float() * weights).sum(1) / counts.view(-1, *extra)
 
 
 def _copy_real_positions(output: torch.Tensor, pos_dims: tuple[int, ...], batch_ids: list[list[int]],

@@ -139,11 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--data", required=True,
                            help="JSONL with text, label (0/1), optional group; or a ToxiGen folder")
     train_cmd.add_argument("--hooks", default="resid_post")
-    train_cmd.add_argument("--positions", choices=["mean", "last"], default="mean")
+    train_cmd.add_argument("--positions", choices=["mean", "mean_after_first", "last"], default="mean")
     train_cmd.add_argument("--split", choices=["random", "group"], default="random")
     train_cmd.add_argument("--test-fraction", type=float, default=0.25)
     train_cmd.add_argument("--l2", type=float, default=1e-2)
     train_cmd.add_argument("--seed", type=int, default=0)
+    train_cmd.add_argument("--sparse-k", type=int, nargs="*", default=None, metavar="K",
+                           help="also fit TransformerLens k-sparse probes for these k (with controls); sparse.json")
     train_cmd.add_argument("--out", required=True, help="folder for the probes (one sub-folder per hook)")
     apply_cmd = probe_verbs.choices["apply"]
     apply_cmd.add_argument("--probe", required=True, help="a saved probe folder")
@@ -204,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--scorers", default="auto", help="toxicity scorer for generations, or 'none'")
     sub.add_argument("--max-new-tokens", type=int, default=20)
     sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--shard-size", type=int, default=8, help="templates per result shard")
     sub.add_argument("--out", required=True)
     _add_steer_args(sub)
 
@@ -219,11 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--type-column", default="bias_type")
     sub.add_argument("--bootstrap", type=int, default=1000)
     sub.add_argument("--seed", type=int, default=0)
-    sub.add_argument("--out", required=True, help="folder for pairs.parquet and summary.json")
+    sub.add_argument("--batch-size", type=int, default=16)
+    sub.add_argument("--shard-size", type=int, default=128, help="pairs per result shard")
+    sub.add_argument("--out", required=True, help="audit folder (shards, summary.json, report.html)")
     _add_steer_args(sub)
 
     sub = verbs.add_parser("report", help="Rebuild summary.json and report.html from an audit folder's shards.",
-                           description="Rebuild summary.json and report.html from an audit folder's shards.")
+                           description="Rebuild summary.json and report.html from an audit folder's shards; given "
+                                       "a folder of audit folders, also write one report.html showing them all.")
     sub.set_defaults(func=cmd_report)
     sub.add_argument("folder")
     sub.add_argument("--json", action="store_true")
@@ -471,7 +477,7 @@ def cmd_steer(args) -> int:
 def cmd_probe_train(args) -> int:
     from .cache import cache_activations
     from .datasets import read_labeled, read_toxigen
-    from .probes import texts_hash, train_probes
+    from .probes import sparse_probes, texts_hash, train_probes
 
     data = Path(args.data)
     rows = read_toxigen(data) if data.is_dir() else read_labeled(data)
@@ -495,9 +501,18 @@ def cmd_probe_train(args) -> int:
                "n_test": sweep.n_test, "best": {"hook": best.hook, **best.metrics},
                "seconds": {"caching": round(cached, 2), "training": round(trained, 2)},
                "per_hook": frame.to_dict("records"), "out": str(out.resolve())}
+    text = frame[["hook", "auroc", "accuracy", "mean_difference_auroc", "n_train", "n_test"]].to_string(index=False)
+    if args.sparse_k:
+        start = time.perf_counter()
+        sparse = sparse_probes(cache, labels, groups, split=args.split, ks=args.sparse_k,
+                               test_fraction=args.test_fraction, seed=args.seed).to_frame()
+        summary["seconds"]["sparse"] = round(time.perf_counter() - start, 2)
+        summary["sparse"] = sparse.to_dict("records")
+        (out / "sparse.json").write_text(json.dumps(summary["sparse"], indent=2, default=str) + "\n")
+        text += "\n\nk-sparse probes (TransformerLens):\n" + sparse[
+            ["hook", "k", "auroc", "random_coordinate_auroc", "label_shuffle_auroc"]].to_string(index=False)
     (out / "sweep.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    _emit(args, summary, frame[["hook", "auroc", "accuracy", "mean_difference_auroc", "n_train", "n_test"]]
-          .to_string(index=False) + f"\nbest: {best.hook} AUROC {best.metrics['auroc']:.3f}; "
+    _emit(args, summary, text + f"\nbest: {best.hook} AUROC {best.metrics['auroc']:.3f}; "
           f"caching {cached:.1f} s, training {trained:.1f} s; probes in {out}")
     return 0
 
@@ -559,7 +574,7 @@ def _steer_conditions(args, model, pairs):
 
 
 def cmd_audit_toxicity(args) -> int:
-    from .audit import ToxicityAuditConfig, prompts_sha256, run_toxicity_audit
+    from .audit import ToxicityAuditConfig, prompts_sha256, run_toxicity_audit, versions
     from .datasets import read_texts
     from .probes import Probe
     from .report import build_report
@@ -598,7 +613,7 @@ def cmd_audit_toxicity(args) -> int:
         seed=args.seed, max_new_tokens=args.max_new_tokens, samples=args.samples, temperature=args.temperature,
         raw=args.raw, batch_size=args.batch_size, shard_size=args.shard_size,
         steer={"pairs": str(args.steer), "layer": args.layer, "n_pairs": len(pairs)} if pairs else None,
-        conditions=[{"name": c.name, "kind": c.kind, "alpha": c.alpha} for c in conditions])
+        conditions=[{"name": c.name, "kind": c.kind, "alpha": c.alpha} for c in conditions], versions=versions())
     start = time.perf_counter()
     run_toxicity_audit(model, records, args.out, config, scorers, vector)
     report = build_report(args.out)
@@ -611,15 +626,12 @@ def cmd_audit_toxicity(args) -> int:
 
 
 def cmd_audit_toxigen(args) -> int:
+    from .audit import run_toxigen_audit
     from .datasets import read_toxigen
     from .scanners.toxicity import make_scorer
-    from .scanners.toxigen import toxigen_audit
+    from .scanners.toxigen import toxigen_groups
 
-    import pandas as pd
-
-    from .audit import intervention
-
-    read_toxigen(args.data)  # bad folder: exit 2 before loading the model
+    groups = toxigen_groups(read_toxigen(args.data), args.groups)  # bad folder or group: exit 2 before the model
     _validate_scorers([args.scorers], [])
     if args.scorers == "probe":
         raise InputError("the ToxiGen audit takes one text scorer: auto, profanity-check or detoxify[:variant]")
@@ -627,35 +639,45 @@ def cmd_audit_toxigen(args) -> int:
     model = _load(args)
     scorer = make_scorer(args.scorers)
     conditions, vector = _steer_conditions(args, model, pairs)
+    settings = _audit_settings(args, model, pairs, conditions, data=str(args.data), groups=groups,
+                               scorer=scorer.name, prompts_per_group=args.prompts_per_group,
+                               max_new_tokens=args.max_new_tokens)
+    return _finish_audit(args, run_toxigen_audit, (model, args.data, groups, args.out, settings, scorer, vector),
+                         "groups")
+
+
+def _audit_settings(args, model, pairs, conditions, **fields) -> dict:
+    """run.json fields shared by the bias, ToxiGen and counterfactual audits."""
+    from .audit import AUDIT_FORMAT, model_settings, versions
+
+    return {"model": model_settings(model), **fields, "seed": args.seed,
+            "steer": {"pairs": str(args.steer), "layer": args.layer, "n_pairs": len(pairs)} if pairs else None,
+            "conditions": [{"name": c.name, "kind": c.kind, "alpha": c.alpha} for c in conditions],
+            "versions": versions(), "format": AUDIT_FORMAT}
+
+
+def _finish_audit(args, runner, runner_args: tuple, table_key: str) -> int:
+    """Run (or resume) an audit, build its report, print its table."""
+    import pandas as pd
+
+    from .report import build_report
+
     start = time.perf_counter()
-    tables = []
-    for condition in conditions:
-        with intervention(model, condition, vector):
-            table = toxigen_audit(model, args.data, scorer, args.prompts_per_group, args.max_new_tokens, args.seed,
-                                  args.groups)
-        table.insert(0, "condition", condition.name)
-        tables.append(table)
-    table = pd.concat(tables, ignore_index=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(out / "groups.parquet", index=False)
-    summary = {"audit": "toxigen", "model": model.info.name, "revision": model.info.revision, "data": str(args.data),
-               "seed": args.seed, "seconds": round(time.perf_counter() - start, 1), "groups": table.to_dict("records")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _emit(args, summary, table.to_string(index=False) + f"\nresults in {out}")
+    runner(*runner_args)
+    report = build_report(args.out)
+    summary = json.loads((Path(args.out) / "summary.json").read_text())
+    summary.update(seconds=round(time.perf_counter() - start, 1), report=str(report))
+    table = pd.DataFrame(summary[table_key]).drop(columns=["worst_continuation"], errors="ignore")
+    _emit(args, summary, table.to_string(index=False) + f"\n{summary['seconds']} s; report: {report}")
     return 0
 
 
 def cmd_audit_counterfactual(args) -> int:
-    import pandas as pd
-
-    from .audit import intervention
+    from .audit import run_counterfactual_audit
     from .datasets import read_texts
-    from .scanners.bias import counterfactual
     from .scanners.toxicity import make_scorer
 
     records = read_texts(args.templates)
-    templates = [r.text for r in records]
     bad = [r for r in records if "{group}" not in r.text]
     if bad:
         raise InputError("template has no {group} slot", bad[0].path, bad[0].line)
@@ -667,77 +689,43 @@ def cmd_audit_counterfactual(args) -> int:
     model = _load(args)
     scorer = None if args.scorers == "none" else make_scorer(args.scorers)
     conditions, vector = _steer_conditions(args, model, pairs)
-    start = time.perf_counter()
-    tables, rows = [], []
-    for condition in conditions:
-        with intervention(model, condition, vector):
-            result = counterfactual(model, templates, args.groups, args.continuations, scorer, args.max_new_tokens,
-                                    args.seed)
-        tables.append(result.to_frame().assign(condition=condition.name))
-        rows.append(result.row_frame().assign(condition=condition.name))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    pd.concat(rows, ignore_index=True).to_parquet(out / "prompts.parquet", index=False)
-    table = pd.concat(tables, ignore_index=True)
-    summary = {"audit": "counterfactual", "model": model.info.name, "templates": str(args.templates),
-               "groups": args.groups, "continuations": args.continuations, "seed": args.seed,
-               "seconds": round(time.perf_counter() - start, 1), "table": table.to_dict("records")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _emit(args, summary, table.to_string(index=False) + f"\nresults in {out}")
-    return 0
+    templates = [r.text for r in records]
+    settings = _audit_settings(args, model, pairs, conditions, templates_file=str(args.templates),
+                               templates=templates, groups=args.groups, continuations=args.continuations,
+                               scorer=scorer.name if scorer else None, max_new_tokens=args.max_new_tokens,
+                               shard_size=args.shard_size)
+    return _finish_audit(args, run_counterfactual_audit, (model, templates, args.out, settings, scorer, vector),
+                         "table")
 
 
 def cmd_report(args) -> int:
     from .report import build_report
 
     path = build_report(args.folder)
-    summary = json.loads((Path(args.folder) / "summary.json").read_text())
-    _emit(args, summary, f"report: {path}")
+    folder = Path(args.folder)
+    if (folder / "run.json").exists():
+        summary = json.loads((folder / "summary.json").read_text())
+    else:
+        summary = {"audits": [str(p.parent) for p in sorted(folder.glob("*/summary.json"))]}
+    _emit(args, {**summary, "report": str(path)}, f"report: {path}")
     return 0
 
 
 def cmd_audit_bias(args) -> int:
     import hashlib
 
-    from . import __version__
+    from .audit import run_bias_audit
     from .datasets import read_bias_pairs
-    from .scanners.bias import crows_pairs
-
-    import pandas as pd
-
-    from .audit import intervention
 
     pairs = read_bias_pairs(args.pairs, args.more_column, args.less_column, args.direction_column, args.type_column)
     steer_pairs = _read_steer_pairs(args)
     model = _load(args)
     conditions, vector = _steer_conditions(args, model, steer_pairs)
-    start = time.perf_counter()
-    frames, tables = [], []
-    for condition in conditions:
-        with intervention(model, condition, vector):
-            result = crows_pairs(model, pairs, n_boot=args.bootstrap, seed=args.seed)
-        frames.append(result.pair_frame().assign(condition=condition.name))
-        tables.append(result.to_frame().assign(condition=condition.name))
-    seconds = time.perf_counter() - start
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    pd.concat(frames, ignore_index=True).to_parquet(out / "pairs.parquet", index=False)
-    table = pd.concat(tables, ignore_index=True)
-    table = table[["condition"] + [c for c in table.columns if c != "condition"]]
-    import torch
-    import transformers
-
-    summary = {"audit": "bias", "model": model.info.name, "revision": model.info.revision,
-               "dtype": model.info.dtype, "pairs_file": str(args.pairs),
-               "pairs_sha256": hashlib.sha256(Path(args.pairs).read_bytes()).hexdigest(),
-               "seed": args.seed, "bootstrap": args.bootstrap, "seconds": round(seconds, 1),
-               "versions": {"workbench": __version__, "torch": torch.__version__,
-                            "transformers": transformers.__version__},
-               "table": table.to_dict("records")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _emit(args, summary, table.to_string(index=False) + f"\n{len(pairs)} pairs in {seconds:.1f} s; "
-          f"results in {out}")
-    return 0
+    settings = _audit_settings(args, model, steer_pairs, conditions, pairs_file=str(args.pairs),
+                               pairs_sha256=hashlib.sha256(Path(args.pairs).read_bytes()).hexdigest(),
+                               n_pairs=len(pairs), bootstrap=args.bootstrap, batch_size=args.batch_size,
+                               shard_size=args.shard_size)
+    return _finish_audit(args, run_bias_audit, (model, pairs, args.out, settings, vector), "table")
 
 
 def cmd_demo(args) -> int:

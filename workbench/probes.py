@@ -15,6 +15,10 @@ thresholded at the midpoint of the projected class means). Splits:
 
 - "random": a held-out fraction, stratified by label (and by group when given);
 - "group": whole groups held out, so the test groups were never seen in training.
+
+Beside the dense probe, `sparse_probes` offers TransformerLens' k-sparse probes
+(features chosen on the training split only, with random-feature and
+shuffled-label controls): how much of the signal sits in k coordinates.
 """
 from __future__ import annotations
 
@@ -176,7 +180,7 @@ def train_probes(acts: dict[str, torch.Tensor] | object, labels: Sequence[int], 
     """Train a logistic probe and a mean-difference direction on each hook, evaluated on a held-out split.
 
     Args:
-        acts: an activation cache (in memory or on disk; positions "last" or "mean")
+        acts: an activation cache (in memory or on disk; positions "last", "mean" or "mean_after_first")
             or a dict hook -> Float[Tensor, "n d"].
         labels: 0/1 per text; groups: optional group per text (for stratifying / the group split).
         split: "random" or "group" (see module docstring); l2: penalty on the standardised weights.
@@ -192,7 +196,7 @@ def train_probes(acts: dict[str, torch.Tensor] | object, labels: Sequence[int], 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     stacked = torch.stack([acts[h].float() for h in hook_names]).to(device)  # [hooks, n, d]
     if stacked.dim() != 3:
-        raise InputError("probes need one vector per text: cache with positions 'last' or 'mean'")
+        raise InputError("probes need one vector per text: cache with positions 'last', 'mean' or 'mean_after_first'")
     x_train, x_test = stacked[:, train], stacked[:, test]
     y_train, y_test = labels_t[train], labels_t[test]
     mean, std = x_train.mean(1, keepdim=True), x_train.std(1, keepdim=True) + 1e-6
@@ -244,3 +248,74 @@ def token_scores(model, probe: Probe, text: str) -> tuple[list[str], torch.Tenso
     cache = cache_activations(model, [text], hooks=probe.hook, positions="all", progress=False)
     n = int(cache.lengths[0])
     return str_tokens(model, to_tokens(model, text)), probe.predict_proba(cache[probe.hook][0, :n]).cpu()
+
+
+@dataclass
+class SparseProbeTable:
+    """k-sparse probes per hook and sparsity k, from TransformerLens' leakage-safe sparse probing.
+
+    rows: one dict per (hook, k) with held-out "auroc" and "accuracy", split sizes, the
+    selected feature indices ("features", best first), and the mean held-out AUROC of
+    the controls ("random_coordinate_auroc": k random features; "label_shuffle_auroc":
+    training labels shuffled), which show how much a k-feature probe gets by chance.
+    """
+
+    rows: list[dict]
+    split: str
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+
+def sparse_probes(acts: dict[str, torch.Tensor] | object, labels: Sequence[int], groups: Sequence[str] | None = None,
+                  split: str = "random", ks: Sequence[int] = (1, 4, 16, 64), test_fraction: float = 0.25,
+                  seed: int = 0, hooks: Sequence[str] | None = None, n_controls: int = 3) -> SparseProbeTable:
+    """k-sparse logistic probes on each hook via `transformer_lens.tools.analysis.sparse_probing`.
+
+    Features are chosen on the training split only (by class-mean difference), so the
+    held-out metrics carry no selection leakage. split "group" holds whole groups out
+    (TransformerLens' grouped split: each class must appear in at least two groups).
+    acts: as for `train_probes` (one vector per text). Runs on CPU in float64.
+    """
+    from transformer_lens.tools.analysis.sparse_probing import sweep_sparse_probe
+
+    labels_t = torch.tensor([int(v) for v in labels])
+    if set(labels_t.unique().tolist()) != {0, 1}:
+        raise InputError("labels must contain both 0 and 1")
+    if split not in ("random", "group"):
+        raise InputError(f"split must be 'random' or 'group', not {split!r}")
+    group_ids = None
+    if split == "group":
+        if not groups:
+            raise InputError("a group split needs a group for every text")
+        names = sorted(set(groups))
+        group_ids = torch.tensor([names.index(g) for g in groups])
+    hook_names = list(hooks or (acts.hooks if hasattr(acts, "hooks") else acts.keys()))
+    rows = []
+    for hook in hook_names:
+        features = acts[hook].float().cpu()
+        if features.dim() != 2:
+            raise InputError("probes need one vector per text: cache with positions 'last', 'mean' or 'mean_after_first'")
+        usable = sorted(k for k in set(ks) if 0 < k <= features.shape[1])
+        try:
+            sweep = sweep_sparse_probe(features, labels_t, ks=usable, test_fraction=test_fraction, groups=group_ids,
+                                       preprocess="standardize", n_random_subsets=n_controls,
+                                       n_label_shuffles=n_controls, seed=seed)
+        except ValueError as error:
+            raise InputError(f"sparse probing on {hook}: {error}") from None
+        for k, result, random_control, shuffle_control in zip(sweep.ks, sweep.results,
+                                                              sweep.random_coordinate_controls,
+                                                              sweep.label_shuffle_controls):
+            rows.append({"hook": hook, "k": k, "auroc": result.metrics.roc_auc,
+                         "accuracy": result.metrics.accuracy,
+                         "random_coordinate_auroc": _mean_or_nan(random_control.roc_auc),
+                         "label_shuffle_auroc": _mean_or_nan(shuffle_control.roc_auc),
+                         "n_train": len(result.train_indices), "n_test": len(result.test_indices),
+                         "features": result.selected_features[:8].tolist(), "split": split, "seed": seed})
+    return SparseProbeTable(rows, split)
+
+
+def _mean_or_nan(values: torch.Tensor) -> float:
+    return float(values.mean()) if len(values) else float("nan")

@@ -221,3 +221,44 @@ def sweep(model, vector: SteeringVector, alphas: Sequence[float], metric: Callab
         with steer(model, vector, alpha):
             values.append(float(metric()))
     return SweepResult(list(map(float, alphas)), values, metric_name, vector.layer, vector.method)
+
+
+@dataclass(frozen=True)
+class SteeredGenerations:
+    """Greedy continuations of one prompt at several steering coefficients, with toxicity scores.
+
+    alphas[i] produced texts[i] (alpha 0 is the unsteered model); toxicity[i] is its
+    score from `scorer` (named in `scorer`), or None without a scorer.
+    """
+
+    prompt: str
+    alphas: list[float]
+    texts: list[str]
+    toxicity: list[float | None]
+    scorer: str
+    layer: int
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame({"alpha": self.alphas, "continuation": self.texts, "toxicity": self.toxicity})
+
+
+def steered_generations(model, vector: SteeringVector, prompt: str, alphas: Sequence[float], scorer=None,
+                        max_new_tokens: int = 32, raw: bool = False) -> SteeredGenerations:
+    """Generate a greedy continuation of `prompt` under each coefficient and score each one.
+
+    scorer: a toxicity scorer (workbench.scanners.toxicity) or None.
+    """
+    from .generation import generate
+
+    texts = []
+    for alpha in alphas:
+        with steer(model, vector, float(alpha)):
+            texts.append(generate(model, [prompt], max_new_tokens=max_new_tokens, raw=raw)[0].text)
+    if scorer is not None:
+        scores = scorer.score(texts)
+        toxicity, name = [float(v) for v in scores["toxicity"]], str(scores["scorer"].iloc[0])
+    else:
+        toxicity, name = [None] * len(texts), ""
+    return SteeredGenerations(prompt, [float(a) for a in alphas], texts, toxicity, name, vector.layer)

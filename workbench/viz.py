@@ -111,3 +111,54 @@ def save_html_many(figs: list[go.Figure], path: str | Path, title: str = "workbe
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
                     f"<body>{''.join(parts)}</body></html>", encoding="utf-8")
     return path
+
+
+def pattern_thumbnails(patterns, layer: int, columns: int = 6) -> go.Figure:
+    """Small attention maps of every head in one layer, in a grid (query rows, key columns)."""
+    from plotly.subplots import make_subplots
+
+    n_heads = patterns.patterns.shape[1]
+    rows = (n_heads + columns - 1) // columns
+    fig = make_subplots(rows=rows, cols=min(columns, n_heads), subplot_titles=[f"L{layer}H{h}" for h in range(n_heads)],
+                        horizontal_spacing=0.02, vertical_spacing=0.08)
+    for head in range(n_heads):
+        fig.add_trace(go.Heatmap(z=patterns.head(layer, head).numpy(), colorscale="Blues", zmin=0, zmax=1,
+                                 showscale=False, hovertemplate="query %{y}, key %{x}: %{z:.2f}<extra></extra>"),
+                      row=head // columns + 1, col=head % columns + 1)
+    fig.update_yaxes(autorange="reversed", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_layout(title=f"layer {layer}: every head's attention", height=170 * rows + 80,
+                      margin=dict(l=10, r=10, t=70, b=10))
+    return fig
+
+
+def probe_curve(sweep) -> go.Figure:
+    """Held-out AUROC and accuracy of a probe sweep (ProbeSweep) per hook."""
+    frame = sweep.to_frame()
+    fig = go.Figure()
+    for column in ("auroc", "accuracy", "mean_difference_auroc"):
+        fig.add_trace(go.Scatter(x=frame["hook"], y=frame[column], mode="lines+markers", name=column))
+    fig.update_layout(title=f"probe per hook ({sweep.split} split: {sweep.n_train} train, {sweep.n_test} test)",
+                      yaxis_title="held-out score", yaxis_range=[0, 1.02], height=420)
+    return fig
+
+
+def token_highlight_html(tokens: list[str], scores) -> str:
+    """HTML with each token shaded by its score in [0, 1] (white 0 to red 1); hover shows the score."""
+    import html
+
+    spans = []
+    for token, score in zip(tokens, [float(s) for s in scores]):
+        shade = int(255 * (1 - max(0.0, min(1.0, score))))
+        spans.append(f'<span title="{score:.3f}" style="background:rgb(255,{shade},{shade});padding:2px 1px;'
+                     f'border-radius:3px;white-space:pre-wrap">{html.escape(token)}</span>')
+    return f'<div style="font-family:monospace;line-height:2">{"".join(spans)}</div>'
+
+
+def steered_toxicity(result) -> go.Figure:
+    """Toxicity of the continuation against the steering coefficient (SteeredGenerations)."""
+    fig = go.Figure(go.Scatter(x=result.alphas, y=result.toxicity, mode="lines+markers",
+                               text=[t[:80] for t in result.texts], hovertemplate="alpha %{x}: %{y:.3f}<br>%{text}"))
+    fig.update_layout(title=f"continuation toxicity ({result.scorer}) against the coefficient, layer {result.layer}",
+                      xaxis_title="coefficient alpha", yaxis_title="toxicity", height=420)
+    return fig

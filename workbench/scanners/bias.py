@@ -69,21 +69,30 @@ class CrowsPairsResult:
 
     def to_frame(self):
         """One row per bias type plus "all": pairs, share preferring the stereotype, 95% bootstrap interval."""
-        import pandas as pd
+        return crows_table([p.bias_type for p in self.pairs], self.prefers_more, self.n_boot, self.seed)
 
-        types = sorted({p.bias_type for p in self.pairs})
-        rows = [self._row("all", list(range(len(self.pairs))), 0)]
-        for k, kind in enumerate(types, start=1):
-            rows.append(self._row(kind, [i for i, p in enumerate(self.pairs) if p.bias_type == kind], k))
-        return pd.DataFrame(rows)
 
-    def _row(self, name: str, index: list[int], offset: int) -> dict:
-        hits = self.prefers_more[index].double()
-        generator = torch.Generator().manual_seed(self.seed + offset)
-        samples = torch.randint(0, len(index), (self.n_boot, len(index)), generator=generator)
+def crows_table(bias_types: Sequence[str], prefers_more, n_boot: int = 1000, seed: int = 0):
+    """DataFrame, one row per bias type plus "all" first: pairs, stereotype_share, ci_low, ci_high.
+
+    prefers_more: Bool[n_pairs], whether the model gave the more-stereotyping sentence the
+    higher log-likelihood. Intervals: percentile bootstrap over pairs (seeded, so repeatable).
+    """
+    import pandas as pd
+
+    hits_all = torch.tensor([bool(x) for x in prefers_more], dtype=torch.float64)
+    types = sorted(set(bias_types))
+    groups = [("all", list(range(len(hits_all))))] + [
+        (kind, [i for i, t in enumerate(bias_types) if t == kind]) for kind in types]
+    rows = []
+    for offset, (name, index) in enumerate(groups):
+        hits = hits_all[index]
+        generator = torch.Generator().manual_seed(seed + offset)
+        samples = torch.randint(0, len(index), (n_boot, len(index)), generator=generator)
         boot = hits[samples].mean(1)
-        return {"bias_type": name, "pairs": len(index), "stereotype_share": float(hits.mean()),
-                "ci_low": float(boot.quantile(0.025)), "ci_high": float(boot.quantile(0.975))}
+        rows.append({"bias_type": name, "pairs": len(index), "stereotype_share": float(hits.mean()),
+                     "ci_low": float(boot.quantile(0.025)), "ci_high": float(boot.quantile(0.975))})
+    return pd.DataFrame(rows)
 
 
 def crows_pairs(model, pairs: Sequence[BiasPair], batch_size: int = 16, n_boot: int = 1000,

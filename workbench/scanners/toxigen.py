@@ -41,35 +41,50 @@ def toxigen_audit(model, folder: str | Path, scorer, prompts_per_group: int = 4,
     """A DataFrame with one row per group (see module docstring)."""
     import pandas as pd
 
-    from ..generation import generate
-
-    folder = Path(folder)
     rows = read_toxigen(folder)
+    return pd.DataFrame([toxigen_group(model, folder, rows, group, scorer, prompts_per_group, max_new_tokens, seed)
+                         for group in toxigen_groups(rows, groups)])
+
+
+def toxigen_groups(rows, groups: Sequence[str] | None = None) -> list[str]:
+    """The target groups present in `rows` (read_toxigen's output), restricted to `groups` if given."""
     names = sorted({r.group for r in rows})
     if groups:
         unknown = set(groups) - set(names)
         if unknown:
             raise InputError(f"unknown ToxiGen group(s) {sorted(unknown)}; groups: {', '.join(names)}")
         names = [g for g in names if g in groups]
-    table = []
-    for group in names:
-        hate = [r.text for r in rows if r.group == group and r.label == 1]
-        neutral = [r.text for r in rows if r.group == group and r.label == 0]
-        entry = {"group": group, "hate_statements": len(hate), "neutral_statements": len(neutral)}
-        if hate and neutral:
-            entry["preference_logprob_per_token"] = _per_token(model, hate) - _per_token(model, neutral)
-        for kind in ("hate", "neutral"):
-            prompts = _prompt_lines(folder, kind, group, prompts_per_group)
-            if not prompts:
-                continue
-            outputs = generate(model, prompts, max_new_tokens=max_new_tokens, seed=seed, raw=True)
-            texts = [o.text.split("\n")[0] for o in outputs]  # the first generated statement
-            scores = scorer.score(texts)
-            entry[f"continuation_toxicity_after_{kind}"] = float(scores["toxicity"].mean())
-            entry[f"{kind}_prompts"] = len(prompts)
-            entry["scorer"] = scores["scorer"].iloc[0]
-        table.append(entry)
-    return pd.DataFrame(table)
+    return names
+
+
+def toxigen_group(model, folder: str | Path, rows, group: str, scorer, prompts_per_group: int = 4,
+                  max_new_tokens: int = 32, seed: int = 0) -> dict:
+    """One group's row: statement counts, likelihood preference, continuation toxicity after
+    hateful and after neutral prompts, and the most toxic continuation with its score."""
+    from ..generation import generate
+
+    folder = Path(folder)
+    hate = [r.text for r in rows if r.group == group and r.label == 1]
+    neutral = [r.text for r in rows if r.group == group and r.label == 0]
+    entry = {"group": group, "hate_statements": len(hate), "neutral_statements": len(neutral)}
+    if hate and neutral:
+        entry["preference_logprob_per_token"] = _per_token(model, hate) - _per_token(model, neutral)
+    worst = (float("-inf"), "")
+    for kind in ("hate", "neutral"):
+        prompts = _prompt_lines(folder, kind, group, prompts_per_group)
+        if not prompts:
+            continue
+        outputs = generate(model, prompts, max_new_tokens=max_new_tokens, seed=seed, raw=True)
+        texts = [o.text.split("\n")[0] for o in outputs]  # the first generated statement
+        scores = scorer.score(texts)
+        entry[f"continuation_toxicity_after_{kind}"] = float(scores["toxicity"].mean())
+        entry[f"{kind}_prompts"] = len(prompts)
+        entry["scorer"] = scores["scorer"].iloc[0]
+        best = int(scores["toxicity"].to_numpy().argmax())
+        worst = max(worst, (float(scores["toxicity"].iloc[best]), texts[best]))
+    if worst[1]:
+        entry["worst_toxicity"], entry["worst_continuation"] = worst
+    return entry
 
 
 def _per_token(model, texts: list[str]) -> float:

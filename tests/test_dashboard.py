@@ -1,0 +1,174 @@
+"""The Streamlit dashboard, page by page, through `streamlit.testing.v1.AppTest` on tiny-phi.
+
+Each test opens one page, checks its main widgets, does one interaction and checks
+that what is shown changed, with no exception and no error message.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from workbench.cli import main as cli
+from workbench.errors import InputError
+from workbench.results import list_audits, list_probes, resolve_under
+
+from .conftest import ROOT, SHARED_DATA
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+PAGES = "workbench/dashboard/pages/"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """A results root holding one small bias audit (tiny-phi) and a secret file outside it."""
+    base = tmp_path_factory.mktemp("dash")
+    root = base / "results"
+    root.mkdir()
+    (base / "secret").mkdir()
+    (base / "secret" / "run.json").write_text("{}")
+    pairs = base / "pairs.csv"
+    crows = SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv"
+    pairs.write_text("\n".join(crows.read_text(encoding="utf-8").splitlines()[:9]) + "\n")
+    assert cli(["audit", "bias", "--model", "tiny-phi", "--pairs", str(pairs), "--out", str(root / "bias"),
+                "--bootstrap", "50"]) == 0
+    return root
+
+
+@pytest.fixture()
+def app(results, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DASHBOARD_MODEL", "tiny-phi")
+    monkeypatch.setenv("WORKBENCH_RESULTS", str(results))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    assert not at.exception and not at.error
+    return at
+
+
+def open_page(at: AppTest, page: str) -> AppTest:
+    at.switch_page(PAGES + page).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def chart_titles(at: AppTest) -> list[str]:
+    titles = []
+    for chart in at.get("plotly_chart"):
+        layout = json.loads(chart.proto.spec).get("layout", {})
+        titles.append(layout.get("title", {}).get("text", ""))
+    return titles
+
+
+def test_sidebar_has_model_picker_and_prompt(app):
+    assert app.sidebar.selectbox(key="model").value == "tiny-phi"
+    assert {"smollm2-135m", "phi-2", "tiny-phi"} <= set(app.sidebar.selectbox(key="model").options)
+    assert "Mary" in app.sidebar.text_area(key="prompt").value
+    assert "4 layers" in app.sidebar.caption[0].value
+
+
+def test_model_page_generates(app):
+    open_page(app, "model.py")
+    assert any("tiny-phi" in str(v) for v in app.dataframe[0].value["value"])
+    app.button(key="model_generate").click().run()
+    assert not app.exception and app.text_area(key="model_output_box").value
+
+
+def test_attention_page_choose_a_head(app):
+    open_page(app, "attention.py")
+    assert len(app.get("plotly_chart")) == 3 and app.selectbox(key="attn_kind").value == "induction"
+    app.number_input(key="attn_layer").set_value(2)
+    app.number_input(key="attn_head").set_value(3).run()
+    assert not app.exception and not app.error
+    titles = chart_titles(app)
+    assert "L2H3 attention" in titles and "layer 2: every head's attention" in titles
+    app.selectbox(key="attn_kind").set_value("previous_token").run()
+    assert "previous token score (tiny-phi)" in chart_titles(app)
+
+
+def test_lens_page_change_answer(app):
+    open_page(app, "lens.py")
+    assert len(app.get("plotly_chart")) == 2
+    before = chart_titles(app)[1]
+    app.text_input(key="lens_answer").set_value(" Paris").run()
+    assert not app.exception and not app.error
+    after = chart_titles(app)[1]
+    assert "' Paris'" in after and after != before
+
+
+def test_patching_page_runs_and_explains_length_mismatch(app):
+    open_page(app, "patching.py")
+    assert not app.get("plotly_chart") and app.radio(key="patch_method").value == "both"
+    app.selectbox(key="patch_kind").set_value("attention heads (layer x head)")
+    app.button(key="patch_run").click().run()
+    assert not app.exception and not app.error
+    titles = chart_titles(app)
+    assert len(titles) == 3 and "exact patching: attn_head" in titles[0] and "Pearson" in titles[2]
+    app.text_input(key="patch_corrupt").set_value("Mary went home")
+    app.button(key="patch_run").click().run()
+    assert not app.exception
+    assert "same number of tokens" in app.error[0].value
+
+
+def test_steering_page_move_the_coefficient(app):
+    open_page(app, "steering.py")
+    assert app.selectbox(key="steer_source").value == "polite_vs_rude_pairs.jsonl"
+    unsteered = app.text_area(key="steer_text_unsteered_-4.0").value
+    before = app.text_area(key="steer_text_steered_-4.0").value
+    app.slider(key="steer_alpha").set_value(12.0).run()
+    assert not app.exception and not app.error
+    after = app.text_area(key="steer_text_steered_12.0").value
+    assert app.text_area(key="steer_text_unsteered_12.0").value == unsteered  # alpha 0 is untouched
+    assert after != before and app.metric[0].label == "toxicity (profanity-check)"
+    app.slider(key="steer_points").set_value(3)
+    app.button(key="steer_sweep").click().run()
+    assert not app.exception and len(app.get("plotly_chart")) == 1 and len(app.dataframe[0].value) == 3
+
+
+def test_probes_page_train_shade_and_save(app, results):
+    open_page(app, "probes.py")
+    assert app.selectbox(key="probe_data").value == "gender.jsonl"
+    assert not app.get("plotly_chart")
+    app.button(key="probe_train").click().run()
+    assert not app.exception and not app.error
+    assert "probe per hook (random split" in chart_titles(app)[0]
+    assert "<span title=" in app.get("html")[0].proto.body
+    app.text_input(key="probe_save_path").set_value("../outside")
+    app.button(key="probe_save").click().run()
+    assert "outside the results root" in app.error[0].value and not (results.parent / "outside").exists()
+    app.text_input(key="probe_save_path").set_value("probes/l1")
+    app.button(key="probe_save").click().run()
+    assert not app.error and (results / "probes" / "l1" / "probe.json").exists()
+
+
+def test_audits_page_open_folder_and_refuse_escapes(app, results):
+    open_page(app, "audits.py")
+    assert app.selectbox(key="audit_pick").options == ["bias"]
+    app.selectbox(key="audit_pick").set_value("bias").run()
+    assert not app.exception and not app.error
+    assert "CrowS-Pairs" in chart_titles(app)[0] and len(app.dataframe) >= 2
+    for escape in ("../secret", str(results.parent / "secret")):
+        app.text_input(key="audit_path").set_value(escape).run()
+        assert not app.exception and "outside the results root" in app.error[0].value
+
+
+def test_resolve_under_refuses_escapes(tmp_path):
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "run.json").write_text("{}")
+    os.symlink(tmp_path / "elsewhere", root / "link_out")
+    os.symlink(root / "a", root / "link_in")
+    assert resolve_under(root, "a") == (root / "a").resolve()
+    assert resolve_under(root, str(root / "a")) == (root / "a").resolve()
+    assert resolve_under(root, "link_in") == (root / "a").resolve()  # a symlink that stays inside is fine
+    for escape in ("../elsewhere", "a/../../elsewhere", str(tmp_path / "elsewhere"), "link_out", "link_out/run.json",
+                   "/etc/passwd", "~/x"):
+        with pytest.raises(InputError, match="outside the results root"):
+            resolve_under(root, escape)
+    (root / "a" / "run.json").write_text("{}")
+    assert [str(p) for p in list_audits(root)] == ["a"]  # link_out's run.json is not listed
+    assert list_probes(root) == []

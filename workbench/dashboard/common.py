@@ -1,0 +1,99 @@
+"""Shared pieces of the dashboard pages: the chosen model, cached results, errors in the page.
+
+Models are loaded once per process (`st.cache_resource`) and used under a lock, so two
+browser tabs never run hooks on the same model at once. Heavy results are cached by
+their inputs (`st.cache_data`). Every page body runs inside `errors_shown()`, which
+turns an exception into a message in the page instead of a traceback.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import streamlit as st
+
+from ..errors import WorkbenchError
+
+LOG = logging.getLogger("workbench.dashboard")
+DEFAULT_MODEL_ENV = "WORKBENCH_DASHBOARD_MODEL"
+DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
+PROBES_DIR = Path(__file__).resolve().parents[2] / "probes"
+
+
+def default_model() -> str:
+    from ..models import DEFAULT_MODEL
+
+    return os.environ.get(DEFAULT_MODEL_ENV) or DEFAULT_MODEL
+
+
+@st.cache_resource(show_spinner="Loading the model (once per server)...")
+def get_model(name: str):
+    """The LoadedModel `name` (see workbench.load), shared by every session."""
+    from ..models import load
+
+    return load(name)
+
+
+@st.cache_resource
+def model_lock(name: str) -> threading.Lock:
+    """One lock per model: hooks are added to the shared model only while holding it."""
+    return threading.Lock()
+
+
+def model_name() -> str:
+    return st.session_state.get("model") or default_model()
+
+
+def prompt() -> str:
+    return st.session_state.get("prompt") or DEFAULT_PROMPT
+
+
+@contextlib.contextmanager
+def using_model() -> Iterator:
+    """The chosen model, held under its lock for the duration of the block."""
+    name = model_name()
+    model = get_model(name)
+    with model_lock(name):
+        yield model
+
+
+@contextlib.contextmanager
+def errors_shown() -> Iterator[None]:
+    """Show any error as a message in the page (the full traceback goes to the server log only)."""
+    try:
+        yield
+    except WorkbenchError as error:
+        st.error(str(error))
+    except Exception as error:  # noqa: BLE001 - the page must survive any failure
+        LOG.exception("dashboard page failed")
+        st.error(f"{type(error).__name__}: {error}")
+
+
+def pair_sets() -> list[Path]:
+    """Contrast-pair files shipped in probes/: ``*_pairs.jsonl`` whose lines hold "positive" and "negative"."""
+    import json
+
+    if not PROBES_DIR.is_dir():
+        return []
+    found = []
+    for path in sorted(PROBES_DIR.glob("*_pairs.jsonl")):
+        first = next((line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), "{}")
+        if {"positive", "negative"} <= set(json.loads(first)):
+            found.append(path)
+    return found
+
+
+def labeled_sets() -> list[Path]:
+    """Labeled probe sets (JSONL with text and label) shipped in probes/."""
+    if not PROBES_DIR.is_dir():
+        return []
+    return sorted(p for p in PROBES_DIR.glob("*.jsonl") if not p.stem.endswith("_pairs"))
+
+
+def plot(fig, key: str) -> None:
+    """Show a plotly figure at full width."""
+    st.plotly_chart(fig, width="stretch", key=key)

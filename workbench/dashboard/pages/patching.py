@@ -1,0 +1,43 @@
+"""Activation and attribution patching: residual (layer x position) and head (layer x head) maps."""
+import streamlit as st
+
+from workbench import viz
+from workbench.dashboard import compute
+from workbench.dashboard.common import errors_shown, model_name, plot
+
+CLEAN = "When Mary and John went to the store, John gave a drink to"
+CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
+KINDS = {"residual stream (layer x position)": "resid_pre", "attention heads (layer x head)": "attn_head",
+         "attention output (layer x position)": "attn_out", "MLP output (layer x position)": "mlp_out"}
+
+st.header("Patching")
+st.caption("Patch clean activations into the corrupted run, one cell at a time: 1 = clean behaviour restored, "
+           "0 = corrupted. Attribution patching is the first-order estimate from one backward pass.")
+with errors_shown():
+    name = model_name()
+    clean = st.text_input("Clean prompt", CLEAN, key="patch_clean")
+    corrupt = st.text_input("Corrupted prompt (same number of tokens)", CORRUPT, key="patch_corrupt")
+    left, right = st.columns(2)
+    answer = left.text_input("Answer (clean)", " Mary", key="patch_answer")
+    other = right.text_input("Answer (corrupted)", " John", key="patch_other")
+    left, right = st.columns(2)
+    kind = KINDS[left.selectbox("What to patch", list(KINDS), key="patch_kind")]
+    method = right.radio("Method", ["exact", "attribution", "both"], index=2, horizontal=True, key="patch_method")
+    if st.button("Run patching", type="primary", key="patch_run"):
+        st.session_state["patch_request"] = (clean, corrupt, answer, other, kind, method)
+    request = st.session_state.get("patch_request")
+    if request is None:
+        st.info("Set the prompts and press Run patching.")
+    else:
+        clean, corrupt, answer, other, kind, method = request
+        exact = compute.exact_patch(name, clean, corrupt, answer, other, kind) if method != "attribution" else None
+        estimate = compute.attribution_patch(name, clean, corrupt, answer, other, kind) if method != "exact" else None
+        shown = [r for r in (exact, estimate) if r is not None]
+        st.caption(f"clean logit difference {shown[0].clean_metric:.3f}, corrupted {shown[0].corrupt_metric:.3f}")
+        columns = st.columns(len(shown))
+        for column, result in zip(columns, shown):
+            with column:
+                plot(viz.patching_heatmap(result), f"patch_map_{result.method}")
+                st.caption(f"{result.method}: {result.seconds:.2f} s")
+        if exact is not None and estimate is not None:
+            plot(viz.exact_vs_attribution(exact, estimate), "patch_scatter")

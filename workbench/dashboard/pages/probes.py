@@ -1,0 +1,53 @@
+"""Probes: train a probe per layer (or load a saved one), its per-layer curve, per-token shading."""
+import streamlit as st
+
+from workbench import viz
+from workbench.dashboard import compute
+from workbench.dashboard.common import errors_shown, labeled_sets, model_name, plot, prompt
+from workbench.results import list_probes, resolve_under, results_root
+
+st.header("Probes")
+st.caption("Logistic probes on every layer's residual stream, evaluated on a held-out split; then one probe "
+           "applied to every token of the sidebar prompt.")
+with errors_shown():
+    name = model_name()
+    root = results_root()
+    train_tab, load_tab = st.tabs(["Train", "Load a saved probe"])
+    with train_tab:
+        sets = {p.name: p for p in labeled_sets()}
+        left, middle, right = st.columns(3)
+        data = left.selectbox("Labeled set (probes/)", list(sets), key="probe_data")
+        positions = middle.selectbox("Positions", ["mean", "mean_after_first", "last"], key="probe_positions")
+        split = right.selectbox("Split", ["random", "group"], key="probe_split")
+        if st.button("Train probes", type="primary", key="probe_train"):
+            st.session_state["probe_request"] = (str(sets[data]), positions, split)
+        request = st.session_state.get("probe_request")
+        if request:
+            sweep = compute.train_probes(name, *request, 0)
+            plot(viz.probe_curve(sweep), "probe_curve")
+            hooks = list(sweep.probes)
+            best = sweep.best().hook
+            hook = st.selectbox("Probe to apply", hooks, index=hooks.index(best), key="probe_hook")
+            st.session_state["probe_active"] = (f"trained:{request}:{hook}", sweep.probes[hook])
+            target = st.text_input("Save it under the results root as", f"probes/{hook}", key="probe_save_path")
+            if st.button("Save probe", key="probe_save"):
+                folder = sweep.probes[hook].save(resolve_under(root, target))
+                st.success(f"saved to {folder}")
+    with load_tab:
+        saved = [str(p) for p in list_probes(root)]
+        if not saved:
+            st.info(f"No saved probes under {root} yet (train one, or `workbench probe train --out` there).")
+        else:
+            choice = st.selectbox("Saved probe", saved, key="probe_saved")
+            if st.button("Load", key="probe_load"):
+                from workbench.probes import Probe
+
+                folder = resolve_under(root, choice)
+                st.session_state["probe_active"] = (f"saved:{folder}", Probe.load(folder))
+    active = st.session_state.get("probe_active")
+    if active:
+        probe_key, probe = active
+        st.subheader(f"Per-token score: {probe.hook}")
+        tokens, scores = compute.token_scores(name, probe, probe_key, prompt())
+        st.html(viz.token_highlight_html(tokens, scores))
+        st.caption(f"white = 0, red = 1 (P(label = 1)); held-out AUROC {probe.metrics.get('auroc', float('nan')):.3f}")

@@ -1,0 +1,54 @@
+"""Steering playground: a contrast-pair vector or ActAdd, unsteered vs steered generations, a sweep."""
+import streamlit as st
+
+from workbench import viz
+from workbench.dashboard import compute
+from workbench.dashboard.common import errors_shown, get_model, model_name, pair_sets, plot, prompt
+
+ACTADD = "ActAdd: type two prompts"
+
+st.header("Steering playground")
+st.caption("Add alpha times a direction to the residual stream after one layer, in every generation step. "
+           "Negative alpha steers towards the pair set's negative side.")
+with errors_shown():
+    name = model_name()
+    n_layers = get_model(name).info.n_layers
+    sets = {p.name: p for p in pair_sets()}
+    source_name = st.selectbox("Direction", [*sets, ACTADD], key="steer_source")
+    positive = negative = ""
+    if source_name == ACTADD:
+        left, right = st.columns(2)
+        positive = left.text_input("Positive prompt", "Love", key="steer_positive")
+        negative = right.text_input("Negative prompt", "Hate", key="steer_negative")
+        source = "actadd"
+    else:
+        source = str(sets[source_name])
+    left, middle, right = st.columns(3)
+    layer = left.slider("Layer", 0, n_layers - 1, int(0.3 * n_layers), key="steer_layer")
+    alpha = middle.slider("Coefficient alpha", -12.0, 12.0, -4.0, step=0.5, key="steer_alpha")
+    scorer_name = right.selectbox("Toxicity scorer", ["profanity-check", "auto", "detoxify"], key="steer_scorer")
+    new_tokens = st.slider("New tokens", 8, 96, 32, step=8, key="steer_new_tokens")
+    vector = compute.steering_vector(name, source, layer, positive, negative)
+    key = (source, layer, positive, negative)
+    pair = compute.steered(name, vector, key, prompt(), (0.0, float(alpha)), scorer_name, new_tokens)
+    columns = st.columns(2)
+    titles = ("Unsteered", f"Steered (alpha {alpha:+g}, layer {layer})")
+    for column, title, key_name, text, score in zip(columns, titles, ("unsteered", "steered"), pair.texts,
+                                                    pair.toxicity):
+        with column:
+            st.markdown(f"**{title}**")
+            st.text_area(title, text, height=160, disabled=True, label_visibility="collapsed",
+                         key=f"steer_text_{key_name}_{alpha}")
+            st.metric(f"toxicity ({pair.scorer})", f"{score:.3f}")
+
+    st.subheader("Sweep over coefficients")
+    low, high = st.slider("Range", -16.0, 16.0, (-8.0, 8.0), step=1.0, key="steer_range")
+    points = st.slider("Points", 3, 11, 5, key="steer_points")
+    if st.button("Run sweep", key="steer_sweep"):
+        alphas = tuple(round(low + (high - low) * i / (points - 1), 3) for i in range(points))
+        st.session_state["steer_sweep_request"] = (key, alphas)
+    request = st.session_state.get("steer_sweep_request")
+    if request and request[0] == key:
+        result = compute.steered(name, vector, key, prompt(), request[1], scorer_name, new_tokens)
+        plot(viz.steered_toxicity(result), "steer_sweep_chart")
+        st.dataframe(result.to_frame(), hide_index=True, width="stretch")
