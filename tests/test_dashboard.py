@@ -19,7 +19,7 @@ from .conftest import ROOT, SHARED_DATA
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-PAGES = "workbench/dashboard/pages/"
+PAGES = "workbench/dashboard/views/"
 
 
 @pytest.fixture(scope="module")

@@ -236,6 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = verb("demo", "The main job on one model (default: the embedded smollm2-135m).", cmd_demo)
     sub.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
+
+    sub = verbs.add_parser("dashboard", help="Start the Streamlit dashboard (localhost only by default).",
+                           description="Start the Streamlit dashboard: streamlit run app.py, bound to localhost "
+                                       "unless --host says otherwise.")
+    sub.set_defaults(func=cmd_dashboard)
+    sub.add_argument("--model", default=None, help="model chosen when a page opens (default smollm2-135m)")
+    sub.add_argument("--results", default=None,
+                     help="results root: the only folder the dashboard reads and writes "
+                          "(default $WORKBENCH_RESULTS, else ./results)")
+    sub.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to your network)")
+    sub.add_argument("--port", type=int, default=8501)
     return parser
 
 
@@ -726,6 +738,30 @@ def cmd_audit_bias(args) -> int:
                                n_pairs=len(pairs), bootstrap=args.bootstrap, batch_size=args.batch_size,
                                shard_size=args.shard_size)
     return _finish_audit(args, run_bias_audit, (model, pairs, args.out, settings, vector), "table")
+
+
+def cmd_dashboard(args) -> int:
+    import os
+
+    from .results import results_root
+
+    if args.results:
+        os.environ["WORKBENCH_RESULTS"] = args.results
+    root = results_root()  # resolved now, so the pages see the same folder whatever their working directory
+    env = dict(os.environ, WORKBENCH_RESULTS=str(root))
+    if args.model:
+        env["WORKBENCH_DASHBOARD_MODEL"] = args.model
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the dashboard",
+              file=sys.stderr)
+    launcher = Path(__file__).resolve().parent / "dashboard" / "streamlit_app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(launcher), "--server.address", args.host,
+               "--server.port", str(args.port), "--server.headless", "true",
+               "--browser.gatherUsageStats", "false"]
+    print(f"workbench dashboard: http://{args.host}:{args.port}  (results root {root}; Ctrl-C stops it)",
+          file=sys.stderr)
+    # exec, not a child process: Ctrl-C or a kill reaches streamlit itself, and no server is left behind.
+    os.execvpe(command[0], command, env)
 
 
 def cmd_demo(args) -> int:

@@ -11,7 +11,7 @@ import streamlit as st
 
 from .common import DEFAULT_PROMPT, default_model, errors_shown, get_model
 
-PAGES_DIR = Path(__file__).resolve().parent / "pages"
+PAGES_DIR = Path(__file__).resolve().parent / "views"
 PAGES = [  # (file, title, url path, icon)
     ("model.py", "Model", "model", ":material/memory:"),
     ("attention.py", "Attention heads", "attention", ":material/grid_view:"),

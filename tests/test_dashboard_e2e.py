@@ -1,0 +1,133 @@
+"""End to end: `workbench dashboard` on smollm2-135m, driven by headless Chromium (Selenium).
+
+Every page is opened by its URL; pages whose figures need a click get it. The test
+waits until the page's plotly figures have drawn their SVG, checks that no error or
+exception is shown, saves a screenshot under artifacts/dashboard/ and records the
+load time (from navigation to the last figure drawn) in artifacts/dashboard/load_times.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from workbench.cli import main as cli
+
+from .conftest import SHARED_DATA
+
+pytestmark = pytest.mark.integration
+
+# page url -> (plotly figures expected, button to press first or None)
+PAGES = {
+    "model": (0, None),
+    "attention": (3, None),
+    "lens": (2, None),
+    "patching": (3, "Run patching"),
+    "steering": (1, "Run sweep"),
+    "probes": (1, "Train probes"),
+    "audits": (1, None),
+}
+DRAWN = "return [...document.querySelectorAll('.js-plotly-plot')].filter(e => e.querySelector('.main-svg')).length"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e") / "results"
+    pairs = root.parent / "pairs.csv"
+    crows = SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv"
+    pairs.write_text("\n".join(crows.read_text(encoding="utf-8").splitlines()[:9]) + "\n")
+    assert cli(["audit", "bias", "--model", "tiny-phi", "--pairs", str(pairs), "--out", str(root / "bias"),
+                "--bootstrap", "50"]) == 0
+    port = _free_port()
+    log = open(root.parent / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "dashboard", "--model", "smollm2-135m",
+                             "--port", str(port), "--results", str(root)], stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+
+    def healthy():
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200
+        except OSError:
+            assert proc.poll() is None, (root.parent / "server.log").read_text()
+            return False
+
+    _wait(healthy, 90, "the dashboard server")
+    yield f"http://127.0.0.1:{port}", root.parent / "server.log"
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, "needs Debian's chromium and chromium-driver (make setup installs them)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(options=options, service=Service(driver))
+    yield browser
+    browser.quit()
+
+
+def test_every_page_renders_in_headless_chromium(server, browser, artifacts):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, log = server
+    folder = artifacts / "dashboard"
+    folder.mkdir(exist_ok=True)
+    times = {}
+    for page, (figures, button) in PAGES.items():
+        start = time.monotonic()
+        browser.get(f"{url}/{page}")
+        sidebar = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"]'), 120,
+                        f"the sidebar of {page}")[0]
+        _wait(lambda: "smollm2-135m: 30 layers" in sidebar.text, 120, "the model card in the sidebar")
+        if page == "model":
+            _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]'), 120, "model card")
+        if button:
+            _wait(lambda: browser.find_elements(By.XPATH, f"//button[normalize-space()='{button}']"), 180,
+                  f"the {button!r} button")[0].click()
+        if page == "audits":
+            field = _wait(lambda: browser.find_elements(
+                By.CSS_SELECTOR, 'input[aria-label="...or type a path under the results root"]'), 60, "path box")[0]
+            field.send_keys("bias", Keys.ENTER)
+        if figures:
+            _wait(lambda: browser.execute_script(DRAWN) >= figures, 300, f"{figures} figures on {page}")
+        times[page] = round(time.monotonic() - start, 1)
+        time.sleep(0.5)  # let the last figure finish its transition before the screenshot
+        browser.save_screenshot(str(folder / f"{page}.png"))
+        errors = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"], [data-testid="stAlertContentError"]')
+        assert not errors, f"{page}: {[e.text for e in errors]}\n{log.read_text()[-3000:]}"
+        assert browser.execute_script(DRAWN) >= figures
+        assert (folder / f"{page}.png").stat().st_size > 20_000
+    (folder / "load_times.json").write_text(json.dumps(times, indent=2) + "\n")
+    print("dashboard page load times (s):", times)
