@@ -35,6 +35,11 @@ def results(tmp_path_factory):
     pairs.write_text("\n".join(crows.read_text(encoding="utf-8").splitlines()[:9]) + "\n")
     assert cli(["audit", "bias", "--model", "tiny-phi", "--pairs", str(pairs), "--out", str(root / "bias"),
                 "--bootstrap", "50"]) == 0
+    prompts = base / "prompts.txt"
+    prompts.write_text("Tell me about cats.\nTell me about rain.\nTell me about tea.\n")
+    assert cli(["audit", "toxicity", "--model", "tiny-phi", "--prompts", str(prompts), "--out",
+                str(root / "tox"), "--scorers", "profanity-check", "--max-new-tokens", "4", "--steer",
+                str(ROOT / "probes" / "polite_vs_rude_pairs.jsonl"), "--layer", "1", "--alpha", "8"]) == 0
     return root
 
 
@@ -146,10 +151,16 @@ def test_probes_page_train_shade_and_save(app, results):
 
 def test_audits_page_open_folder_and_refuse_escapes(app, results):
     open_page(app, "audits.py")
-    assert app.selectbox(key="audit_pick").options == ["bias"]
+    assert app.selectbox(key="audit_pick").options == ["bias", "tox"]
+    assert not app.get("plotly_chart") and "No audit chosen." in app.info[0].value
     app.selectbox(key="audit_pick").set_value("bias").run()
     assert not app.exception and not app.error
     assert "CrowS-Pairs" in chart_titles(app)[0] and len(app.dataframe) >= 2
+    app.selectbox(key="audit_pick").set_value("tox").run()
+    assert not app.exception and not app.error
+    assert chart_titles(app) == ["continuation toxicity: profanity-check",
+                                 "mean continuation toxicity by condition (profanity-check), 95% bootstrap CI"]
+    assert list(app.dataframe[0].value["condition"]) == ["baseline", "steer+8"]
     for escape in ("../secret", str(results.parent / "secret")):
         app.text_input(key="audit_path").set_value(escape).run()
         assert not app.exception and "outside the results root" in app.error[0].value
@@ -172,3 +183,11 @@ def test_resolve_under_refuses_escapes(tmp_path):
     (root / "a" / "run.json").write_text("{}")
     assert [str(p) for p in list_audits(root)] == ["a"]  # link_out's run.json is not listed
     assert list_probes(root) == []
+
+
+def test_missing_phi2_weights_give_a_message_not_a_traceback(app):
+    app.sidebar.selectbox(key="model").set_value("phi-2").run()
+    assert not app.exception
+    assert "workbench fetch phi-2" in app.error[0].value
+    app.switch_page(PAGES + "attention.py").run()
+    assert not app.exception and any("workbench fetch phi-2" in e.value for e in app.error)
