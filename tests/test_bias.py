@@ -143,6 +143,8 @@ def test_bias_audit_resumes_and_folder_report_shows_every_audit(tmp_path, capsys
                  "--continuations", " kind", "--scorers", "none", "--out", str(tmp_path / "audits" / "cf")])
     assert code == 0
     capsys.readouterr()
+    (tmp_path / "audits" / "acts").mkdir()
+    (tmp_path / "audits" / "acts" / "run.json").write_text('{"hooks": []}')  # an activation cache is skipped
     assert main(["report", str(tmp_path / "audits"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     page = (tmp_path / "audits" / "report.html").read_text()

@@ -20,6 +20,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 PAGES = "workbench/dashboard/views/"
+AUDIT_RUN = '{"format": "workbench-audit/1"}'
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +171,7 @@ def test_resolve_under_refuses_escapes(tmp_path):
     root = tmp_path / "root"
     (root / "a").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "elsewhere" / "run.json").write_text("{}")
+    (tmp_path / "elsewhere" / "run.json").write_text(AUDIT_RUN)
     os.symlink(tmp_path / "elsewhere", root / "link_out")
     os.symlink(root / "a", root / "link_in")
     assert resolve_under(root, "a") == (root / "a").resolve()
@@ -180,7 +181,9 @@ def test_resolve_under_refuses_escapes(tmp_path):
                    "/etc/passwd", "~/x"):
         with pytest.raises(InputError, match="outside the results root"):
             resolve_under(root, escape)
-    (root / "a" / "run.json").write_text("{}")
+    (root / "a" / "run.json").write_text(AUDIT_RUN)
+    (root / "acts").mkdir()
+    (root / "acts" / "run.json").write_text('{"hooks": []}')  # an activation cache, not an audit
     assert [str(p) for p in list_audits(root)] == ["a"]  # link_out's run.json is not listed
     assert list_probes(root) == []
 

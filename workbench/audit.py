@@ -278,6 +278,14 @@ def load_results(out: str | Path):
     return frame.sort_values(keys, ignore_index=True, kind="stable").drop(columns="_order")
 
 
+def is_audit_folder(folder: str | Path) -> bool:
+    """Whether `folder` holds an audit's run.json (activation caches have a run.json too)."""
+    try:
+        return json.loads((Path(folder) / "run.json").read_text()).get("format") == AUDIT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def read_run(out: str | Path) -> dict:
     """An audit folder's run.json (settings); "audit" says which kind (toxicity for old folders)."""
     path = Path(out) / "run.json"

@@ -718,7 +718,9 @@ def cmd_report(args) -> int:
     if (folder / "run.json").exists():
         summary = json.loads((folder / "summary.json").read_text())
     else:
-        summary = {"audits": [str(p.parent) for p in sorted(folder.glob("*/summary.json"))]}
+        from .audit import is_audit_folder
+
+        summary = {"audits": [str(p.parent) for p in sorted(folder.glob("*/summary.json")) if is_audit_folder(p.parent)]}
     _emit(args, {**summary, "report": str(path)}, f"report: {path}")
     return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from .audit import load_results, read_run
+from .audit import is_audit_folder, load_results, read_run
 from .errors import InputError
 
 TOX_PREFIX = "continuation_toxicity["
@@ -198,7 +198,7 @@ def build_report(out: str | Path) -> Path:
     if (out / "run.json").exists():
         folders = [out]
     else:
-        folders = sorted(p.parent for p in out.glob("*/run.json"))
+        folders = sorted(p.parent for p in out.glob("*/run.json") if is_audit_folder(p.parent))
         if not folders:
             raise InputError("neither an audit folder (run.json) nor a folder of audits (*/run.json)", str(out))
     sections = []

@@ -40,9 +40,13 @@ def resolve_under(root: str | Path, path: str | Path) -> Path:
 def list_audits(root: str | Path, max_depth: int = 4) -> list[Path]:
     """Audit folders (holding run.json) under `root`, as paths relative to it, sorted.
 
-    Folders reached through symlinks that leave the root are skipped.
+    Folders reached through symlinks that leave the root are skipped, and so are
+    activation caches (which also hold a run.json).
     """
-    return _find(root, "run.json", max_depth)
+    from .audit import is_audit_folder
+
+    root = Path(root).resolve()
+    return [p for p in _find(root, "run.json", max_depth) if is_audit_folder(root / p)]
 
 
 def list_probes(root: str | Path, max_depth: int = 5) -> list[Path]:
