@@ -34,6 +34,8 @@ PAGES = {
     "probes": (1, "Train probes"),
     "audits": (1, None),
 }
+EXTRA = {"probes": "span[title]"}  # the per-token shading of the prompt
+RUNNING = 'return !!document.querySelector(\'[data-testid="stStatusWidget"]\')'  # shown while the script runs
 DRAWN = "return [...document.querySelectorAll('.js-plotly-plot')].filter(e => e.querySelector('.main-svg')).length"
 
 
@@ -125,6 +127,9 @@ def test_every_page_renders_in_headless_chromium(server, browser, artifacts):
             field.send_keys("bias", Keys.ENTER)
         if figures:
             _wait(lambda: browser.execute_script(DRAWN) >= figures, 300, f"{figures} figures on {page}")
+        if page in EXTRA:
+            _wait(lambda: browser.find_elements(By.CSS_SELECTOR, EXTRA[page]), 120, EXTRA[page])
+        _wait(lambda: not browser.execute_script(RUNNING), 120, f"{page} to finish running")
         times[page] = round(time.monotonic() - start, 1)
         time.sleep(0.5)  # let the last figure finish its transition before the screenshot
         browser.save_screenshot(str(folder / f"{page}.png"))

@@ -134,10 +134,13 @@ def pattern_thumbnails(patterns, layer: int, columns: int = 6) -> go.Figure:
 
 def probe_curve(sweep) -> go.Figure:
     """Held-out AUROC and accuracy of a probe sweep (ProbeSweep) per hook."""
+    import re
+
     frame = sweep.to_frame()
+    labels = [re.sub(r"^blocks\.(\d+)\.hook_", r"L\1 ", hook) for hook in frame["hook"]]  # "L12 resid_post"
     fig = go.Figure()
     for column in ("auroc", "accuracy", "mean_difference_auroc"):
-        fig.add_trace(go.Scatter(x=frame["hook"], y=frame[column], mode="lines+markers", name=column))
+        fig.add_trace(go.Scatter(x=labels, y=frame[column], mode="lines+markers", name=column))
     fig.update_layout(title=f"probe per hook ({sweep.split} split: {sweep.n_train} train, {sweep.n_test} test)",
                       yaxis_title="held-out score", yaxis_range=[0, 1.02], height=420)
     return fig

@@ -65,7 +65,9 @@ class CrowsPairsResult:
         return pd.DataFrame({"line": [p.line for p in self.pairs], "bias_type": [p.bias_type for p in self.pairs],
                              "direction": [p.direction for p in self.pairs], "sent_more": [p.more for p in self.pairs],
                              "sent_less": [p.less for p in self.pairs], "logprob_more": self.more_logprob.numpy(),
-                             "logprob_less": self.less_logprob.numpy(), "prefers_more": self.prefers_more.numpy()})
+                             "logprob_less": self.less_logprob.numpy(),
+                             "gap": (self.more_logprob - self.less_logprob).numpy(),  # > 0: prefers the stereotype
+                             "prefers_more": self.prefers_more.numpy()})
 
     def to_frame(self):
         """One row per bias type plus "all": pairs, share preferring the stereotype, 95% bootstrap interval."""

@@ -39,7 +39,7 @@ with errors_shown():
             plot(fig, f"audit_fig_{i}")
         st.subheader("Rows (click a column header to sort)")
         sort_by = [c for c in frame.columns if c.startswith(TOX_PREFIX)] or \
-            [c for c in ("preference_logprob_per_token", "logprob_more") if c in frame.columns]
+            [c for c in ("preference_logprob_per_token", "gap") if c in frame.columns]
         shown = frame.sort_values(sort_by[0], ascending=False) if sort_by else frame
         st.dataframe(shown, hide_index=True, width="stretch", height=400)
         with st.expander("Settings (run.json)"):
