@@ -122,8 +122,8 @@ def bias_figures(summary: dict) -> list[go.Figure]:
     fig = go.Figure()
     for condition in dict.fromkeys(r["condition"] for r in summary["table"]):
         rows = [r for r in summary["table"] if r["condition"] == condition]
-        fig.add_trace(_interval_bars([r["bias_type"] for r in rows], rows, "stereotype_share", "", "").data[0]
-                      .update(name=condition))
+        fig.add_trace(go.Bar(x=[r["bias_type"] for r in rows], y=[r["stereotype_share"] for r in rows], name=condition,
+                             error_y=_interval(rows, "stereotype_share")))
     fig.add_hline(y=0.5, line_dash="dash", annotation_text="no preference")
     fig.update_layout(barmode="group", title="CrowS-Pairs: share of pairs preferring the more-stereotyping sentence "
                       "(95% bootstrap CI)", yaxis_title="share", yaxis_range=[0, 1], height=450)
@@ -163,10 +163,14 @@ def counterfactual_figures(summary: dict) -> list[go.Figure]:
     return figures
 
 
+def _interval(rows: list[dict], key: str) -> dict:
+    """Plotly error bars from each row's ci_low and ci_high around its `key` value."""
+    return dict(type="data", symmetric=False, array=[r["ci_high"] - r[key] for r in rows],
+                arrayminus=[r[key] - r["ci_low"] for r in rows])
+
+
 def _interval_bars(labels: list[str], rows: list[dict], key: str, title: str, y_title: str) -> go.Figure:
-    fig = go.Figure(go.Bar(x=labels, y=[r[key] for r in rows], error_y=dict(
-        type="data", symmetric=False, array=[r["ci_high"] - r[key] for r in rows],
-        arrayminus=[r[key] - r["ci_low"] for r in rows])))
+    fig = go.Figure(go.Bar(x=labels, y=[r[key] for r in rows], error_y=_interval(rows, key)))
     fig.update_layout(title=title, yaxis_title=y_title, height=400)
     return fig
 
