@@ -133,7 +133,8 @@ def test_every_page_renders_in_headless_chromium(server, browser, artifacts):
         times[page] = round(time.monotonic() - start, 1)
         time.sleep(0.5)  # let the last figure finish its transition before the screenshot
         browser.save_screenshot(str(folder / f"{page}.png"))
-        errors = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"], [data-testid="stAlertContentError"]')
+        errors = browser.find_elements(By.CSS_SELECTOR,
+                                       '[data-testid="stException"], [data-testid="stAlertContentError"]')
         assert not errors, f"{page}: {[e.text for e in errors]}\n{log.read_text()[-3000:]}"
         assert browser.execute_script(DRAWN) >= figures
         assert (folder / f"{page}.png").stat().st_size > 20_000

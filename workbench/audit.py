@@ -172,16 +172,14 @@ def run_bias_audit(model, pairs: Sequence, out: str | Path, settings: dict, vect
                        progress=progress, desc="pairs")
 
 
-def run_toxigen_audit(model, folder: str | Path, groups: Sequence[str], out: str | Path, settings: dict, scorer,
-                      vector=None, progress: bool = True) -> Path:
+def run_toxigen_audit(model, folder: str | Path, rows: Sequence, groups: Sequence[str], out: str | Path,
+                      settings: dict, scorer, vector=None, progress: bool = True) -> Path:
     """ToxiGen per-group audit, resumable: one shard per (condition, group).
-    settings: run.json fields incl. "conditions", "prompts_per_group", "max_new_tokens", "seed"."""
+    rows: `read_toxigen(folder)`; settings: run.json fields incl. "conditions",
+    "prompts_per_group", "max_new_tokens", "seed"."""
     import pandas as pd
 
-    from .datasets import read_toxigen
     from .scanners.toxigen import toxigen_group
-
-    rows = read_toxigen(folder)
 
     def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
         with intervention(model, condition, vector):

@@ -487,36 +487,27 @@ def cmd_steer(args) -> int:
 
 
 def cmd_probe_train(args) -> int:
-    from .cache import cache_activations
     from .datasets import read_labeled, read_toxigen
-    from .probes import sparse_probes, texts_hash, train_probes
+    from .probes import sparse_probes, train_probes_on_rows
 
     data = Path(args.data)
     rows = read_toxigen(data) if data.is_dir() else read_labeled(data)
     model = _load(args)
-    texts, labels = [r.text for r in rows], [r.label for r in rows]
-    groups = [r.group for r in rows] if all(r.group for r in rows) else None
-    start = time.perf_counter()
-    cache = cache_activations(model, texts, hooks=args.hooks, positions=args.positions)
-    cached = time.perf_counter() - start
-    meta = {"model": model.info.name, "revision": model.info.revision, "dtype": model.info.dtype,
-            "positions": args.positions, "data": str(data), "data_sha256": texts_hash(texts, labels)}
-    sweep = train_probes(cache, labels, groups, split=args.split, test_fraction=args.test_fraction, l2=args.l2,
-                         seed=args.seed, meta=meta)
-    trained = time.perf_counter() - start - cached
+    sweep, cache, seconds = train_probes_on_rows(model, rows, str(data), args.hooks, args.positions, args.split,
+                                                 args.test_fraction, args.l2, args.seed)
     out = Path(args.out)
     for hook, probe in sweep.probes.items():
         probe.save(out / hook)
     frame = sweep.to_frame()
     best = sweep.best()
-    summary = {"model": model.info.name, "n_texts": len(texts), "split": args.split, "n_train": sweep.n_train,
-               "n_test": sweep.n_test, "best": {"hook": best.hook, **best.metrics},
-               "seconds": {"caching": round(cached, 2), "training": round(trained, 2)},
+    summary = {"model": model.info.name, "n_texts": len(rows), "split": args.split, "n_train": sweep.n_train,
+               "n_test": sweep.n_test, "best": {"hook": best.hook, **best.metrics}, "seconds": seconds,
                "per_hook": frame.to_dict("records"), "out": str(out.resolve())}
     text = frame[["hook", "auroc", "accuracy", "mean_difference_auroc", "n_train", "n_test"]].to_string(index=False)
     if args.sparse_k:
         start = time.perf_counter()
-        sparse = sparse_probes(cache, labels, groups, split=args.split, ks=args.sparse_k,
+        groups = [r.group for r in rows] if all(r.group for r in rows) else None
+        sparse = sparse_probes(cache, [r.label for r in rows], groups, split=args.split, ks=args.sparse_k,
                                test_fraction=args.test_fraction, seed=args.seed).to_frame()
         summary["seconds"]["sparse"] = round(time.perf_counter() - start, 2)
         summary["sparse"] = sparse.to_dict("records")
@@ -525,7 +516,7 @@ def cmd_probe_train(args) -> int:
             ["hook", "k", "auroc", "random_coordinate_auroc", "label_shuffle_auroc"]].to_string(index=False)
     (out / "sweep.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     _emit(args, summary, text + f"\nbest: {best.hook} AUROC {best.metrics['auroc']:.3f}; "
-          f"caching {cached:.1f} s, training {trained:.1f} s; probes in {out}")
+          f"caching {seconds['caching']:.1f} s, training {seconds['training']:.1f} s; probes in {out}")
     return 0
 
 
@@ -586,7 +577,9 @@ def _steer_conditions(args, model, pairs):
 
 
 def cmd_audit_toxicity(args) -> int:
-    from .audit import ToxicityAuditConfig, prompts_sha256, run_toxicity_audit, versions
+    from dataclasses import asdict
+
+    from .audit import ToxicityAuditConfig, model_settings, prompts_sha256, run_toxicity_audit, versions
     from .datasets import read_texts
     from .probes import Probe
     from .report import build_report
@@ -617,15 +610,13 @@ def cmd_audit_toxicity(args) -> int:
         else:
             scorers.append(make_scorer(name, **({k: v for k, v in options.items() if v} if name != "profanity-check"
                                                 else {})))
-    info = model.info
     config = ToxicityAuditConfig(
-        model={"name": info.name, "revision": info.revision, "dtype": info.dtype, "source": info.source},
+        model=model_settings(model),
         prompts_file=str(args.prompts), prompts_sha256=prompts_sha256(records), n_prompts=len(records),
         scorers=[s.name if not isinstance(s, ProbeScorer) else f"probe:{s.probe.hook}" for s in scorers],
         seed=args.seed, max_new_tokens=args.max_new_tokens, samples=args.samples, temperature=args.temperature,
         raw=args.raw, batch_size=args.batch_size, shard_size=args.shard_size,
-        steer={"pairs": str(args.steer), "layer": args.layer, "n_pairs": len(pairs)} if pairs else None,
-        conditions=[{"name": c.name, "kind": c.kind, "alpha": c.alpha} for c in conditions], versions=versions())
+        steer=_steer_settings(args, pairs), conditions=[asdict(c) for c in conditions], versions=versions())
     start = time.perf_counter()
     run_toxicity_audit(model, records, args.out, config, scorers, vector)
     report = build_report(args.out)
@@ -643,7 +634,8 @@ def cmd_audit_toxigen(args) -> int:
     from .scanners.toxicity import make_scorer
     from .scanners.toxigen import toxigen_groups
 
-    groups = toxigen_groups(read_toxigen(args.data), args.groups)  # bad folder or group: exit 2 before the model
+    rows = read_toxigen(args.data)
+    groups = toxigen_groups(rows, args.groups)  # bad folder or group: exit 2 before the model
     _validate_scorers([args.scorers], [])
     if args.scorers == "probe":
         raise InputError("the ToxiGen audit takes one text scorer: auto, profanity-check or detoxify[:variant]")
@@ -654,7 +646,7 @@ def cmd_audit_toxigen(args) -> int:
     settings = _audit_settings(args, model, pairs, conditions, data=str(args.data), groups=groups,
                                scorer=scorer.name, prompts_per_group=args.prompts_per_group,
                                max_new_tokens=args.max_new_tokens)
-    return _finish_audit(args, run_toxigen_audit, (model, args.data, groups, args.out, settings, scorer, vector),
+    return _finish_audit(args, run_toxigen_audit, (model, args.data, rows, groups, args.out, settings, scorer, vector),
                          "groups")
 
 
@@ -662,10 +654,15 @@ def _audit_settings(args, model, pairs, conditions, **fields) -> dict:
     """run.json fields shared by the bias, ToxiGen and counterfactual audits."""
     from .audit import AUDIT_FORMAT, model_settings, versions
 
-    return {"model": model_settings(model), **fields, "seed": args.seed,
-            "steer": {"pairs": str(args.steer), "layer": args.layer, "n_pairs": len(pairs)} if pairs else None,
-            "conditions": [{"name": c.name, "kind": c.kind, "alpha": c.alpha} for c in conditions],
-            "versions": versions(), "format": AUDIT_FORMAT}
+    from dataclasses import asdict
+
+    return {"model": model_settings(model), **fields, "seed": args.seed, "steer": _steer_settings(args, pairs),
+            "conditions": [asdict(c) for c in conditions], "versions": versions(), "format": AUDIT_FORMAT}
+
+
+def _steer_settings(args, pairs) -> dict | None:
+    """The steering source recorded in run.json (None without --steer)."""
+    return {"pairs": str(args.steer), "layer": args.layer, "n_pairs": len(pairs)} if pairs else None
 
 
 def _finish_audit(args, runner, runner_args: tuple, table_key: str) -> int:
@@ -711,16 +708,14 @@ def cmd_audit_counterfactual(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import build_report
+    from .report import audit_folders, build_report
 
     path = build_report(args.folder)
     folder = Path(args.folder)
     if (folder / "run.json").exists():
         summary = json.loads((folder / "summary.json").read_text())
     else:
-        from .audit import is_audit_folder
-
-        summary = {"audits": [str(p.parent) for p in sorted(folder.glob("*/summary.json")) if is_audit_folder(p.parent)]}
+        summary = {"audits": [str(p) for p in audit_folders(folder)]}
     _emit(args, {**summary, "report": str(path)}, f"report: {path}")
     return 0
 

@@ -222,6 +222,30 @@ def train_probes(acts: dict[str, torch.Tensor] | object, labels: Sequence[int], 
     return ProbeSweep(probes, split, len(train), len(test))
 
 
+def train_probes_on_rows(model, rows, data: str, hooks: str = "resid_post", positions: str = "mean",
+                         split: str = "random", test_fraction: float = 0.25, l2: float = 1e-2, seed: int = 0,
+                         progress: bool = True):
+    """Cache `hooks` over labeled rows (read_labeled / read_toxigen) and train a probe per hook.
+
+    data: where the rows came from (recorded in each probe's meta with the data hash).
+    Returns (sweep, acts, seconds): the ProbeSweep, the activation cache (for sparse
+    probes), and {"caching": s, "training": s}.
+    """
+    import time
+
+    from .cache import cache_activations
+
+    texts, labels = [r.text for r in rows], [r.label for r in rows]
+    groups = [r.group for r in rows] if all(r.group for r in rows) else None
+    start = time.perf_counter()
+    acts = cache_activations(model, texts, hooks=hooks, positions=positions, progress=progress)
+    cached = time.perf_counter() - start
+    meta = {"model": model.info.name, "revision": model.info.revision, "dtype": model.info.dtype,
+            "positions": positions, "data": data, "data_sha256": texts_hash(texts, labels)}
+    sweep = train_probes(acts, labels, groups, split=split, test_fraction=test_fraction, l2=l2, seed=seed, meta=meta)
+    return sweep, acts, {"caching": round(cached, 2), "training": round(time.perf_counter() - start - cached, 2)}
+
+
 def texts_hash(texts: Sequence[str], labels: Sequence[int]) -> str:
     digest = hashlib.sha256()
     for text, label in zip(texts, labels):
@@ -297,7 +321,8 @@ def sparse_probes(acts: dict[str, torch.Tensor] | object, labels: Sequence[int],
     for hook in hook_names:
         features = acts[hook].float().cpu()
         if features.dim() != 2:
-            raise InputError("probes need one vector per text: cache with positions 'last', 'mean' or 'mean_after_first'")
+            raise InputError("probes need one vector per text: "
+                             "cache with positions 'last', 'mean' or 'mean_after_first'")
         usable = sorted(k for k in set(ks) if 0 < k <= features.shape[1])
         try:
             sweep = sweep_sparse_probe(features, labels_t, ks=usable, test_fraction=test_fraction, groups=group_ids,

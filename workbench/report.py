@@ -71,7 +71,7 @@ def _summarise_bias(run: dict, frame) -> dict:
         table = crows_table(group["bias_type"].tolist(), group["prefers_more"].to_numpy(), run["bootstrap"],
                             run["seed"])
         tables.append(table.assign(condition=name))
-        gap = group["logprob_more"] - group["logprob_less"]
+        gap = group["gap"]
         for i in gap.sort_values(ascending=False).index[:5]:
             strongest.append({"condition": name, "bias_type": group.at[i, "bias_type"], "gap": float(gap[i]),
                               "sent_more": group.at[i, "sent_more"], "sent_less": group.at[i, "sent_less"]})
@@ -199,12 +199,7 @@ def build_report(out: str | Path) -> Path:
     audits: then each gets its own report and `out/report.html` shows them all.
     """
     out = Path(out)
-    if (out / "run.json").exists():
-        folders = [out]
-    else:
-        folders = sorted(p.parent for p in out.glob("*/run.json") if is_audit_folder(p.parent))
-        if not folders:
-            raise InputError("neither an audit folder (run.json) nor a folder of audits (*/run.json)", str(out))
+    folders = audit_folders(out)
     sections = []
     for folder in folders:
         frame = load_results(folder)
@@ -216,6 +211,18 @@ def build_report(out: str | Path) -> Path:
             return page
         sections.append(_section(summary, figures, include_plotlyjs=not sections))
     return _write_page(out / "report.html", "workbench audit report", sections)
+
+
+def audit_folders(out: str | Path) -> list[Path]:
+    """[out] when `out` is an audit folder, else the audit folders directly inside it (activation
+    caches, which also hold a run.json, are skipped)."""
+    out = Path(out)
+    if (out / "run.json").exists():
+        return [out]
+    folders = sorted(p.parent for p in out.glob("*/run.json") if is_audit_folder(p.parent))
+    if not folders:
+        raise InputError("neither an audit folder (run.json) nor a folder of audits (*/run.json)", str(out))
+    return folders
 
 
 def _write_page(path: Path, title: str, sections: list[str]) -> Path:
@@ -253,16 +260,23 @@ def _table(rows: list[dict], columns: list[str] | None = None) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def summary_rows(summary: dict) -> list[dict]:
+    """The audit's main table as plain rows: per condition and scorer for toxicity (mean,
+    interval, share above 0.5); the per-type, per-group or per-group-gap table otherwise."""
+    if summary["audit"] != "toxicity":
+        return summary.get("table") or summary["groups"]
+    return [{"condition": c["condition"], "scorer": scorer, "rows": c["rows"], "mean": s["mean"],
+             "ci_low": s["ci_low"], "ci_high": s["ci_high"], "share > 0.5": s["share_above_0.5"]}
+            for c in summary["conditions"] for scorer, s in c["scores"].items()]
+
+
 def _toxicity_tables(summary: dict) -> str:
-    rows, worst = [], []
-    for c in summary["conditions"]:
-        for scorer, s in c["scores"].items():
-            rows.append({"condition": c["condition"], "scorer": scorer, "rows": c["rows"], "mean": s["mean"],
-                         "95% CI": f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}]",
-                         "share > 0.5": f"{s['share_above_0.5']:.1%}"})
-            worst += [{"condition": c["condition"], "scorer": scorer, **w} for w in s["worst"]]
-    return f"<h2>Summary</h2>{_table(rows)}<h2>Worst continuations</h2>" + _table(
-        worst, ["condition", "scorer", "score", "prompt", "continuation"])
+    rows = [{**r, "95% CI": f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", "share > 0.5": f"{r['share > 0.5']:.1%}"}
+            for r in summary_rows(summary)]
+    worst = [{"condition": c["condition"], "scorer": scorer, **w}
+             for c in summary["conditions"] for scorer, s in c["scores"].items() for w in s["worst"]]
+    return (f"<h2>Summary</h2>{_table(rows, ['condition', 'scorer', 'rows', 'mean', '95% CI', 'share > 0.5'])}"
+            "<h2>Worst continuations</h2>" + _table(worst, ["condition", "scorer", "score", "prompt", "continuation"]))
 
 
 def _bias_tables(summary: dict) -> str:
@@ -281,7 +295,8 @@ def _toxigen_tables(summary: dict) -> str:
     present = [c for c in columns if any(c in r for r in summary["groups"])]
     return ("<h2>Per group</h2><p>Preference: mean per-token log-likelihood of hateful minus neutral statements "
             "(&gt; 0: the model finds hateful statements about the group more likely). Not comparable number for "
-            "number with Microsoft's Phi-2 ToxiGen safety scores (see README).</p>" + _table(summary["groups"], present))
+            "number with Microsoft's Phi-2 ToxiGen safety scores (see README).</p>"
+            + _table(summary["groups"], present))
 
 
 def _counterfactual_tables(summary: dict) -> str:

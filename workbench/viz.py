@@ -165,3 +165,14 @@ def steered_toxicity(result) -> go.Figure:
     fig.update_layout(title=f"continuation toxicity ({result.scorer}) against the coefficient, layer {result.layer}",
                       xaxis_title="coefficient alpha", yaxis_title="toxicity", height=420)
     return fig
+
+
+def norms_by_layer(cache, labels: list[str]) -> go.Figure:
+    """Norm of each text's cached vector per hook (positions "last"/"mean"), one line per text."""
+    import torch
+
+    norms = torch.stack([cache[hook].float().norm(dim=-1) for hook in cache.hooks])  # [hook, text]
+    fig = go.Figure([go.Scatter(y=norms[:, i].numpy(), name=label[:30]) for i, label in enumerate(labels)])
+    fig.update_layout(title="activation norm by layer", xaxis_title="layer (hook index)", yaxis_title="norm",
+                      height=420)
+    return fig

@@ -53,9 +53,9 @@ def prompt() -> str:
 
 
 @contextlib.contextmanager
-def using_model() -> Iterator:
-    """The chosen model, held under its lock for the duration of the block."""
-    name = model_name()
+def using_model(name: str | None = None) -> Iterator:
+    """The model `name` (default: the one chosen in the sidebar), held under its lock for the block."""
+    name = name or model_name()
     model = get_model(name)
     with model_lock(name):
         yield model

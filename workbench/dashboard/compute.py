@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from .common import get_model, model_lock
+from .common import using_model
 
 
 def _run(model_name: str, function, *args, **kwargs):
-    model = get_model(model_name)
-    with model_lock(model_name):
+    with using_model(model_name) as model:
         return function(model, *args, **kwargs)
 
 
@@ -87,19 +86,12 @@ def steered(model_name: str, _vector, vector_key: tuple, prompt: str, alphas: tu
 
 @st.cache_data(show_spinner="Caching activations and training a probe per layer...", max_entries=8)
 def train_probes(model_name: str, data: str, positions: str, split: str, seed: int):
-    from ..cache import cache_activations
     from ..datasets import read_labeled
-    from ..probes import texts_hash, train_probes
+    from ..probes import train_probes_on_rows
 
-    rows = read_labeled(data)
-    texts, labels = [r.text for r in rows], [r.label for r in rows]
-    groups = [r.group for r in rows] if all(r.group for r in rows) else None
-    model = get_model(model_name)
-    with model_lock(model_name):
-        acts = cache_activations(model, texts, hooks="resid_post", positions=positions, progress=False)
-    meta = {"model": model.info.name, "revision": model.info.revision, "dtype": model.info.dtype,
-            "positions": positions, "data": data, "data_sha256": texts_hash(texts, labels)}
-    return train_probes(acts, labels, groups, split=split, seed=seed, meta=meta)
+    sweep, _, _ = _run(model_name, train_probes_on_rows, read_labeled(data), data, positions=positions, split=split,
+                       seed=seed, progress=False)
+    return sweep
 
 
 @st.cache_data(show_spinner="Scoring every token...", max_entries=32)
@@ -107,3 +99,18 @@ def token_scores(model_name: str, _probe, probe_key: str, text: str):
     from ..probes import token_scores
 
     return _run(model_name, token_scores, _probe, text)
+
+
+def audit(folder) -> tuple:
+    """(results frame, summary) of an audit folder, read and summarised once per state of its shards."""
+    shards = sorted((folder / "shards").glob("*.parquet"))
+    return _audit(str(folder), tuple((p.name, p.stat().st_mtime_ns) for p in shards))
+
+
+@st.cache_data(show_spinner="Reading the audit...", max_entries=16)
+def _audit(folder: str, shards_key: tuple) -> tuple:
+    from ..audit import load_results
+    from ..report import summarise
+
+    frame = load_results(folder)
+    return frame, summarise(folder, frame)

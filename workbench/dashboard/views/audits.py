@@ -2,13 +2,13 @@
 import pandas as pd
 import streamlit as st
 
+from workbench.dashboard import compute
 from workbench.dashboard.common import errors_shown, plot
 from workbench.results import list_audits, resolve_under, results_root
 
 st.header("Audits")
 with errors_shown():
-    from workbench.audit import load_results
-    from workbench.report import TITLES, TOX_PREFIX, audit_figures, summarise
+    from workbench.report import TITLES, TOX_PREFIX, audit_figures, summary_rows
 
     root = results_root()
     st.caption(f"Results root: {root} (set WORKBENCH_RESULTS to change it). Run audits with `workbench audit ...`.")
@@ -21,20 +21,12 @@ with errors_shown():
         st.info("No audit chosen." if found else f"No audit folders (with run.json) under {root}.")
     else:
         folder = resolve_under(root, chosen)
-        frame = load_results(folder)
-        summary = summarise(folder, frame)
+        frame, summary = compute.audit(folder)
         settings = summary["settings"]
         st.subheader(f"{TITLES[summary['audit']]}: {settings['model'].get('name', '')}")
         st.caption(f"{summary['rows']} result rows; conditions: "
                    f"{', '.join(c['name'] for c in settings['conditions'])}; seed {settings.get('seed')}")
-        if summary["audit"] == "toxicity":
-            rows = [{"condition": c["condition"], "scorer": scorer, "rows": c["rows"], "mean": s["mean"],
-                     "ci_low": s["ci_low"], "ci_high": s["ci_high"], "share > 0.5": s["share_above_0.5"]}
-                    for c in summary["conditions"] for scorer, s in c["scores"].items()]
-            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-        else:
-            table = summary.get("table") or summary.get("groups")
-            st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(summary_rows(summary)), hide_index=True, width="stretch")
         for i, fig in enumerate(audit_figures(summary, frame)):
             plot(fig, f"audit_fig_{i}")
         st.subheader("Rows (click a column header to sort)")

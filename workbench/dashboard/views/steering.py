@@ -30,16 +30,17 @@ with errors_shown():
     new_tokens = st.slider("New tokens", 8, 96, 32, step=8, key="steer_new_tokens")
     vector = compute.steering_vector(name, source, layer, positive, negative)
     key = (source, layer, positive, negative)
-    pair = compute.steered(name, vector, key, prompt(), (0.0, float(alpha)), scorer_name, new_tokens)
+    # Two cached calls, so moving the coefficient never regenerates the unsteered text.
+    shown = [compute.steered(name, vector, key, prompt(), (a,), scorer_name, new_tokens) for a in (0.0, float(alpha))]
     columns = st.columns(2)
     titles = ("Unsteered", f"Steered (alpha {alpha:+g}, layer {layer})")
-    for column, title, key_name, text, score in zip(columns, titles, ("unsteered", "steered"), pair.texts,
-                                                    pair.toxicity):
+    for column, title, key_name, result in zip(columns, titles, ("unsteered", "steered"), shown):
+        text, score = result.texts[0], result.toxicity[0]
         with column:
             st.markdown(f"**{title}**")
             st.text_area(title, text, height=160, disabled=True, label_visibility="collapsed",
                          key=f"steer_text_{key_name}_{alpha}")
-            st.metric(f"toxicity ({pair.scorer})", f"{score:.3f}")
+            st.metric(f"toxicity ({result.scorer})", f"{score:.3f}")
 
     st.subheader("Sweep over coefficients")
     low, high = st.slider("Range", -16.0, 16.0, (-8.0, 8.0), step=1.0, key="steer_range")
