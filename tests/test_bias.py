@@ -28,15 +28,20 @@ def test_batched_sentence_logprobs_equal_one_at_a_time(tiny):
 
 
 def test_crows_pairs_table_and_intervals(tiny):
+    from scipy.stats import binomtest
+
     pairs = read_bias_pairs(CROWS)[:40]
-    result = crows_pairs(tiny, pairs, n_boot=200, seed=0)
+    result = crows_pairs(tiny, pairs)
     table = result.to_frame()
     overall = table.iloc[0]
     assert overall["bias_type"] == "all" and overall["pairs"] == 40
     assert overall["ci_low"] <= overall["stereotype_share"] <= overall["ci_high"]
     assert float(overall["stereotype_share"]) == float(result.prefers_more.double().mean())
+    wilson = binomtest(int(result.prefers_more.sum()), 40).proportion_ci(method="wilson")
+    assert (overall["ci_low"], overall["ci_high"]) == (wilson.low, wilson.high) and "Wilson" in overall["method"]
     assert table["pairs"].iloc[1:].sum() == 40
-    assert crows_pairs(tiny, pairs, n_boot=200, seed=0).to_frame().equals(table)  # same seed, same table
+    small = table[table["pairs"] < 10]  # the minimum-n rule: no interval, a reason instead
+    assert len(small) and small["ci_low"].isna().all() and small["note"].str.contains("< 10").all()
 
 
 def test_audit_bias_cli(tmp_path, capsys):
@@ -57,7 +62,7 @@ def test_audit_bias_cli(tmp_path, capsys):
 @pytest.mark.integration
 def test_crows_pairs_sample_on_smollm2(smol):
     pairs = read_bias_pairs(CROWS)[:200]
-    table = crows_pairs(smol, pairs, n_boot=200).to_frame()
+    table = crows_pairs(smol, pairs).to_frame()
     overall = table.iloc[0]
     assert 0.3 < overall["stereotype_share"] < 0.8 and overall["ci_high"] - overall["ci_low"] < 0.2
 
@@ -70,8 +75,10 @@ def test_toxigen_audit_cli_on_tiny(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and [g["group"] for g in summary["groups"]] == ["muslim", "women"]
     row = summary["groups"][0]
-    assert row["hate_statements"] > 0 and "preference_logprob_per_token" in row
-    assert 0 <= row["continuation_toxicity_after_hate"] <= 1 and row["hate_prompts"] == 1
+    assert row["hate_statements"] > 0 and row["preference"]["low"] < row["preference"]["value"] < row["preference"]["high"]
+    assert "two-sample bootstrap over statements" in row["preference"]["method"]
+    after = row["toxicity_after_hate"]  # one prompt: a value, and no interval
+    assert 0 <= after["value"] <= 1 and after["n"] == 1 and after["low"] is None and "< 10" in after["note"]
     code = main(["audit", "toxigen", "--model", "tiny-phi", "--data", str(tmp_path), "--out", str(tmp_path / "x")])
     assert code == 2 and "no ToxiGen hate_*/neutral_* files" in capsys.readouterr().err
 
@@ -80,12 +87,16 @@ def test_bias_audit_under_steering_reports_conditions_side_by_side(tmp_path, cap
     small = tmp_path / "pairs.csv"
     small.write_text("\n".join(CROWS.read_text(encoding="utf-8").splitlines()[:11]) + "\n")
     code = main(["audit", "bias", "--model", "tiny-phi", "--pairs", str(small), "--out", str(tmp_path / "out"),
-                 "--bootstrap", "50", "--steer", str(ROOT / "probes" / "sentiment_pairs.jsonl"), "--layer", "1",
+                 "--bootstrap", "100", "--steer", str(ROOT / "probes" / "sentiment_pairs.jsonl"), "--layer", "1",
                  "--alpha", "-20", "20", "--json"])
-    table = json.loads(capsys.readouterr().out)["table"]
+    summary = json.loads(capsys.readouterr().out)
     assert code == 0
-    overall = {row["condition"]: row for row in table if row["bias_type"] == "all"}
+    overall = {row["condition"]: row for row in summary["table"] if row["bias_type"] == "all"}
     assert list(overall) == ["baseline", "steer-20", "steer+20"]
+    paired = {p["condition"]: p for p in summary["vs_baseline"]}  # pair by pair against the baseline
+    assert list(paired) == ["steer-20", "steer+20"] and paired["steer+20"]["n_units"] == 10
+    assert paired["steer+20"]["up"]["count"] + paired["steer+20"]["down"]["count"] + \
+        paired["steer+20"]["unchanged"] == 10
     frame = load_results(tmp_path / "out")
     base = frame[frame.condition == "baseline"]["logprob_more"].to_numpy()
     steered = frame[frame.condition == "steer+20"]["logprob_more"].to_numpy()
@@ -106,9 +117,12 @@ def test_continuation_logprob_and_counterfactual_cli(tiny, tmp_path, capsys):
                  "--continuations", " kind", " rude", "--scorers", "profanity-check", "--max-new-tokens", "4",
                  "--out", str(tmp_path / "cf"), "--json"])
     table = json.loads(capsys.readouterr().out)["table"]
-    assert code == 0 and [row["group"] for row in table] == ["young", "old"]
-    assert abs(table[0]["logprob[ kind] gap"] + table[1]["logprob[ kind] gap"]) < 1e-6  # gaps are around the mean
-    assert 0 <= table[0]["toxicity"] <= 1
+    kind = [row for row in table if row["measure"] == "logprob[ kind]"]
+    assert code == 0 and [row["group"] for row in kind] == ["young", "old"]
+    assert abs(kind[0]["gap"]["value"] + kind[1]["gap"]["value"]) < 1e-6  # gaps are around the mean
+    assert kind[0]["templates"] == 5 and kind[0]["gap"]["low"] is None and "5 < 10" in kind[0]["gap"]["note"]
+    toxicity = [row for row in table if row["measure"] == "toxicity"]
+    assert 0 <= toxicity[0]["mean"]["value"] <= 1
     bad = tmp_path / "t.txt"
     bad.write_text("no slot here\n")
     code = main(["audit", "counterfactual", "--model", "tiny-phi", "--templates", str(bad), "--groups", "a", "b",
@@ -137,6 +151,10 @@ def test_bias_audit_resumes_and_folder_report_shows_every_audit(tmp_path, capsys
     # A rerun with other settings into the same folder is refused before any work.
     assert main(args[:-1] + ["--seed", "3"]) == 2
     assert "seed differ" in capsys.readouterr().err
+    # ...but a setting that only changes the summary (the bootstrap count) is taken, and the summary rebuilt.
+    assert main(args[:-1] + ["--bootstrap", "200"]) == 0
+    capsys.readouterr()
+    assert json.loads((out / "run.json").read_text())["bootstrap"] == 200
     # A folder of audits gets one report with every audit in it.
     code = main(["audit", "counterfactual", "--model", "tiny-phi", "--templates",
                  str(ROOT / "probes" / "counterfactual_templates.txt"), "--groups", "young", "old",

@@ -89,7 +89,10 @@ def test_probe_scorer(tiny, tmp_path):
 
     texts = ["you are an idiot", "shut up loser", "go away creep", "have a nice day", "thanks friend", "lovely cat"]
     cache = wb.cache_activations(tiny, texts, hooks="blocks.2.hook_resid_post", positions="mean", progress=False)
-    probe = train_probes(cache, [1, 1, 1, 0, 0, 0], test_fraction=0.34, meta={"positions": "mean"}).best()
+    probe = train_probes(cache, [1, 1, 1, 0, 0, 0], test_fraction=0.34).best()
     probe.save(tmp_path / "probe")
     table = make_scorer("probe", model=tiny, probe_path=str(tmp_path / "probe")).score(texts[:2])
     assert table["scorer"][0] == "probe:blocks.2.hook_resid_post" and len(table) == 2
+    details = make_scorer("probe", model=tiny, probe_path=str(tmp_path / "probe")).details()
+    assert details["kind"] == "activation probe" and details["model"] == "tiny-phi" and len(details["checkpoint_sha256"]) == 64
+    assert ProfanityCheckScorer().details()["kind"] == "lexical"

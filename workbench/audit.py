@@ -50,6 +50,7 @@ class ToxicityAuditConfig:
     prompts_sha256: str
     n_prompts: int
     scorers: list[str]
+    scorer_details: list[dict] = field(default_factory=list)
     seed: int = 0
     max_new_tokens: int = 32
     samples: int = 1
@@ -57,6 +58,7 @@ class ToxicityAuditConfig:
     raw: bool = False
     batch_size: int = 8
     shard_size: int = 32
+    bootstrap: int = 2000
     steer: dict | None = None
     conditions: list[dict] = field(default_factory=list)
     versions: dict = field(default_factory=dict)
@@ -122,34 +124,41 @@ def run_sharded(out: str | Path, settings: dict, n_items: int, shard_size: int, 
     return out
 
 
+# Settings that change the summary but not the shards: a rerun with new values rebuilds the summary.
+SUMMARY_ONLY = ("model", "versions", "bootstrap")
+
+
 def check_settings(out: Path, settings: dict) -> None:
-    """Write run.json, or check that an existing one describes the same audit."""
+    """Write run.json, or check that an existing one describes the same audit (a changed
+    SUMMARY_ONLY setting is taken into run.json; the report is rebuilt from the shards)."""
     run_file = out / "run.json"
     if run_file.exists():
         previous = json.loads(run_file.read_text())
-        differing = [k for k in settings if previous.get(k) != settings[k] and k not in ("model", "versions")]
+        differing = [k for k in settings if previous.get(k) != settings[k] and k not in SUMMARY_ONLY]
         differing += ["model"] if previous.get("model", {}).get("name") != settings["model"].get("name") else []
         if differing:
             raise InputError(f"holds an audit with other settings ({', '.join(differing)} differ); "
                              "choose another --out or delete the folder", str(out))
+        if any(previous.get(k) != settings.get(k) for k in SUMMARY_ONLY if k != "model"):
+            _write_atomically(run_file, (json.dumps({**previous, **{k: settings[k] for k in SUMMARY_ONLY
+                                                                    if k in settings and k != "model"}},
+                                                    indent=2) + "\n").encode())
     else:
         _write_atomically(run_file, (json.dumps(settings, indent=2) + "\n").encode())
 
 
 def model_settings(model) -> dict:
-    """The model fields every run.json records."""
+    """The model fields every run.json records, including where the weights came from."""
     info = model.info
-    return {"name": info.name, "revision": info.revision, "dtype": info.dtype, "source": info.source}
+    return {"name": info.name, "revision": info.revision, "dtype": info.dtype, "source": info.source,
+            "origin": info.origin}
 
 
 def versions() -> dict:
-    """Package versions recorded in every run.json."""
-    import torch
-    import transformers
+    """Versions of every package that decides a number, recorded in every run.json."""
+    from .provenance import versions as package_versions
 
-    from . import __version__
-
-    return {"workbench": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+    return dict(package_versions())
 
 
 def run_bias_audit(model, pairs: Sequence, out: str | Path, settings: dict, vector=None,

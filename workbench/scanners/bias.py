@@ -4,7 +4,8 @@ For each minimal pair the model scores both sentences by their total
 log-likelihood (every token, the first one conditioned on the start token). The
 metric is the share of pairs in which the more-stereotyping sentence gets the
 higher likelihood: 50% means no preference. Shares are given overall and per
-``bias_type``, each with a percentile bootstrap 95% interval over pairs.
+``bias_type``, each with a Wilson score 95% interval over pairs (no interval
+below `workbench.stats.MIN_N` pairs: the count is shown instead).
 (CrowS-Pairs' original metric for masked models is a pseudo-likelihood; for a
 causal model the full-sentence log-likelihood is the usual choice.)
 """
@@ -51,8 +52,6 @@ class CrowsPairsResult:
     pairs: list[BiasPair]
     more_logprob: torch.Tensor
     less_logprob: torch.Tensor
-    n_boot: int
-    seed: int
     model_name: str
 
     @property
@@ -70,38 +69,40 @@ class CrowsPairsResult:
                              "prefers_more": self.prefers_more.numpy()})
 
     def to_frame(self):
-        """One row per bias type plus "all": pairs, share preferring the stereotype, 95% bootstrap interval."""
-        return crows_table([p.bias_type for p in self.pairs], self.prefers_more, self.n_boot, self.seed)
+        """One row per bias type plus "all": pairs, share preferring the stereotype, Wilson 95% interval."""
+        return crows_table([p.bias_type for p in self.pairs], self.prefers_more.tolist())
 
 
-def crows_table(bias_types: Sequence[str], prefers_more, n_boot: int = 1000, seed: int = 0):
-    """DataFrame, one row per bias type plus "all" first: pairs, stereotype_share, ci_low, ci_high.
+def crows_table(bias_types: Sequence[str], prefers_more: Sequence[bool]):
+    """DataFrame, one row per bias type plus "all" first: pairs, stereotype_share, ci_low, ci_high,
+    method, note (ci_low/ci_high are None below the minimum n; note says why).
 
     prefers_more: Bool[n_pairs], whether the model gave the more-stereotyping sentence the
-    higher log-likelihood. Intervals: percentile bootstrap over pairs (seeded, so repeatable).
+    higher log-likelihood.
     """
     import pandas as pd
 
-    hits_all = torch.tensor([bool(x) for x in prefers_more], dtype=torch.float64)
-    types = sorted(set(bias_types))
-    groups = [("all", list(range(len(hits_all))))] + [
-        (kind, [i for i, t in enumerate(bias_types) if t == kind]) for kind in types]
-    rows = []
-    for offset, (name, index) in enumerate(groups):
-        hits = hits_all[index]
-        generator = torch.Generator().manual_seed(seed + offset)
-        samples = torch.randint(0, len(index), (n_boot, len(index)), generator=generator)
-        boot = hits[samples].mean(1)
-        rows.append({"bias_type": name, "pairs": len(index), "stereotype_share": float(hits.mean()),
-                     "ci_low": float(boot.quantile(0.025)), "ci_high": float(boot.quantile(0.975))})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"bias_type": name, "pairs": estimate.n, "stereotype_share": estimate.value,
+                          "ci_low": estimate.low, "ci_high": estimate.high, "method": estimate.method,
+                          "note": estimate.note}
+                         for name, estimate in crows_estimates(bias_types, prefers_more).items()])
 
 
-def crows_pairs(model, pairs: Sequence[BiasPair], batch_size: int = 16, n_boot: int = 1000,
-                seed: int = 0) -> CrowsPairsResult:
+def crows_estimates(bias_types: Sequence[str], prefers_more: Sequence[bool]) -> dict:
+    """{"all": Estimate, <bias type>: Estimate, ...}: stereotype share with a Wilson interval."""
+    from ..stats import proportion
+
+    hits = [bool(x) for x in prefers_more]
+    estimates = {"all": proportion(hits)}
+    for kind in sorted(set(bias_types)):
+        estimates[kind] = proportion([h for h, t in zip(hits, bias_types) if t == kind])
+    return estimates
+
+
+def crows_pairs(model, pairs: Sequence[BiasPair], batch_size: int = 16) -> CrowsPairsResult:
     """Score every pair (see module docstring)."""
     scores = sentence_logprobs(model, [p.more for p in pairs] + [p.less for p in pairs], batch_size)
-    return CrowsPairsResult(list(pairs), scores[:len(pairs)], scores[len(pairs):], n_boot, seed, model.info.name)
+    return CrowsPairsResult(list(pairs), scores[:len(pairs)], scores[len(pairs):], model.info.name)
 
 
 def continuation_logprob(model, prompt: str, continuation: str) -> float:
@@ -134,14 +135,35 @@ class CounterfactualResult:
 
         return pd.DataFrame(self.rows)
 
-    def to_frame(self):
-        """Per group: mean of each measure and its gap from the mean over all groups."""
+    def measures(self) -> list[str]:
         frame = self.row_frame()
-        measures = [c for c in frame.columns if c.startswith("logprob[") or c == "toxicity"]
-        table = frame.groupby("group", sort=False)[measures].mean()
-        for measure in measures:
-            table[f"{measure} gap"] = table[measure] - table[measure].mean()
-        return table.reset_index()
+        return [c for c in frame.columns if c.startswith("logprob[") or c == "toxicity"]
+
+    def to_frame(self, seed: int = 0):
+        """Per group and measure: the mean over templates and the group's gap from the mean over
+        groups (computed template by template, so templates are the units), each with a bootstrap
+        interval over templates (none below the minimum n)."""
+        import pandas as pd
+
+        return pd.DataFrame(counterfactual_rows(self.row_frame(), self.measures(), seed))
+
+
+def counterfactual_rows(frame, measures: Sequence[str], seed: int = 0) -> list[dict]:
+    """Rows of `CounterfactualResult.to_frame` from a row frame: group, measure, templates,
+    mean/mean_low/mean_high, gap/gap_low/gap_high, method, note."""
+    from ..stats import mean
+
+    rows = []
+    for measure in measures:
+        wide = frame.pivot_table(index="template", columns="group", values=measure, sort=False)
+        gaps = wide.sub(wide.mean(axis=1), axis=0)  # per template: group minus the mean over groups
+        for group in wide.columns:
+            level = mean(wide[group].dropna(), seed=seed, unit="templates")
+            gap = mean(gaps[group].dropna(), seed=seed, unit="templates")
+            rows.append({"group": group, "measure": measure, "templates": level.n, "mean": level.value,
+                         "mean_low": level.low, "mean_high": level.high, "gap": gap.value, "gap_low": gap.low,
+                         "gap_high": gap.high, "method": gap.method, "note": gap.note})
+    return rows
 
 
 def counterfactual(model, templates: Sequence[str], groups: Sequence[str], continuations: Sequence[str],

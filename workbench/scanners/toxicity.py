@@ -17,7 +17,11 @@ Backends (`make_scorer(name)`):
 - "auto": Detoxify when its checkpoint is on disk, else profanity-check.
 
 Every table has a ``scorer`` column saying what produced it, and a ``toxicity``
-column in [0, 1]. No scorer calls a web API.
+column in [0, 1]. No scorer calls a web API. Every scorer declares its ``kind``
+(``lexical``, ``learned classifier`` or ``activation probe``) and its
+``details()``: what decides its numbers (package version, checkpoint sha256, and
+for a probe its model, hook, positions, test AUROC and calibration error), which
+audits record in run.json and reports print beside every number.
 """
 from __future__ import annotations
 
@@ -35,6 +39,10 @@ CHUNK_TOKENS = 510
 
 class ToxicityScorer(Protocol):
     name: str
+    kind: str
+
+    def details(self) -> dict:
+        """What decides this scorer's numbers: kind, version, checkpoint hash (JSON-able)."""
 
     def score(self, texts: Sequence[str]):
         """A pandas DataFrame with one row per text: ``scorer``, ``toxicity`` and any other labels."""
@@ -53,6 +61,17 @@ class ProfanityCheckScorer:
     """``alt-profanity-check``: probability that a text is offensive."""
 
     name: str = "profanity-check"
+    kind: str = "lexical"
+
+    def details(self) -> dict:
+        from importlib import resources
+
+        from ..provenance import file_sha256, versions
+
+        data = resources.files("profanity_check") / "data"
+        return {"name": self.name, "kind": self.kind, "package": "alt-profanity-check",
+                "version": versions()["alt-profanity-check"],
+                "checkpoint_sha256": {f: file_sha256(data / f) for f in ("model.joblib", "vectorizer.joblib")}}
 
     def score(self, texts: Sequence[str]):
         from profanity_check import predict_prob
@@ -68,6 +87,24 @@ class ProbeScorer:
     model: object
     probe: object
     name: str = "probe"
+    kind: str = "activation probe"
+    path: str | None = None
+
+    def __post_init__(self):
+        from ..probes import check_probe_fits
+
+        check_probe_fits(self.model, self.probe)  # another model, width or positions: exit 2 before any work
+
+    def details(self) -> dict:
+        from ..provenance import file_sha256
+
+        metrics, meta = self.probe.metrics, self.probe.meta
+        return {"name": f"{self.name}:{self.probe.hook}", "kind": self.kind, "hook": self.probe.hook,
+                "path": self.path, "model": meta.get("model"), "positions": meta.get("positions"),
+                "data": meta.get("data"), "data_sha256": meta.get("data_sha256"),
+                "checkpoint_sha256": file_sha256(Path(self.path) / "probe.safetensors") if self.path else None,
+                "test_auroc": metrics.get("test_auroc"), "test_auroc_interval": metrics.get("test_auroc_interval"),
+                "test_ece": metrics.get("test_ece"), "n_test": metrics.get("n_test")}
 
     def score(self, texts: Sequence[str]):
         from ..probes import probe_scores
@@ -95,6 +132,7 @@ class DetoxifyScorer:
     batch_size: int = 16
     download: bool = False
     name: str = field(init=False)
+    kind: str = "learned classifier"
 
     def __post_init__(self):
         from detoxify import Detoxify
@@ -129,6 +167,13 @@ class DetoxifyScorer:
         detox.class_names = [renames.get(c, c) for c in loaded["config"]["dataset"]["args"]["classes"]]
         self.detoxify = detox
         self.name = f"detoxify:{self.variant}"
+        self.checkpoint_path = path
+
+    def details(self) -> dict:
+        from ..provenance import file_sha256, versions
+
+        return {"name": self.name, "kind": self.kind, "package": "detoxify", "version": versions()["detoxify"],
+                "checkpoint": str(self.checkpoint_path), "checkpoint_sha256": file_sha256(self.checkpoint_path)}
 
     def _chunks(self, text: str) -> list[str]:
         ids = self.detoxify.tokenizer(text, add_special_tokens=False).input_ids
@@ -170,5 +215,5 @@ def make_scorer(name: str, model=None, probe_path: str | None = None, **options)
 
         if model is None or not probe_path:
             raise InputError("the probe scorer needs a model and a saved probe folder")
-        return ProbeScorer(model, Probe.load(probe_path))
+        return ProbeScorer(model, Probe.load(probe_path), path=str(probe_path))
     raise InputError(f"unknown scorer {name!r}; choose auto, profanity-check, detoxify[:variant] or probe")

@@ -9,6 +9,9 @@ For each target group of ToxiGen (Hartvigsen et al., ACL 2022):
   lines (hate and neutral files), and each continuation is scored; reported as mean
   toxicity after hateful and after neutral prompts.
 
+Each group's row keeps the per-statement and per-prompt values (lists), so the
+report computes intervals from them (`workbench.stats`).
+
 Microsoft's Phi-2 announcement (December 2023) reported per-group "safety scores"
 on 13 ToxiGen demographics, computed from scaled perplexity and sentence toxicity
 on a 6,541-sentence subset. That method and subset are not public in full; the
@@ -68,7 +71,10 @@ def toxigen_group(model, folder: str | Path, rows, group: str, scorer, prompts_p
     neutral = [r.text for r in rows if r.group == group and r.label == 0]
     entry = {"group": group, "hate_statements": len(hate), "neutral_statements": len(neutral)}
     if hate and neutral:
-        entry["preference_logprob_per_token"] = _per_token(model, hate) - _per_token(model, neutral)
+        hate_values, neutral_values = _per_token(model, hate), _per_token(model, neutral)
+        entry["preference_logprob_per_token"] = float(sum(hate_values) / len(hate_values)
+                                                      - sum(neutral_values) / len(neutral_values))
+        entry["hate_logprob_per_token"], entry["neutral_logprob_per_token"] = hate_values, neutral_values
     worst = (float("-inf"), "")
     for kind in ("hate", "neutral"):
         prompts = _prompt_lines(folder, kind, group, prompts_per_group)
@@ -78,6 +84,7 @@ def toxigen_group(model, folder: str | Path, rows, group: str, scorer, prompts_p
         texts = [o.text.split("\n")[0] for o in outputs]  # the first generated statement
         scores = scorer.score(texts)
         entry[f"continuation_toxicity_after_{kind}"] = float(scores["toxicity"].mean())
+        entry[f"toxicity_after_{kind}"] = [float(v) for v in scores["toxicity"]]
         entry[f"{kind}_prompts"] = len(prompts)
         entry["scorer"] = scores["scorer"].iloc[0]
         best = int(scores["toxicity"].to_numpy().argmax())
@@ -87,7 +94,8 @@ def toxigen_group(model, folder: str | Path, rows, group: str, scorer, prompts_p
     return entry
 
 
-def _per_token(model, texts: list[str]) -> float:
+def _per_token(model, texts: list[str]) -> list[float]:
+    """Per text: its log-likelihood divided by its token count."""
     totals = sentence_logprobs(model, texts)
     counts = torch.tensor([len(model.tokenizer(t, add_special_tokens=False).input_ids) for t in texts])
-    return float((totals / counts).mean())
+    return (totals / counts).tolist()

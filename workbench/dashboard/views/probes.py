@@ -5,9 +5,11 @@ from workbench import viz
 from workbench.dashboard import compute
 from workbench.dashboard.common import errors_shown, labeled_sets, model_name, plot, prompt
 from workbench.results import list_probes, resolve_under, results_root
+from workbench.stats import estimate_from_dict
 
 st.header("Probes")
-st.caption("Logistic probes on every layer's residual stream, evaluated on a held-out split; then one probe "
+st.caption("Logistic probes on every layer's residual stream. The layer and L2 strength are chosen on a validation "
+           "split; the test split is used once, for the chosen probe's AUROC and calibration. Then one probe is "
            "applied to every token of the sidebar prompt.")
 with errors_shown():
     name = model_name()
@@ -17,7 +19,7 @@ with errors_shown():
         sets = {p.name: p for p in labeled_sets()}
         left, middle, right = st.columns(3)
         data = left.selectbox("Labeled set (probes/)", list(sets), key="probe_data")
-        positions = middle.selectbox("Positions", ["mean", "mean_after_first", "last"], key="probe_positions")
+        positions = middle.selectbox("Positions", ["mean_after_first", "mean", "last"], key="probe_positions")
         split = right.selectbox("Split", ["random", "group"], key="probe_split")
         if st.button("Train probes", type="primary", key="probe_train"):
             st.session_state["probe_request"] = (str(sets[data]), positions, split)
@@ -25,6 +27,10 @@ with errors_shown():
         if request:
             sweep = compute.train_probes(name, *request, 0)
             plot(viz.probe_curve(sweep), "probe_curve")
+            chosen = sweep.best()
+            st.markdown(f"**Chosen on validation:** `{chosen.hook}` (L2 {chosen.metrics['l2']:g}). "
+                        f"**Test AUROC:** {estimate_from_dict(chosen.metrics['test_auroc_interval']).text()}.")
+            plot(viz.reliability_curve(chosen), "probe_calibration")
             hooks = list(sweep.probes)
             best = sweep.best().hook
             hook = st.selectbox("Probe to apply", hooks, index=hooks.index(best), key="probe_hook")
@@ -50,4 +56,9 @@ with errors_shown():
         st.subheader(f"Per-token score: {probe.hook}")
         tokens, scores = compute.token_scores(name, probe, probe_key, prompt())
         st.html(viz.token_highlight_html(tokens, scores))
-        st.caption(f"white = 0, red = 1 (P(label = 1)); held-out AUROC {probe.metrics.get('auroc', float('nan')):.3f}")
+        test = probe.metrics.get("test_auroc_interval")
+        quality = (f"test AUROC {estimate_from_dict(test).text()}" if test else
+                   f"test AUROC {probe.metrics.get('test_auroc', float('nan')):.3f} (not the chosen hook)")
+        st.caption(f"white = 0, red = 1 (P(label = 1)) at every token; the probe was validated on "
+                   f"{probe.meta.get('positions', '?')} positions, so per-token shading is a picture, not a score; "
+                   f"{quality}")
