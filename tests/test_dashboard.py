@@ -35,7 +35,7 @@ def results(tmp_path_factory):
     crows = SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv"
     pairs.write_text("\n".join(crows.read_text(encoding="utf-8").splitlines()[:9]) + "\n")
     assert cli(["audit", "bias", "--model", "tiny-phi", "--pairs", str(pairs), "--out", str(root / "bias"),
-                "--bootstrap", "50"]) == 0
+                "--bootstrap", "100"]) == 0
     prompts = base / "prompts.txt"
     prompts.write_text("Tell me about cats.\nTell me about rain.\nTell me about tea.\n")
     assert cli(["audit", "toxicity", "--model", "tiny-phi", "--prompts", str(prompts), "--out",
@@ -140,7 +140,9 @@ def test_probes_page_train_shade_and_save(app, results):
     assert not app.get("plotly_chart")
     app.button(key="probe_train").click().run()
     assert not app.exception and not app.error
-    assert "probe per hook (random split" in chart_titles(app)[0]
+    titles = chart_titles(app)
+    assert "probe per hook, AUROC (random split" in titles[0] and "calibration of" in titles[1]
+    assert any("Test AUROC" in m.value and "Chosen on validation" in m.value for m in app.markdown)
     assert "<span title=" in app.get("html")[0].proto.body
     app.text_input(key="probe_save_path").set_value("../outside")
     app.button(key="probe_save").click().run()
@@ -159,9 +161,13 @@ def test_audits_page_open_folder_and_refuse_escapes(app, results):
     assert "CrowS-Pairs" in chart_titles(app)[0] and len(app.dataframe) >= 2
     app.selectbox(key="audit_pick").set_value("tox").run()
     assert not app.exception and not app.error
-    assert chart_titles(app) == ["continuation toxicity: profanity-check",
-                                 "mean continuation toxicity by condition (profanity-check), 95% bootstrap CI"]
-    assert list(app.dataframe[0].value["condition"]) == ["baseline", "steer+8"]
+    titles = chart_titles(app)
+    assert [t.split(";")[0] for t in titles] == ["mean continuation toxicity (profanity-check, lexical)",
+                                                 "change from the baseline, prompt by prompt (profanity-check, lexical)",
+                                                 "continuation toxicity by condition: profanity-check (lexical)"]
+    table = app.dataframe[0].value
+    assert list(table["condition"]) == ["baseline", "steer+8"] and set(table["scorer kind"]) == {"lexical"}
+    assert "no interval: n = 3 < 10" in table["mean toxicity [95% CI]"][0]  # three prompts: no interval
     for escape in ("../secret", str(results.parent / "secret")):
         app.text_input(key="audit_path").set_value(escape).run()
         assert not app.exception and "outside the results root" in app.error[0].value

@@ -31,7 +31,7 @@ PAGES = {
     "lens": (2, None),
     "patching": (3, "Run patching"),
     "steering": (1, "Run sweep"),
-    "probes": (1, "Train probes"),
+    "probes": (2, "Train probes"),
     "audits": (1, None),
 }
 EXTRA = {"probes": "span[title]"}  # the per-token shading of the prompt
@@ -62,7 +62,7 @@ def server(tmp_path_factory):
     crows = SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv"
     pairs.write_text("\n".join(crows.read_text(encoding="utf-8").splitlines()[:9]) + "\n")
     assert cli(["audit", "bias", "--model", "tiny-phi", "--pairs", str(pairs), "--out", str(root / "bias"),
-                "--bootstrap", "50"]) == 0
+                "--bootstrap", "100"]) == 0
     port = _free_port()
     log = open(root.parent / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "dashboard", "--model", "smollm2-135m",

@@ -13,7 +13,7 @@ import time
 import nbformat
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, SHARED_DATA
 
 NOTEBOOKS = {
     "01_quickstart": "smollm2-135m",
@@ -41,6 +41,7 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch, artifacts):
 
     monkeypatch.setenv("WORKBENCH_NOTEBOOK_MODEL", NOTEBOOKS[name])
     monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path))
+    monkeypatch.setenv("WORKBENCH_SHARED_DATA", str(SHARED_DATA))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     book = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     start = time.perf_counter()
