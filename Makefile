@@ -28,15 +28,23 @@ $(STAMP): pyproject.toml Makefile
 	    echo "warning: could not install chromium/chromium-driver; the browser tests will fail"
 	touch $(STAMP)
 
-CROWS ?= ../shared/data/crows_pairs/crows_pairs_anonymized.csv
-WB    := $(VENV)/bin/workbench
+CROWS   ?= ../shared/data/crows_pairs/crows_pairs_anonymized.csv
+TOXIGEN ?= ../shared/data/toxigen
+WB      := $(VENV)/bin/workbench
 
+# With ToxiGen present, a probe trained on it (group split, layer chosen on validation) is the
+# audit's second scorer, a learned one beside the lexical profanity-check.
 demo: setup
 	$(WB) fetch smollm2-135m
 	$(WB) demo --model smollm2-135m --out results/demo
-	$(WB) audit toxicity --model smollm2-135m --prompts workbench/data/audit_prompts.txt \
-	    --out results/demo/toxicity --scorers auto --max-new-tokens 40 \
-	    --steer probes/polite_vs_rude_pairs.jsonl --layer 9 --alpha -4 -2 4
+	@if [ -d "$(TOXIGEN)/prompts" ]; then \
+	    $(WB) probe train --model smollm2-135m --data "$(TOXIGEN)" --split group --out results/demo/probes && \
+	    $(WB) audit toxicity --model smollm2-135m --prompts workbench/data/audit_prompts.txt \
+	        --out results/demo/toxicity --scorers auto,probe --probe results/demo/probes/chosen --max-new-tokens 40 \
+	        --steer probes/polite_vs_rude_pairs.jsonl --layer 9 --alpha -4 -2 4; \
+	else $(WB) audit toxicity --model smollm2-135m --prompts workbench/data/audit_prompts.txt \
+	        --out results/demo/toxicity --scorers auto --max-new-tokens 40 \
+	        --steer probes/polite_vs_rude_pairs.jsonl --layer 9 --alpha -4 -2 4; fi
 	@if [ -f "$(CROWS)" ]; then $(WB) audit bias --model smollm2-135m --pairs "$(CROWS)" --out results/demo/bias; \
 	else echo "bias audit skipped: no CrowS-Pairs CSV at $(CROWS) (see README, 'Data sets')"; fi
 	$(WB) report results/demo

@@ -54,6 +54,19 @@ def test_steering_conditions_in_one_report(prompts_file, tmp_path, capsys):
                            "8", "--ablate", "--json")) == 0
     summary = json.loads(capsys.readouterr().out)
     assert [c["condition"] for c in summary["conditions"]] == ["baseline", "steer-8", "steer+8", "ablate"]
+    # Every intervened condition is compared with the baseline prompt by prompt (12 prompts, 2 samples each).
+    for condition in summary["conditions"]:
+        score = condition["scores"]["profanity-check"]
+        assert score["kind"] == "lexical" and score["mean"]["n"] == 12
+        assert "cluster bootstrap over prompts" in score["mean"]["method"]  # samples of one prompt move together
+        if condition["condition"] == "baseline":
+            assert "vs_baseline" not in score
+        else:
+            paired = score["vs_baseline"]
+            assert paired["n_units"] == 12 and paired["up"]["count"] + paired["down"]["count"] + paired["unchanged"] == 12
+    report = (tmp_path / "s" / "report.html").read_text()
+    assert "How the intervals were made" in report and "change vs baseline" in report
+    assert all(method in report for method in summary["methods"])
     frame = load_results(tmp_path / "s")
     base = frame[frame.condition == "baseline"]["continuation"].tolist()
     assert base != frame[frame.condition == "steer+8"]["continuation"].tolist()

@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--seed", type=int, default=0, help="split and bootstrap seed (default 0)")
     train_cmd.add_argument("--sparse-k", type=int, nargs="*", default=None, metavar="K",
                            help="also fit TransformerLens k-sparse probes for these k (with controls); sparse.json")
-    train_cmd.add_argument("--out", required=True, help="folder for the probes (one sub-folder per hook)")
+    train_cmd.add_argument("--out", required=True,
+                           help="folder for the probes: one sub-folder per hook, and chosen/ (the validation choice)")
     apply_cmd = probe_verbs.choices["apply"]
     apply_cmd.add_argument("--probe", required=True, help="a saved probe folder")
     apply_cmd.add_argument("--text", default=None)
@@ -517,8 +518,9 @@ def cmd_probe_train(args) -> int:
     out = Path(args.out)
     for hook, probe in sweep.probes.items():
         probe.save(out / hook)
-    frame = sweep.to_frame()
     best = sweep.best()
+    best.save(out / "chosen")  # the validation-chosen probe under a fixed name, for scripts (make demo)
+    frame = sweep.to_frame()
     interval = estimate_from_dict(best.metrics["test_auroc_interval"])
     summary = {"model": model.info.name, "n_texts": len(rows), "split": args.split, "positions": args.positions,
                "n_train": sweep.n_train, "n_val": sweep.n_val, "n_test": sweep.n_test, "l2_grid": sweep.l2_grid,
@@ -676,7 +678,7 @@ def _table_text(summary: dict) -> str:
 
     from .report import summary_rows
 
-    return (pd.DataFrame(summary_rows(summary)).to_string(index=False)
+    return (pd.DataFrame(summary_rows(summary)).fillna("").to_string(index=False)
             + "\n95% intervals: " + "; ".join(summary["methods"])
             + f". No interval below n = {summary['min_n']} (the count is shown instead).")
 

@@ -110,7 +110,20 @@ def _summarise_toxicity(run: dict, frame) -> dict:
                     treated_units=group["row"].to_numpy(), seed=seed, n_boot=n_boot).to_dict()
             entry["scores"][scorer] = score
         conditions.append(entry)
-    return {"conditions": conditions, "scorers": {name: {"kind": kind} for name, kind in kinds.items()}}
+    details = {d["name"]: d for d in run.get("scorer_details", [])}
+    return {"conditions": conditions,
+            "scorers": {name: {"kind": kind, "held_out": _held_out(details.get(name, {}))} for name, kind in kinds.items()}}
+
+
+def _held_out(details: dict) -> str:
+    """For a probe scorer: its test AUROC (with interval) and calibration error on its own held-out
+    texts, so a reader can weigh its scores; empty for scorers without such figures."""
+    if details.get("test_auroc") is None:
+        return ""
+    interval = details.get("test_auroc_interval")
+    auroc = estimate_text(interval) if interval else f"{details['test_auroc']:.3f}"
+    return (f"test AUROC {auroc}, expected calibration error {details.get('test_ece', float('nan')):.3f} on "
+            f"{details.get('n_test')} held-out texts of {details.get('data') or 'its training data'}")
 
 
 def _summarise_bias(run: dict, frame) -> dict:
@@ -318,7 +331,7 @@ def estimate_text(estimate: dict, digits: int = 3, percent: bool = False) -> str
 def _table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "<p>(no rows)</p>"
-    columns = columns or list(rows[0])
+    columns = columns or list(dict.fromkeys(key for row in rows for key in row))  # every row's keys, in order
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -339,6 +352,7 @@ def summary_rows(summary: dict) -> list[dict]:
         for c in summary["conditions"]:
             for scorer, s in c["scores"].items():
                 row = {"condition": c["condition"], "scorer": scorer, "scorer kind": s["kind"],
+                       "scorer's own held-out check": summary.get("scorers", {}).get(scorer, {}).get("held_out", ""),
                        "prompts": c["prompts"], "continuations": c["rows"],
                        "mean toxicity [95% CI]": estimate_text(s["mean"]),
                        "share > 0.5 [95% CI]": estimate_text(s["share_above_0.5"], 1, True)}

@@ -269,7 +269,7 @@ def toxicity_by_coefficient(summary: dict) -> list[go.Figure]:
                 fig.add_hline(y=c["scores"][scorer]["mean"]["value"], line_dash="dash",
                               annotation_text="direction ablated")
         fig.update_layout(title=f"mean continuation toxicity ({scorer}, {kind}); bars: {_interval_note(means)}",
-                          xaxis_title=_alpha_axis(steer), yaxis_title=f"mean toxicity ({scorer}, {kind})",
+                          xaxis_title=_alpha_axis(steer), yaxis_title="mean toxicity",
                           height=420)
         figures.append(fig)
         changed = [c for c in points if "vs_baseline" in c["scores"][scorer]]
@@ -281,7 +281,7 @@ def toxicity_by_coefficient(summary: dict) -> list[go.Figure]:
             fig.update_layout(title=f"change from the baseline, prompt by prompt ({scorer}, {kind}); bars: "
                                     f"{_interval_note(diffs)}",
                               xaxis_title=_alpha_axis(steer),
-                              yaxis_title=f"mean per-prompt change in toxicity ({scorer})", height=420)
+                              yaxis_title="mean change in toxicity", height=420)
             figures.append(fig)
     return figures
 

@@ -27,6 +27,8 @@ with errors_shown():
         st.caption(f"{summary['rows']} result rows; conditions: "
                    f"{', '.join(c['name'] for c in settings['conditions'])}; seed {settings.get('seed')}")
         st.dataframe(pd.DataFrame(summary_rows(summary)), hide_index=True, width="stretch")
+        st.caption("95% intervals: " + "; ".join(summary.get("methods", [])) +
+                   f". No interval below n = {summary.get('min_n')}: the count is shown instead.")
         for i, fig in enumerate(audit_figures(summary, frame)):
             plot(fig, f"audit_fig_{i}")
         st.subheader("Rows (click a column header to sort)")
