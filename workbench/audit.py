@@ -9,8 +9,9 @@ prompts are cut into shards; each shard generates continuations (greedy, or
 `samples` seeded samples per prompt), scores prompt and continuation with every
 scorer, and is written atomically as ``shards/<condition>-NNNNN.parquet``. A
 killed run, rerun with the same arguments, skips finished shards; since every
-shard's batches and seeds depend only on its index, the results equal an
-uninterrupted run's row for row. ``run.json`` holds the settings and is checked
+sampled continuation draws from its own generator seeded by (seed, condition,
+prompt row, sample), the results equal an uninterrupted run's row for row, for
+any batch size, shard size or worker. ``run.json`` holds the settings and is checked
 on resume; `workbench.report` turns the shards into ``summary.json`` and ``report.html``.
 
 The bias, ToxiGen and counterfactual audits share the same loop (`run_sharded`):
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,8 +87,7 @@ def run_toxicity_audit(model, records: Sequence[TextRecord], out: str | Path, co
     `vector` is the SteeringVector that steer/ablate conditions use.
     """
     def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
-        return _run_shard(model, records[start:end], start, condition, config, scorers, vector,
-                          seed=config.seed + 1000 * c_index + s_index)
+        return _run_shard(model, records[start:end], start, condition, c_index, config, scorers, vector)
 
     return run_sharded(out, asdict(config), len(records), config.shard_size, make_shard,
                        rows_per_item=config.samples, progress=progress)
@@ -97,52 +98,103 @@ def run_sharded(out: str | Path, settings: dict, n_items: int, shard_size: int, 
     """The resumable loop every audit shares: for each condition and each shard of items,
     ``make_shard(condition, c_index, s_index, start, end)`` returns a DataFrame (with
     "condition" and "row" columns) that is written atomically as
-    ``shards/<condition>-NNNNN.parquet``; finished shards are skipped on a rerun.
+    ``shards/<condition>-NNNNN.parquet`` and recorded with its sha256 in ``shards.json``.
 
+    On a rerun, a shard whose file matches its recorded hash is kept; a missing one is
+    computed; a damaged one (truncated, edited, unreadable) is moved aside with a warning
+    and computed again. One process at a time writes a folder (`storage.folder_lock`).
     settings: JSON-able dict with "conditions" (list of Condition dicts); saved as
-    run.json, and a rerun into the same folder with other settings is refused.
+    run.json, and a rerun into the same folder with settings that change results is refused.
     """
     from tqdm.auto import tqdm
 
+    from .storage import ShardIndex, folder_lock, set_aside, temp_path
+
     out = Path(out)
-    (out / "shards").mkdir(parents=True, exist_ok=True)
-    check_settings(out, settings)
-    conditions = [Condition(**c) for c in settings["conditions"]]
-    ranges = _shard_ranges(n_items, shard_size)
-    total = len(conditions) * n_items * rows_per_item
-    with tqdm(total=total, unit="row", desc=desc, file=sys.stderr, disable=not progress,
-              dynamic_ncols=True) as bar:
-        for c_index, condition in enumerate(conditions):
-            for s_index, (start, end) in enumerate(ranges):
-                path = out / "shards" / f"{condition.name}-{s_index:05d}.parquet"
-                if not path.exists():
-                    frame = make_shard(condition, c_index, s_index, start, end)
-                    tmp = path.with_suffix(".tmp")
-                    frame.to_parquet(tmp, index=False)
-                    os.replace(tmp, path)
-                bar.update((end - start) * rows_per_item)
+    with folder_lock(out):
+        (out / "shards").mkdir(parents=True, exist_ok=True)
+        check_settings(out, settings)
+        index = ShardIndex(out / SHARD_INDEX)
+        conditions = [Condition(**c) for c in settings["conditions"]]
+        ranges = _shard_ranges(n_items, shard_size)
+        total = len(conditions) * n_items * rows_per_item
+        with tqdm(total=total, unit="row", desc=desc, file=sys.stderr, disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for c_index, condition in enumerate(conditions):
+                for s_index, (start, end) in enumerate(ranges):
+                    path = out / "shards" / shard_name(condition.name, s_index)
+                    if not index.verified(path):
+                        if path.exists():
+                            set_aside(path, "does not match its recorded sha256 (damaged or never recorded)")
+                        frame = make_shard(condition, c_index, s_index, start, end)
+                        tmp = temp_path(path)
+                        frame.to_parquet(tmp, index=False)
+                        os.replace(tmp, path)
+                        index.record(path)
+                    bar.update((end - start) * rows_per_item)
     return out
 
 
-# Settings that change the summary but not the shards: a rerun with new values rebuilds the summary.
-SUMMARY_ONLY = ("model", "versions", "bootstrap")
+SHARD_INDEX = "shards.json"
+
+
+def shard_name(condition: str, index: int) -> str:
+    return f"{condition}-{index:05d}.parquet"
+
+
+# Settings that change the summary but not the shards: a rerun with new values is accepted,
+# run.json takes the new values and the summary is rebuilt from the shards.
+SUMMARY_ONLY = ("versions", "bootstrap")
+# Paths are recorded as given but compared by content (their sha256 fields), so ./x and x agree.
+PATH_FIELDS = ("prompts_file", "pairs_file", "templates_file", "data", "path", "checkpoint")
+
+
+def _is_path(key: str, value) -> bool:
+    return key in PATH_FIELDS or (key == "pairs" and isinstance(value, str))  # steer.pairs is a path
+
+
+def comparable(settings: dict) -> dict:
+    """The result-deciding part of run.json settings: SUMMARY_ONLY and path fields dropped, at any depth."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if not _is_path(k, v)}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip({k: v for k, v in settings.items() if k not in SUMMARY_ONLY})
+
+
+def differing_fields(previous: dict, settings: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ (model.dtype, steer.pairs_sha256, ...)."""
+    names = []
+    for key in dict.fromkeys(list(previous) + list(settings)):
+        old, new = previous.get(key), settings.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            names += differing_fields(old, new, f"{prefix}{key}.")
+        elif old != new:
+            names.append(prefix + key)
+    return names
 
 
 def check_settings(out: Path, settings: dict) -> None:
-    """Write run.json, or check that an existing one describes the same audit (a changed
-    SUMMARY_ONLY setting is taken into run.json; the report is rebuilt from the shards)."""
+    """Write run.json, or check that an existing one describes the same audit.
+
+    Every result-deciding field is compared (model name, revision, dtype, device kind and
+    weight origin; generation and scoring settings; scorer versions and checkpoint hashes;
+    input, pairs and probe hashes). A changed SUMMARY_ONLY setting is taken into run.json.
+    Call only after every argument has been validated, so a bad command leaves no run.json.
+    """
     run_file = out / "run.json"
     if run_file.exists():
-        previous = json.loads(run_file.read_text())
-        differing = [k for k in settings if previous.get(k) != settings[k] and k not in SUMMARY_ONLY]
-        differing += ["model"] if previous.get("model", {}).get("name") != settings["model"].get("name") else []
+        previous = read_run(out)
+        differing = differing_fields(comparable(previous), comparable(settings))
         if differing:
             raise InputError(f"holds an audit with other settings ({', '.join(differing)} differ); "
                              "choose another --out or delete the folder", str(out))
-        if any(previous.get(k) != settings.get(k) for k in SUMMARY_ONLY if k != "model"):
+        if any(previous.get(k) != settings.get(k) for k in SUMMARY_ONLY):
             _write_atomically(run_file, (json.dumps({**previous, **{k: settings[k] for k in SUMMARY_ONLY
-                                                                    if k in settings and k != "model"}},
-                                                    indent=2) + "\n").encode())
+                                                                    if k in settings}}, indent=2) + "\n").encode())
     else:
         _write_atomically(run_file, (json.dumps(settings, indent=2) + "\n").encode())
 
@@ -151,7 +203,7 @@ def model_settings(model) -> dict:
     """The model fields every run.json records, including where the weights came from."""
     info = model.info
     return {"name": info.name, "revision": info.revision, "dtype": info.dtype, "source": info.source,
-            "origin": info.origin}
+            "origin": info.origin, "device_kind": info.device.split(":")[0]}
 
 
 def versions() -> dict:
@@ -243,19 +295,22 @@ def _intervention(model, condition: Condition, vector):
     return contextlib.nullcontext()
 
 
-def _run_shard(model, records: Sequence[TextRecord], first_index: int, condition: Condition,
-               config: ToxicityAuditConfig, scorers: list, vector, seed: int):
+def _run_shard(model, records: Sequence[TextRecord], first_index: int, condition: Condition, c_index: int,
+               config: ToxicityAuditConfig, scorers: list, vector):
+    """One shard's rows. Sampled continuations draw from one generator per (seed, condition,
+    prompt row, sample), so they do not depend on the batch size, the shard size or the worker."""
     import pandas as pd
 
-    from .generation import generate
+    from .generation import generate, row_seed
 
     prompts = [r.text for r in records]
     rows = []
     with _intervention(model, condition, vector):
         for sample in range(config.samples):
+            seeds = [row_seed(config.seed, c_index, first_index + i, sample) for i in range(len(records))]
             outputs = generate(model, prompts, max_new_tokens=config.max_new_tokens, do_sample=config.samples > 1,
-                               temperature=config.temperature, seed=seed * 100 + sample, raw=config.raw,
-                               batch_size=config.batch_size)
+                               temperature=config.temperature, raw=config.raw, batch_size=config.batch_size,
+                               seeds=seeds)
             for i, (record, output) in enumerate(zip(records, outputs)):
                 rows.append({"condition": condition.name, "alpha": condition.alpha, "row": first_index + i,
                              "sample": sample, "line": record.line, "prompt": record.text,
@@ -270,16 +325,39 @@ def _run_shard(model, records: Sequence[TextRecord], first_index: int, condition
 
 
 def load_results(out: str | Path):
-    """All shards of an audit folder as one DataFrame, in condition, row and sample order."""
+    """The shards of an audit folder as one DataFrame, in condition, row and sample order.
+
+    Only the shards recorded in ``shards.json`` are read (a stray copy in shards/ is
+    ignored), and each must match its recorded sha256; folders from before the index read
+    the shards named after run.json's conditions.
+    """
     import pandas as pd
 
-    shards = sorted((Path(out) / "shards").glob("*.parquet"))
+    from .storage import ShardIndex
+
+    out = Path(out)
+    run = read_run(out)
+    names = [c["name"] for c in run["conditions"]]
+    index_path = out / SHARD_INDEX
+    if index_path.exists():
+        index = ShardIndex(index_path)
+        shards = [out / "shards" / name for name in sorted(index.entries)]
+        for shard in shards:
+            if not index.verified(shard):
+                raise InputError(f"shard {shard.name} is missing or damaged (it does not match its recorded "
+                                 "sha256); rerun the audit command to recompute it", str(out))
+    else:
+        pattern = re.compile("^(" + "|".join(re.escape(n) for n in names) + r")-\d{5}\.parquet$")
+        shards = sorted(p for p in (out / "shards").glob("*.parquet") if pattern.match(p.name))
     if not shards:
         raise InputError("no result shards (shards/*.parquet): not an audit folder, or nothing finished yet",
                          str(out))
-    frame = pd.concat([pd.read_parquet(p) for p in shards], ignore_index=True)
-    run = read_run(out)
-    order = {c["name"]: i for i, c in enumerate(run["conditions"])}
+    try:
+        frame = pd.concat([pd.read_parquet(p) for p in shards], ignore_index=True)
+    except Exception as error:
+        raise InputError(f"unreadable shard ({type(error).__name__}); rerun the audit command to recompute it",
+                         str(out)) from None
+    order = {name: i for i, name in enumerate(names)}
     frame["_order"] = frame["condition"].map(order)
     keys = ["_order", "row"] + (["sample"] if "sample" in frame.columns else [])
     return frame.sort_values(keys, ignore_index=True, kind="stable").drop(columns="_order")
@@ -288,22 +366,30 @@ def load_results(out: str | Path):
 def is_audit_folder(folder: str | Path) -> bool:
     """Whether `folder` holds an audit's run.json (activation caches have a run.json too)."""
     try:
-        return json.loads((Path(folder) / "run.json").read_text()).get("format") == AUDIT_FORMAT
-    except (OSError, ValueError, AttributeError):
+        return read_run(folder).get("format") == AUDIT_FORMAT
+    except (OSError, ValueError, AttributeError, InputError):
         return False
 
 
 def read_run(out: str | Path) -> dict:
     """An audit folder's run.json (settings); "audit" says which kind (toxicity for old folders)."""
     path = Path(out) / "run.json"
-    if not path.exists():
+    if not path.is_file():
         raise InputError("no run.json: not an audit folder", str(out))
-    run = json.loads(path.read_text())
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:
+        raise InputError(f"damaged run.json ({type(error).__name__})", str(path)) from None
+    if not isinstance(run, dict) or not isinstance(run.get("conditions"), list) or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) for c in run["conditions"]):
+        raise InputError("run.json is not an audit's settings (no list of conditions)", str(path))
     run.setdefault("audit", "toxicity")
+    if run["audit"] not in ("toxicity", "bias", "toxigen", "counterfactual"):
+        raise InputError(f"run.json names an unknown audit kind {run['audit']!r}", str(path))
     return run
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    from .storage import write_atomically
+
+    write_atomically(path, data)

@@ -121,7 +121,11 @@ class DiskActivationCache(_CacheView):
         if not manifest_path.exists():
             raise InputError("no manifest.json: not a finished activation cache "
                              "(rerun the same cache command to resume it)", str(self.folder))
-        self.manifest = json.loads(manifest_path.read_text())
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError, RecursionError):
+            raise InputError("damaged manifest.json; rerun the cache command to rebuild it", str(self.folder)) from None
+        self._checked: set[str] = set()
         self.hooks = list(self.manifest["hooks"])
         self.positions = self.manifest["positions"]
         model = self.manifest["model"]
@@ -155,9 +159,18 @@ class DiskActivationCache(_CacheView):
             raise KeyError(f"{hook!r} is not in the cache at {self.folder}; it holds {self.hooks}")
 
     def _read(self, shard: dict, key: str) -> torch.Tensor:
+        """One tensor of one shard; the shard's sha256 is checked against the manifest on its first read."""
         from safetensors import safe_open
 
-        with safe_open(self.folder / shard["file"], framework="pt") as handle:
+        from .provenance import file_sha256
+
+        path = self.folder / shard["file"]
+        if shard["file"] not in self._checked:
+            if not path.is_file() or file_sha256(path) != shard["sha256"]:
+                raise InputError(f"shard {shard['file']} is missing or damaged (sha256 differs from the manifest); "
+                                 "rerun the same cache command to recompute it", str(self.folder))
+            self._checked.add(shard["file"])
+        with safe_open(path, framework="pt") as handle:
             return handle.get_tensor(key)
 
     def __repr__(self) -> str:
@@ -527,38 +540,58 @@ def texts_sha256(token_ids: list[list[int]]) -> str:
 
 
 def _cache_to_disk(model, plan: CachePlan, out: Path, progress: bool) -> DiskActivationCache:
+    from .storage import folder_lock
+
+    with folder_lock(out):
+        return _cache_to_disk_locked(model, plan, out, progress)
+
+
+def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool) -> DiskActivationCache:
+    """Write (or resume, or repair) a disk cache. Each shard's sha256 is kept in shards.json as it
+    is written; on a rerun a shard that is missing or does not match is computed again (a damaged
+    file is moved aside with a warning), and the manifest is rewritten when anything changed."""
     from safetensors.torch import save_file
+
+    from .storage import ShardIndex, set_aside, temp_path
 
     settings = _run_settings(model, plan, texts_sha256(plan.token_ids))
     (out / "shards").mkdir(parents=True, exist_ok=True)
     run_file = out / "run.json"
     if run_file.exists():
-        previous = json.loads(run_file.read_text())
+        try:
+            previous = json.loads(run_file.read_text())
+        except (OSError, ValueError, RecursionError):
+            raise InputError("damaged run.json; delete the folder or choose another --out", str(run_file)) from None
         differing = [k for k in settings if k != "versions" and previous.get(k) != settings[k]]
         if differing:
             raise InputError(f"holds a cache from a different run ({', '.join(differing)} differ); "
                              "choose another --out or delete this folder", str(out))
     else:
         _write_json_atomically(run_file, settings)
-    if (out / "manifest.json").exists():
+    index = ShardIndex(out / "shards.json")
+    ranges = _shard_ranges(plan)
+    names = [f"shards/shard-{i:05d}.safetensors" for i in range(len(ranges))]
+    if (out / "manifest.json").exists() and all(index.verified(out / name) for name in names):
         return DiskActivationCache(out)
 
     shards = []
     with _progress_bar(plan.n_texts, progress) as bar:
-        for index, (start, end) in enumerate(_shard_ranges(plan)):
-            name = f"shards/shard-{index:05d}.safetensors"
+        for name, (start, end) in zip(names, ranges):
             path = out / name
             ids = plan.token_ids[start:end]
-            if not path.exists():
+            if not index.verified(path):
+                if path.exists():
+                    set_aside(path, "does not match its recorded sha256 (damaged or never recorded)")
                 store = _empty_store(model, plan, end - start, max(len(t) for t in ids), torch.device("cpu"))
                 _run_rows(model, plan, ids, store)
                 store[LENGTHS_KEY] = torch.tensor([len(t) for t in ids])
-                tmp = path.with_suffix(".tmp")
+                tmp = temp_path(path)
                 save_file(store, str(tmp), metadata={"rows": f"{start}:{end}"})
                 os.replace(tmp, path)
+                index.record(path)
             bar.update(end - start)
             shards.append({"file": name, "rows": [start, end], "tokens": sum(len(t) for t in ids),
-                           "sha256": _file_sha256(path)})
+                           "sha256": index.entries[path.name]["sha256"]})
     manifest = dict(settings)
     manifest["token_counts"] = {"total": plan.n_tokens, "max": max(len(t) for t in plan.token_ids),
                                 "truncated_texts": plan.n_truncated}
@@ -579,9 +612,9 @@ def _file_sha256(path: Path) -> str:
 
 
 def _write_json_atomically(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    from .storage import write_atomically
+
+    write_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _progress_bar(total: int, enabled: bool):

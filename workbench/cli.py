@@ -15,13 +15,28 @@ from pathlib import Path
 from .errors import InputError, WorkbenchError
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with usage errors as one line (InputError, exit 2), like every other bad input."""
+
+    def error(self, message: str):
+        raise InputError(message.replace("\n", " "))
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .validate import check_args
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except InputError as error:
+        verb = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), "")
+        print(f"workbench {verb}: error: {error}".replace("workbench : ", "workbench: "), file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
+        check_args(args)  # every argument, before any model work or write
         return args.func(args) or 0
     except InputError as error:
         print(f"workbench {args.command}: error: {error}", file=sys.stderr)
@@ -52,7 +67,7 @@ def _add_steer_args(sub: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
+    parser = _OneLineParser(prog="workbench", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="command", metavar="VERB")
 
     def verb(name: str, help_text: str, func, model: bool = True) -> argparse.ArgumentParser:
@@ -323,9 +338,11 @@ def cmd_hooks(args) -> int:
 def cmd_generate(args) -> int:
     from .generation import generate
 
-    if args.max_new_tokens < 1:
-        raise InputError("--max-new-tokens must be at least 1")
+    from .generation import format_prompt
+    from .validate import check_context
+
     model = _load(args)
+    check_context(model, [format_prompt(model, args.prompt, raw=args.raw)], args.max_new_tokens, where="--prompt")
     start = time.perf_counter()
     result = generate(model, [args.prompt], max_new_tokens=args.max_new_tokens, do_sample=args.sample,
                       temperature=args.temperature, seed=args.seed, raw=args.raw)[0]
@@ -482,6 +499,10 @@ def cmd_steer(args) -> int:
     check_layer(model, args.layer)
     for word in (args.positive_words or []) + (args.negative_words or []):
         single_token_id(model, word)
+    from .generation import format_prompt
+    from .validate import check_context
+
+    check_context(model, [format_prompt(model, args.prompt)], args.max_new_tokens, where="--prompt")
     vector = mean_difference_vector(model, pairs, args.layer, source=str(args.pairs))
     rows = []
     for alpha in args.alphas:
@@ -624,6 +645,7 @@ def cmd_audit_toxicity(args) -> int:
     from dataclasses import asdict
 
     from .audit import ToxicityAuditConfig, model_settings, prompts_sha256, run_toxicity_audit, versions
+    from .validate import check_context
     from .datasets import read_texts
     from .probes import Probe
     from .report import build_report
@@ -639,12 +661,7 @@ def cmd_audit_toxicity(args) -> int:
         raise InputError("--samples and --max-new-tokens must be at least 1")
     pairs = _read_steer_pairs(args)
     model = _load(args)
-    limit = model.info.n_ctx - args.max_new_tokens
-    for record in records:
-        n = len(model.tokenizer(record.text).input_ids)
-        if n > limit:
-            raise InputError(f"prompt is {n} tokens; with {args.max_new_tokens} new tokens it exceeds the context "
-                             f"of {model.info.n_ctx}", record.path, record.line)
+    check_context(model, records, args.max_new_tokens)
     options = {"checkpoint": args.detoxify_checkpoint, "huggingface_config_path": args.detoxify_config}
     scorers = []  # built before the steering vector: a probe for another model is refused before any model work
     for name in scorer_names:
@@ -698,7 +715,10 @@ def cmd_audit_toxigen(args) -> int:
     model = _load(args)
     scorer = make_scorer(args.scorers)
     conditions, vector = _steer_conditions(args, model, pairs)
-    settings = _audit_settings(args, model, pairs, conditions, data=str(args.data), groups=groups,
+    from .probes import texts_hash
+
+    settings = _audit_settings(args, model, pairs, conditions, data=str(args.data),
+                               data_sha256=texts_hash([r.text for r in rows], [r.label for r in rows]), groups=groups,
                                scorer=scorer.name, scorer_details=[scorer.details()],
                                prompts_per_group=args.prompts_per_group,
                                max_new_tokens=args.max_new_tokens)
@@ -718,7 +738,12 @@ def _audit_settings(args, model, pairs, conditions, **fields) -> dict:
 
 def _steer_settings(args, pairs) -> dict | None:
     """The steering source recorded in run.json (None without --steer)."""
-    return {"pairs": str(args.steer), "layer": args.layer, "n_pairs": len(pairs)} if pairs else None
+    if not pairs:
+        return None
+    from .provenance import file_sha256
+
+    return {"pairs": str(args.steer), "pairs_sha256": file_sha256(args.steer), "layer": args.layer,
+            "n_pairs": len(pairs)}
 
 
 def _finish_audit(args, runner, runner_args: tuple) -> int:

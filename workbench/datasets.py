@@ -5,6 +5,11 @@ is wrong, before any model work starts:
 
     prompts.jsonl:7: invalid JSON (Expecting ',' delimiter at column 18)
     prompts.csv:1: no column 'text' (columns: prompt, label)
+
+Every file format goes through the same hardened steps (`read_lines`, `json_line`,
+`csv_rows`, `check_text`): a size limit, UTF-8 with the first bad byte named, JSON
+nesting and CSV field limits, strict CSV quoting (an unterminated quote is an
+error, not two lines merged), ragged rows refused, and lone surrogates refused.
 """
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError
+
+MAX_INPUT_BYTES = 1 << 30  # 1 GiB: larger input files are refused before they are read
+MAX_CSV_FIELD = 1 << 20  # characters in one CSV field
 
 
 @dataclass(frozen=True)
@@ -53,16 +61,12 @@ def read_texts(path: str | Path, field: str = "text", column: str | None = None,
     Raises:
         InputError: missing/empty file, non-UTF-8 bytes, malformed line, missing field.
     """
-    path = Path(path)
-    shown = str(path)
-    if not path.exists():
-        raise InputError("file not found", shown)
-    if path.is_dir():
-        raise InputError("is a folder, not a file of texts", shown)
-    suffix = path.suffix.lower()
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".txt", ".jsonl", ".csv") and Path(path).is_file():
+        raise InputError(f"unsupported file type {suffix or '(none)'}; use .txt, .jsonl or .csv", str(path))
+    shown, lines = read_lines(path, "file of texts")
     if suffix not in (".txt", ".jsonl", ".csv"):
         raise InputError(f"unsupported file type {suffix or '(none)'}; use .txt, .jsonl or .csv", shown)
-    lines = _decode_lines(path.read_bytes(), shown)
     reader = {".txt": _read_txt, ".jsonl": _read_jsonl, ".csv": _read_csv}[suffix]
     records, skipped = reader(lines, shown, field if suffix == ".jsonl" else (column or field), skip_bad)
     read_texts.last_skipped = skipped
@@ -72,6 +76,24 @@ def read_texts(path: str | Path, field: str = "text", column: str | None = None,
 
 
 read_texts.last_skipped = 0
+
+
+def read_lines(path: str | Path, what: str = "file") -> tuple[str, list[str]]:
+    """(shown path, decoded lines) of a text file, after the checks every reader shares."""
+    path = Path(path)
+    shown = str(path)
+    if not path.exists():
+        raise InputError(f"file not found (expected a {what})", shown)
+    if path.is_dir():
+        raise InputError(f"is a folder, not a {what}", shown)
+    size = path.stat().st_size
+    if size > MAX_INPUT_BYTES:
+        raise InputError(f"is {size / 2**30:.1f} GiB; input files are limited to {MAX_INPUT_BYTES >> 30} GiB", shown)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot be read ({error.strerror})", shown) from None
+    return shown, _decode_lines(data, shown)
 
 
 def _decode_lines(data: bytes, shown: str) -> list[str]:
@@ -89,8 +111,53 @@ def _decode_lines(data: bytes, shown: str) -> list[str]:
     return decoded
 
 
+def json_line(line: str, shown: str, number: int):
+    """One JSON value from one line; InputError (file:line) for bad JSON or nesting too deep."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise InputError(f"invalid JSON ({error.msg} at column {error.colno})", shown, number) from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply", shown, number) from None
+
+
+def check_text(value, field: str, shown: str, number: int | None) -> str:
+    """A non-empty string without lone surrogates (which cannot be encoded or tokenized)."""
+    if not isinstance(value, str):
+        raise InputError(f"field {field!r} is {type(value).__name__}, not a string", shown, number)
+    if not value.strip():
+        raise InputError(f"field {field!r} is empty", shown, number)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InputError(f"field {field!r} holds an unpaired surrogate (U+{ord(value[error.start]):04X})",
+                         shown, number) from None
+    return value
+
+
+def csv_rows(lines: list[str], shown: str):
+    """(header, [(line number, row), ...]) with strict quoting, a field size limit and no ragged rows."""
+    previous = csv.field_size_limit(MAX_CSV_FIELD)
+    reader = csv.reader(io.StringIO("\n".join(lines)), strict=True)
+    try:
+        header = next(reader, None)
+        rows = []
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise InputError(f"row has {len(row)} fields; the header has {len(header)}", shown, reader.line_num)
+            rows.append((reader.line_num, row))
+    except csv.Error as error:
+        raise InputError(f"bad CSV ({error})", shown, reader.line_num) from None
+    finally:
+        csv.field_size_limit(previous)
+    return header or [], rows
+
+
 def _read_txt(lines, shown, _field, _skip_bad):
-    return [TextRecord(line, shown, n) for n, line in enumerate(lines, start=1) if line.strip()], 0
+    return [TextRecord(check_text(line, "line", shown, n), shown, n)
+            for n, line in enumerate(lines, start=1) if line.strip()], 0
 
 
 def _read_jsonl(lines, shown, field, skip_bad):
@@ -99,52 +166,39 @@ def _read_jsonl(lines, shown, field, skip_bad):
         if not line.strip():
             continue
         try:
-            records.append(TextRecord(_jsonl_text(line, field), shown, number))
-        except ValueError as error:
+            records.append(TextRecord(_jsonl_text(line, field, shown, number), shown, number))
+        except InputError:
             if not skip_bad:
-                raise InputError(str(error), shown, number) from None
+                raise
             skipped += 1
     return records, skipped
 
 
-def _jsonl_text(line: str, field: str) -> str:
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"invalid JSON ({error.msg} at column {error.colno})") from None
+def _jsonl_text(line: str, field: str, shown: str, number: int) -> str:
+    value = json_line(line, shown, number)
     if not isinstance(value, dict):
-        raise ValueError(f"expected a JSON object with field {field!r}, got {type(value).__name__}")
+        raise InputError(f"expected a JSON object with field {field!r}, got {type(value).__name__}", shown, number)
     if field not in value:
-        raise ValueError(f"field {field!r} is missing (fields: {', '.join(sorted(value)) or 'none'})")
-    text = value[field]
-    if not isinstance(text, str):
-        raise ValueError(f"field {field!r} is {type(text).__name__}, not a string")
-    if not text.strip():
-        raise ValueError(f"field {field!r} is empty")
-    return text
+        raise InputError(f"field {field!r} is missing (fields: {', '.join(sorted(value)) or 'none'})", shown, number)
+    return check_text(value[field], field, shown, number)
 
 
 def _read_csv(lines, shown, column, skip_bad):
-    reader = csv.reader(io.StringIO("\n".join(lines)))
-    try:
-        header = next(reader)
-    except StopIteration:
+    header, rows = csv_rows(lines, shown)
+    if not header:
         return [], 0
     if column not in header:
         raise InputError(f"no column {column!r} (columns: {', '.join(header)}); choose one with --column",
                          shown, 1)
     index = header.index(column)
     records, skipped = [], 0
-    for row in reader:
-        number = reader.line_num
-        if not row:
-            continue
-        if len(row) <= index or not row[index].strip():
+    for number, row in rows:
+        try:
+            records.append(TextRecord(check_text(row[index], column, shown, number), shown, number))
+        except InputError:
             if not skip_bad:
-                raise InputError(f"column {column!r} is missing or empty", shown, number)
+                raise
             skipped += 1
-            continue
-        records.append(TextRecord(row[index], shown, number))
     return records, skipped
 
 
@@ -164,25 +218,25 @@ class LabeledText:
 
 def read_labeled(path: str | Path) -> list[LabeledText]:
     """A probe set: JSONL with "text", "label" (0/1 or true/false) and optional "group"."""
-    path = Path(path)
-    shown = str(path)
-    if not path.exists():
-        raise InputError("file not found", shown)
+    shown, lines = read_lines(path, "labeled set")
     rows = []
-    for number, line in enumerate(_decode_lines(path.read_bytes(), shown), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"invalid JSON ({error.msg} at column {error.colno})", shown, number) from None
-        if not isinstance(item, dict) or not isinstance(item.get("text"), str) or not item["text"].strip():
-            raise InputError("field 'text' is missing or empty", shown, number)
+        item = json_line(line, shown, number)
+        if not isinstance(item, dict):
+            raise InputError(f"expected a JSON object with 'text' and 'label', got {type(item).__name__}",
+                             shown, number)
+        text = check_text(item.get("text"), "text", shown, number) if "text" in item else None
+        if text is None:
+            raise InputError("field 'text' is missing", shown, number)
         label = item.get("label")
-        if label not in (0, 1, True, False):
+        if label not in (0, 1, True, False) or isinstance(label, float):
             raise InputError(f"field 'label' must be 0 or 1, not {label!r}", shown, number)
         group = item.get("group")
-        rows.append(LabeledText(item["text"], int(label), str(group) if group is not None else None, shown, number))
+        if group is not None and not isinstance(group, (str, int)):
+            raise InputError(f"field 'group' must be a string, not {type(group).__name__}", shown, number)
+        rows.append(LabeledText(text, int(label), str(group) if group is not None else None, shown, number))
     if not rows:
         raise InputError("file has no texts", shown)
     return rows
@@ -247,21 +301,16 @@ class BiasPair:
 def read_bias_pairs(path: str | Path, more: str = "sent_more", less: str = "sent_less",
                     direction: str = "stereo_antistereo", bias_type: str = "bias_type") -> list[BiasPair]:
     """CrowS-Pairs CSV (or any CSV with the named columns) as `BiasPair`s."""
-    path = Path(path)
-    shown = str(path)
-    if not path.exists():
-        raise InputError("file not found", shown)
-    reader = csv.DictReader(io.StringIO("\n".join(_decode_lines(path.read_bytes(), shown))))
-    columns = reader.fieldnames or []
+    shown, lines = read_lines(path, "pairs file")
+    columns, rows = csv_rows(lines, shown)
     for wanted in (more, less, direction, bias_type):
         if wanted not in columns:
             raise InputError(f"no column {wanted!r} (columns: {', '.join(columns)})", shown, 1)
+    index = {name: columns.index(name) for name in (more, less, direction, bias_type)}
     pairs = []
-    for row in reader:
-        number = reader.line_num
-        if not (row[more] or "").strip() or not (row[less] or "").strip():
-            raise InputError(f"column {more!r} or {less!r} is empty", shown, number)
-        pairs.append(BiasPair(row[more], row[less], row[direction], row[bias_type], number))
+    for number, row in rows:
+        texts = [check_text(row[index[name]], name, shown, number) for name in (more, less)]
+        pairs.append(BiasPair(texts[0], texts[1], row[index[direction]], row[index[bias_type]], number))
     if not pairs:
         raise InputError("file has no pairs", shown)
     return pairs

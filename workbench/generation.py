@@ -67,33 +67,77 @@ def generate(
     seed: int = 0,
     raw: bool = False,
     batch_size: int = 8,
+    seeds: Sequence[int] | None = None,
 ) -> list[Generation]:
     """Continue each prompt; greedy by default, sampled with `do_sample=True`.
 
-    Sampling is seeded per batch from `seed` (the global torch RNG is restored
-    afterwards), so the same call gives the same text.
+    Sampling gives every prompt its own random stream: prompt i draws from a generator
+    seeded with ``seeds[i]`` (default: derived from `seed` and i), so a prompt's text does
+    not depend on the batch size, on which prompts share its batch, or on how a run is
+    split across workers. (It samples by the Gumbel-max trick: argmax of the tempered,
+    top-p-filtered logits plus Gumbel noise from the prompt's own generator, which is an
+    exact draw from the softmax.) The global torch RNG is not touched.
     """
     if isinstance(prompts, str):
         prompts = [prompts]
+    if seeds is None:
+        seeds = [row_seed(seed, i) for i in range(len(prompts))]
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
     results: list[Generation] = []
     pad_id = model.tokenizer.pad_token_id
+    greedy = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start:start + batch_size])
         formatted = [format_prompt(model, p, raw=raw) for p in chunk]
         inputs = encode_prompts(model, formatted)
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if do_sample else \
-            dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-        with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
-            torch.manual_seed(seed + start)
-            with torch.no_grad(), bypass_unhooked_bridges(model):
-                output = model.hf_model.generate(**inputs, max_new_tokens=max_new_tokens,
-                                                 pad_token_id=pad_id, **sampling)
+        extra = {}
+        if do_sample:
+            from transformers import LogitsProcessorList
+
+            extra["logits_processor"] = LogitsProcessorList(
+                [_RowSampler(seeds[start:start + batch_size], temperature, top_p, model.device)])
+        with torch.no_grad(), bypass_unhooked_bridges(model):
+            output = model.hf_model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                                             **greedy, **extra)
         prompt_len = inputs["input_ids"].shape[1]
         for prompt, shown, row in zip(chunk, formatted, output[:, prompt_len:].tolist()):
             new = _strip_after_eos(row, model.hf_model.generation_config.eos_token_id, pad_id)
             text = model.tokenizer.decode(new, skip_special_tokens=True)
             results.append(Generation(prompt, shown, text.strip(), tuple(new)))
     return results
+
+
+def row_seed(*parts: int) -> int:
+    """A seed below 2**63 mixed from non-negative integers by numpy's SeedSequence: one random
+    stream per (run, condition, prompt, sample), whatever the batching."""
+    import numpy as np
+
+    high, low = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint32)
+    return (int(high) << 31) ^ int(low)
+
+
+class _RowSampler:
+    """Logits processor that turns greedy decoding into sampling with one generator per row.
+
+    scores: Float[Tensor, "batch vocab"]. Each call draws one Gumbel vector per row from that
+    row's own generator, so row i's k-th token depends only on its seed and its own tokens.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device):
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            from transformers.generation.logits_process import TopPLogitsWarper
+
+            scores = TopPLogitsWarper(self.top_p)(input_ids, scores)
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device)
+                               for g in self.generators[:scores.shape[0]]])
+        gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
+        return scores + gumbel
 
 
 def _strip_after_eos(tokens: list[int], eos, pad_id) -> list[int]:

@@ -22,6 +22,7 @@ from . import stats
 from .audit import is_audit_folder, load_results, read_run
 from .errors import InputError
 from .stats import MIN_N, N_BOOT
+from .storage import write_atomically
 
 TOX_PREFIX = "continuation_toxicity["
 
@@ -256,7 +257,7 @@ def build_report(out: str | Path) -> Path:
     for folder in folders:
         frame = load_results(folder)
         summary = summarise(folder, frame)
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        write_atomically(folder / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
         figures = audit_figures(summary, frame)
         page = _write_page(folder / "report.html", TITLES[summary["audit"]], [_section(summary, figures, True)])
         if folder == out:
@@ -278,9 +279,8 @@ def audit_folders(out: str | Path) -> list[Path]:
 
 
 def _write_page(path: Path, title: str, sections: list[str]) -> Path:
-    path.write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>workbench: {html.escape(title)}</title>
-<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>""", encoding="utf-8")
-    return path
+    return write_atomically(path, f"""<!doctype html><html><head><meta charset="utf-8"><title>workbench: {html.escape(title)}</title>
+<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>""")
 
 
 def _section(summary: dict, figures: list[go.Figure], include_plotlyjs: bool) -> str:

@@ -83,21 +83,22 @@ class SteeringVector:
 
 def read_pairs(path: str | Path) -> list[ContrastPair]:
     """Contrast pairs from JSONL: one object per line with "positive" and "negative" texts."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", str(path))
+    from .datasets import check_text, json_line, read_lines
+
+    shown, lines = read_lines(path, "contrast-pair file")
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"invalid JSON ({error.msg} at column {error.colno})", str(path), number) from None
-        missing = [k for k in ("positive", "negative") if not isinstance(item.get(k), str) or not item[k].strip()]
-        if missing:
-            raise InputError(f"field {missing[0]!r} is missing or empty", str(path), number)
-        pairs.append(ContrastPair(item["positive"], item["negative"]))
+        item = json_line(line, shown, number)
+        if not isinstance(item, dict):
+            raise InputError(f"expected a JSON object with 'positive' and 'negative', got {type(item).__name__}",
+                             shown, number)
+        for key in ("positive", "negative"):
+            if key not in item:
+                raise InputError(f"field {key!r} is missing", shown, number)
+        pairs.append(ContrastPair(check_text(item["positive"], "positive", shown, number),
+                                  check_text(item["negative"], "negative", shown, number)))
     if not pairs:
         raise InputError("file has no contrast pairs", str(path))
     return pairs
