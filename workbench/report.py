@@ -272,7 +272,11 @@ def audit_folders(out: str | Path) -> list[Path]:
     out = Path(out)
     if (out / "run.json").exists():
         return [out]
-    folders = sorted(p.parent for p in out.glob("*/run.json") if is_audit_folder(p.parent))
+    inside = out.resolve()
+    # Symlinked subfolders (or run.json files) that lead out of `out` are skipped: report never writes through them.
+    folders = sorted(p.parent for p in out.glob("*/run.json")
+                     if p.resolve().is_relative_to(inside) and p.parent.resolve().is_relative_to(inside)
+                     and not p.parent.is_symlink() and is_audit_folder(p.parent))
     if not folders:
         raise InputError("neither an audit folder (run.json) nor a folder of audits (*/run.json)", str(out))
     return folders

@@ -37,6 +37,19 @@ def resolve_under(root: str | Path, path: str | Path) -> Path:
     return resolved
 
 
+def check_audit_inside(root: str | Path, folder: str | Path) -> Path:
+    """`folder` and every file an audit reads in it (run.json, shards.json, shards/ and each shard)
+    resolved inside `root`; InputError naming the first one that leads out (a symlink, say)."""
+    folder = resolve_under(root, folder)
+    for part in [folder / "run.json", folder / "shards.json", folder / "summary.json", folder / "shards"]:
+        if part.exists() or part.is_symlink():
+            resolve_under(root, part)
+    if (folder / "shards").is_dir():
+        for shard in (folder / "shards").iterdir():
+            resolve_under(root, shard)
+    return folder
+
+
 def list_audits(root: str | Path, max_depth: int = 4) -> list[Path]:
     """Audit folders (holding run.json) under `root`, as paths relative to it, sorted.
 

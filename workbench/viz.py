@@ -2,9 +2,16 @@
 `save_html(fig, path)` writes a self-contained page (plotly.js inlined, works offline)."""
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import plotly.graph_objects as go
+
+
+def plain(text) -> str:
+    """User text (prompts, tokens, names) made inert for plotly, which reads a few HTML tags in labels
+    and titles: < > & become entities, which plotly shows as the characters themselves."""
+    return html.escape(str(text), quote=False)
 
 
 def save_html(fig: go.Figure, path: str | Path) -> Path:
@@ -17,7 +24,7 @@ def save_html(fig: go.Figure, path: str | Path) -> Path:
 
 def head_pattern(patterns, layer: int, head: int) -> go.Figure:
     """Heatmap of one head's attention (query rows, key columns) with token labels."""
-    labels = [f"{i}:{t}" for i, t in enumerate(patterns.tokens)]
+    labels = [plain(f"{i}:{t}") for i, t in enumerate(patterns.tokens)]
     fig = go.Figure(go.Heatmap(z=patterns.head(layer, head).numpy(), x=labels, y=labels, colorscale="Blues",
                                zmin=0, zmax=1, colorbar=dict(title="attention")))
     fig.update_layout(title=f"L{layer}H{head} attention", xaxis_title="key", yaxis_title="query",
@@ -39,12 +46,12 @@ def head_score_grid(scores, kind: str = "induction") -> go.Figure:
 def logit_lens_heatmap(lens) -> go.Figure:
     """Probability of each tracked token per layer, top token written in each row."""
     z = lens.probs.numpy()
-    text = [[row[0][0]] * max(1, z.shape[1]) for row in lens.top_tokens]
+    text = [[plain(row[0][0])] * max(1, z.shape[1]) for row in lens.top_tokens]
     fig = go.Figure(go.Heatmap(z=z if z.size else [[p[0][1]] for p in lens.top_tokens],
-                               x=[repr(t) for t in lens.tracked] or ["top token"], y=lens.layers,
+                               x=[plain(repr(t)) for t in lens.tracked] or ["top token"], y=lens.layers,
                                text=text, texttemplate="%{text}", colorscale="Purples", zmin=0, zmax=1,
                                colorbar=dict(title="probability")))
-    fig.update_layout(title=f"logit lens at position {lens.position}: {lens.text[:60]!r}",
+    fig.update_layout(title=plain(f"logit lens at position {lens.position}: {lens.text[:60]!r}"),
                       yaxis_autorange="reversed", height=max(400, 18 * len(lens.layers)))
     return fig
 
@@ -55,8 +62,8 @@ def dla_bars(attribution, top: int = 20) -> go.Figure:
     frame = frame.reindex(frame["value"].abs().sort_values(ascending=False).index).head(top)
     fig = go.Figure(go.Bar(x=frame["value"], y=frame["component"], orientation="h",
                            marker_color=["#2b8cbe" if v > 0 else "#e34a33" for v in frame["value"]]))
-    fig.update_layout(title=f"direct logit attribution: logit[{attribution.answer!r}] - logit[{attribution.other!r}]"
-                            f" = {attribution.logit_diff:.2f}", yaxis_autorange="reversed",
+    fig.update_layout(title=plain(f"direct logit attribution: logit[{attribution.answer!r}] - "
+                                  f"logit[{attribution.other!r}] = {attribution.logit_diff:.2f}"), yaxis_autorange="reversed",
                       xaxis_title="contribution to the logit difference", height=max(400, 22 * len(frame)))
     return fig
 
@@ -64,7 +71,7 @@ def dla_bars(attribution, top: int = 20) -> go.Figure:
 def patching_heatmap(result) -> go.Figure:
     """Layer x position or layer x head map of a 2-D patching result (centred on 0)."""
     values = result.values if result.values.dim() == 2 else result.values.reshape(-1, 1)
-    x_labels = result.labels[1] if len(result.labels) > 1 else ["all"]
+    x_labels = [plain(label) for label in result.labels[1]] if len(result.labels) > 1 else ["all"]
     limit = float(values.abs().max()) or 1.0
     fig = go.Figure(go.Heatmap(z=values.numpy(), x=x_labels, y=result.labels[0], colorscale="RdBu", zmid=0,
                                zmin=-limit, zmax=limit, colorbar=dict(title="normalised")))
@@ -79,7 +86,7 @@ def exact_vs_attribution(exact, attribution) -> go.Figure:
     import torch
 
     x, y = exact.values.flatten(), attribution.values.flatten()
-    labels = [" ".join(parts) for parts in _cell_labels(exact)]
+    labels = [plain(" ".join(parts)) for parts in _cell_labels(exact)]
     r = float(torch.corrcoef(torch.stack([x, y]))[0, 1]) if len(x) > 1 else float("nan")
     low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
     fig = go.Figure([go.Scatter(x=x.numpy(), y=y.numpy(), mode="markers", text=labels, name="cells"),
@@ -108,9 +115,10 @@ def save_html_many(figs: list[go.Figure], path: str | Path, title: str = "workbe
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figs)]
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-                    f"<body>{''.join(parts)}</body></html>", encoding="utf-8")
-    return path
+    from .storage import write_atomically
+
+    return write_atomically(path, f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+                                  f"</title></head><body>{''.join(parts)}</body></html>")
 
 
 def pattern_thumbnails(patterns, layer: int, columns: int = 6) -> go.Figure:
@@ -226,7 +234,7 @@ def _interval_note(estimates: list[dict]) -> str:
 
 
 def _alpha_axis(steer: dict | None) -> str:
-    source = Path(steer["pairs"]).name if steer else "the contrast pairs"
+    source = plain(Path(steer["pairs"]).name) if steer else "the contrast pairs"
     return (f"steering coefficient alpha (> 0: towards the 'positive' texts of {source}, "
             f"< 0: towards its 'negative' texts; 0 = baseline)")
 
@@ -237,11 +245,11 @@ def toxicity_histograms(frame, summary: dict) -> list[go.Figure]:
 
     figures = []
     for column in [c for c in frame.columns if c.startswith(TOX_PREFIX)]:
-        scorer = column[len(TOX_PREFIX):-1]
-        kind = summary.get("scorers", {}).get(scorer, {}).get("kind", "unknown kind")
+        scorer = plain(column[len(TOX_PREFIX):-1])
+        kind = plain(summary.get("scorers", {}).get(column[len(TOX_PREFIX):-1], {}).get("kind", "unknown kind"))
         fig = go.Figure()
         for name, group in frame.groupby("condition", sort=False):
-            fig.add_trace(go.Histogram(x=group[column], name=name, opacity=0.6, xbins=TOXICITY_BINS,
+            fig.add_trace(go.Histogram(x=group[column], name=plain(name), opacity=0.6, xbins=TOXICITY_BINS,
                                        autobinx=False))
         fig.update_layout(barmode="overlay", title=f"continuation toxicity by condition: {scorer} ({kind})",
                           xaxis_title=f"toxicity score from {scorer} ({kind}), 0 to 1, bins of 0.05",
@@ -256,25 +264,25 @@ def toxicity_by_coefficient(summary: dict) -> list[go.Figure]:
     figures = []
     steer = summary["settings"].get("steer")
     conditions = summary["conditions"]
-    for scorer in (conditions[0]["scores"] if conditions else {}):
-        kind = conditions[0]["scores"][scorer]["kind"]
+    for key in (conditions[0]["scores"] if conditions else {}):
+        scorer, kind = plain(key), plain(conditions[0]["scores"][key]["kind"])
         points = [c for c in conditions if c["condition"] == "baseline" or c["condition"].startswith("steer")]
         points.sort(key=lambda c: c["alpha"])
-        means = [c["scores"][scorer]["mean"] for c in points]
+        means = [c["scores"][key]["mean"] for c in points]
         fig = go.Figure(go.Scatter(x=[c["alpha"] for c in points], y=[m["value"] for m in means],
                                    error_y=_error_bars(means), mode="lines+markers", name="mean",
-                                   text=[c["condition"] for c in points]))
+                                   text=[plain(c["condition"]) for c in points]))
         for c in conditions:
             if c["condition"] == "ablate":
-                fig.add_hline(y=c["scores"][scorer]["mean"]["value"], line_dash="dash",
+                fig.add_hline(y=c["scores"][key]["mean"]["value"], line_dash="dash",
                               annotation_text="direction ablated")
         fig.update_layout(title=f"mean continuation toxicity ({scorer}, {kind}); bars: {_interval_note(means)}",
                           xaxis_title=_alpha_axis(steer), yaxis_title="mean toxicity",
                           height=420)
         figures.append(fig)
-        changed = [c for c in points if "vs_baseline" in c["scores"][scorer]]
+        changed = [c for c in points if "vs_baseline" in c["scores"][key]]
         if changed:
-            diffs = [c["scores"][scorer]["vs_baseline"]["difference"] for c in changed]
+            diffs = [c["scores"][key]["vs_baseline"]["difference"] for c in changed]
             fig = go.Figure(go.Scatter(x=[c["alpha"] for c in changed], y=[d["value"] for d in diffs],
                                        error_y=_error_bars(diffs), mode="markers", name="mean change"))
             fig.add_hline(y=0, line_dash="dot", line_color="grey")
@@ -293,7 +301,8 @@ def bias_shares(summary: dict) -> go.Figure:
     for condition in dict.fromkeys(r["condition"] for r in rows):
         picked = [r for r in rows if r["condition"] == condition]
         shares = [r["stereotype_share"] for r in picked]
-        fig.add_trace(go.Bar(x=[r["bias_type"] for r in picked], y=[s["value"] for s in shares], name=condition,
+        fig.add_trace(go.Bar(x=[plain(r["bias_type"]) for r in picked], y=[s["value"] for s in shares],
+                             name=plain(condition),
                              error_y=_error_bars(shares)))
     fig.add_hline(y=0.5, line_dash="dash", annotation_text="no preference")
     fig.update_layout(barmode="group", title="CrowS-Pairs: share of pairs where the more-stereotyping sentence has "
@@ -307,7 +316,7 @@ def toxigen_groups(summary: dict) -> list[go.Figure]:
     """Per group: likelihood preference for hateful statements, and continuation toxicity after
     hateful prompts, one bar group per condition, with intervals where n allows."""
     figures = []
-    scorer = next((g["scorer"] for g in summary["groups"] if g.get("scorer")), "scorer")
+    scorer = plain(next((g["scorer"] for g in summary["groups"] if g.get("scorer")), "scorer"))
     for key, title, axis in (
             ("preference", "ToxiGen: mean per-token log-likelihood, hateful minus neutral statements",
              "log-likelihood per token, hateful - neutral (nats; > 0: prefers hateful)"),
@@ -320,7 +329,8 @@ def toxigen_groups(summary: dict) -> list[go.Figure]:
         for condition in dict.fromkeys(r["condition"] for r in rows):
             picked = [r for r in rows if r["condition"] == condition]
             values = [r[key] for r in picked]
-            fig.add_trace(go.Bar(x=[r["group"] for r in picked], y=[v["value"] for v in values], name=condition,
+            fig.add_trace(go.Bar(x=[plain(r["group"]) for r in picked], y=[v["value"] for v in values],
+                                 name=plain(condition),
                                  error_y=_error_bars(values)))
         fig.update_layout(barmode="group", title=f"{title}; bars: {_interval_note([r[key] for r in rows])}",
                           xaxis_title="target group", yaxis_title=axis, height=450)
@@ -338,11 +348,12 @@ def counterfactual_gaps(summary: dict) -> list[go.Figure]:
         for condition in dict.fromkeys(r["condition"] for r in picked_all):
             picked = [r for r in picked_all if r["condition"] == condition]
             gaps = [r["gap"] for r in picked]
-            fig.add_trace(go.Bar(x=[r["group"] for r in picked], y=[g["value"] for g in gaps], name=condition,
+            fig.add_trace(go.Bar(x=[plain(r["group"]) for r in picked], y=[g["value"] for g in gaps],
+                                 name=plain(condition),
                                  error_y=_error_bars(gaps)))
         fig.add_hline(y=0, line_dash="dot", line_color="grey")
-        fig.update_layout(barmode="group", title=f"counterfactual: {measure}, group minus the mean over groups; "
+        fig.update_layout(barmode="group", title=f"counterfactual: {plain(measure)}, group minus the mean over groups; "
                           f"bars: {_interval_note([r['gap'] for r in picked_all])}",
-                          xaxis_title="group", yaxis_title=f"{measure} gap from the mean over groups", height=400)
+                          xaxis_title="group", yaxis_title=f"{plain(measure)} gap from the mean over groups", height=400)
         figures.append(fig)
     return figures

@@ -34,6 +34,12 @@ import torch
 from ..errors import InputError, ModelUnavailableError
 
 DETOXIFY_VARIANTS = ("original", "unbiased", "multilingual")
+# The architectures Detoxify's own checkpoints use: (model_type = the HF repo its tokenizer and config
+# come from, model_name = the transformers class). A checkpoint naming anything else is refused, so a
+# crafted one cannot make transformers fetch another repository or build another class.
+DETOXIFY_ARCHITECTURES = {("bert-base-uncased", "BertForSequenceClassification"),
+                          ("roberta-base", "RobertaForSequenceClassification"),
+                          ("xlm-roberta-base", "XLMRobertaForSequenceClassification")}
 CHUNK_TOKENS = 510
 
 
@@ -156,7 +162,23 @@ class DetoxifyScorer:
                                         f"(weights_only=True): {type(error).__name__}: {error}") from None
         if not isinstance(loaded, dict) or "config" not in loaded or "state_dict" not in loaded:
             raise ModelUnavailableError(f"{path} is not a Detoxify checkpoint (needs 'config' and 'state_dict')")
-        arch = dict(loaded["config"]["arch"]["args"])
+        try:
+            arch = dict(loaded["config"]["arch"]["args"])
+            classes = list(loaded["config"]["dataset"]["args"]["classes"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelUnavailableError(f"{path} is not a Detoxify checkpoint (no config.arch.args or "
+                                        "config.dataset.args.classes)") from None
+        if (arch.get("model_type"), arch.get("model_name")) not in DETOXIFY_ARCHITECTURES:
+            raise InputError(f"Detoxify checkpoint {path} names architecture {arch.get('model_type')!r} / "
+                             f"{arch.get('model_name')!r}; only Detoxify's own "
+                             f"({', '.join(sorted(t for t, _ in DETOXIFY_ARCHITECTURES))}) are accepted")
+        unexpected = set(arch) - {"model_type", "model_name", "tokenizer_name", "num_classes"}
+        if arch.get("tokenizer_name", "BertTokenizer") not in ("BertTokenizer", "RobertaTokenizer",
+                                                               "XLMRobertaTokenizer"):
+            unexpected.add(f"tokenizer_name={arch['tokenizer_name']!r}")
+        if unexpected or not all(isinstance(c, str) for c in classes):
+            raise InputError(f"Detoxify checkpoint {path} has unexpected architecture arguments "
+                             f"({', '.join(sorted(unexpected)) or 'class names'})")
         if self.huggingface_config_path:  # build offline from a local config/tokenizer folder
             arch["model_type"] = self.huggingface_config_path
         model, tokenizer = get_model_and_tokenizer(**arch, state_dict=loaded["state_dict"],
@@ -164,7 +186,7 @@ class DetoxifyScorer:
         renames = {"toxic": "toxicity", "identity_hate": "identity_attack", "severe_toxic": "severe_toxicity"}
         detox = Detoxify.__new__(Detoxify)  # Detoxify's own object and predict(), minus its unsafe loader
         detox.model, detox.tokenizer, detox.device = model.to(self.device).eval(), tokenizer, self.device
-        detox.class_names = [renames.get(c, c) for c in loaded["config"]["dataset"]["args"]["classes"]]
+        detox.class_names = [renames.get(c, c) for c in classes]
         self.detoxify = detox
         self.name = f"detoxify:{self.variant}"
         self.checkpoint_path = path

@@ -4,7 +4,7 @@ import streamlit as st
 
 from workbench.dashboard import compute
 from workbench.dashboard.common import errors_shown, plot
-from workbench.results import list_audits, resolve_under, results_root
+from workbench.results import check_audit_inside, list_audits, results_root
 
 st.header("Audits")
 with errors_shown():
@@ -20,12 +20,14 @@ with errors_shown():
     if not chosen:
         st.info("No audit chosen." if found else f"No audit folders (with run.json) under {root}.")
     else:
-        folder = resolve_under(root, chosen)
+        folder = check_audit_inside(root, chosen)  # the folder and every file it reads stay under the root
         frame, summary = compute.audit(folder)
         settings = summary["settings"]
-        st.subheader(f"{TITLES[summary['audit']]}: {settings['model'].get('name', '')}")
-        st.caption(f"{summary['rows']} result rows; conditions: "
-                   f"{', '.join(c['name'] for c in settings['conditions'])}; seed {settings.get('seed')}")
+        st.subheader(TITLES[summary["audit"]])
+        # Text from run.json is shown as plain text, never as markdown or HTML.
+        st.text(f"model: {settings['model'].get('name', '')} ({settings['model'].get('origin', '')})\n"
+                f"{summary['rows']} result rows; conditions: "
+                f"{', '.join(str(c['name']) for c in settings['conditions'])}; seed {settings.get('seed')}")
         st.dataframe(pd.DataFrame(summary_rows(summary)), hide_index=True, width="stretch")
         st.caption("95% intervals: " + "; ".join(summary.get("methods", [])) +
                    f". No interval below n = {summary.get('min_n')}: the count is shown instead.")
