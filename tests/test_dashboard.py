@@ -20,7 +20,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 PAGES = "workbench/dashboard/views/"
-AUDIT_RUN = '{"format": "workbench-audit/1"}'
+AUDIT_RUN = '{"format": "workbench-audit/1", "audit": "bias", "conditions": [{"name": "baseline"}]}'
 
 
 @pytest.fixture(scope="module")
