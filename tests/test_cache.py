@@ -195,18 +195,31 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
 
 @pytest.mark.integration
 def test_smollm2_padding_invariance(smol):
-    """SmolLM2's residual stream has massive activations (|x| ~ 90 on the first token from layer 9),
-    so float32 batching noise is judged relative to them: max |batched - alone| <= 1e-5 x max |alone|
-    per text and hook (tiny-phi above meets 1e-5 absolute)."""
+    """Batching (right padding) adds no error beyond float32's own, measured against float64.
+
+    SmolLM2's residual stream has massive activations on the first token, and a busy CPU can
+    pick other float32 kernels, so a fixed tolerance is a guess. Instead each text is also run
+    alone in float32 and in float64: the float32-alone error against float64 (relative to
+    max |x| of that text and hook) shows what float32 costs on this machine right now, and the
+    batched run must stay within 4x the worst of it. Measured (closing note of issue 10): alone
+    at most 4.9e-6, batched at most 6.4e-6 (ratio 1.3), the same beside a CPU-bound job.
+    """
+    s64 = wb.load("smollm2-135m", device="cpu", dtype=torch.float64)
     batched = wb.cache_activations(smol, TEXTS, hooks="resid_post", positions="all", batch_size=4,
                                    progress=False)
+    alone_errors, batched_errors = [], []
     for i, text in enumerate(TEXTS):
         alone = wb.cache_activations(smol, [text], hooks="resid_post", positions="all", progress=False)
+        exact = wb.cache_activations(s64, [text], hooks="resid_post", positions="all", progress=False)
         n = int(alone.lengths[0])
         for hook in batched.hooks:
-            ref = alone[hook][0, :n]
-            diff = (batched[hook][i, :n] - ref).abs().max().item()
-            assert diff <= 1e-5 * ref.abs().max().item(), (hook, i, diff)
+            ref = exact[hook][0, :n]
+            scale = ref.abs().max().item()
+            alone_errors.append((alone[hook][0, :n].double() - ref).abs().max().item() / scale)
+            batched_errors.append(((batched[hook][i, :n].double() - ref).abs().max().item() / scale, hook, i))
+    bound = 4 * max(alone_errors)
+    worst = max(batched_errors)
+    assert 0 < bound < 1e-4 and worst[0] <= bound, (worst, bound)
 
 
 @pytest.mark.integration

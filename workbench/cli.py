@@ -532,6 +532,8 @@ def cmd_probe_train(args) -> int:
 
     data = Path(args.data)
     rows = read_toxigen(data) if data.is_dir() else read_labeled(data)
+    if {r.label for r in rows} != {0, 1}:
+        raise InputError("labels must contain both 0 and 1", str(data))
     model = _load(args)
     sweep, cache, seconds = train_probes_on_rows(model, rows, str(data), args.hooks, args.positions, args.split,
                                                  args.test_fraction, args.val_fraction, args.l2 or L2_GRID,
@@ -583,11 +585,11 @@ def cmd_probe_apply(args) -> int:
     from .datasets import read_texts
     from .probes import Probe, check_probe_fits, probe_scores, token_scores
 
-    probe = Probe.load(args.probe)
     if bool(args.text) == bool(args.input):
         raise InputError("give exactly one of --text and --input")
     if args.tokens and not args.text:
         raise InputError("--tokens needs --text")
+    probe = Probe.load(args.probe)
     records = read_texts(args.input) if args.input else None
     model = _load(args)
     if args.tokens:
@@ -708,9 +710,9 @@ def cmd_audit_toxigen(args) -> int:
 
     rows = read_toxigen(args.data)
     groups = toxigen_groups(rows, args.groups)  # bad folder or group: exit 2 before the model
-    _validate_scorers([args.scorers], [])
-    if args.scorers == "probe":
+    if args.scorers == "probe" or "," in args.scorers:
         raise InputError("the ToxiGen audit takes one text scorer: auto, profanity-check or detoxify[:variant]")
+    _validate_scorers([args.scorers], [])
     pairs = _read_steer_pairs(args)
     model = _load(args)
     scorer = make_scorer(args.scorers)
