@@ -393,6 +393,9 @@ def cmd_attention(args) -> int:
     from .viz import head_pattern, head_score_grid
 
     model = _load(args)
+    from .validate import check_context
+
+    check_context(model, [args.prompt], where="--prompt")
     if args.layer is not None:
         check_layer(model, args.layer)
     if args.head is not None and not 0 <= args.head < model.info.n_heads:
@@ -418,6 +421,9 @@ def cmd_lens(args) -> int:
     from .viz import dla_bars, logit_lens_heatmap
 
     model = _load(args)
+    from .validate import check_context
+
+    check_context(model, [args.prompt], where="--prompt")
     tracked = list(args.answers) if args.answers else []
     lens = logit_lens(model, args.prompt, tracked=tracked)
     summary = {"model": model.info.name, "tokens": lens.tokens, "lens": lens.to_frame().to_dict("records")}
@@ -445,6 +451,9 @@ def cmd_patch(args) -> int:
     if unknown:
         raise InputError(f"unknown patch kind {unknown[0]!r}; choose from {', '.join(KINDS)}")
     model = _load(args)
+    from .validate import check_context
+
+    check_context(model, [args.clean, args.corrupt], where="--clean/--corrupt")
     clean, corrupt = args.clean, args.corrupt
     results: dict[str, dict] = {}
     figs = []
