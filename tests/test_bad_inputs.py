@@ -125,7 +125,6 @@ def _rows() -> list[tuple[str, list[str], str]]:
     generate = "generate --model tiny-phi --prompt hi"
     cache = "cache --model tiny-phi --input {good_txt} --out {out}"
     attention = "attention --model tiny-phi --prompt hello"
-    lens = "lens --model tiny-phi --prompt hello"
     patch = ["patch", "--model", "tiny-phi", "--clean", "a b c", "--corrupt", "a b d", "--answers", " x", " y"]
     steer = f"steer --model tiny-phi --pairs {GOOD_PAIRS} --layer 1 --prompt hi"
     train = f"probe train --model tiny-phi --data {GOOD_LABELED} --hooks blocks.1.hook_resid_post --out {{out}}"

@@ -294,16 +294,22 @@ def toxicity_by_coefficient(summary: dict) -> list[go.Figure]:
     return figures
 
 
-def bias_shares(summary: dict) -> go.Figure:
-    """CrowS-Pairs stereotype share per bias type, one bar group per condition, with intervals."""
+def _grouped_bars(rows: list[dict], x_key: str, estimate_key: str) -> go.Figure:
+    """One bar per row at row[x_key], one bar group per condition, heights and error bars from the
+    Estimate dict row[estimate_key]."""
     fig = go.Figure()
-    rows = summary["table"]
     for condition in dict.fromkeys(r["condition"] for r in rows):
         picked = [r for r in rows if r["condition"] == condition]
-        shares = [r["stereotype_share"] for r in picked]
-        fig.add_trace(go.Bar(x=[plain(r["bias_type"]) for r in picked], y=[s["value"] for s in shares],
-                             name=plain(condition),
-                             error_y=_error_bars(shares)))
+        estimates = [r[estimate_key] for r in picked]
+        fig.add_trace(go.Bar(x=[plain(r[x_key]) for r in picked], y=[e["value"] for e in estimates],
+                             name=plain(condition), error_y=_error_bars(estimates)))
+    return fig
+
+
+def bias_shares(summary: dict) -> go.Figure:
+    """CrowS-Pairs stereotype share per bias type, one bar group per condition, with intervals."""
+    rows = summary["table"]
+    fig = _grouped_bars(rows, "bias_type", "stereotype_share")
     fig.add_hline(y=0.5, line_dash="dash", annotation_text="no preference")
     fig.update_layout(barmode="group", title="CrowS-Pairs: share of pairs where the more-stereotyping sentence has "
                       f"the higher log-likelihood; bars: {_interval_note([r['stereotype_share'] for r in rows])}",
@@ -325,13 +331,7 @@ def toxigen_groups(summary: dict) -> list[go.Figure]:
         rows = [g for g in summary["groups"] if key in g]
         if not rows:
             continue
-        fig = go.Figure()
-        for condition in dict.fromkeys(r["condition"] for r in rows):
-            picked = [r for r in rows if r["condition"] == condition]
-            values = [r[key] for r in picked]
-            fig.add_trace(go.Bar(x=[plain(r["group"]) for r in picked], y=[v["value"] for v in values],
-                                 name=plain(condition),
-                                 error_y=_error_bars(values)))
+        fig = _grouped_bars(rows, "group", key)
         fig.update_layout(barmode="group", title=f"{title}; bars: {_interval_note([r[key] for r in rows])}",
                           xaxis_title="target group", yaxis_title=axis, height=450)
         figures.append(fig)
@@ -343,14 +343,8 @@ def counterfactual_gaps(summary: dict) -> list[go.Figure]:
     figures = []
     rows = summary["table"]
     for measure in dict.fromkeys(r["measure"] for r in rows):
-        fig = go.Figure()
         picked_all = [r for r in rows if r["measure"] == measure]
-        for condition in dict.fromkeys(r["condition"] for r in picked_all):
-            picked = [r for r in picked_all if r["condition"] == condition]
-            gaps = [r["gap"] for r in picked]
-            fig.add_trace(go.Bar(x=[plain(r["group"]) for r in picked], y=[g["value"] for g in gaps],
-                                 name=plain(condition),
-                                 error_y=_error_bars(gaps)))
+        fig = _grouped_bars(picked_all, "group", "gap")
         fig.add_hline(y=0, line_dash="dot", line_color="grey")
         fig.update_layout(barmode="group", title=f"counterfactual: {plain(measure)}, group minus the mean over groups; "
                           f"bars: {_interval_note([r['gap'] for r in picked_all])}",
