@@ -28,7 +28,7 @@ BAD_INPUTS = [
     ("nofield.jsonl", '{"text": "fine"}\n{"prompt": "x"}\n', "nofield.jsonl:2: field 'text' is missing"),
     ("latin1.txt", b"fine\ncaf\xe9 au lait\n", "latin1.txt:2: not valid UTF-8"),
     ("nocol.csv", "prompt,label\nhello,1\n", "nocol.csv:1: no column 'text'"),
-    ("emptycell.csv", "text,label\nhello,1\n,0\n", "emptycell.csv:3: column 'text' is missing or empty"),
+    ("emptycell.csv", "text,label\nhello,1\n,0\n", "emptycell.csv:3: field 'text' is empty"),
     ("notes.md", "hello\n", "unsupported file type .md"),
 ]
 
