@@ -162,17 +162,35 @@ def test_a_second_writer_is_refused_naming_the_holder(prompts, tmp_path, capsys)
     assert run(tox(prompts, out), capsys)[0] == 0  # the lock went with its holder
 
 
+SLOW_CHILD = """
+import sys, time
+from workbench import audit
+from workbench.cli import main
+original = audit._run_shard
+def slow(*args, **kwargs):  # each shard takes 3 s more, so the first writer holds the lock long enough
+    time.sleep(3)
+    return original(*args, **kwargs)
+audit._run_shard = slow
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_two_concurrent_writers_one_proceeds_and_the_manifest_matches(prompts, tmp_path):
+    import time
+
     out = tmp_path / "a"
+    script = tmp_path / "child.py"
+    script.write_text(SLOW_CHILD)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    command = [sys.executable, "-m", "workbench.cli", *tox(prompts, out, "--max-new-tokens", "24", "--shard-size", "1")]
-    children = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for _ in range(2)]
-    results = [(c.wait(timeout=600), c.stderr.read()) for c in children]
-    codes = sorted(code for code, _ in results)
-    assert codes == [0, 2], results
-    refused = next(err for code, err in results if code == 2)
-    assert "another workbench process (PID" in refused
+    command = [sys.executable, str(script), *tox(prompts, out, "--shard-size", "1")]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not ((out / ".lock").exists() and (out / ".lock").read_text().strip()) and time.time() < deadline:
+        time.sleep(0.05)  # the second writer starts once the first holds the lock (5 shards x 3 s to go)
+    second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = [(child.wait(timeout=600), child.stderr.read()) for child in (first, second)]
+    assert [code for code, _ in results] == [0, 2], results
+    assert f"another workbench process (PID {first.pid}) is writing" in results[1][1]
     index = ShardIndex(out / SHARD_INDEX)
     assert len(index.entries) == 5 and all(index.verified(out / "shards" / name) for name in index.entries)
     assert not list(out.rglob("*.tmp"))
