@@ -53,3 +53,19 @@ def hf_reference(folder) -> torch.nn.Module:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+def slow_audit_child(seconds: float) -> str:
+    """A child-process script that runs `workbench` with every audit shard slowed by `seconds`
+    (so a test can kill it mid-run, or overlap a second writer with it)."""
+    return f"""
+import sys, time
+from workbench import audit
+from workbench.cli import main
+original = audit._run_shard
+def slow(*args, **kwargs):
+    time.sleep({seconds})
+    return original(*args, **kwargs)
+audit._run_shard = slow
+sys.exit(main(sys.argv[1:]))
+"""

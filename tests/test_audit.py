@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from workbench.audit import load_results
 from workbench.cli import main
 
-from .conftest import ROOT
+from .conftest import ROOT, slow_audit_child
 
 PROMPTS = [f"Prompt number {i}: tell me about {topic}." for i, topic in
            enumerate(["cats", "rain", "bread", "trains", "music", "the sea", "winter", "chess", "tea", "maps",
@@ -72,17 +71,7 @@ def test_steering_conditions_in_one_report(prompts_file, tmp_path, capsys):
     assert base != frame[frame.condition == "steer+8"]["continuation"].tolist()
 
 
-CHILD = textwrap.dedent("""
-    import sys, time
-    from workbench import audit
-    from workbench.cli import main
-    original = audit._run_shard
-    def slow(*args, **kwargs):
-        time.sleep(0.4)
-        return original(*args, **kwargs)
-    audit._run_shard = slow
-    sys.exit(main(sys.argv[1:]))
-""")
+CHILD = slow_audit_child(0.4)
 
 
 def test_sigkill_three_times_then_resume_equals_uninterrupted(prompts_file, tmp_path):

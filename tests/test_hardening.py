@@ -18,7 +18,7 @@ from workbench.cli import main
 from workbench.errors import InputError
 from workbench.storage import ShardIndex, folder_lock
 
-from .conftest import ROOT, SHARED_DATA
+from .conftest import ROOT, SHARED_DATA, slow_audit_child
 
 PROMPTS = ["Tell me about cats.", "Write a note to my boss.", "Describe the sea.", "What do you think of rain?",
            "Say something to a stranger."]
@@ -162,17 +162,6 @@ def test_a_second_writer_is_refused_naming_the_holder(prompts, tmp_path, capsys)
     assert run(tox(prompts, out), capsys)[0] == 0  # the lock went with its holder
 
 
-SLOW_CHILD = """
-import sys, time
-from workbench import audit
-from workbench.cli import main
-original = audit._run_shard
-def slow(*args, **kwargs):  # each shard takes 3 s more, so the first writer holds the lock long enough
-    time.sleep(3)
-    return original(*args, **kwargs)
-audit._run_shard = slow
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def test_two_concurrent_writers_one_proceeds_and_the_manifest_matches(prompts, tmp_path):
@@ -180,7 +169,7 @@ def test_two_concurrent_writers_one_proceeds_and_the_manifest_matches(prompts, t
 
     out = tmp_path / "a"
     script = tmp_path / "child.py"
-    script.write_text(SLOW_CHILD)
+    script.write_text(slow_audit_child(3))  # 5 shards x 3 s: the first holds the lock long enough
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     command = [sys.executable, str(script), *tox(prompts, out, "--shard-size", "1")]
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
