@@ -508,15 +508,14 @@ def _copy_real_positions(output: torch.Tensor, pos_dims: tuple[int, ...], batch_
 
 
 def _run_settings(model, plan: CachePlan, texts_hash: str) -> dict:
-    from . import __version__
-    import transformer_lens
-    import transformers
+    from .provenance import versions
 
     info = model.info
     return {
         "format": CACHE_FORMAT,
         "model": {"name": info.name, "source": info.source, "revision": info.revision,
-                  "architecture": info.architecture, "dtype": info.dtype, "n_params": info.n_params},
+                  "architecture": info.architecture, "dtype": info.dtype, "n_params": info.n_params,
+                  "origin": info.origin},
         "hooks": plan.hooks,
         "positions": plan.positions,
         "store_dtype": str(plan.store_dtype).replace("torch.", ""),
@@ -524,9 +523,8 @@ def _run_settings(model, plan: CachePlan, texts_hash: str) -> dict:
         "shard_size": plan.shard_size,
         "n_texts": plan.n_texts,
         "texts_sha256": texts_hash,
-        "versions": {"workbench": __version__, "torch": torch.__version__,
-                     "transformers": transformers.__version__,
-                     "transformer_lens": getattr(transformer_lens, "__version__", "unknown")},
+        # Every package that decides a number, plus the key older manifests used for TransformerLens.
+        "versions": {**versions(), "transformer_lens": versions()["transformer-lens"]},
     }
 
 
@@ -601,14 +599,6 @@ def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool) -> 
     manifest["shards"] = shards
     _write_json_atomically(out / "manifest.json", manifest)
     return DiskActivationCache(out)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_json_atomically(path: Path, data: dict) -> None:

@@ -125,15 +125,16 @@ class _RowSampler:
     """
 
     def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device):
+        from transformers.generation.logits_process import TopPLogitsWarper
+
         self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-        self.temperature, self.top_p = temperature, top_p
+        self.temperature = temperature
+        self.top_p = TopPLogitsWarper(top_p) if top_p < 1.0 else None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         scores = scores.float() / self.temperature
-        if self.top_p < 1.0:
-            from transformers.generation.logits_process import TopPLogitsWarper
-
-            scores = TopPLogitsWarper(self.top_p)(input_ids, scores)
+        if self.top_p is not None:
+            scores = self.top_p(input_ids, scores)
         uniform = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device)
                                for g in self.generators[:scores.shape[0]]])
         gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))

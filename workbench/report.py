@@ -322,14 +322,8 @@ def _cell(value) -> str:
 
 
 def estimate_text(estimate: dict, digits: int = 3, percent: bool = False) -> str:
-    """An Estimate dict as "0.556 [0.531, 0.582]" or "3/5 (no interval: n = 5 < 10)"."""
-    scale, unit = (100, "%") if percent else (1, "")
-    if estimate.get("low") is None and estimate.get("count") is not None:
-        return f"{estimate['count']}/{estimate['n']} (no interval: {estimate.get('note') or 'undefined'})"
-    value = f"{estimate['value'] * scale:.{digits}f}{unit}"
-    if estimate.get("low") is None:
-        return f"{value} (n = {estimate['n']}; no interval: {estimate.get('note') or 'undefined'})"
-    return f"{value} [{estimate['low'] * scale:.{digits}f}, {estimate['high'] * scale:.{digits}f}]"
+    """An Estimate dict (from summary.json) as a table cell: `workbench.stats.Estimate.short`."""
+    return stats.estimate_from_dict(estimate).short(digits, percent)
 
 
 def _table(rows: list[dict], columns: list[str] | None = None) -> str:

@@ -71,13 +71,22 @@ class Estimate:
             return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
         return f"no interval: {self.note}" if self.note else "no interval"
 
-    def text(self, digits: int = 3) -> str:
-        """"0.556 [0.531, 0.582] (Wilson score, n = 1508)" or "2/5 (no interval: n = 5 < 10)"."""
+    def short(self, digits: int = 3, percent: bool = False) -> str:
+        """The value and its interval for a table cell: "0.556 [0.531, 0.582]", "55.6% [53.1, 58.2]"
+        with `percent`, "3/5 (no interval: n = 5 < 10)" or "0.200 (n = 3; no interval: n = 3 < 10)"."""
+        scale, unit = (100, "%") if percent else (1, "")
         if not self.has_interval and self.count is not None:
-            return f"{self.count}/{self.n} ({self.interval_text(digits)})"
+            return f"{self.count}/{self.n} (no interval: {self.note or 'undefined'})"
+        value = f"{self.value * scale:.{digits}f}{unit}"
         if not self.has_interval:
-            return f"{self.value:.{digits}f} (n = {self.n}; {self.interval_text(digits)})"
-        return f"{self.value:.{digits}f} {self.interval_text(digits)} ({self.method}, n = {self.n})"
+            return f"{value} (n = {self.n}; no interval: {self.note or 'undefined'})"
+        return f"{value} [{self.low * scale:.{digits}f}, {self.high * scale:.{digits}f}]"
+
+    def text(self, digits: int = 3) -> str:
+        """`short`, with the method and n after an interval: "0.556 [0.531, 0.582] (Wilson score, n = 1508)"."""
+        if not self.has_interval:
+            return self.short(digits)
+        return f"{self.short(digits)} ({self.method}, n = {self.n})"
 
     def __format__(self, spec: str) -> str:
         return self.text(int(spec) if spec else 3)
