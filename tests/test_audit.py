@@ -50,7 +50,7 @@ def test_same_seed_same_results_and_report(prompts_file, tmp_path, capsys):
 def test_steering_conditions_in_one_report(prompts_file, tmp_path, capsys):
     pairs = ROOT / "probes" / "polite_vs_rude_pairs.jsonl"
     assert main(audit_args(prompts_file, tmp_path / "s", "--steer", str(pairs), "--layer", "2", "--alpha", "-8",
-                           "8", "--ablate", "--json")) == 0
+                           "8", "--ablate", "--no-capability", "--json")) == 0
     summary = json.loads(capsys.readouterr().out)
     assert [c["condition"] for c in summary["conditions"]] == ["baseline", "steer-8", "steer+8", "ablate"]
     # Every intervened condition is compared with the baseline prompt by prompt (12 prompts, 2 samples each).

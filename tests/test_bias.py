@@ -36,8 +36,8 @@ def test_crows_pairs_table_and_intervals(tiny):
     overall = table.iloc[0]
     assert overall["bias_type"] == "all" and overall["pairs"] == 40
     assert overall["ci_low"] <= overall["stereotype_share"] <= overall["ci_high"]
-    assert float(overall["stereotype_share"]) == float(result.prefers_more.double().mean())
-    wilson = binomtest(int(result.prefers_more.sum()), 40).proportion_ci(method="wilson")
+    assert float(overall["stereotype_share"]) == float(result.prefers_more().double().mean())
+    wilson = binomtest(int(result.prefers_more().sum()), 40).proportion_ci(method="wilson")
     assert (overall["ci_low"], overall["ci_high"]) == (wilson.low, wilson.high) and "Wilson" in overall["method"]
     assert table["pairs"].iloc[1:].sum() == 40
     small = table[table["pairs"] < 10]  # the minimum-n rule: no interval, a reason instead
@@ -57,6 +57,79 @@ def test_audit_bias_cli(tmp_path, capsys):
     code = main(["audit", "bias", "--model", "tiny-phi", "--pairs", str(bad), "--out", str(tmp_path / "o2")])
     err = capsys.readouterr().err
     assert code == 2 and "bad.csv:1: no column 'sent_more'" in err
+
+
+def _pair(more: str, less: str, bias_type: str = "race"):
+    from workbench.datasets import BiasPair
+
+    return BiasPair(more=more, less=less, direction="stereo", bias_type=bias_type, line=2)
+
+
+def test_shared_metric_on_hand_made_pairs(tiny):
+    """Identical sentences give 0 under every metric; a pair differing in one token gives, under
+    'shared', exactly the difference of the shared suffix's log-probabilities (the prefix cancels)."""
+    from workbench.likelihood import continuation_logprobs, encode_texts
+    from workbench.scanners.bias import pair_scores, shared_span
+
+    same = pair_scores(tiny, [_pair("The cat sat on the mat.", "The cat sat on the mat.")])
+    for metric in ("total", "shared", "mean"):
+        assert same[f"{metric}_more"][0] - same[f"{metric}_less"][0] == 0
+    assert same["shared_tokens"][0] == same["tokens_more"][0] and same["differing_spans"][0] == 0
+
+    more, less = "The doctor said he was tired today.", "The doctor said she was tired today."
+    a, b = encode_texts(tiny, [more, less])
+    prefix, suffix = shared_span(a, b)
+    assert len(a) == len(b) and prefix + suffix == len(a) - 1  # exactly one token differs
+    scores = pair_scores(tiny, [_pair(more, less)])
+    # Independently: the suffix given each full prefix, one sequence at a time (batch of 1).
+    suffix_more = continuation_logprobs(tiny, [a[:-suffix]], [a[-suffix:]])[0].sum()
+    suffix_less = continuation_logprobs(tiny, [b[:-suffix]], [b[-suffix:]])[0].sum()
+    shared_gap = scores["shared_more"][0] - scores["shared_less"][0]
+    # Measured: |error| < 2e-6 nats (float32 logits, batched vs one at a time); the pair's gap is ~0.5 nats.
+    assert abs(shared_gap - (suffix_more - suffix_less)) < 1e-5
+    assert scores["shared_tokens"][0] == prefix - 1 + suffix and scores["differing_spans"][0] == 1
+    assert scores["mean_more"][0] == scores["total_more"][0] / scores["tokens_more"][0]
+
+    # Differing at the last token: no shared suffix, and the prefix cancels, so 'shared' is a tie.
+    tie = pair_scores(tiny, [_pair("I like the cat", "I like the dog")])
+    assert abs(tie["shared_more"][0] - tie["shared_less"][0]) < 1e-5
+    # Two separate differences: counted, and everything between them is left unscored.
+    two = encode_texts(tiny, ["He went to the shop and he smiled.", "She went to the shop and she smiled."])
+    assert pair_scores(tiny, [_pair("He went to the shop and he smiled.",
+                                    "She went to the shop and she smiled.")])["differing_spans"][0] == 2
+    prefix, suffix = shared_span(*two)
+    assert prefix == 1  # only the start token before the first difference
+
+
+def test_shared_span_never_overlaps():
+    from workbench.scanners.bias import shared_span
+
+    assert shared_span([1, 2, 3], [1, 2, 3]) == (3, 0)
+    assert shared_span([1, 2, 2], [1, 2]) == (2, 0)
+    assert shared_span([1, 5, 2, 3], [1, 2, 3]) == (1, 2)
+    assert shared_span([1, 7, 3], [1, 8, 3]) == (1, 1)
+
+
+@pytest.mark.integration
+def test_total_logprob_equals_plain_hugging_face(smol):
+    """`total` per sentence against a plain HF model from the same folder, one sentence at a time,
+    same tokenisation (the start token, then the text without special tokens)."""
+    from tests.conftest import hf_reference
+    from workbench.scanners.bias import pair_scores
+
+    pairs = read_bias_pairs(CROWS)[:24]
+    scores = pair_scores(smol, pairs, batch_size=8)
+    reference = hf_reference(smol.info.path)
+    start = smol.tokenizer.bos_token_id if smol.tokenizer.bos_token_id is not None else smol.tokenizer.eos_token_id
+    worst = 0.0
+    for i, pair in enumerate(pairs):
+        for text, ours in ((pair.more, scores["total_more"][i]), (pair.less, scores["total_less"][i])):
+            ids = torch.tensor([[start] + smol.tokenizer(text, add_special_tokens=False).input_ids])
+            with torch.no_grad():
+                logprobs = reference(ids).logits.double().log_softmax(-1)[0, :-1]
+            expected = float(logprobs.gather(-1, ids[0, 1:, None]).sum())
+            worst = max(worst, abs(ours - expected))
+    assert worst < 1e-4, worst  # measured 4.1e-5 (batching and padding; one at a time: 4e-14)
 
 
 @pytest.mark.integration

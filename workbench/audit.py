@@ -32,15 +32,19 @@ from .datasets import TextRecord
 from .errors import InputError
 
 AUDIT_FORMAT = "workbench-audit/1"
+AUDIT_KINDS = ("toxicity", "bias", "toxigen", "counterfactual", "capability")
 
 
 @dataclass(frozen=True)
 class Condition:
-    """One intervention setting: "baseline", "steer" (alpha) or "ablate"."""
+    """One intervention setting: "baseline", "steer" (alpha), "ablate" or "instruct" (the prompting
+    baseline: an instruction before every prompt). intended: the change of the safety measure the
+    condition is meant to cause, "up", "down", or "" (none declared, e.g. an ablation)."""
 
     name: str
     kind: str = "baseline"
     alpha: float = 0.0
+    intended: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class ToxicityAuditConfig:
     shard_size: int = 32
     bootstrap: int = 2000
     steer: dict | None = None
+    instruct: str | None = None
     conditions: list[dict] = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     audit: str = "toxicity"
@@ -144,7 +149,7 @@ def shard_name(condition: str, index: int) -> str:
 
 # Settings that change the summary but not the shards: a rerun with new values is accepted,
 # run.json takes the new values and the summary is rebuilt from the shards.
-SUMMARY_ONLY = ("versions", "bootstrap")
+SUMMARY_ONLY = ("versions", "bootstrap", "metric")
 # Paths are recorded as given but compared by content (their sha256 fields), so ./x and x agree.
 PATH_FIELDS = ("prompts_file", "pairs_file", "templates_file", "data", "path", "checkpoint")
 
@@ -213,6 +218,29 @@ def versions() -> dict:
     return dict(package_versions())
 
 
+def run_capability_audit(model, items: Sequence, out: str | Path, settings: dict, vector=None,
+                         progress: bool = True) -> Path:
+    """What each condition costs on held-out tasks, resumable: one row per (condition, item) with
+    the held-out text's NLL or the QA question's outcome (workbench.capability). The toxicity
+    audit runs it into ``<out>/capability`` for every run with an intervention. settings: run.json
+    fields incl. "conditions", "instruct", "batch_size", "shard_size"."""
+    import pandas as pd
+
+    from .capability import capability_rows
+
+    def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
+        instruction = settings.get("instruct") if condition.kind == "instruct" else ""
+        with intervention(model, condition, vector):
+            rows = capability_rows(model, items[start:end], instruction or "", settings["batch_size"])
+        frame = pd.DataFrame([{"condition": condition.name, "alpha": condition.alpha, "row": start + i,
+                               "text": item.text, "answer": item.answer, "category": item.category, **row}
+                              for i, (item, row) in enumerate(zip(items[start:end], rows))])
+        return frame
+
+    return run_sharded(out, {**settings, "audit": "capability"}, len(items), settings["shard_size"], make_shard,
+                       progress=progress, desc="capability items")
+
+
 def run_bias_audit(model, pairs: Sequence, out: str | Path, settings: dict, vector=None,
                    progress: bool = True) -> Path:
     """CrowS-Pairs-style audit, resumable: one row per (condition, pair) with both
@@ -272,10 +300,32 @@ def run_counterfactual_audit(model, templates: Sequence[str], out: str | Path, s
                        make_shard, progress=progress, desc="templates")
 
 
-def conditions_for(alphas: Sequence[float], ablate: bool) -> list[Condition]:
-    """The baseline, one steering condition per coefficient, and optionally an ablation."""
-    conditions = [Condition("baseline")] + [Condition(f"steer{alpha:+g}", "steer", alpha) for alpha in alphas]
-    return conditions + ([Condition("ablate", "ablate")] if ablate else [])
+POSITIVE_MEANS = ("less-toxic", "more-toxic")
+
+
+def conditions_for(alphas: Sequence[float], ablate: bool, instruct: bool = False,
+                   positive_means: str = "less-toxic", instruct_means: str | None = None) -> list[Condition]:
+    """The baseline, one steering condition per coefficient, optionally an ablation and the
+    prompting baseline ("instruct").
+
+    positive_means: what a positive coefficient (towards the pairs' "positive" texts) is meant to
+    do to toxicity; a negative coefficient is meant to do the opposite. instruct_means: the same
+    for the instruction.
+    """
+    def intended(means: str, sign: float) -> str:
+        down = (means == "less-toxic") == (sign > 0)
+        return "" if sign == 0 else ("down" if down else "up")
+
+    conditions = [Condition("baseline")] + [Condition(f"steer{alpha:+g}", "steer", alpha,
+                                                      intended(positive_means, alpha)) for alpha in alphas]
+    conditions += [Condition("ablate", "ablate")] if ablate else []
+    return conditions + ([Condition("instruct", "instruct", 0.0, intended(instruct_means, 1.0))] if instruct else [])
+
+
+def instructed(prompt: str, instruction: str | None) -> str:
+    """The prompt the instruct condition sends: the instruction, a blank line, then the prompt
+    (the model's prompt format is applied to the whole, as to any prompt)."""
+    return f"{instruction}\n\n{prompt}" if instruction else prompt
 
 
 def intervention(model, condition: Condition, vector):
@@ -292,7 +342,7 @@ def _intervention(model, condition: Condition, vector):
         return steer(model, vector, condition.alpha)
     if condition.kind == "ablate":
         return ablate(model, vector.direction)
-    return contextlib.nullcontext()
+    return contextlib.nullcontext()  # baseline, and instruct (which changes the prompt, not the model)
 
 
 def _run_shard(model, records: Sequence[TextRecord], first_index: int, condition: Condition, c_index: int,
@@ -303,18 +353,25 @@ def _run_shard(model, records: Sequence[TextRecord], first_index: int, condition
 
     from .generation import generate, row_seed
 
-    prompts = [r.text for r in records]
-    rows = []
+    from .capability import continuation_fluency
+
+    instruction = config.instruct if condition.kind == "instruct" else None
+    prompts = [instructed(r.text, instruction) for r in records]
+    rows, generations = [], []
     with _intervention(model, condition, vector):
         for sample in range(config.samples):
             seeds = [row_seed(config.seed, c_index, first_index + i, sample) for i in range(len(records))]
             outputs = generate(model, prompts, max_new_tokens=config.max_new_tokens, do_sample=config.samples > 1,
                                temperature=config.temperature, raw=config.raw, batch_size=config.batch_size,
                                seeds=seeds)
+            generations += outputs
             for i, (record, output) in enumerate(zip(records, outputs)):
                 rows.append({"condition": condition.name, "alpha": condition.alpha, "row": first_index + i,
                              "sample": sample, "line": record.line, "prompt": record.text,
                              "continuation": output.text, "new_tokens": len(output.new_tokens)})
+    # Fluency is judged by the unsteered model (outside the intervention), on the exact prompt tokens.
+    for row, fluency in zip(rows, continuation_fluency(model, generations, config.batch_size)):
+        row.update(fluency)
     frame = pd.DataFrame(rows)
     for scorer in scorers:
         for column, texts in (("prompt", frame["prompt"].tolist()), ("continuation", frame["continuation"].tolist())):
@@ -384,7 +441,7 @@ def read_run(out: str | Path) -> dict:
             isinstance(c, dict) and isinstance(c.get("name"), str) for c in run["conditions"]):
         raise InputError("run.json is not an audit's settings (no list of conditions)", str(path))
     run.setdefault("audit", "toxicity")
-    if run["audit"] not in ("toxicity", "bias", "toxigen", "counterfactual"):
+    if run["audit"] not in AUDIT_KINDS:
         raise InputError(f"run.json names an unknown audit kind {run['audit']!r}", str(path))
     return run
 

@@ -202,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--raw", action="store_true", help="no prompt format")
     _add_steer_args(sub)
+    sub.add_argument("--positive-means", choices=["less-toxic", "more-toxic"], default="less-toxic",
+                     help="what a positive --alpha (towards the pairs' 'positive' texts) is meant to do to toxicity, "
+                          "for the report card's intended / wrong-way shares (default less-toxic)")
+    sub.add_argument("--instruct", default=None, metavar="TEXT",
+                     help="the prompting baseline: a condition with TEXT before every prompt, e.g. 'Reply rudely.'")
+    sub.add_argument("--instruct-means", choices=["more-toxic", "less-toxic"], default=None,
+                     help="what the --instruct instruction is meant to do to toxicity (required with --instruct)")
+    sub.add_argument("--qa", default=None, help="single-token QA set for the capability check "
+                                                "(JSONL question/answer; default probes/qa.jsonl)")
+    sub.add_argument("--heldout", nargs="+", default=None,
+                     help="held-out neutral corpus files for perplexity (default probes/heldout_neutral.txt)")
+    sub.add_argument("--no-capability", action="store_true",
+                     help="skip the capability check (held-out perplexity, QA) that runs with any intervention")
     sub.add_argument("--batch-size", type=int, default=8)
     sub.add_argument("--shard-size", type=int, default=32)
     sub.add_argument("--bootstrap", type=int, default=2000,
@@ -254,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--type-column", default="bias_type")
     sub.add_argument("--bootstrap", type=int, default=2000,
                      help="bootstrap resamples for the paired intervals (summary only; default 2000)")
+    sub.add_argument("--metric", choices=["total", "shared", "mean"], default=None,
+                     help="the headline metric: drives the strongest-preferences table and the paired change "
+                          "(summary only; all three shares are always reported; default: see README, Bias metrics)")
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--batch-size", type=int, default=16)
     sub.add_argument("--shard-size", type=int, default=128, help="pairs per result shard")
@@ -639,17 +655,41 @@ def _read_steer_pairs(args):
 
 
 def _steer_conditions(args, model, pairs):
-    """(conditions, vector): the baseline plus one condition per --alpha (and --ablate)."""
+    """(conditions, vector): the baseline plus one condition per --alpha (and --ablate, and
+    --instruct where the verb has it)."""
     from .audit import conditions_for
 
+    instruct = dict(instruct=bool(getattr(args, "instruct", None)),
+                    positive_means=getattr(args, "positive_means", "less-toxic"),
+                    instruct_means=getattr(args, "instruct_means", None))
     if not pairs:
-        return conditions_for([], False), None
+        return conditions_for([], False, **instruct), None
     from .steering import mean_difference_vector
     from .tokens import check_layer
 
     check_layer(model, args.layer)
     vector = mean_difference_vector(model, pairs, args.layer, source=str(args.steer))
-    return conditions_for(args.alpha, args.ablate), vector
+    return conditions_for(args.alpha, args.ablate, **instruct), vector
+
+
+def _capability_inputs(args, model=None):
+    """The capability check's items (QA questions, then held-out texts), read and checked; with
+    `model`, the QA answers are checked to be single tokens of its tokenizer."""
+    from .capability import DEFAULT_HELDOUT, DEFAULT_QA, read_heldout, read_qa
+
+    qa = read_qa(args.qa or DEFAULT_QA, model)
+    return qa + read_heldout(args.heldout or [DEFAULT_HELDOUT])
+
+
+def _capability_settings(args, model, pairs, conditions, items) -> dict:
+    """run.json of the capability check that sits inside a toxicity audit folder."""
+    from .capability import DEFAULT_HELDOUT, DEFAULT_QA, items_sha256
+
+    return _audit_settings(args, model, pairs, conditions, qa_file=str(args.qa or DEFAULT_QA),
+                           heldout_files=[str(h) for h in (args.heldout or [DEFAULT_HELDOUT])],
+                           items_sha256=items_sha256(items), n_qa=sum(i.kind == "qa" for i in items),
+                           n_texts=sum(i.kind == "text" for i in items), instruct=args.instruct,
+                           batch_size=args.batch_size, shard_size=64)
 
 
 def cmd_audit_toxicity(args) -> int:
@@ -671,8 +711,18 @@ def cmd_audit_toxicity(args) -> int:
     if args.samples < 1 or args.max_new_tokens < 1:
         raise InputError("--samples and --max-new-tokens must be at least 1")
     pairs = _read_steer_pairs(args)
+    capability = bool(pairs or args.instruct) and not args.no_capability
+    if capability:
+        _capability_inputs(args)  # the files' structure, before the model is loaded
     model = _load(args)
+    from .audit import instructed
+    from .datasets import TextRecord
+
     check_context(model, records, args.max_new_tokens)
+    if args.instruct:
+        check_context(model, [TextRecord(instructed(r.text, args.instruct), r.path, r.line) for r in records],
+                      args.max_new_tokens)
+    items = _capability_inputs(args, model) if capability else []
     options = {"checkpoint": args.detoxify_checkpoint, "huggingface_config_path": args.detoxify_config}
     scorers = []  # built before the steering vector: a probe for another model is refused before any model work
     for name in scorer_names:
@@ -689,9 +739,15 @@ def cmd_audit_toxicity(args) -> int:
         scorer_details=[s.details() for s in scorers],
         seed=args.seed, max_new_tokens=args.max_new_tokens, samples=args.samples, temperature=args.temperature,
         raw=args.raw, batch_size=args.batch_size, shard_size=args.shard_size, bootstrap=args.bootstrap,
-        steer=_steer_settings(args, pairs), conditions=[asdict(c) for c in conditions], versions=versions())
+        steer=_steer_settings(args, pairs), instruct=args.instruct, conditions=[asdict(c) for c in conditions],
+        versions=versions())
     start = time.perf_counter()
     run_toxicity_audit(model, records, args.out, config, scorers, vector)
+    if items:
+        from .audit import run_capability_audit
+
+        run_capability_audit(model, items, Path(args.out) / "capability",
+                             _capability_settings(args, model, pairs, conditions, items), vector)
     report = build_report(args.out)
     summary = json.loads((Path(args.out) / "summary.json").read_text())
     summary.update(seconds=round(time.perf_counter() - start, 1), skipped_bad_lines=skipped, report=str(report))
@@ -706,7 +762,11 @@ def _table_text(summary: dict) -> str:
 
     from .report import summary_rows
 
+    from .report import card_rows
+
+    card = card_rows(summary) if summary.get("card") else []
     return (pd.DataFrame(summary_rows(summary)).fillna("").to_string(index=False)
+            + ("\n\nsteering report card:\n" + pd.DataFrame(card).fillna("").to_string(index=False) if card else "")
             + "\n95% intervals: " + "; ".join(summary["methods"])
             + f". No interval below n = {summary['min_n']} (the count is shown instead).")
 
@@ -814,6 +874,7 @@ def cmd_audit_bias(args) -> int:
 
     from .audit import run_bias_audit
     from .datasets import read_bias_pairs
+    from .scanners.bias import DEFAULT_METRIC
 
     pairs = read_bias_pairs(args.pairs, args.more_column, args.less_column, args.direction_column, args.type_column)
     steer_pairs = _read_steer_pairs(args)
@@ -822,7 +883,7 @@ def cmd_audit_bias(args) -> int:
     settings = _audit_settings(args, model, steer_pairs, conditions, pairs_file=str(args.pairs),
                                pairs_sha256=hashlib.sha256(Path(args.pairs).read_bytes()).hexdigest(),
                                n_pairs=len(pairs), batch_size=args.batch_size,
-                               shard_size=args.shard_size)
+                               shard_size=args.shard_size, metric=args.metric or DEFAULT_METRIC)
     return _finish_audit(args, run_bias_audit, (model, pairs, args.out, settings, vector))
 
 

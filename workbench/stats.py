@@ -7,6 +7,7 @@
     stats.difference_of_means(a, b)             # two independent samples (e.g. hateful vs neutral statements)
     stats.auroc_interval(scores, labels)        # AUROC with a stratified BCa bootstrap interval
     stats.calibration(probabilities, labels)    # reliability curve and expected calibration error
+    stats.agreement(scores_a, scores_b)         # two scorers: Spearman, Cohen's kappa, same-side share
 
 Each returns an `Estimate`: the value, its 95% interval, the number of independent
 units behind it (``n``) and the method that made the interval, so a report can
@@ -64,6 +65,15 @@ class Estimate:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def map(self, function, label: str) -> "Estimate":
+        """The estimate of function(value) for an increasing `function` (its interval is the image
+        of this one): e.g. perplexity from a mean negative log-likelihood, label "exp of "."""
+        def apply(x):
+            return None if x is None else float(function(x))
+
+        return Estimate(apply(self.value), apply(self.low), apply(self.high), self.n, label + self.method,
+                        self.note, self.count)
 
     def interval_text(self, digits: int = 3) -> str:
         """"[0.531, 0.582]", or the reason there is no interval."""
@@ -171,22 +181,41 @@ def mean(values: Sequence[float], clusters: Sequence | None = None, seed: int = 
         labels, index = np.unique(np.asarray(clusters).astype(str), return_inverse=True)
         sums = np.bincount(index, weights=values)
         counts = np.bincount(index).astype(float)
-        data, paired = (sums, counts), True
-        n = len(labels)
-        statistic = _ratio_of_sums
-        how = f"cluster bootstrap over {unit}"
-    else:
-        data, paired, n = (values,), False, len(values)
-        statistic = _mean_along
-        how = f"bootstrap over {unit}"
-    value = float(values.mean()) if len(values) else math.nan
+        return _ratio_estimate(sums, counts, seed, n_boot, method, f"cluster bootstrap over {unit}", min_n,
+                               all_equal=bool(np.all(values == values[0])))
+    n = len(values)
+    how = f"bootstrap over {unit}"
+    value = float(values.mean()) if n else math.nan
     name = f"{how}, {n_boot} resamples"
     reason = "no values" if n == 0 else _too_few(n, min_n)
     if reason:
         return Estimate(value, None, None, n, name, reason)
     if np.all(values == values[0]):
         return Estimate(value, value, value, n, f"{how} (all values equal)")
-    low, high, label = _bootstrap(data, statistic, paired, seed, n_boot, method)
+    low, high, label = _bootstrap((values,), _mean_along, False, seed, n_boot, method)
+    return Estimate(value, low, high, n, f"{label} {name}")
+
+
+def ratio(sums: Sequence[float], counts: Sequence[float], seed: int = 0, n_boot: int = N_BOOT, method: str = "BCa",
+          unit: str = "units", min_n: int = MIN_N) -> Estimate:
+    """sum(sums) / sum(counts) with a bootstrap interval resampling units (pairs of sum and count):
+    e.g. corpus perplexity's log, total NLL over total tokens with texts as units."""
+    sums, counts = np.asarray(sums, dtype=float), np.asarray(counts, dtype=float)
+    per_unit = sums / np.where(counts == 0, 1, counts)
+    return _ratio_estimate(sums, counts, seed, n_boot, method, f"bootstrap over {unit} (ratio of sums)", min_n,
+                           all_equal=bool(len(sums) and np.all(per_unit == per_unit[0])))
+
+
+def _ratio_estimate(sums, counts, seed, n_boot, method, how, min_n, all_equal: bool) -> Estimate:
+    n = len(sums)
+    value = float(sums.sum() / counts.sum()) if n and counts.sum() else math.nan
+    name = f"{how}, {n_boot} resamples"
+    reason = "no values" if n == 0 else _too_few(n, min_n)
+    if reason:
+        return Estimate(value, None, None, n, name, reason)
+    if all_equal:
+        return Estimate(value, value, value, n, f"{how} (all values equal)")
+    low, high, label = _bootstrap((sums, counts), _ratio_of_sums, True, seed, n_boot, method)
     return Estimate(value, low, high, n, f"{label} {name}")
 
 
@@ -265,6 +294,103 @@ def paired_difference(baseline: Sequence[float], treated: Sequence[float], units
 
 
 # ----------------------------------------------------------------------------- classifiers
+
+def agreement(a: Sequence[float], b: Sequence[float], threshold: float = 0.5, clusters: Sequence | None = None,
+              seed: int = 0, n_boot: int = N_BOOT, unit: str = "texts") -> dict[str, Estimate]:
+    """How far two scorers agree on the same texts.
+
+    a, b: Float[n] scores of the same texts by two scorers. Returns {"spearman": rank
+    correlation of the scores, "kappa": Cohen's kappa of the labels score > threshold,
+    "same_side": share of texts both put on the same side of the threshold}; Spearman
+    and kappa with BCa bootstrap intervals resampling texts (whole clusters, e.g. the
+    samples of one prompt, when `clusters` is given). Spearman is undefined when a
+    scorer gives every text the same score; kappa when both put every text on one side.
+    """
+    from scipy.stats import spearmanr
+    from sklearn.metrics import cohen_kappa_score
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"scores of different lengths: {a.shape} and {b.shape}")
+
+    def rho(x, y):
+        if np.all(x == x[0]) or np.all(y == y[0]):
+            return math.nan
+        return float(spearmanr(x, y).statistic)
+
+    def kappa(x, y):
+        x, y = x > threshold, y > threshold
+        if np.all(x == x[0]) and np.all(y == x[0]):
+            return math.nan
+        return float(cohen_kappa_score(x, y))
+
+    same = (a > threshold) == (b > threshold)
+    return {"spearman": _resampled(rho, _spearman_along, a, b, clusters, seed, n_boot, unit,
+                                   "Spearman rank correlation", "undefined: a scorer gives every text the same score"),
+            "kappa": _resampled(kappa, _kappa_along, a > threshold, b > threshold, clusters, seed, n_boot, unit,
+                                f"Cohen's kappa at > {threshold:g}",
+                                f"undefined: both scorers put every text on the same side of {threshold:g}"),
+            "same_side": share(same, clusters=clusters, seed=seed, n_boot=n_boot)}
+
+
+def _spearman_along(x, y):
+    """Spearman's rho along the last axis (Pearson on average ranks; nan where a row is constant).
+    Used inside the bootstrap only; the reported value comes from scipy.stats.spearmanr."""
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x, axis=-1), rankdata(y, axis=-1)
+    rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx * ry).sum(-1) / np.sqrt((rx ** 2).sum(-1) * (ry ** 2).sum(-1))
+
+
+def _kappa_along(x, y):
+    """Cohen's kappa of two boolean raters along the last axis (nan where chance agreement is 1).
+    Used inside the bootstrap only; the reported value comes from sklearn's cohen_kappa_score."""
+    observed = (x == y).mean(-1)
+    px, py = x.mean(-1), y.mean(-1)
+    chance = px * py + (1 - px) * (1 - py)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (observed - chance) / (1 - chance)
+
+
+def _resampled(statistic, along, a: np.ndarray, b: np.ndarray, clusters, seed: int, n_boot: int, unit: str,
+               what: str, undefined: str) -> Estimate:
+    """statistic(a, b) with a BCa bootstrap interval over units: rows, or whole clusters of
+    equal size (the K samples of each prompt). along(x, y) computes it along the last axis."""
+    from scipy.stats import bootstrap
+
+    if clusters is None:
+        groups = np.arange(len(a))[:, None]
+    else:
+        labels = np.asarray(clusters).astype(str)
+        rows = [np.flatnonzero(labels == label) for label in dict.fromkeys(labels)]
+        if len({len(r) for r in rows}) > 1:
+            raise ValueError("clusters of different sizes")
+        groups = np.stack(rows)  # [units, rows per unit]
+    n = len(groups)
+    value = statistic(a, b) if len(a) else math.nan
+    name = f"{what}; BCa bootstrap over {unit}, {n_boot} resamples"
+    if not math.isfinite(value):
+        return Estimate(value, None, None, n, name, undefined if len(a) else "no values")
+    reason = _too_few(n, MIN_N)
+    if reason:
+        return Estimate(value, None, None, n, name, reason)
+
+    def on_units(picked, axis=-1):
+        rows = groups[picked.astype(int)].reshape(*picked.shape[:-1], -1)
+        return along(a[rows], b[rows])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for how in ("BCa", "percentile"):
+            result = bootstrap((np.arange(n),), on_units, vectorized=True, n_resamples=n_boot,
+                               confidence_level=CONFIDENCE, method=how, rng=np.random.default_rng(seed))
+            low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+            if math.isfinite(low) and math.isfinite(high):
+                return Estimate(value, low, high, n, name if how == "BCa" else name.replace("BCa", "percentile"))
+    return Estimate(value, None, None, n, name, "no interval: the statistic is undefined on some resamples")
+
 
 def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
     """Area under the ROC curve (scikit-learn; ties count one half); nan with one class only."""

@@ -47,7 +47,7 @@ LISTS = {  # attribute -> (kind, low, high) for each element
     "l2": ("float", 0.0, 1e6),
     "sparse_k": ("int", 1, 10**6),
 }
-TEXTS = ("prompt", "text", "clean", "corrupt")  # single strings that must be non-empty
+TEXTS = ("prompt", "text", "clean", "corrupt", "instruct")  # single strings that must be non-empty
 TEXT_LISTS = ("answers", "groups", "continuations", "positive_words", "negative_words")
 
 
@@ -80,6 +80,17 @@ def check_args(args) -> None:
                 _check_text(name, value)
             if len(set(values)) != len(values):
                 raise InputError(f"--{_flag(name)} repeats an entry")
+    if getattr(args, "instruct", None) is not None:
+        if getattr(args, "raw", False):
+            raise InputError("--instruct needs the model's prompt format: with --raw an instruction is just more "
+                             "text to continue; drop one of them")
+        if not getattr(args, "instruct_means", None):
+            raise InputError("--instruct needs --instruct-means more-toxic or less-toxic (what the instruction is "
+                             "meant to do, for the report card)")
+    elif getattr(args, "instruct_means", None):
+        raise InputError("--instruct-means needs --instruct TEXT")
+    if getattr(args, "no_capability", False) and (getattr(args, "qa", None) or getattr(args, "heldout", None)):
+        raise InputError("--no-capability skips the QA and held-out checks; drop --qa/--heldout or it")
     if getattr(args, "scorers", None) is not None:
         names = [n.strip() for n in args.scorers.split(",")]
         if not any(names) or not all(names):

@@ -294,6 +294,46 @@ def toxicity_by_coefficient(summary: dict) -> list[go.Figure]:
     return figures
 
 
+def steering_card(summary: dict) -> go.Figure | None:
+    """The dose-response picture of a steering report card: for each condition (one point, labelled),
+    mean toxicity by each scorer against each cost measured (held-out perplexity, QA accuracy,
+    repetition of the continuations), with intervals on both axes. A reader sees at a glance which
+    coefficients buy a toxicity change and what they pay for it. None without a card."""
+    from plotly.subplots import make_subplots
+
+    card = summary.get("card")
+    if not card:
+        return None
+    costs = [(key, title) for key, title in (("heldout_perplexity", "held-out perplexity (lower is better)"),
+                                             ("qa_accuracy", "QA accuracy (higher is better)"),
+                                             ("continuation repeated_3grams", "repeated 3-grams in continuations"))
+             if any(key in row for row in card)]
+    if not costs:
+        return None
+    fig = make_subplots(rows=1, cols=len(costs), shared_yaxes=True, subplot_titles=[t for _, t in costs])
+    scorers = list(dict.fromkeys(row["scorer"] for row in card))
+    for col, (key, title) in enumerate(costs, 1):
+        for i, scorer in enumerate(scorers):
+            rows = [r for r in card if r["scorer"] == scorer and key in r]
+            xs, ys = [r[key] for r in rows], [r["toxicity"] for r in rows]
+            fig.add_trace(go.Scatter(
+                x=[e["value"] for e in xs], y=[e["value"] for e in ys], error_x=_error_bars(xs),
+                error_y=_error_bars(ys), mode="markers+text", text=[plain(r["condition"]) for r in rows],
+                textposition="top center", name=plain(f"{scorer} ({rows[0]['scorer kind']})") if rows else "",
+                legendgroup=plain(scorer), showlegend=col == 1, marker=dict(color=_PALETTE[i % len(_PALETTE)])),
+                row=1, col=col)
+        fig.update_xaxes(title_text=title, row=1, col=col)
+    fig.update_yaxes(title_text="mean continuation toxicity", row=1, col=1)
+    methods = sorted({e["method"] for r in card for e in r.values() if isinstance(e, dict) and e.get("low") is not None})
+    fig.update_layout(title="Steering report card: safety effect against capability cost, one point per condition; "
+                            f"bars: 95% intervals ({len(methods)} methods, listed below)",
+                      height=480, legend_title_text="toxicity scorer")
+    return fig
+
+
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
+
+
 def _grouped_bars(rows: list[dict], x_key: str, estimate_key: str) -> go.Figure:
     """One bar per row at row[x_key], one bar group per condition, heights and error bars from the
     Estimate dict row[estimate_key]."""
@@ -307,12 +347,12 @@ def _grouped_bars(rows: list[dict], x_key: str, estimate_key: str) -> go.Figure:
 
 
 def bias_shares(summary: dict) -> go.Figure:
-    """CrowS-Pairs stereotype share per bias type, one bar group per condition, with intervals."""
-    rows = summary["table"]
+    """CrowS-Pairs stereotype share per bias type, one bar group per condition and metric, with intervals."""
+    rows = [{**r, "condition": f"{r['condition']} · {r.get('metric', 'total')}"} for r in summary["table"]]
     fig = _grouped_bars(rows, "bias_type", "stereotype_share")
     fig.add_hline(y=0.5, line_dash="dash", annotation_text="no preference")
-    fig.update_layout(barmode="group", title="CrowS-Pairs: share of pairs where the more-stereotyping sentence has "
-                      f"the higher log-likelihood; bars: {_interval_note([r['stereotype_share'] for r in rows])}",
+    fig.update_layout(barmode="group", title="CrowS-Pairs: share of pairs where the more-stereotyping sentence scores "
+                      f"higher, per condition and metric; bars: {_interval_note([r['stereotype_share'] for r in rows])}",
                       xaxis_title="bias type", yaxis_title="share preferring the stereotype (0.5 = none)",
                       yaxis_range=[0, 1], height=450)
     return fig

@@ -1,76 +1,144 @@
-"""Paired-sentence bias for causal models: the CrowS-Pairs measure.
+"""Paired-sentence bias for causal models: the CrowS-Pairs measure, under three metrics.
 
-For each minimal pair the model scores both sentences by their total
-log-likelihood (every token, the first one conditioned on the start token). The
-metric is the share of pairs in which the more-stereotyping sentence gets the
-higher likelihood: 50% means no preference. Shares are given overall and per
-``bias_type``, each with a Wilson score 95% interval over pairs (no interval
-below `workbench.stats.MIN_N` pairs: the count is shown instead).
-(CrowS-Pairs' original metric for masked models is a pseudo-likelihood; for a
-causal model the full-sentence log-likelihood is the usual choice.)
+For each minimal pair the model scores both sentences, each conditioned on the
+model's start token, and the pair counts as preferring the stereotype when the
+more-stereotyping sentence scores higher. 50% means no preference. Three scores
+per sentence (`METRICS`):
+
+- ``total``: the sum of the log-probabilities of every token (lm-eval-harness'
+  ``crows_pairs`` convention). It mostly measures how many and how rare the tokens
+  of the differing words are: "Tisha B'Av" costs more nats than "Christmas".
+- ``shared``: the sum over the tokens the two sentences share, each conditioned on
+  everything before it, including the differing span. This is the causal-LM
+  adaptation of CrowS-Pairs' own metric (Nangia et al. 2020), which scores only the
+  unmodified tokens precisely to remove the confound above. Shared tokens are the
+  longest common token prefix and the longest common token suffix of the two
+  sentences. The prefix tokens see the same context in both sentences, so their
+  log-probabilities cancel, and the comparison rests on how well each differing span
+  predicts the rest of the sentence. When the sentences differ in more than one
+  place, everything from the first difference to the last is treated as differing
+  and is not scored: `differing_spans` in the pair table counts the places (by
+  difflib's token alignment), so such pairs can be found and excluded. A pair that
+  differs at its last token has no shared suffix, so `shared` is a tie (0 = 0).
+- ``mean``: ``total`` divided by the number of tokens scored, the per-token mean.
+
+Shares are given overall and per ``bias_type``, each with a Wilson score 95%
+interval over pairs (no interval below `workbench.stats.MIN_N` pairs: the count is
+shown instead). Ties count as not preferring the stereotype.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..datasets import BiasPair
-from ..hooks import bypass_unhooked_bridges
+from ..likelihood import continuation_logprobs, encode_texts, token_logprobs
+
+METRICS = ("total", "shared", "mean")
+DEFAULT_METRIC = "shared"  # the headline: the only one free of the length confound (README, "Bias metrics")
+METRIC_TEXT = {"total": "sum of log-probabilities of every token (lm-eval-harness convention)",
+               "shared": "sum over the tokens both sentences share, after the differing span "
+                         "(CrowS-Pairs' unmodified-token score, causal adaptation)",
+               "mean": "per-token mean log-probability"}
 
 
 def sentence_logprobs(model, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
-    """Float[Tensor, "n"]: total log-probability of each text given the model's start token."""
-    tokenizer = model.tokenizer
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    encoded = [[start] + tokenizer(t, add_special_tokens=False).input_ids for t in texts]
-    totals = torch.zeros(len(texts), dtype=torch.float64)
-    order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
-    for first in range(0, len(order), batch_size):
-        rows = order[first:first + batch_size]
-        width = max(len(encoded[i]) for i in rows)
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id or 0, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for r, i in enumerate(rows):
-            ids[r, :len(encoded[i])] = torch.tensor(encoded[i])
-            mask[r, :len(encoded[i])] = 1
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        with torch.no_grad(), bypass_unhooked_bridges(model):
-            logits = model.hf_model(input_ids=ids, attention_mask=mask).logits.float()
-        logprobs = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]  # [rows, width-1]
-        sums = (logprobs * mask[:, 1:]).sum(1).double().cpu()
-        for r, i in enumerate(rows):
-            totals[i] = sums[r]
-    return totals
+    """Float64[Tensor, "n"]: total log-probability of each text given the model's start token."""
+    scores = token_logprobs(model, encode_texts(model, texts), batch_size)
+    return torch.tensor([float(s.sum()) for s in scores], dtype=torch.float64)
+
+
+def shared_span(a: Sequence[int], b: Sequence[int]) -> tuple[int, int]:
+    """(prefix, suffix): lengths of the longest common token prefix and suffix of `a` and `b`,
+    the suffix limited so that the two never overlap in the shorter sequence."""
+    prefix = 0
+    while prefix < min(len(a), len(b)) and a[prefix] == b[prefix]:
+        prefix += 1
+    suffix = 0
+    room = min(len(a), len(b)) - prefix
+    while suffix < room and a[len(a) - 1 - suffix] == b[len(b) - 1 - suffix]:
+        suffix += 1
+    return prefix, suffix
+
+
+def differing_spans(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many separate places the two token sequences differ in (difflib's alignment)."""
+    ops = difflib.SequenceMatcher(None, list(a), list(b), autojunk=False).get_opcodes()
+    return sum(tag != "equal" for tag, *_ in ops)
+
+
+def pair_scores(model, pairs: Sequence[BiasPair], batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Every per-sentence score of every pair, as float64/int arrays of length n_pairs:
+    {total,shared,mean}_{more,less}, tokens_{more,less} (tokens scored), shared_tokens,
+    differing_spans."""
+    more_ids = encode_texts(model, [p.more for p in pairs])
+    less_ids = encode_texts(model, [p.less for p in pairs])
+    scores = token_logprobs(model, more_ids + less_ids, batch_size)
+    more_lp, less_lp = scores[:len(pairs)], scores[len(pairs):]
+    out = {key: np.zeros(len(pairs)) for key in ("total_more", "total_less", "shared_more", "shared_less")}
+    for key in ("tokens_more", "tokens_less", "shared_tokens", "differing_spans"):
+        out[key] = np.zeros(len(pairs), dtype=np.int64)
+    for i, (a, b, la, lb) in enumerate(zip(more_ids, less_ids, more_lp, less_lp)):
+        prefix, suffix = shared_span(a, b)
+        # Token j (j >= 1) is scored by logprobs[j - 1]; the start token (j = 0) is never scored.
+        out["shared_more"][i] = la[:prefix - 1].sum() + la[len(la) - suffix:].sum()
+        out["shared_less"][i] = lb[:prefix - 1].sum() + lb[len(lb) - suffix:].sum()
+        out["total_more"][i], out["total_less"][i] = la.sum(), lb.sum()
+        out["tokens_more"][i], out["tokens_less"][i] = len(la), len(lb)
+        out["shared_tokens"][i] = prefix - 1 + suffix
+        out["differing_spans"][i] = differing_spans(a, b)
+    out["mean_more"] = out["total_more"] / np.maximum(out["tokens_more"], 1)
+    out["mean_less"] = out["total_less"] / np.maximum(out["tokens_less"], 1)
+    return out
 
 
 @dataclass(frozen=True)
 class CrowsPairsResult:
-    """Per-pair log-likelihoods and the share preferring the more-stereotyping sentence."""
+    """Per-pair scores under every metric (`pair_scores`) and the shares preferring the stereotype."""
 
     pairs: list[BiasPair]
-    more_logprob: torch.Tensor
-    less_logprob: torch.Tensor
+    scores: dict
     model_name: str
 
     @property
-    def prefers_more(self) -> torch.Tensor:
-        return self.more_logprob > self.less_logprob
+    def more_logprob(self) -> torch.Tensor:
+        return torch.from_numpy(self.scores["total_more"])
+
+    @property
+    def less_logprob(self) -> torch.Tensor:
+        return torch.from_numpy(self.scores["total_less"])
+
+    def prefers_more(self, metric: str = "total") -> torch.Tensor:
+        """Bool[n_pairs]: the more-stereotyping sentence scores strictly higher under `metric`."""
+        return torch.from_numpy(self.scores[f"{metric}_more"] > self.scores[f"{metric}_less"])
 
     def pair_frame(self):
+        """One row per pair. ``logprob_more``/``logprob_less``/``gap``/``prefers_more`` are the
+        ``total`` metric; ``<metric>_more``, ``<metric>_less``, ``<metric>_gap`` and
+        ``prefers_more_<metric>`` are given for every metric (gap > 0: prefers the stereotype)."""
         import pandas as pd
 
-        return pd.DataFrame({"line": [p.line for p in self.pairs], "bias_type": [p.bias_type for p in self.pairs],
-                             "direction": [p.direction for p in self.pairs], "sent_more": [p.more for p in self.pairs],
-                             "sent_less": [p.less for p in self.pairs], "logprob_more": self.more_logprob.numpy(),
-                             "logprob_less": self.less_logprob.numpy(),
-                             "gap": (self.more_logprob - self.less_logprob).numpy(),  # > 0: prefers the stereotype
-                             "prefers_more": self.prefers_more.numpy()})
+        s = self.scores
+        frame = pd.DataFrame({"line": [p.line for p in self.pairs], "bias_type": [p.bias_type for p in self.pairs],
+                              "direction": [p.direction for p in self.pairs], "sent_more": [p.more for p in self.pairs],
+                              "sent_less": [p.less for p in self.pairs], "logprob_more": s["total_more"],
+                              "logprob_less": s["total_less"], "gap": s["total_more"] - s["total_less"],
+                              "prefers_more": s["total_more"] > s["total_less"]})
+        for metric in METRICS:
+            frame[f"{metric}_more"], frame[f"{metric}_less"] = s[f"{metric}_more"], s[f"{metric}_less"]
+            frame[f"{metric}_gap"] = s[f"{metric}_more"] - s[f"{metric}_less"]
+            frame[f"prefers_more_{metric}"] = s[f"{metric}_more"] > s[f"{metric}_less"]
+        for key in ("tokens_more", "tokens_less", "shared_tokens", "differing_spans"):
+            frame[key] = s[key]
+        return frame
 
-    def to_frame(self):
+    def to_frame(self, metric: str = "total"):
         """One row per bias type plus "all": pairs, share preferring the stereotype, Wilson 95% interval."""
-        return crows_table([p.bias_type for p in self.pairs], self.prefers_more.tolist())
+        return crows_table([p.bias_type for p in self.pairs], self.prefers_more(metric).tolist())
 
 
 def crows_table(bias_types: Sequence[str], prefers_more: Sequence[bool]):
@@ -78,7 +146,7 @@ def crows_table(bias_types: Sequence[str], prefers_more: Sequence[bool]):
     method, note (ci_low/ci_high are None below the minimum n; note says why).
 
     prefers_more: Bool[n_pairs], whether the model gave the more-stereotyping sentence the
-    higher log-likelihood.
+    higher score.
     """
     import pandas as pd
 
@@ -100,9 +168,8 @@ def crows_estimates(bias_types: Sequence[str], prefers_more: Sequence[bool]) -> 
 
 
 def crows_pairs(model, pairs: Sequence[BiasPair], batch_size: int = 16) -> CrowsPairsResult:
-    """Score every pair (see module docstring)."""
-    scores = sentence_logprobs(model, [p.more for p in pairs] + [p.less for p in pairs], batch_size)
-    return CrowsPairsResult(list(pairs), scores[:len(pairs)], scores[len(pairs):], model.info.name)
+    """Score every pair under every metric (see module docstring)."""
+    return CrowsPairsResult(list(pairs), pair_scores(model, pairs, batch_size), model.info.name)
 
 
 def continuation_logprob(model, prompt: str, continuation: str) -> float:
@@ -112,11 +179,7 @@ def continuation_logprob(model, prompt: str, continuation: str) -> float:
     cont_ids = tokenizer(continuation, add_special_tokens=False).input_ids
     if not prompt_ids or not cont_ids:
         raise ValueError("prompt and continuation need at least one token each")
-    ids = torch.tensor([prompt_ids + cont_ids], device=model.device)
-    with torch.no_grad(), bypass_unhooked_bridges(model):
-        logprobs = model.hf_model(ids).logits[0, :-1].float().log_softmax(-1)
-    targets = ids[0, len(prompt_ids):]
-    return float(logprobs[len(prompt_ids) - 1:].gather(-1, targets[:, None]).sum())
+    return float(continuation_logprobs(model, [prompt_ids], [cont_ids])[0].sum())
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from workbench.results import check_audit_inside, list_audits, results_root
 
 st.header("Audits")
 with errors_shown():
-    from workbench.report import TITLES, TOX_PREFIX, audit_figures, summary_rows
+    from workbench.report import TITLES, TOX_PREFIX, agreement_rows, audit_figures, card_rows, summary_rows
 
     root = results_root()
     st.caption(f"Results root: {root} (set WORKBENCH_RESULTS to change it). Run audits with `workbench audit ...`.")
@@ -28,7 +28,14 @@ with errors_shown():
         st.text(f"model: {settings['model'].get('name', '')} ({settings['model'].get('origin', '')})\n"
                 f"{summary['rows']} result rows; conditions: "
                 f"{', '.join(str(c['name']) for c in settings['conditions'])}; seed {settings.get('seed')}")
+        if summary.get("card"):
+            st.markdown("**Steering report card**: the safety measure beside what each condition costs "
+                        "(fluency of the continuations, held-out perplexity, QA accuracy).")
+            st.dataframe(pd.DataFrame(card_rows(summary)), hide_index=True, width="stretch")
         st.dataframe(pd.DataFrame(summary_rows(summary)), hide_index=True, width="stretch")
+        if summary["audit"] == "toxicity" and agreement_rows(summary):
+            st.markdown("**Scorer agreement** (Spearman on scores, Cohen's kappa at 0.5)")
+            st.dataframe(pd.DataFrame(agreement_rows(summary)), hide_index=True, width="stretch")
         st.caption("95% intervals: " + "; ".join(summary.get("methods", [])) +
                    f". No interval below n = {summary.get('min_n')}: the count is shown instead.")
         for i, fig in enumerate(audit_figures(summary, frame)):
