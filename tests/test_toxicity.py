@@ -96,3 +96,61 @@ def test_probe_scorer(tiny, tmp_path):
     details = make_scorer("probe", model=tiny, probe_path=str(tmp_path / "probe")).details()
     assert details["kind"] == "activation probe" and details["model"] == "tiny-phi" and len(details["checkpoint_sha256"]) == 64
     assert ProfanityCheckScorer().details()["kind"] == "lexical"
+
+
+# Keras 3.15.1 (torch backend) running toxic-comment-classifier's own architecture and weights, with
+# its own pickled Tokenizer and pad_sequences: the six label probabilities of each text, measured once.
+KERAS_REFERENCE = {
+    "You are so dumb and stupid!": [0.9889403, 0.07256771, 0.6204293, 0.01934844, 0.8664075, 0.04072949],
+    "Thank you for your help, have a lovely day.": [0.02972535, 0.0002135238, 0.006567481, 0.0001791758,
+                                                    0.01268483, 0.0008481442],
+    "I will find you and hurt you.": [0.2907437, 0.003146693, 0.05341873, 0.005255669, 0.09558195, 0.005242864],
+    "the weather is nice": [0.011584, 4.875279e-05, 0.002761679, 4.634884e-05, 0.003207239, 0.0003067834],
+    "": [0.06753408, 0.002372949, 0.0293819, 0.001005654, 0.01535531, 0.004006193],
+    "Shut up, you idiot; nobody asked for your worthless opinion!!! " * 5:
+        [0.9896254, 0.1850737, 0.8748717, 0.03376777, 0.8696163, 0.05247006],
+}
+
+
+def test_bilstm_scorer_equals_keras():
+    """Our torch copy of the BiLSTM gives Keras' numbers (measured difference 1.2e-7; the reference
+    is rounded to 7 significant digits)."""
+    from workbench.scanners.toxicity import JIGSAW_LABELS, BiLSTMScorer, make_scorer
+
+    scorer = make_scorer("toxic-comment-classifier")
+    assert isinstance(scorer, BiLSTMScorer) and scorer.kind == "learned classifier"
+    frame = scorer.score(list(KERAS_REFERENCE))
+    assert list(frame.columns) == ["scorer", *JIGSAW_LABELS]
+    for row, expected in zip(frame[list(JIGSAW_LABELS)].to_numpy(), KERAS_REFERENCE.values()):
+        assert max(abs(a - b) for a, b in zip(row, expected)) < 1e-6
+    # Keras' Tokenizer: lower-case, punctuation split off, out-of-vocabulary words dropped, 100 kept, pre-padded.
+    ids = scorer.encode("Hello, WORLD! zzqxjv")
+    assert len(ids) == 100 and ids[-2:] == scorer.encode("hello world")[-2:] and ids[:98] == [0] * 98
+    assert scorer.details()["checkpoint_sha256"]["model.weights.h5"]
+
+
+def test_bilstm_tokenizer_pickle_is_read_without_running_code(tmp_path):
+    import pickle
+
+    from workbench.errors import ModelUnavailableError
+    from workbench.scanners.toxicity import _read_keras_tokenizer
+
+    evil = tmp_path / "tokenizer.pickle"
+    evil.write_bytes(pickle.dumps(__import__("os").system))  # names posix.system
+    with pytest.raises(pickle.UnpicklingError, match="refused"):
+        _read_keras_tokenizer(evil)
+    plain = tmp_path / "plain.pickle"
+    plain.write_bytes(pickle.dumps({"word_index": {}}))
+    with pytest.raises(ModelUnavailableError, match="not the Keras tokenizer"):
+        _read_keras_tokenizer(plain)
+
+
+def test_fetch_detoxify_offline_says_what_and_where(monkeypatch, capsys):
+    from workbench.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", "/nonexistent-torch-home")
+    code = main(["fetch", "detoxify:unbiased"])
+    err = capsys.readouterr().err
+    assert code != 0 and "toxic_debiased-c7548aa0.ckpt" in err and "'roberta-base'" in err
+    assert "github.com/unitaryai/detoxify/releases" in err and len(err.strip().splitlines()) == 1

@@ -80,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     verb("models", "List the models the registry knows.", cmd_models, model=False)
-    sub = verb("fetch", "Download or convert a model's weights (the only verb that downloads).", cmd_fetch)
-    sub.add_argument("name", nargs="?", default=None, help="model to fetch (same as --model)")
+    sub = verb("fetch", "Download or convert a model's weights, or a Detoxify checkpoint (the only verb that "
+                        "downloads).", cmd_fetch)
+    sub.add_argument("name", nargs="?", default=None,
+                     help="model to fetch (same as --model), or detoxify[:original|unbiased|multilingual]")
     verb("info", "Describe a model: layers, widths, vocabulary, context, parameters.", cmd_info)
     sub = verb("hooks", "List the hook names that fire in a forward pass.", cmd_hooks)
     sub.add_argument("--pattern", default="all", help="only names matching this pattern")
@@ -192,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--column", default=None)
     sub.add_argument("--skip-bad", action="store_true", help="skip bad lines (counted in the summary)")
     sub.add_argument("--out", required=True)
-    sub.add_argument("--scorers", default="auto", help="comma-separated: auto, profanity-check, detoxify[:variant], probe")
+    sub.add_argument("--scorers", default="auto", help="comma-separated: auto, profanity-check, toxic-comment-classifier, detoxify[:variant], "
+                          "probe")
     sub.add_argument("--probe", action="append", default=[], help="saved probe folder (repeatable), used by 'probe'")
     sub.add_argument("--detoxify-checkpoint", default=None)
     sub.add_argument("--detoxify-config", default=None, help="local HF config/tokenizer folder for Detoxify")
@@ -326,6 +329,12 @@ def cmd_fetch(args) -> int:
     from .models import fetch
 
     name = args.name or args.model
+    if name == "detoxify" or name.startswith("detoxify:"):
+        from .scanners.toxicity import fetch_detoxify
+
+        folder = fetch_detoxify(name.split(":", 1)[1] if ":" in name else "original")
+        _emit(args, {"model": name, "path": str(folder)}, f"{name}: ready in {folder}; --scorers auto now uses it")
+        return 0
     folder = fetch(name)
     _emit(args, {"model": name, "path": str(folder)}, f"{name}: ready in {folder}")
     return 0
@@ -633,10 +642,11 @@ def cmd_probe_apply(args) -> int:
 
 
 def _validate_scorers(names: list[str], probes: list[str]) -> None:
-    known = ("auto", "profanity-check", "probe")
+    known = ("auto", "profanity-check", "toxic-comment-classifier", "probe")
     for name in names:
         if name not in known and not (name == "detoxify" or name.startswith("detoxify:")):
-            raise InputError(f"unknown scorer {name!r}; choose from auto, profanity-check, detoxify[:variant], probe")
+            raise InputError(f"unknown scorer {name!r}; choose from auto, profanity-check, toxic-comment-classifier, "
+                             "detoxify[:variant], probe")
     if "probe" in names and not probes:
         raise InputError("the 'probe' scorer needs at least one --probe FOLDER")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 # Every package whose version can change a number the workbench prints (distribution names).
 NUMBER_PACKAGES = ("workbench", "torch", "transformers", "transformer-lens", "numpy", "scipy", "scikit-learn",
-                   "detoxify", "alt-profanity-check", "gguf")
+                   "detoxify", "alt-profanity-check", "toxic-comment-classifier", "h5py", "gguf")
 
 
 @lru_cache(maxsize=1)
