@@ -13,7 +13,6 @@ calibration error; writes results/bench/scorers.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 

@@ -251,7 +251,6 @@ def test_unsteered_qa_accuracy_on_smollm2(smol):
 
 
 def test_capability_item_hash_changes_with_answers():
-    from workbench.audit import check_settings  # noqa: F401  (resume compares items_sha256 through run.json)
     from workbench.capability import items_sha256
 
     a = [CapabilityItem("qa", "Q?", "4"), CapabilityItem("text", "Some text.")]

