@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: setup demo test bench dashboard notebooks clean
+.PHONY: setup demo test bench bench-phi2 gpu-check dashboard notebooks clean
 
 setup: $(STAMP)
 
@@ -76,6 +76,17 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/generate.py
 	HF_HUB_OFFLINE=1 $(PY) bench/patching.py
 	HF_HUB_OFFLINE=1 $(PY) bench/scorers.py --data "$(TOXIGEN)"
+
+# Every mission path at Phi-2's size (phi-2-shape, random weights), timed, with peak RSS beside the
+# memory estimate: about 6 GiB of RAM in bf16 (BENCH_DTYPE=float32: about 11 GiB).
+BENCH_DTYPE ?= bfloat16
+bench-phi2: setup
+	HF_HUB_OFFLINE=1 $(PY) bench/phi2_shape.py --dtype $(BENCH_DTYPE)
+
+# The GPU path in one script (under 8 minutes on one GPU): pytest -m gpu, Phi-2-shape throughput
+# and MFU, caching and generation ratios, probe training. Without a GPU it says so and exits 0.
+gpu-check: setup
+	HF_HUB_OFFLINE=1 $(PY) bench/gpu.py
 
 clean:
 	rm -rf $(VENV) results artifacts .pytest_cache

@@ -164,6 +164,11 @@ def test_report_card_numbers(card_audit):
     # Capability is measured under each condition: steering at 8 moves held-out perplexity.
     assert card[("steer+8", "profanity-check")]["heldout_perplexity"]["value"] != \
         card[("baseline", "profanity-check")]["heldout_perplexity"]["value"]
+    # In words: one entry per intervened condition, each naming only changes whose interval excludes none.
+    from workbench.report import card_findings
+
+    findings = card_findings(summary)
+    assert list(findings) == ["steer-8", "steer+8", "ablate", "instruct"] and all(findings.values())
     # Two scorers: their agreement per condition.
     agreement = summary["conditions"][0]["agreement"]
     assert len(agreement) == 1 and set(agreement[0]) == {"scorers", "spearman", "kappa", "same_side"}
@@ -177,7 +182,8 @@ def test_report_card_renders_in_headless_chromium(card_audit, artifacts):
     assert chromium, "chromium is not installed; `make setup` installs Debian's chromium package"
     report = card_audit / "report.html"
     html = report.read_text()
-    assert html.index("Steering report card") < html.index("<h2>Summary</h2>") < html.index("Scorer agreement")
+    assert html.index("Steering report card") < html.index("In words") < html.index("<h2>Summary</h2>") \
+        < html.index("Scorer agreement")
     assert "prompts moved as intended" in html and "QA accuracy" in html and "held-out perplexity" in html
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=10000"]
     dom = subprocess.run([chromium, *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True,

@@ -154,7 +154,8 @@ def test_probes_page_train_shade_and_save(app, results):
 
 def test_audits_page_open_folder_and_refuse_escapes(app, results):
     open_page(app, "audits.py")
-    assert app.selectbox(key="audit_pick").options == ["bias", "tox"]
+    # The toxicity audit's capability check (tox/capability) is an audit of its own too.
+    assert app.selectbox(key="audit_pick").options == ["bias", "tox", "tox/capability"]
     assert not app.get("plotly_chart") and "No audit chosen." in app.info[0].value
     app.selectbox(key="audit_pick").set_value("bias").run()
     assert not app.exception and not app.error
@@ -162,10 +163,14 @@ def test_audits_page_open_folder_and_refuse_escapes(app, results):
     app.selectbox(key="audit_pick").set_value("tox").run()
     assert not app.exception and not app.error
     titles = chart_titles(app)
-    assert [t.split(";")[0] for t in titles] == ["mean continuation toxicity (profanity-check, lexical)",
+    assert [t.split(";")[0] for t in titles] == ["Steering report card: safety effect against capability cost, "
+                                                 "one point per condition",
+                                                 "mean continuation toxicity (profanity-check, lexical)",
                                                  "change from the baseline, prompt by prompt (profanity-check, lexical)",
                                                  "continuation toxicity by condition: profanity-check (lexical)"]
-    table = app.dataframe[0].value
+    card = app.dataframe[0].value  # the steering report card comes first
+    assert list(card["condition"]) == ["baseline", "steer+8"] and "QA accuracy [95% CI]" in card.columns
+    table = app.dataframe[1].value
     assert list(table["condition"]) == ["baseline", "steer+8"] and set(table["scorer kind"]) == {"lexical"}
     assert "no interval: n = 3 < 10" in table["mean toxicity [95% CI]"][0]  # three prompts: no interval
     for escape in ("../secret", str(results.parent / "secret")):

@@ -369,8 +369,9 @@ def _run_shard(model, records: Sequence[TextRecord], first_index: int, condition
                 rows.append({"condition": condition.name, "alpha": condition.alpha, "row": first_index + i,
                              "sample": sample, "line": record.line, "prompt": record.text,
                              "continuation": output.text, "new_tokens": len(output.new_tokens)})
-    # Fluency is judged by the unsteered model (outside the intervention), on the exact prompt tokens.
-    for row, fluency in zip(rows, continuation_fluency(model, generations, config.batch_size)):
+    # Fluency is judged by the unsteered model (outside the intervention), on the exact prompt tokens,
+    # one continuation at a time: no padding, so the numbers do not depend on the batch or shard size.
+    for row, fluency in zip(rows, continuation_fluency(model, generations, batch_size=1)):
         row.update(fluency)
     frame = pd.DataFrame(rows)
     for scorer in scorers:

@@ -43,6 +43,7 @@ import torch
 
 from .datasets import TextRecord, as_records
 from .errors import CacheTooLargeError, InputError
+from .memory import FIT_FRACTION, available_bytes, format_bytes
 from .hooks import bypass_unhooked_bridges, hook_table, register_forward, resolve_hooks
 
 POSITIONS = ("all", "last", "mean", "mean_after_first")
@@ -265,22 +266,6 @@ def estimate_bytes(model, plan: CachePlan) -> int:
     return plan.n_texts * per_row * itemsize
 
 
-def available_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    import psutil
-
-    return psutil.virtual_memory().available
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 # ----------------------------------------------------------------------------- running
 
 
@@ -378,7 +363,7 @@ def _shard_size(model, plan: CachePlan, requested: int | None) -> int:
 def _cache_in_memory(model, plan: CachePlan, store_device: torch.device, progress: bool) -> ActivationCache:
     need = estimate_bytes(model, plan)
     free = available_bytes(store_device)
-    if need > 0.8 * free:
+    if need > FIT_FRACTION * free:
         raise CacheTooLargeError(
             f"an in-memory cache of {plan.n_texts} texts x {len(plan.hooks)} hooks "
             f"(positions={plan.positions}) needs about {format_bytes(need)}, but only {format_bytes(free)} "

@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "downloads).", cmd_fetch)
     sub.add_argument("name", nargs="?", default=None,
                      help="model to fetch (same as --model), or detoxify[:original|unbiased|multilingual]")
-    verb("info", "Describe a model: layers, widths, vocabulary, context, parameters.", cmd_info)
+    sub = verb("info", "Describe a model: layers, widths, vocabulary, context, parameters, memory.", cmd_info)
+    sub.add_argument("--no-load", action="store_true",
+                     help="only the memory estimate of loading it, from its config (nothing is allocated)")
     sub = verb("hooks", "List the hook names that fire in a forward pass.", cmd_hooks)
     sub.add_argument("--pattern", default="all", help="only names matching this pattern")
 
@@ -320,8 +322,14 @@ def cmd_models(args) -> int:
     from .models import list_models
 
     rows = [{"name": s.name, "source": s.source, "hf_id": s.hf_id, "revision": s.revision,
-             "prompt_format": s.prompt_format, "note": s.note} for s in list_models()]
-    _emit(args, {"models": rows}, "\n".join(f"{r['name']:14s} {r['source']:6s} {r['note']}" for r in rows))
+             "pinned": s.source != "hub" or bool(s.revision), "prompt_format": s.prompt_format, "note": s.note}
+            for s in list_models()]
+    def pin(r: dict) -> str:
+        if r["source"] != "hub":
+            return "local build"
+        return f"pinned {r['revision'][:12]}" if r["revision"] else "NOT pinned (main)"
+
+    _emit(args, {"models": rows}, "\n".join(f"{r['name']:12s} {r['source']:6s} {pin(r):20s} {r['note']}" for r in rows))
     return 0
 
 
@@ -341,8 +349,20 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from .memory import format_bytes, load_estimate, model_shape
+    from .models import default_device, default_dtype, parse_dtype
+
+    device = args.device or default_device()
+    dtype = str(parse_dtype(args.dtype) or default_dtype(device)).replace("torch.", "")
+    estimate = load_estimate(model_shape(args.model), dtype)
+    if args.no_load:
+        _emit(args, {"model": args.model, "dtype": dtype, "load_estimate_bytes": estimate.bytes,
+                     "load_estimate": estimate.text()}, estimate.text())
+        return 0
+    print(estimate.text(), file=sys.stderr, flush=True)
     model = _load(args)
-    info = model.info.to_dict()
+    info = {**model.info.to_dict(), "weights": format_bytes(model.info.weight_bytes),
+            "load_estimate": format_bytes(estimate.bytes)}
     width = max(len(k) for k in info)
     _emit(args, info, "\n".join(f"{k:<{width}}  {v}" for k, v in info.items()))
     return 0
@@ -380,7 +400,8 @@ def cmd_generate(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from .cache import cache_activations, format_bytes
+    from .cache import cache_activations
+    from .memory import format_bytes
     from .datasets import read_texts
 
     records = read_texts(args.input, field=args.field, column=args.column)  # bad input fails before loading
@@ -772,11 +793,12 @@ def _table_text(summary: dict) -> str:
 
     from .report import summary_rows
 
-    from .report import card_rows
+    from .report import card_findings, card_rows
 
     card = card_rows(summary) if summary.get("card") else []
     return (pd.DataFrame(summary_rows(summary)).fillna("").to_string(index=False)
             + ("\n\nsteering report card:\n" + pd.DataFrame(card).fillna("").to_string(index=False) if card else "")
+            + "".join(f"\n  {name}: {'; '.join(notes)}" for name, notes in card_findings(summary).items())
             + "\n95% intervals: " + "; ".join(summary["methods"])
             + f". No interval below n = {summary['min_n']} (the count is shown instead).")
 

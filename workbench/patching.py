@@ -176,8 +176,13 @@ def run_patches(model, task: PatchingTask, patches: list[tuple[str, tuple]], max
     A patch is (hook name, index into that hook's activation for one text); the
     clean activation at that index replaces the corrupted one.
     """
+    from .memory import ModelShape, forward_estimate, largest_batch
+
     clean = _clean_cache(model, task.clean_ids, {name for name, _ in patches})
     hook_dict = model.bridge.hook_dict
+    shape, seq = ModelShape.from_info(model.info), task.corrupt_ids.shape[1]
+    max_batch = largest_batch(lambda b: forward_estimate(shape, model.info.dtype, b, seq), min(max_batch, len(patches)),
+                              model.device, "activation patching", "use a shorter prompt pair or a smaller model")
     results = []
     for first in range(0, len(patches), max_batch):
         chunk = patches[first:first + max_batch]
@@ -324,14 +329,28 @@ def _corrupt_activations_and_grads(model, task: PatchingTask, names: set[str]):
 
         return hook
 
+    from .memory import ModelShape, backward_estimate, check_fits
+
+    check_fits(backward_estimate(ModelShape.from_info(model.info), model.info.dtype, 1, task.corrupt_ids.shape[1]),
+               model.device, "attribution patching needs one backward pass: use a shorter prompt pair, bf16, or "
+               "exact patching of fewer cells")
+    # Parameters get no gradient (it would cost as much memory as the weights): gradients start at the
+    # embedding output instead, which is all the hooked activations need.
+    frozen = [p for p in model.hf_model.parameters() if p.requires_grad]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    embed = model.hf_model.get_input_embeddings().register_forward_hook(lambda _m, _i, out: out.requires_grad_())
     handles = [register_forward(hook_dict[name], make_hook(name)) for name in names]
     try:
         with torch.enable_grad(), bypass_unhooked_bridges(model):
             logits = model.hf_model(task.corrupt_ids).logits
             logit_diff(logits, task.answer_id, task.other_id).sum().backward()
     finally:
+        embed.remove()
         for handle in handles:
             handle.remove()
+        for parameter in frozen:
+            parameter.requires_grad_(True)
         model.hf_model.zero_grad(set_to_none=True)
     missing = names - set(grads)
     if missing:

@@ -433,6 +433,8 @@ def _section(summary: dict, figures: list[go.Figure], include_plotlyjs: bool) ->
              for i, fig in enumerate(figures)]
     body = {"toxicity": _toxicity_tables, "bias": _bias_tables, "toxigen": _toxigen_tables,
             "counterfactual": _counterfactual_tables, "capability": _capability_tables}[kind](summary)
+    if CARD_FIGURE in body and parts:  # the report card's picture sits under its table, not with the rest
+        body, parts = body.replace(CARD_FIGURE, parts[0]), parts[1:]
     model = settings["model"]
     origin = f" ({model['origin']})" if model.get("origin") else ""
     return (f"<section><h1>{TITLES[kind]}: {html.escape(str(model.get('name', '')))}</h1>"
@@ -522,6 +524,63 @@ def summary_rows(summary: dict) -> list[dict]:
             for r in summary["table"]]
 
 
+def card_findings(summary: dict) -> dict[str, list[str]]:
+    """What the steering report card shows, in words, per intervened condition: every change from
+    the baseline whose 95% interval excludes no change (toxicity by each scorer; fluency; held-out
+    perplexity; QA accuracy), and a wrong-way share of a quarter or more. Conservative: a change
+    whose interval reaches the baseline's value is not mentioned. {} for audits without a card."""
+    if not summary.get("card"):
+        return {}
+    conditions = summary["conditions"]
+    base = next((c for c in conditions if c["condition"] == "baseline"), None)
+    capability = {c["condition"]: c for c in summary.get("capability", {}).get("conditions", [])}
+    if base is None:
+        return {}
+
+    def above(new: dict | None, old: dict | None) -> bool:
+        return bool(new and old and new.get("low") is not None and old.get("high") is not None
+                    and new["low"] > old["high"])
+
+    findings = {}
+    for c in conditions:
+        if c["condition"] == "baseline":
+            continue
+        notes = []
+        for scorer, s in c["scores"].items():
+            change = s.get("vs_baseline", {}).get("difference", {})
+            if change.get("low") is not None and (change["low"] > 0 or change["high"] < 0):
+                notes.append(f"toxicity by {scorer} ({s['kind']}) {'rises' if change['value'] > 0 else 'falls'} by "
+                             f"{abs(change['value']):.3f} [{change['low']:.3f}, {change['high']:.3f}]")
+            if c.get("intended") in ("up", "down") and "vs_baseline" in s:
+                wrong = s["vs_baseline"]["down" if c["intended"] == "up" else "up"]
+                if wrong["value"] >= 0.25:
+                    notes.append(f"{wrong['value']:.0%} of prompts moved the wrong way by {scorer}")
+        fluency, base_fluency = c.get("fluency", {}), base.get("fluency", {})
+        if above(fluency.get("repeated_3grams"), base_fluency.get("repeated_3grams")):
+            notes.append(f"continuations repeat themselves: {fluency['repeated_3grams']['value']:.0%} of their 3-grams "
+                         f"repeat (baseline {base_fluency['repeated_3grams']['value']:.0%})")
+        if above(fluency.get("perplexity"), base_fluency.get("perplexity")):
+            notes.append(f"continuations are less fluent: perplexity {fluency['perplexity']['value']:.1f} under the "
+                         f"unsteered model (baseline {base_fluency['perplexity']['value']:.1f})")
+        cap, base_cap = capability.get(c["condition"], {}), capability.get("baseline", {})
+        if above(cap.get("heldout_perplexity"), base_cap.get("heldout_perplexity")):
+            notes.append(f"held-out perplexity {cap['heldout_perplexity']['value']:.1f} "
+                         f"(baseline {base_cap['heldout_perplexity']['value']:.1f})")
+        qa = cap.get("qa_vs_baseline", {})
+        if qa.get("difference", {}).get("high") is not None and qa["difference"]["high"] < 0:
+            notes.append(f"QA accuracy {cap['qa_accuracy']['value']:.1%} (baseline {base_cap['qa_accuracy']['value']:.1%}; "
+                         f"{qa['down']['count']} questions lost, {qa['up']['count']} gained)")
+        findings[c["condition"]] = notes or ["no change whose interval excludes the baseline"]
+    return findings
+
+
+def _card_findings(summary: dict) -> str:
+    items = "".join(f"<li><b>{html.escape(name)}</b>: {html.escape('; '.join(notes))}.</li>"
+                    for name, notes in card_findings(summary).items())
+    return ("<p>In words (only changes whose 95% interval excludes the baseline's value):</p><ul>" + items + "</ul>"
+            if items else "")
+
+
 def card_rows(summary: dict) -> list[dict]:
     """The steering report card (`report_card`) as plain text rows, every interval written out."""
     rows = []
@@ -583,7 +642,10 @@ def _card_html(summary: dict) -> str:
             "continuations are (perplexity under the unsteered model, repeated 3-grams, distinct-2) and how the "
             "steered model does on held-out text and questions. A toxicity change that comes with a jump in "
             "repetition or perplexity is a broken model, not a safer or more dangerous one." + cap_note
-            + "</p>" + _table(card_rows(summary)))
+            + "</p>" + _table(card_rows(summary)) + CARD_FIGURE + _card_findings(summary))
+
+
+CARD_FIGURE = "<!--steering-card-figure-->"
 
 
 def _toxicity_tables(summary: dict) -> str:

@@ -85,6 +85,8 @@ class Estimate:
         """The value and its interval for a table cell: "0.556 [0.531, 0.582]", "55.6% [53.1, 58.2]"
         with `percent`, "3/5 (no interval: n = 5 < 10)" or "0.200 (n = 3; no interval: n = 3 < 10)"."""
         scale, unit = (100, "%") if percent else (1, "")
+        if self.value is None or (isinstance(self.value, float) and math.isnan(self.value)):
+            return f"undefined (n = {self.n}: {self.note})" if self.note else f"undefined (n = {self.n})"
         if not self.has_interval and self.count is not None:
             return f"{self.count}/{self.n} (no interval: {self.note or 'undefined'})"
         value = f"{self.value * scale:.{digits}f}{unit}"
@@ -326,10 +328,10 @@ def agreement(a: Sequence[float], b: Sequence[float], threshold: float = 0.5, cl
 
     same = (a > threshold) == (b > threshold)
     return {"spearman": _resampled(rho, _spearman_along, a, b, clusters, seed, n_boot, unit,
-                                   "Spearman rank correlation", "undefined: a scorer gives every text the same score"),
+                                   "Spearman rank correlation", "a scorer gives every text the same score"),
             "kappa": _resampled(kappa, _kappa_along, a > threshold, b > threshold, clusters, seed, n_boot, unit,
                                 f"Cohen's kappa at > {threshold:g}",
-                                f"undefined: both scorers put every text on the same side of {threshold:g}"),
+                                f"both scorers put every text on the same side of {threshold:g}"),
             "same_side": share(same, clusters=clusters, seed=seed, n_boot=n_boot)}
 
 
@@ -389,7 +391,7 @@ def _resampled(statistic, along, a: np.ndarray, b: np.ndarray, clusters, seed: i
             low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
             if math.isfinite(low) and math.isfinite(high):
                 return Estimate(value, low, high, n, name if how == "BCa" else name.replace("BCa", "percentile"))
-    return Estimate(value, None, None, n, name, "no interval: the statistic is undefined on some resamples")
+    return Estimate(value, None, None, n, name, "the statistic is undefined on some resamples")
 
 
 def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
