@@ -199,3 +199,7 @@ def test_cli_verbs_run_on_smollm2(capsys):
         out = capsys.readouterr().out
         assert code == 0, argv
         assert json.loads(out)["model"] == "smollm2-135m"
+    # `workbench steer` prints the report card's cost columns; at alpha 0 they are the unsteered model's.
+    rows = json.loads(out)["rows"]
+    assert rows[0]["alpha"] == 0 and rows[0]["qa_accuracy"]["count"] == 60 and rows[0]["qa_accuracy"]["n"] == 79
+    assert rows[1]["heldout_perplexity"]["low"] is not None and 0 <= rows[1]["repeated_3grams"] <= 1

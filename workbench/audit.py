@@ -134,8 +134,8 @@ def run_sharded(out: str | Path, settings: dict, n_items: int, shard_size: int, 
                         frame = make_shard(condition, c_index, s_index, start, end)
                         tmp = temp_path(path)
                         frame.to_parquet(tmp, index=False)
+                        index.record(path, tmp)
                         os.replace(tmp, path)
-                        index.record(path)
                     bar.update((end - start) * rows_per_item)
     return out
 

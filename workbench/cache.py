@@ -570,8 +570,8 @@ def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool) -> 
                 store[LENGTHS_KEY] = torch.tensor([len(t) for t in ids])
                 tmp = temp_path(path)
                 save_file(store, str(tmp), metadata={"rows": f"{start}:{end}"})
+                index.record(path, tmp)
                 os.replace(tmp, path)
-                index.record(path)
             bar.update(end - start)
             shards.append({"file": name, "rows": [start, end], "tokens": sum(len(t) for t in ids),
                            "sha256": index.entries[path.name]["sha256"]})

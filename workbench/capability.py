@@ -221,3 +221,19 @@ def perplexity(nll: Sequence[float], tokens: Sequence[int], seed: int = 0, n_boo
     nll, tokens = np.asarray(nll, dtype=float), np.asarray(tokens, dtype=float)
     keep = tokens > 0
     return ratio(nll[keep], tokens[keep], seed=seed, n_boot=n_boot, unit=unit).map(math.exp, "exp of ")
+
+
+def summarise_capability(rows: Sequence[dict], seed: int = 0, n_boot: int = 2000) -> dict:
+    """From `capability_rows` (or a capability audit's shard rows): {"heldout_perplexity": Estimate
+    (bootstrap over texts), "qa_accuracy": Estimate (Wilson)}, each present when its items are."""
+    from .stats import proportion
+
+    texts = [r for r in rows if r["kind"] == "text"]
+    questions = [r for r in rows if r["kind"] == "qa"]
+    summary = {}
+    if texts:
+        summary["heldout_perplexity"] = perplexity([r["nll"] for r in texts], [r["tokens"] for r in texts], seed,
+                                                   n_boot)
+    if questions:
+        summary["qa_accuracy"] = proportion([bool(r["correct"]) for r in questions])
+    return summary

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -144,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--positive-words", nargs="*", default=None,
                      help="single-token words for a log-probability gap metric, e.g. ' great' ' good'")
     sub.add_argument("--negative-words", nargs="*", default=None)
+    sub.add_argument("--qa", default=None, help="QA set for the capability columns (default probes/qa.jsonl)")
+    sub.add_argument("--heldout", nargs="+", default=None,
+                     help="held-out corpus for perplexity (default probes/heldout_neutral.txt)")
+    sub.add_argument("--no-capability", action="store_true", help="skip QA accuracy and held-out perplexity")
     sub.add_argument("--html", default=None)
 
     probe = verbs.add_parser("probe", help="Train linear probes on activations, or apply a saved one.",
@@ -550,6 +555,8 @@ def cmd_steer(args) -> int:
     pairs = read_pairs(args.pairs)
     if bool(args.positive_words) != bool(args.negative_words):
         raise InputError("give both --positive-words and --negative-words, or neither")
+    if not args.no_capability:
+        _capability_inputs(args)  # the files' structure, before the model is loaded
     model = _load(args)
     check_layer(model, args.layer)
     for word in (args.positive_words or []) + (args.negative_words or []):
@@ -558,26 +565,51 @@ def cmd_steer(args) -> int:
     from .validate import check_context
 
     check_context(model, [format_prompt(model, args.prompt)], args.max_new_tokens, where="--prompt")
+    from .capability import capability_rows, continuation_fluency, summarise_capability
+
+    items = [] if args.no_capability else _capability_inputs(args, model)
     vector = mean_difference_vector(model, pairs, args.layer, source=str(args.pairs))
     rows = []
     for alpha in args.alphas:
         with steer(model, vector, alpha):
-            text = generate(model, args.prompt, max_new_tokens=args.max_new_tokens)[0].text
-            row = {"alpha": alpha, "text": text}
+            generation = generate(model, args.prompt, max_new_tokens=args.max_new_tokens)[0]
+            row = {"alpha": alpha, "text": generation.text}
             if args.positive_words:
                 row["logprob_gap"] = logprob_gap(model, [args.prompt], args.positive_words, args.negative_words)
+            capability = summarise_capability(capability_rows(model, items)) if items else {}
+        # The report card's columns: what this coefficient costs (fluency judged by the unsteered model).
+        fluency = continuation_fluency(model, [generation], batch_size=1)[0]
+        if fluency["continuation_scored_tokens"]:
+            row["continuation_perplexity"] = math.exp(fluency["continuation_nll"] / fluency["continuation_scored_tokens"])
+        row.update(repeated_3grams=fluency["repeated_3grams"], distinct_2=fluency["distinct_2"],
+                   **{k: v.to_dict() for k, v in capability.items()})
         rows.append(row)
     summary = {"model": model.info.name, "pairs": str(args.pairs), "n_pairs": len(pairs), "layer": args.layer,
                "vector_norm": float(vector.vector.norm()), "rows": rows}
-    _emit(args, summary, "\n".join(f"alpha {r['alpha']:+g}"
-                                   + (f" (gap {r['logprob_gap']:+.2f})" if "logprob_gap" in r else "")
-                                   + f": {r['text']}" for r in rows))
+    _emit(args, summary, "\n".join(_steer_line(r) for r in rows)
+          + ("\n(one continuation per coefficient: its fluency has no interval; for intervals over many prompts, "
+             "run `workbench audit toxicity --steer ...`)"))
     if args.positive_words:
         from .steering import SweepResult
 
         _write_html(args, [steering_sweep(SweepResult([r["alpha"] for r in rows], [r["logprob_gap"] for r in rows],
                                                       "logprob_gap", args.layer, vector.method))], "steering")
     return 0
+
+
+def _steer_line(row: dict) -> str:
+    """One coefficient of `workbench steer`: its costs, then its continuation."""
+    from .report import estimate_text
+
+    costs = [f"gap {row['logprob_gap']:+.2f}"] if "logprob_gap" in row else []
+    if "qa_accuracy" in row:
+        costs.append(f"QA {estimate_text(row['qa_accuracy'], 1, True)}")
+    if "heldout_perplexity" in row:
+        costs.append(f"held-out ppl {estimate_text(row['heldout_perplexity'], 1)}")
+    if "continuation_perplexity" in row:
+        costs.append(f"continuation ppl {row['continuation_perplexity']:.1f}")
+    costs.append(f"repeated 3-grams {row['repeated_3grams']:.2f}")
+    return f"alpha {row['alpha']:+g} ({'; '.join(costs)}): {row['text']}"
 
 
 def cmd_probe_train(args) -> int:

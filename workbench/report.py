@@ -168,7 +168,7 @@ def _agreement(group, columns: list[str], seed: int, n_boot: int) -> list[dict]:
 def _summarise_capability(run: dict, frame) -> dict:
     """Per condition: held-out perplexity (bootstrap over texts) and QA accuracy (Wilson), and for
     intervened conditions the questions gained and lost against the baseline, question by question."""
-    from .capability import perplexity
+    from .capability import summarise_capability
 
     seed, n_boot = _seed(run), _n_boot(run)
     baseline = frame[(frame["condition"] == "baseline") & (frame["kind"] == "qa")]
@@ -177,10 +177,8 @@ def _summarise_capability(run: dict, frame) -> dict:
         texts, questions = group[group["kind"] == "text"], group[group["kind"] == "qa"]
         entry = {"condition": name, **_condition_fields(run, name), "texts": int(len(texts)),
                  "questions": int(len(questions))}
-        if len(texts):
-            entry["heldout_perplexity"] = perplexity(texts["nll"], texts["tokens"], seed, n_boot).to_dict()
+        entry.update({k: v.to_dict() for k, v in summarise_capability(group.to_dict("records"), seed, n_boot).items()})
         if len(questions):
-            entry["qa_accuracy"] = stats.proportion(questions["correct"].astype(bool)).to_dict()
             if name != "baseline" and len(baseline):
                 entry["qa_vs_baseline"] = stats.paired_difference(
                     baseline["correct"].to_numpy(dtype=float), questions["correct"].to_numpy(dtype=float),

@@ -89,8 +89,14 @@ class ShardIndex:
                                  str(self.path))
             self.entries = {k: v for k, v in loaded.items() if isinstance(v, dict) and "sha256" in v}
 
-    def record(self, shard: Path) -> None:
-        self.entries[shard.name] = {"sha256": file_sha256(shard), "bytes": shard.stat().st_size}
+    def record(self, shard: Path, written: Path | None = None) -> None:
+        """Record `shard`'s hash, read from `written` (the finished temporary file) when given.
+
+        Callers record *before* moving the temporary file into place: a kill between the two then
+        leaves a recorded shard that is missing (recomputed on resume), never a complete shard that
+        was not recorded (which a resume would have to set aside as unknown)."""
+        source = written or shard
+        self.entries[shard.name] = {"sha256": file_sha256(source), "bytes": source.stat().st_size}
         write_atomically(self.path, json.dumps(self.entries, indent=1, sort_keys=True) + "\n")
 
     def verified(self, shard: Path) -> bool:
