@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 import shutil
 import subprocess
 import sys
@@ -35,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_medians, print_table, save_json  # noqa: E402
+from common import interleaved_medians, peak_rss, print_table, save_json  # noqa: E402
 
 import workbench as wb  # noqa: E402
 
@@ -119,29 +118,12 @@ def rss_child(model_name: str, n_texts: int, out: str) -> None:
 
     RSS is sampled every 5 ms by a thread (ru_maxrss would carry the parent's peak across fork+exec).
     """
-    import threading
-
-    import psutil
-
-    process = psutil.Process()
     model = wb.load(model_name, device="cpu", dtype="float32")
     wb.hooks.hook_table(model)
     rows = random_tokens(model, n_texts, 128, seed=1).tolist()
-    loaded = process.memory_info().rss
-    peak = [loaded]
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], process.memory_info().rss)
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    wb.cache_tokens(model, rows, "resid_post", "all", batch_size=8, out=out, progress=False)
-    done.set()
-    sampler.join()
-    print(f"RSS {loaded / 2**20:.1f} {peak[0] / 2**20:.1f}")
+    with peak_rss() as rss:
+        wb.cache_tokens(model, rows, "resid_post", "all", batch_size=8, out=out, progress=False)
+    print(f"RSS {rss['start'] / 2**20:.1f} {rss['peak'] / 2**20:.1f}")
 
 
 def rss(model_name: str, n_small: int) -> dict:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import gc
 import json
 import statistics
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -40,3 +42,30 @@ def save_json(path: str | Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"\nwrote {path}")
+
+
+@contextmanager
+def peak_rss(interval: float = 0.005):
+    """Sample this process's RSS from a thread while the block runs. Yields a dict whose "start" and
+    "peak" (bytes) are filled in; "peak" is final once the block ends. (ru_maxrss would carry a parent's
+    peak across fork and exec, and never goes down between steps.)"""
+    import psutil
+
+    process = psutil.Process()
+    result = {"start": process.memory_info().rss}
+    result["peak"] = result["start"]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            result["peak"] = max(result["peak"], process.memory_info().rss)
+            time.sleep(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield result
+    finally:
+        done.set()
+        sampler.join()
+        result["peak"] = max(result["peak"], process.memory_info().rss)

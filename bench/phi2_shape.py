@@ -29,19 +29,17 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import psutil  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save_json  # noqa: E402
+from common import peak_rss, save_json  # noqa: E402
 
 import workbench as wb  # noqa: E402
 from workbench import memory  # noqa: E402
@@ -54,33 +52,28 @@ ROWS: list[dict] = []
 
 @contextmanager
 def step(name: str, predicted: int | None = None, note: str = ""):
-    """Time a step and sample the process's RSS every 10 ms; record a row."""
-    process = psutil.Process()
-    peak = [process.memory_info().rss]
-    done = threading.Event()
+    """Time a step and sample the process's RSS every 10 ms; record a row. Memory freed by earlier
+    steps is first handed back to the OS (glibc's malloc_trim), so each peak is the step's own."""
+    import ctypes
+    import gc
 
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], process.memory_info().rss)
-            time.sleep(0.01)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc: the peak may then include memory earlier steps freed
+        pass
     start = time.perf_counter()
     extra: dict = {}
-    try:
+    with peak_rss(0.01) as rss:
         yield extra
-    finally:
-        seconds = time.perf_counter() - start
-        done.set()
-        sampler.join()
-        row = {"step": name, "seconds": round(seconds, 1), "peak_rss_gib": round(peak[0] / 2**30, 2),
-               "predicted_gib": round(predicted / 2**30, 2) if predicted else None,
-               "rss_over_predicted": round(peak[0] / predicted, 2) if predicted else None, "note": note, **extra}
-        ROWS.append(row)
-        print(f"{name:34s} {row['seconds']:8.1f} s  peak RSS {row['peak_rss_gib']:6.2f} GiB  predicted "
-              f"{row['predicted_gib'] if predicted else '-':>6} GiB  {note} "
-              + " ".join(f"{k}={v}" for k, v in extra.items()), flush=True)
+    seconds, peak = time.perf_counter() - start, rss["peak"]
+    row = {"step": name, "seconds": round(seconds, 1), "peak_rss_gib": round(peak / 2**30, 2),
+           "predicted_gib": round(predicted / 2**30, 2) if predicted else None,
+           "rss_over_predicted": round(peak / predicted, 2) if predicted else None, "note": note, **extra}
+    ROWS.append(row)
+    print(f"{name:34s} {row['seconds']:8.1f} s  peak RSS {row['peak_rss_gib']:6.2f} GiB  predicted "
+          f"{row['predicted_gib'] if predicted else '-':>6} GiB  {note} "
+          + " ".join(f"{k}={v}" for k, v in extra.items()), flush=True)
 
 
 def main() -> None:
@@ -174,6 +167,9 @@ def main() -> None:
             train_probes(cache, labels, l2=[1e-2, 1e-1], meta={"model": args.model, "positions": "mean"},
                          n_boot=200)
 
+    if "audit" in steps or "dashboard" in steps:
+        del model  # the audits (run through the CLI) and the dashboard page load their own copy
+        model = None
     if "audit" in steps:
         from workbench.cli import main as cli
 
@@ -181,7 +177,8 @@ def main() -> None:
         prompts.write_text("".join(line + "\n" for line in
                                    (ROOT / "workbench" / "data" / "audit_prompts.txt").read_text().splitlines()[:8]))
         forward = memory.forward_estimate(shape, args.dtype, 8, 64).bytes
-        with step("toxicity audit, 8 prompts x 2 conditions", weights + forward, note="--no-capability"):
+        with step("toxicity audit, 8 prompts x 2 conditions", weights + forward, note="its own load included; "
+                  "--no-capability"):
             assert cli(["audit", "toxicity", "--model", args.model, "--dtype", args.dtype, "--prompts", str(prompts),
                         "--out", str(work / "tox"), "--scorers", "profanity-check", "--max-new-tokens", "16",
                         "--steer", str(ROOT / "probes" / "polite_vs_rude_pairs.jsonl"), "--layer", "16",
@@ -190,7 +187,8 @@ def main() -> None:
         if crows.exists():
             pairs = work / "crows.csv"
             pairs.write_text("\n".join(crows.read_text(encoding="utf-8").splitlines()[:65]) + "\n")
-            with step("CrowS-Pairs audit, 64 pairs", weights + memory.forward_estimate(shape, args.dtype, 16, 40).bytes):
+            with step("CrowS-Pairs audit, 64 pairs", weights + memory.forward_estimate(shape, args.dtype, 16, 40).bytes,
+                      note="its own load included"):
                 assert cli(["audit", "bias", "--model", args.model, "--dtype", args.dtype, "--pairs", str(pairs),
                             "--out", str(work / "bias")]) == 0
 
@@ -199,8 +197,10 @@ def main() -> None:
 
         os.environ.update(WORKBENCH_DASHBOARD_MODEL=args.model, WORKBENCH_RESULTS=str(work / "results"))
         (work / "results").mkdir(exist_ok=True)
-        del model  # the dashboard loads its own copy
-        with step("dashboard attention page (AppTest)", weights, note="the page loads its own copy"):
+        # The dashboard loads with the device's default dtype (float32 on a CPU), not --dtype.
+        dashboard_weights = memory.load_estimate(shape, "float32" if not torch.cuda.is_available() else args.dtype).bytes
+        with step("dashboard attention page (AppTest)", dashboard_weights,
+                  note="the page loads its own copy, in the default dtype"):
             app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=1800).run()
             app.switch_page("workbench/dashboard/views/attention.py").run()
             assert not app.exception and not app.error, (app.exception, [e.value for e in app.error])

@@ -525,7 +525,8 @@ def summary_rows(summary: dict) -> list[dict]:
 def card_findings(summary: dict) -> dict[str, list[str]]:
     """What the steering report card shows, in words, per intervened condition: every change from
     the baseline whose 95% interval excludes no change (toxicity by each scorer; fluency; held-out
-    perplexity; QA accuracy), and a wrong-way share of a quarter or more. Conservative: a change
+    perplexity; QA accuracy), and a wrong-way share of a quarter or more (with an interval, so not
+    below the minimum n). Conservative: a change
     whose interval reaches the baseline's value is not mentioned. {} for audits without a card."""
     if not summary.get("card"):
         return {}
@@ -551,8 +552,8 @@ def card_findings(summary: dict) -> dict[str, list[str]]:
                              f"{abs(change['value']):.3f} [{change['low']:.3f}, {change['high']:.3f}]")
             if c.get("intended") in ("up", "down") and "vs_baseline" in s:
                 wrong = s["vs_baseline"]["down" if c["intended"] == "up" else "up"]
-                if wrong["value"] >= 0.25:
-                    notes.append(f"{wrong['value']:.0%} of prompts moved the wrong way by {scorer}")
+                if wrong["value"] >= 0.25 and wrong.get("low") is not None:  # below the minimum n: the table's count
+                    notes.append(f"{estimate_text(wrong, 0, True)} of prompts moved the wrong way by {scorer}")
         fluency, base_fluency = c.get("fluency", {}), base.get("fluency", {})
         if above(fluency.get("repeated_3grams"), base_fluency.get("repeated_3grams")):
             notes.append(f"continuations repeat themselves: {fluency['repeated_3grams']['value']:.0%} of their 3-grams "
