@@ -178,12 +178,11 @@ def _summarise_capability(run: dict, frame) -> dict:
         entry = {"condition": name, **_condition_fields(run, name), "texts": int(len(texts)),
                  "questions": int(len(questions))}
         entry.update({k: v.to_dict() for k, v in summarise_capability(group.to_dict("records"), seed, n_boot).items()})
-        if len(questions):
-            if name != "baseline" and len(baseline):
-                entry["qa_vs_baseline"] = stats.paired_difference(
-                    baseline["correct"].to_numpy(dtype=float), questions["correct"].to_numpy(dtype=float),
-                    units=baseline["row"].to_numpy(), treated_units=questions["row"].to_numpy(), seed=seed,
-                    n_boot=n_boot, unit="questions").to_dict()
+        if len(questions) and name != "baseline" and len(baseline):
+            entry["qa_vs_baseline"] = stats.paired_difference(
+                baseline["correct"].to_numpy(dtype=float), questions["correct"].to_numpy(dtype=float),
+                units=baseline["row"].to_numpy(), treated_units=questions["row"].to_numpy(), seed=seed,
+                n_boot=n_boot, unit="questions").to_dict()
         conditions.append(entry)
     return {"conditions": conditions, "qa_file": run.get("qa_file"), "heldout_files": run.get("heldout_files")}
 
