@@ -262,3 +262,21 @@ def test_capability_item_hash_changes_with_answers():
     a = [CapabilityItem("qa", "Q?", "4"), CapabilityItem("text", "Some text.")]
     b = [CapabilityItem("qa", "Q?", "5"), CapabilityItem("text", "Some text.")]
     assert items_sha256(a) != items_sha256(b) and items_sha256(a) == items_sha256(list(a))
+
+
+def test_folder_report_leads_with_the_report_card(card_audit, tmp_path):
+    """`workbench report DIR` (what make demo writes) puts audits with a report card first, whatever
+    the folder names."""
+    from workbench.report import build_report
+
+    from .conftest import SHARED_DATA
+
+    parent = tmp_path / "results"
+    shutil.copytree(card_audit, parent / "tox")
+    pairs = tmp_path / "pairs.csv"
+    crows = SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv"
+    pairs.write_text("\n".join(crows.read_text(encoding="utf-8").splitlines()[:12]) + "\n")
+    assert main(["audit", "bias", "--model", "tiny-phi", "--pairs", str(pairs), "--out", str(parent / "a_bias"),
+                 "--bootstrap", "100"]) == 0
+    page = build_report(parent).read_text()
+    assert page.index("Steering report card") < page.index("CrowS-Pairs bias audit")

@@ -385,12 +385,12 @@ def build_report(out: str | Path) -> Path:
     """Write summary.json and report.html (plotly inlined, opens offline).
 
     `out` is one audit folder (it holds run.json), or a folder whose subfolders are
-    audits: then each gets its own report and `out/report.html` shows them all.
+    audits: then each gets its own report and `out/report.html` shows them all, the audits
+    with a steering report card first (the page leads with what an intervention does and costs).
     """
     out = Path(out)
-    folders = audit_folders(out)
-    sections = []
-    for folder in folders:
+    built = []
+    for folder in audit_folders(out):
         frame = load_results(folder)
         summary = summarise(folder, frame)
         write_atomically(folder / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
@@ -398,7 +398,9 @@ def build_report(out: str | Path) -> Path:
         page = _write_page(folder / "report.html", TITLES[summary["audit"]], [_section(summary, figures, True)])
         if folder == out:
             return page
-        sections.append(_section(summary, figures, include_plotlyjs=not sections))
+        built.append((not summary.get("card"), folder.name, summary, figures))
+    sections = [_section(summary, figures, include_plotlyjs=i == 0)
+                for i, (_, _, summary, figures) in enumerate(sorted(built, key=lambda b: b[:2]))]
     return _write_page(out / "report.html", "workbench audit report", sections)
 
 
