@@ -145,11 +145,16 @@ def phi2_shape(quick: bool) -> dict:
     greedy = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=model.tokenizer.pad_token_id)
     hf_gen = cuda_seconds(lambda: plain.generate(**inputs, **greedy), 2, 1)
     texts = [model.tokenizer.decode(r) for r in prompt_ids.tolist()]
-    ours = cuda_seconds(lambda: wb.generate(model, texts, max_new_tokens=new, raw=True, batch_size=batch), 2, 1)
-    results.update(hf_generate_tokens_per_second=batch * new / hf_gen, hooked_generate_tokens_per_second=None)
-    # wb.generate may stop early at EOS on random weights; count the tokens it actually wrote.
-    out = wb.generate(model, texts, max_new_tokens=new, raw=True, batch_size=batch)
-    written = sum(len(g.new_tokens) for g in out)
+    written = []  # wb.generate may stop early at EOS on random weights: count the tokens it wrote
+
+    def hooked():
+        out = wb.generate(model, texts, max_new_tokens=new, raw=True, batch_size=batch)
+        written.append(sum(len(g.new_tokens) for g in out))
+        return out
+
+    ours = cuda_seconds(hooked, 2, 1)
+    written = written[-1]
+    results["hf_generate_tokens_per_second"] = batch * new / hf_gen
     results["hooked_generate_tokens_per_second"] = written / ours
     print(f"generation, batch 8, {new} new tokens: plain HF {batch * new / hf_gen:,.0f} tokens/s; "
           f"hooked (workbench.generate) {written / ours:,.0f} tokens/s ({written} tokens written)")
