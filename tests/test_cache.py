@@ -92,6 +92,42 @@ def test_disk_equals_memory_bit_for_bit(tiny, tmp_path, positions):
     assert starts == list(range(0, 70, 8))
 
 
+def test_single_batch_kept_without_copy_equals_copied_store(tiny, tmp_path, monkeypatch):
+    """One batch whose rows are already in order is kept as the forward pass made it (pad positions
+    zeroed in place, as TransformerLens keeps its tensors); it must equal the copied store bit for
+    bit at every hook, with its padding zero, and leave the model's weights untouched."""
+    texts = TEXTS  # of several lengths: one batch, padded
+    weights = {name: p.clone() for name, p in tiny.hf_model.named_parameters()}
+    decisions = []
+    original = cache_module._can_keep
+    monkeypatch.setattr(cache_module, "_can_keep", lambda *a: decisions.append(original(*a)) or decisions[-1])
+    memory = wb.cache_activations(tiny, texts, hooks="all", positions="all", batch_size=len(texts), progress=False)
+    disk = wb.cache_activations(tiny, texts, hooks="all", positions="all", batch_size=len(texts),
+                                out=tmp_path / "c", progress=False)
+    table = wb.hooks.hook_table(tiny)
+    copied = [hook for hook, kept in zip(memory.hooks, decisions, strict=True) if not kept]
+    # Only rotary tables (broadcast over the batch) and rotated q/k (views) are copied.
+    assert copied and all(h.endswith(("hook_cos", "hook_sin", "hook_rot_q", "hook_rot_k")) for h in copied), copied
+    for hook in memory.hooks:
+        assert torch.equal(disk[hook], memory[hook]), hook
+        for i, n in enumerate(memory.lengths.tolist()):
+            for dim in table[hook].pos_dims:
+                assert not memory[hook][i].narrow(dim - 1, n, memory[hook].shape[dim] - n).any(), (hook, i)
+    assert memory.lengths.tolist() != [memory.lengths[0].item()] * len(texts)  # there was padding to zero
+    for name, p in tiny.hf_model.named_parameters():
+        assert torch.equal(p, weights[name]), name
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_aliases_of_the_last_hook_point_are_all_cached(tiny, batch_size):
+    """Two names of one hook point (blocks.3.hook_out is hook_resid_post) both fire before the
+    forward pass stops; the stop used to come after the first, leaving the other all zeros."""
+    cached = wb.cache_activations(tiny, TEXTS, hooks="blocks.3.hook_out,blocks.3.hook_resid_post", positions="all",
+                                  batch_size=batch_size, progress=False)
+    assert cached["blocks.3.hook_resid_post"].abs().sum() > 0
+    assert torch.equal(cached["blocks.3.hook_out"], cached["blocks.3.hook_resid_post"])
+
+
 def test_automatic_shard_size_targets_256_mib(tiny):
     plan = cache_module.CachePlan(["blocks.0.hook_resid_post"], "all", [[1] * 100] * 10, 0, torch.float32, 8, 0)
     per_row = 100 * 128 * 4

@@ -188,18 +188,27 @@ def test_smollm2_sentiment_steering_is_monotonic(smol):
 
 
 @pytest.mark.integration
-def test_cli_verbs_run_on_smollm2(capsys):
+def test_cli_verbs_run_on_smollm2(capsys, smol, tmp_path):
+    from workbench.capability import capability_rows, read_qa
+
+    # The steering cost columns on a slice of the QA and held-out sets (the full baseline, 60 of 79,
+    # is tests/test_card.py's); at alpha 0 they must be the unsteered model's.
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join((PROBES / "qa.jsonl").read_text().splitlines(keepends=True)[:20]))
+    heldout = tmp_path / "heldout.txt"
+    heldout.write_text("".join((PROBES / "heldout_neutral.txt").read_text().splitlines(keepends=True)[:12]))
+    expected = sum(row["correct"] for row in capability_rows(smol, read_qa(qa, smol)))
     for argv in (["attention", "--prompt", "The cat sat. The cat sat."],
                  ["lens", "--prompt", "The capital of France is", "--answers", " Paris", " London"],
                  ["patch", "--clean", CLEAN, "--corrupt", CORRUPT, "--answers", " Mary", " John", "--kinds",
                   "attn_out,mlp_out"],
                  ["steer", "--pairs", str(PROBES / "polite_vs_rude_pairs.jsonl"), "--layer", "9", "--alphas", "0",
-                  "3", "--prompt", "Reply to my email.", "--max-new-tokens", "8"]):
+                  "3", "--prompt", "Reply to my email.", "--max-new-tokens", "8", "--qa", str(qa),
+                  "--heldout", str(heldout)]):
         code = main([argv[0], "--model", "smollm2-135m", *argv[1:], "--json"])
         out = capsys.readouterr().out
         assert code == 0, argv
         assert json.loads(out)["model"] == "smollm2-135m"
-    # `workbench steer` prints the report card's cost columns; at alpha 0 they are the unsteered model's.
     rows = json.loads(out)["rows"]
-    assert rows[0]["alpha"] == 0 and rows[0]["qa_accuracy"]["count"] == 60 and rows[0]["qa_accuracy"]["n"] == 79
+    assert rows[0]["alpha"] == 0 and rows[0]["qa_accuracy"]["count"] == expected and rows[0]["qa_accuracy"]["n"] == 20
     assert rows[1]["heldout_perplexity"]["low"] is not None and 0 <= rows[1]["repeated_3grams"] <= 1

@@ -369,11 +369,16 @@ def _cache_in_memory(model, plan: CachePlan, store_device: torch.device, progres
             f"(positions={plan.positions}) needs about {format_bytes(need)}, but only {format_bytes(free)} "
             f"is free on {store_device}; stream it to disk instead: cache_activations(..., out='DIR') "
             "or `workbench cache ... --out DIR`")
-    store = _empty_store(model, plan, plan.n_texts, max(len(t) for t in plan.token_ids), store_device)
+    max_len = max(len(t) for t in plan.token_ids)
     with _progress_bar(plan.n_texts, progress) as bar:
-        for start, end in _shard_ranges(plan):
-            _run_rows(model, plan, plan.token_ids[start:end], store, offset=start)
-            bar.update(end - start)
+        if plan.n_texts <= plan.batch_size:
+            store = _run_one_batch_kept(model, plan, max_len, store_device)
+            bar.update(plan.n_texts)
+        else:
+            store = _empty_store(model, plan, plan.n_texts, max_len, store_device)
+            for start, end in _shard_ranges(plan):
+                _run_rows(model, plan, plan.token_ids[start:end], store, offset=start)
+                bar.update(end - start)
     lengths = torch.tensor([len(t) for t in plan.token_ids])
     provenance = {"revision": model.info.revision, "dtype": model.info.dtype,
                   "texts_sha256": texts_sha256(plan.token_ids)}
@@ -392,23 +397,83 @@ def _empty_store(model, plan: CachePlan, n_rows: int, max_len: int, device: torc
 
 def _run_rows(model, plan: CachePlan, token_ids: list[list[int]], store: dict[str, torch.Tensor],
               offset: int = 0) -> None:
-    """Run one shard's texts, writing row `offset + i` of each store tensor.
+    """Run one shard's texts, writing row `offset + i` of each (zero-initialised) store tensor.
 
-    Rows are batched longest-first within windows of `SORT_WINDOW_BATCHES` batches.
-    Shards hold whole windows, so which texts share a batch (and so every bit of
-    the result) does not depend on the shard size or on memory vs disk.
+    Rows are batched longest-first within windows of `SORT_WINDOW_BATCHES` batches (each
+    batch in input order, so a single batch needs no reordering). Shards hold whole windows,
+    so which texts share a batch (and so every bit of the result) does not depend on the
+    shard size or on memory vs disk.
     """
     window = plan.batch_size * SORT_WINDOW_BATCHES
+    table = hook_table(model)
+    device = next(iter(store.values())).device
     for first in range(0, len(token_ids), window):
         rows_in_window = range(first, min(first + window, len(token_ids)))
         order = sorted(rows_in_window, key=lambda i: (-len(token_ids[i]), i))
         for start in range(0, len(order), plan.batch_size):
-            rows = order[start:start + plan.batch_size]
-            _run_batch(model, plan, [token_ids[i] for i in rows], [offset + i for i in rows], store)
+            rows = sorted(order[start:start + plan.batch_size])
+            row_index = torch.tensor([offset + i for i in rows], device=device)
+
+            def write(name: str, values: torch.Tensor, lengths: torch.Tensor) -> None:
+                # One indexed copy of the batch (as wide as its longest text), then its pad positions zeroed.
+                pos_dims = table[name].pos_dims if plan.positions == "all" else ()
+                view = store[name]
+                for dim in pos_dims:
+                    view = view.narrow(dim, 0, values.shape[dim])
+                view.index_copy_(0, row_index, values.to(device, plan.store_dtype))
+                _zero_padding(view, lengths, pos_dims, rows=row_index.tolist())
+
+            _run_batch(model, plan, [token_ids[i] for i in rows], write)
 
 
-def _run_batch(model, plan: CachePlan, batch_ids: list[list[int]], rows: list[int],
-               store: dict[str, torch.Tensor]) -> None:
+def _run_one_batch_kept(model, plan: CachePlan, max_len: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """An in-memory cache that is one batch: keep each hook's output as the forward pass made it
+    rather than copy it, the way TransformerLens' `run_with_cache` keeps its tensors, and zero its
+    pad positions in place once the pass is over. Outputs that cannot be kept safely are copied
+    into a zero store instead: views into larger tensors, broadcast tables (stride 0) and anything
+    sharing memory with the model's weights. Bit for bit the same as the copying path (tested)."""
+    table = hook_table(model)
+    model_memory = {t.untyped_storage().data_ptr() for t in (*model.hf_model.parameters(), *model.hf_model.buffers())}
+    kept: dict[str, torch.Tensor] = {}
+    lengths = torch.tensor([len(t) for t in plan.token_ids])
+    _run_batch(model, plan, plan.token_ids, lambda name, values, _lengths: kept.__setitem__(name, values))
+    store = {}
+    for name in plan.hooks:  # the pass is over: nothing reads these tensors any more
+        values = kept.pop(name).to(device, plan.store_dtype)
+        if not _can_keep(values, model_memory):
+            target = torch.zeros((len(lengths), *row_shape(model, name, plan.positions, max_len)),
+                                 dtype=plan.store_dtype, device=device)
+            values = target.copy_(values)
+        _zero_padding(values, lengths, table[name].pos_dims if plan.positions == "all" else ())
+        store[name] = values
+    return store
+
+
+def _can_keep(values: torch.Tensor, model_memory: set[int]) -> bool:
+    """Does this tensor own exactly its memory (no view into something larger, no stride-0
+    broadcast) apart from the model's own, so it can be kept and its padding zeroed in place?"""
+    owns = values.untyped_storage().nbytes() == values.numel() * values.element_size() and values.is_contiguous()
+    return owns and values.untyped_storage().data_ptr() not in model_memory
+
+
+def _zero_padding(values: torch.Tensor, lengths: torch.Tensor, pos_dims: tuple[int, ...],
+                  rows: list[int] | None = None) -> None:
+    """Zero, in place, every position at or past each text's length along each position dim.
+
+    values: [rows, ...]; lengths[i] is the length of row `rows[i]` (default: row i).
+    """
+    for i, length in enumerate(lengths.tolist()):
+        row = values[i if rows is None else rows[i]]
+        for dim in pos_dims:
+            width = values.shape[dim]
+            if length < width:
+                row.narrow(dim - 1, length, width - length).zero_()
+
+
+def _run_batch(model, plan: CachePlan, batch_ids: list[list[int]], write) -> None:
+    """One forward pass over a right-padded batch; each hook's output goes to
+    `write(hook, values, lengths)`: for positions="all" the output itself, batch first
+    (pad positions not yet zeroed), otherwise the reduced [batch, ...] rows."""
     device = model.device
     lengths = torch.tensor([len(t) for t in batch_ids], device=device)
     width = int(lengths.max())
@@ -420,23 +485,22 @@ def _run_batch(model, plan: CachePlan, batch_ids: list[list[int]], rows: list[in
     mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
     # Without padding the mask is all ones: leave it out, as a plain forward would.
     attention_mask = None if bool(mask.all()) else mask
-    row_index = torch.tensor(rows, device=next(iter(store.values())).device)
+    cpu_lengths = lengths.cpu()
     table = hook_table(model)
-    last_hook = max(plan.hooks, key=lambda h: table[h].order)
+    # Stop once every requested hook has fired (aliases of one hook point fire one after the other).
+    pending = set(plan.hooks)
     hook_dict = model.bridge.hook_dict
 
     def make_hook(name: str):
         pos_dims = table[name].pos_dims
 
         def hook(output, _point):
-            target = store[name]
-            output = _batch_first(output, name, len(batch_ids))
-            if plan.positions == "all":
-                _copy_real_positions(output, pos_dims, batch_ids, rows, target)
-            else:
-                values = _select(output, pos_dims[0], plan.positions, lengths, mask)
-                target.index_copy_(0, row_index, values.to(target.device, target.dtype))
-            if name == last_hook:
+            values = _batch_first(output.detach(), name, len(batch_ids))
+            if plan.positions != "all":
+                values = _select(values, pos_dims[0], plan.positions, lengths, mask)
+            write(name, values, cpu_lengths)
+            pending.discard(name)
+            if not pending:
                 raise _StopForward
 
         return hook
@@ -476,17 +540,6 @@ def _select(output: torch.Tensor, pos_dim: int, positions: str, lengths: torch.T
     counts = weights.sum(1)
     weights = weights.view(*mask.shape, *extra)
     return (output.float() * weights).sum(1) / counts.view(-1, *extra)
-
-
-def _copy_real_positions(output: torch.Tensor, pos_dims: tuple[int, ...], batch_ids: list[list[int]],
-                         rows: list[int], target: torch.Tensor) -> None:
-    """Copy each text's real positions into its row of the (zero-initialised) store.
-
-    Positions past a text's end (pad tokens) are never written, so they stay zero.
-    """
-    for i, (ids, row) in enumerate(zip(batch_ids, rows)):
-        index = tuple(slice(0, len(ids)) if d in pos_dims else slice(None) for d in range(1, output.dim()))
-        target[row][index].copy_(output[i][index])
 
 
 # ----------------------------------------------------------------------------- on disk
