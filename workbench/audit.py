@@ -85,26 +85,31 @@ def _shard_ranges(n: int, size: int) -> list[tuple[int, int]]:
 
 
 def run_toxicity_audit(model, records: Sequence[TextRecord], out: str | Path, config: ToxicityAuditConfig,
-                       scorers: list, vector=None, progress: bool = True) -> Path:
+                       scorers: list, vector=None, progress: bool = True, executor=None) -> Path:
     """Run (or resume) the audit described by `config`; returns the output folder.
 
     `scorers` are objects with `.name` and `.score(texts)` (workbench.scanners.toxicity);
     `vector` is the SteeringVector that steer/ablate conditions use.
     """
-    def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
-        return _run_shard(model, records[start:end], start, condition, c_index, config, scorers, vector)
+    def shards(model):
+        def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
+            return _run_shard(model, records[start:end], start, condition, c_index, config, scorers, vector)
+        return make_shard
 
-    return run_sharded(out, asdict(config), len(records), config.shard_size, make_shard,
-                       rows_per_item=config.samples, progress=progress)
+    return run_sharded(out, asdict(config), len(records), config.shard_size, model, shards,
+                       rows_per_item=config.samples, progress=progress, executor=executor)
 
 
-def run_sharded(out: str | Path, settings: dict, n_items: int, shard_size: int, make_shard,
-                rows_per_item: int = 1, progress: bool = True, desc: str = "auditing") -> Path:
+def run_sharded(out: str | Path, settings: dict, n_items: int, shard_size: int, model, shards,
+                rows_per_item: int = 1, progress: bool = True, desc: str = "auditing", executor=None) -> Path:
     """The resumable loop every audit shares: for each condition and each shard of items,
-    ``make_shard(condition, c_index, s_index, start, end)`` returns a DataFrame (with
+    ``shards(model)(condition, c_index, s_index, start, end)`` returns a DataFrame (with
     "condition" and "row" columns) that is written atomically as
     ``shards/<condition>-NNNNN.parquet`` and recorded with its sha256 in ``shards.json``.
 
+    `shards` takes the model, so an `executor` (workbench.distributed: this process by default,
+    or Ray workers with their own replicas) can build it wherever the shard is computed; the
+    shard's file is written there, and recorded and moved into place here.
     On a rerun, a shard whose file matches its recorded hash is kept; a missing one is
     computed; a damaged one (truncated, edited, unreadable) is moved aside with a warning
     and computed again. One process at a time writes a folder (`storage.folder_lock`).
@@ -113,31 +118,50 @@ def run_sharded(out: str | Path, settings: dict, n_items: int, shard_size: int, 
     """
     from tqdm.auto import tqdm
 
+    from .distributed import LocalExecutor, ShardJob, remove_stale_temporaries
     from .storage import ShardIndex, folder_lock, set_aside, temp_path
 
     out = Path(out)
+    executor = executor or LocalExecutor()
     with folder_lock(out):
         (out / "shards").mkdir(parents=True, exist_ok=True)
         check_settings(out, settings)
+        remove_stale_temporaries(out / "shards")
         index = ShardIndex(out / SHARD_INDEX)
         conditions = [Condition(**c) for c in settings["conditions"]]
         ranges = _shard_ranges(n_items, shard_size)
         total = len(conditions) * n_items * rows_per_item
+        jobs = []
         with tqdm(total=total, unit="row", desc=desc, file=sys.stderr, disable=not progress,
                   dynamic_ncols=True) as bar:
             for c_index, condition in enumerate(conditions):
                 for s_index, (start, end) in enumerate(ranges):
                     path = out / "shards" / shard_name(condition.name, s_index)
-                    if not index.verified(path):
-                        if path.exists():
-                            set_aside(path, "does not match its recorded sha256 (damaged or never recorded)")
-                        frame = make_shard(condition, c_index, s_index, start, end)
-                        tmp = temp_path(path)
-                        frame.to_parquet(tmp, index=False)
-                        index.record(path, tmp)
-                        os.replace(tmp, path)
-                    bar.update((end - start) * rows_per_item)
+                    if index.verified(path):
+                        bar.update((end - start) * rows_per_item)
+                        continue
+                    if path.exists():
+                        set_aside(path, "does not match its recorded sha256 (damaged or never recorded)")
+                    jobs.append(ShardJob(path.name, (condition, c_index, s_index, start, end, str(temp_path(path)))))
+            for job, tmp in executor.run(model, _parquet_writer(shards), jobs):
+                path = out / "shards" / job.key
+                index.record(path, Path(tmp))
+                os.replace(tmp, path)
+                start, end = job.args[3], job.args[4]
+                bar.update((end - start) * rows_per_item)
     return out
+
+
+def _parquet_writer(shards):
+    """Wrap an audit's shard builder: the shard is computed and written to the given temporary file."""
+    def build(model):
+        make_shard = shards(model)
+
+        def compute(condition: Condition, c_index: int, s_index: int, start: int, end: int, tmp: str) -> str:
+            make_shard(condition, c_index, s_index, start, end).to_parquet(tmp, index=False)
+            return tmp
+        return compute
+    return build
 
 
 SHARD_INDEX = "shards.json"
@@ -219,7 +243,7 @@ def versions() -> dict:
 
 
 def run_capability_audit(model, items: Sequence, out: str | Path, settings: dict, vector=None,
-                         progress: bool = True) -> Path:
+                         progress: bool = True, executor=None) -> Path:
     """What each condition costs on held-out tasks, resumable: one row per (condition, item) with
     the held-out text's NLL or the QA question's outcome (workbench.capability). The toxicity
     audit runs it into ``<out>/capability`` for every run with an intervention. settings: run.json
@@ -228,41 +252,45 @@ def run_capability_audit(model, items: Sequence, out: str | Path, settings: dict
 
     from .capability import capability_rows
 
-    def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
-        instruction = settings.get("instruct") if condition.kind == "instruct" else ""
-        with intervention(model, condition, vector):
-            rows = capability_rows(model, items[start:end], instruction or "", settings["batch_size"])
-        frame = pd.DataFrame([{"condition": condition.name, "alpha": condition.alpha, "row": start + i,
-                               "text": item.text, "answer": item.answer, "category": item.category, **row}
-                              for i, (item, row) in enumerate(zip(items[start:end], rows))])
-        return frame
+    def shards(model):
+        def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
+            instruction = settings.get("instruct") if condition.kind == "instruct" else ""
+            with intervention(model, condition, vector):
+                rows = capability_rows(model, items[start:end], instruction or "", settings["batch_size"])
+            frame = pd.DataFrame([{"condition": condition.name, "alpha": condition.alpha, "row": start + i,
+                                   "text": item.text, "answer": item.answer, "category": item.category, **row}
+                                  for i, (item, row) in enumerate(zip(items[start:end], rows))])
+            return frame
+        return make_shard
 
-    return run_sharded(out, {**settings, "audit": "capability"}, len(items), settings["shard_size"], make_shard,
-                       progress=progress, desc="capability items")
+    return run_sharded(out, {**settings, "audit": "capability"}, len(items), settings["shard_size"], model, shards,
+                       progress=progress, desc="capability items", executor=executor)
 
 
 def run_bias_audit(model, pairs: Sequence, out: str | Path, settings: dict, vector=None,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, executor=None) -> Path:
     """CrowS-Pairs-style audit, resumable: one row per (condition, pair) with both
     sentences' log-likelihoods (workbench.scanners.bias). settings: run.json fields,
     including "conditions", "shard_size" and "batch_size"."""
     from .scanners.bias import crows_pairs
 
-    def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
-        with intervention(model, condition, vector):
-            result = crows_pairs(model, pairs[start:end], batch_size=settings["batch_size"])
-        frame = result.pair_frame()
-        frame.insert(0, "row", range(start, end))
-        frame.insert(0, "alpha", condition.alpha)
-        frame.insert(0, "condition", condition.name)
-        return frame
+    def shards(model):
+        def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
+            with intervention(model, condition, vector):
+                result = crows_pairs(model, pairs[start:end], batch_size=settings["batch_size"])
+            frame = result.pair_frame()
+            frame.insert(0, "row", range(start, end))
+            frame.insert(0, "alpha", condition.alpha)
+            frame.insert(0, "condition", condition.name)
+            return frame
+        return make_shard
 
-    return run_sharded(out, {**settings, "audit": "bias"}, len(pairs), settings["shard_size"], make_shard,
-                       progress=progress, desc="pairs")
+    return run_sharded(out, {**settings, "audit": "bias"}, len(pairs), settings["shard_size"], model, shards,
+                       progress=progress, desc="pairs", executor=executor)
 
 
 def run_toxigen_audit(model, folder: str | Path, rows: Sequence, groups: Sequence[str], out: str | Path,
-                      settings: dict, scorer, vector=None, progress: bool = True) -> Path:
+                      settings: dict, scorer, vector=None, progress: bool = True, executor=None) -> Path:
     """ToxiGen per-group audit, resumable: one shard per (condition, group).
     rows: `read_toxigen(folder)`; settings: run.json fields incl. "conditions",
     "prompts_per_group", "max_new_tokens", "seed"."""
@@ -270,34 +298,38 @@ def run_toxigen_audit(model, folder: str | Path, rows: Sequence, groups: Sequenc
 
     from .scanners.toxigen import toxigen_group
 
-    def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
-        with intervention(model, condition, vector):
-            entry = toxigen_group(model, folder, rows, groups[start], scorer, settings["prompts_per_group"],
-                                  settings["max_new_tokens"], settings["seed"])
-        return pd.DataFrame([{"condition": condition.name, "alpha": condition.alpha, "row": start, **entry}])
+    def shards(model):
+        def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
+            with intervention(model, condition, vector):
+                entry = toxigen_group(model, folder, rows, groups[start], scorer, settings["prompts_per_group"],
+                                      settings["max_new_tokens"], settings["seed"])
+            return pd.DataFrame([{"condition": condition.name, "alpha": condition.alpha, "row": start, **entry}])
+        return make_shard
 
-    return run_sharded(out, {**settings, "audit": "toxigen"}, len(groups), 1, make_shard, progress=progress,
-                       desc="groups")
+    return run_sharded(out, {**settings, "audit": "toxigen"}, len(groups), 1, model, shards, progress=progress,
+                       desc="groups", executor=executor)
 
 
 def run_counterfactual_audit(model, templates: Sequence[str], out: str | Path, settings: dict, scorer=None,
-                             vector=None, progress: bool = True) -> Path:
+                             vector=None, progress: bool = True, executor=None) -> Path:
     """Counterfactual-template audit, resumable: one row per (condition, template, group).
     settings: run.json fields incl. "groups", "continuations", "max_new_tokens", "seed", "shard_size"."""
     from .scanners.bias import counterfactual
 
-    def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
-        with intervention(model, condition, vector):
-            result = counterfactual(model, templates[start:end], settings["groups"], settings["continuations"],
-                                    scorer, settings["max_new_tokens"], settings["seed"])
-        frame = result.row_frame()
-        frame.insert(0, "row", [start + i // len(settings["groups"]) for i in range(len(frame))])
-        frame.insert(0, "alpha", condition.alpha)
-        frame.insert(0, "condition", condition.name)
-        return frame
+    def shards(model):
+        def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
+            with intervention(model, condition, vector):
+                result = counterfactual(model, templates[start:end], settings["groups"], settings["continuations"],
+                                        scorer, settings["max_new_tokens"], settings["seed"])
+            frame = result.row_frame()
+            frame.insert(0, "row", [start + i // len(settings["groups"]) for i in range(len(frame))])
+            frame.insert(0, "alpha", condition.alpha)
+            frame.insert(0, "condition", condition.name)
+            return frame
+        return make_shard
 
     return run_sharded(out, {**settings, "audit": "counterfactual"}, len(templates), settings["shard_size"],
-                       make_shard, progress=progress, desc="templates")
+                       model, shards, progress=progress, desc="templates", executor=executor)
 
 
 POSITIVE_MEANS = ("less-toxic", "more-toxic")

@@ -282,6 +282,7 @@ def cache_activations(
     store_dtype: torch.dtype | None = None,
     store_device: str | torch.device = "cpu",
     progress: bool = True,
+    executor=None,
 ) -> ActivationCache | DiskActivationCache:
     """Cache activations of `hooks` for every text.
 
@@ -301,6 +302,8 @@ def cache_activations(
         store_dtype: dtype of the stored activations (default: the model's dtype).
         store_device: where an in-memory cache lives ("cpu", or the model's GPU).
         progress: show a progress bar on stderr.
+        executor: where disk shards are computed (`workbench.distributed`): this process by
+            default, or `RayExecutor("local" | "auto" | address, workers)`; needs `out`.
 
     Returns:
         `ActivationCache` (in memory) or `DiskActivationCache` (with `out`).
@@ -310,7 +313,7 @@ def cache_activations(
         raise InputError("no texts to cache")
     token_ids, n_truncated = tokenize_records(model, records, truncate, max_length)
     return cache_tokens(model, token_ids, hooks, positions, batch_size, out, shard_size, store_dtype,
-                        store_device, progress, n_truncated=n_truncated)
+                        store_device, progress, n_truncated=n_truncated, executor=executor)
 
 
 def cache_tokens(
@@ -325,12 +328,15 @@ def cache_tokens(
     store_device: str | torch.device = "cpu",
     progress: bool = True,
     n_truncated: int = 0,
+    executor=None,
 ) -> ActivationCache | DiskActivationCache:
     """`cache_activations` for texts that are already token ids (one list of ints per text)."""
     if positions not in POSITIONS:
         raise InputError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
     if batch_size < 1 or (shard_size is not None and shard_size < 1):
         raise InputError("batch_size and shard_size must be at least 1")
+    if executor is not None and out is None:
+        raise InputError("an executor computes disk shards: give out=DIR (or drop the executor)")
     if not token_ids or any(len(ids) == 0 for ids in token_ids):
         raise InputError("every text needs at least one token")
     names = resolve_hooks(model, hooks)
@@ -347,7 +353,7 @@ def cache_tokens(
     plan = dataclasses.replace(plan, shard_size=_shard_size(model, plan, shard_size))
     if out is None:
         return _cache_in_memory(model, plan, torch.device(store_device), progress)
-    return _cache_to_disk(model, plan, Path(out), progress)
+    return _cache_to_disk(model, plan, Path(out), progress, executor)
 
 
 def _shard_size(model, plan: CachePlan, requested: int | None) -> int:
@@ -575,19 +581,18 @@ def texts_sha256(token_ids: list[list[int]]) -> str:
     return digest.hexdigest()
 
 
-def _cache_to_disk(model, plan: CachePlan, out: Path, progress: bool) -> DiskActivationCache:
+def _cache_to_disk(model, plan: CachePlan, out: Path, progress: bool, executor=None) -> DiskActivationCache:
     from .storage import folder_lock
 
     with folder_lock(out):
-        return _cache_to_disk_locked(model, plan, out, progress)
+        return _cache_to_disk_locked(model, plan, out, progress, executor)
 
 
-def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool) -> DiskActivationCache:
+def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool, executor=None) -> DiskActivationCache:
     """Write (or resume, or repair) a disk cache. Each shard's sha256 is kept in shards.json as it
     is written; on a rerun a shard that is missing or does not match is computed again (a damaged
     file is moved aside with a warning), and the manifest is rewritten when anything changed."""
-    from safetensors.torch import save_file
-
+    from .distributed import LocalExecutor, ShardJob, remove_stale_temporaries
     from .storage import ShardIndex, set_aside, temp_path
 
     settings = _run_settings(model, plan, texts_sha256(plan.token_ids))
@@ -610,24 +615,25 @@ def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool) -> 
     if (out / "manifest.json").exists() and all(index.verified(out / name) for name in names):
         return DiskActivationCache(out)
 
-    shards = []
+    remove_stale_temporaries(out / "shards")
+    executor = executor or LocalExecutor()
     with _progress_bar(plan.n_texts, progress) as bar:
+        jobs = []
         for name, (start, end) in zip(names, ranges):
             path = out / name
-            ids = plan.token_ids[start:end]
-            if not index.verified(path):
-                if path.exists():
-                    set_aside(path, "does not match its recorded sha256 (damaged or never recorded)")
-                store = _empty_store(model, plan, end - start, max(len(t) for t in ids), torch.device("cpu"))
-                _run_rows(model, plan, ids, store)
-                store[LENGTHS_KEY] = torch.tensor([len(t) for t in ids])
-                tmp = temp_path(path)
-                save_file(store, str(tmp), metadata={"rows": f"{start}:{end}"})
-                index.record(path, tmp)
-                os.replace(tmp, path)
-            bar.update(end - start)
-            shards.append({"file": name, "rows": [start, end], "tokens": sum(len(t) for t in ids),
-                           "sha256": index.entries[path.name]["sha256"]})
+            if index.verified(path):
+                bar.update(end - start)
+                continue
+            if path.exists():
+                set_aside(path, "does not match its recorded sha256 (damaged or never recorded)")
+            jobs.append(ShardJob(name, (start, end, plan.token_ids[start:end], str(temp_path(path)))))
+        for job, tmp in executor.run(model, _shard_writer(dataclasses.replace(plan, token_ids=[])), jobs):
+            path = out / job.key
+            index.record(path, Path(tmp))
+            os.replace(tmp, path)
+            bar.update(job.args[1] - job.args[0])
+    shards = [{"file": name, "rows": [start, end], "tokens": sum(len(t) for t in plan.token_ids[start:end]),
+               "sha256": index.entries[Path(name).name]["sha256"]} for name, (start, end) in zip(names, ranges)]
     manifest = dict(settings)
     manifest["token_counts"] = {"total": plan.n_tokens, "max": max(len(t) for t in plan.token_ids),
                                 "truncated_texts": plan.n_truncated}
@@ -637,6 +643,23 @@ def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool) -> 
     manifest["shards"] = shards
     _write_json_atomically(out / "manifest.json", manifest)
     return DiskActivationCache(out)
+
+
+def _shard_writer(plan: CachePlan):
+    """The function that computes one disk shard and writes it to a temporary file, built on
+    whichever process holds the model (this one, or a Ray worker). `plan` without its token ids:
+    each job carries its own rows."""
+    def build(model):
+        def compute(start: int, end: int, ids: list[list[int]], tmp: str) -> str:
+            from safetensors.torch import save_file
+
+            store = _empty_store(model, plan, end - start, max(len(t) for t in ids), torch.device("cpu"))
+            _run_rows(model, plan, ids, store)
+            store[LENGTHS_KEY] = torch.tensor([len(t) for t in ids])
+            save_file(store, tmp, metadata={"rows": f"{start}:{end}"})
+            return tmp
+        return compute
+    return build
 
 
 def _write_json_atomically(path: Path, data: dict) -> None:

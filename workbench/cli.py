@@ -67,6 +67,22 @@ def _add_steer_args(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--ablate", action="store_true", help="add a condition with the vector's direction ablated")
 
 
+def _add_scale_args(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--ray", default=None, metavar="ADDRESS",
+                     help="run the shards on Ray workers, one model replica each: 'local' (a Ray instance on this "
+                          "machine for this run), 'auto' (the cluster of `ray start`) or a cluster address; "
+                          "the output folder must be one every node sees (README: Beyond one machine)")
+    sub.add_argument("--workers", type=int, default=None,
+                     help="Ray workers (default: one per GPU, else 2); needs --ray")
+
+
+def _executor(args):
+    """The shard executor --ray/--workers ask for, checked before any model work."""
+    from .distributed import executor_for
+
+    return executor_for(args.ray, args.workers, connect=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="workbench", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="command", metavar="VERB")
@@ -112,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="texts per shard file (default: about 256 MiB per shard)")
     sub.add_argument("--truncate", action="store_true", help="cut texts longer than the context")
     sub.add_argument("--max-length", type=int, default=None, help="token limit (default: the context)")
+    _add_scale_args(sub)
 
     sub = verb("attention", "Head scores (previous-token, duplicate, induction) and a prompt's attention patterns.",
                cmd_attention)
@@ -212,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--raw", action="store_true", help="no prompt format")
     _add_steer_args(sub)
+    _add_scale_args(sub)
     sub.add_argument("--positive-means", choices=["less-toxic", "more-toxic"], default="less-toxic",
                      help="what a positive --alpha (towards the pairs' 'positive' texts) is meant to do to toxicity, "
                           "for the report card's intended / wrong-way shares (default less-toxic)")
@@ -246,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--bootstrap", type=int, default=2000,
                      help="bootstrap resamples for the intervals (summary only; default 2000)")
     _add_steer_args(sub)
+    _add_scale_args(sub)
 
     sub = audit_verbs.add_parser("counterfactual", help="Swap a demographic term in templates; compare groups.",
                                  description="Fill each template's {group} slot with every group; report per group "
@@ -264,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bootstrap resamples for the intervals (summary only; default 2000)")
     sub.add_argument("--out", required=True)
     _add_steer_args(sub)
+    _add_scale_args(sub)
 
     sub = audit_verbs.add_parser("bias", help="CrowS-Pairs-style paired-sentence bias.",
                                  description="CrowS-Pairs-style paired-sentence bias: share of pairs where the "
@@ -285,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--shard-size", type=int, default=128, help="pairs per result shard")
     sub.add_argument("--out", required=True, help="audit folder (shards, summary.json, report.html)")
     _add_steer_args(sub)
+    _add_scale_args(sub)
 
     sub = verbs.add_parser("report", help="Rebuild summary.json and report.html from an audit folder's shards.",
                            description="Rebuild summary.json and report.html from an audit folder's shards; given "
@@ -410,11 +431,12 @@ def cmd_cache(args) -> int:
     from .datasets import read_texts
 
     records = read_texts(args.input, field=args.field, column=args.column)  # bad input fails before loading
+    executor = _executor(args)
     model = _load(args)
     start = time.perf_counter()
     result = cache_activations(model, records, hooks=args.hooks, positions=args.positions,
                                batch_size=args.batch_size, out=args.out, shard_size=args.shard_size,
-                               truncate=args.truncate, max_length=args.max_length)
+                               truncate=args.truncate, max_length=args.max_length, executor=executor)
     seconds = time.perf_counter() - start
     manifest = result.manifest
     size = sum((Path(args.out) / s["file"]).stat().st_size for s in manifest["shards"])
@@ -777,6 +799,7 @@ def cmd_audit_toxicity(args) -> int:
     capability = bool(pairs or args.instruct) and not args.no_capability
     if capability:
         _capability_inputs(args)  # the files' structure, before the model is loaded
+    executor = _executor(args)
     model = _load(args)
     from .audit import instructed
     from .datasets import TextRecord
@@ -805,12 +828,12 @@ def cmd_audit_toxicity(args) -> int:
         steer=_steer_settings(args, pairs), instruct=args.instruct, conditions=[asdict(c) for c in conditions],
         versions=versions())
     start = time.perf_counter()
-    run_toxicity_audit(model, records, args.out, config, scorers, vector)
+    run_toxicity_audit(model, records, args.out, config, scorers, vector, executor=executor)
     if items:
         from .audit import run_capability_audit
 
         run_capability_audit(model, items, Path(args.out) / "capability",
-                             _capability_settings(args, model, pairs, conditions, items), vector)
+                             _capability_settings(args, model, pairs, conditions, items), vector, executor=executor)
     report = build_report(args.out)
     summary = json.loads((Path(args.out) / "summary.json").read_text())
     summary.update(seconds=round(time.perf_counter() - start, 1), skipped_bad_lines=skipped, report=str(report))
@@ -847,6 +870,7 @@ def cmd_audit_toxigen(args) -> int:
         raise InputError("the ToxiGen audit takes one text scorer: auto, profanity-check or detoxify[:variant]")
     _validate_scorers([args.scorers], [])
     pairs = _read_steer_pairs(args)
+    executor = _executor(args)
     model = _load(args)
     scorer = make_scorer(args.scorers)
     conditions, vector = _steer_conditions(args, model, pairs)
@@ -857,7 +881,8 @@ def cmd_audit_toxigen(args) -> int:
                                scorer=scorer.name, scorer_details=[scorer.details()],
                                prompts_per_group=args.prompts_per_group,
                                max_new_tokens=args.max_new_tokens)
-    return _finish_audit(args, run_toxigen_audit, (model, args.data, rows, groups, args.out, settings, scorer, vector))
+    return _finish_audit(args, run_toxigen_audit, (model, args.data, rows, groups, args.out, settings, scorer, vector),
+                         executor)
 
 
 def _audit_settings(args, model, pairs, conditions, **fields) -> dict:
@@ -881,12 +906,12 @@ def _steer_settings(args, pairs) -> dict | None:
             "n_pairs": len(pairs)}
 
 
-def _finish_audit(args, runner, runner_args: tuple) -> int:
+def _finish_audit(args, runner, runner_args: tuple, executor) -> int:
     """Run (or resume) an audit, build its report, print its table."""
     from .report import build_report
 
     start = time.perf_counter()
-    runner(*runner_args)
+    runner(*runner_args, executor=executor)
     report = build_report(args.out)
     summary = json.loads((Path(args.out) / "summary.json").read_text())
     summary.update(seconds=round(time.perf_counter() - start, 1), report=str(report))
@@ -908,6 +933,7 @@ def cmd_audit_counterfactual(args) -> int:
     if args.scorers != "none":
         _validate_scorers([args.scorers], [])
     pairs = _read_steer_pairs(args)
+    executor = _executor(args)
     model = _load(args)
     scorer = None if args.scorers == "none" else make_scorer(args.scorers)
     conditions, vector = _steer_conditions(args, model, pairs)
@@ -917,7 +943,8 @@ def cmd_audit_counterfactual(args) -> int:
                                scorer=scorer.name if scorer else None,
                                scorer_details=[scorer.details()] if scorer else [], max_new_tokens=args.max_new_tokens,
                                shard_size=args.shard_size)
-    return _finish_audit(args, run_counterfactual_audit, (model, templates, args.out, settings, scorer, vector))
+    return _finish_audit(args, run_counterfactual_audit, (model, templates, args.out, settings, scorer, vector),
+                         executor)
 
 
 def cmd_report(args) -> int:
@@ -942,13 +969,14 @@ def cmd_audit_bias(args) -> int:
 
     pairs = read_bias_pairs(args.pairs, args.more_column, args.less_column, args.direction_column, args.type_column)
     steer_pairs = _read_steer_pairs(args)
+    executor = _executor(args)
     model = _load(args)
     conditions, vector = _steer_conditions(args, model, steer_pairs)
     settings = _audit_settings(args, model, steer_pairs, conditions, pairs_file=str(args.pairs),
                                pairs_sha256=hashlib.sha256(Path(args.pairs).read_bytes()).hexdigest(),
                                n_pairs=len(pairs), batch_size=args.batch_size,
                                shard_size=args.shard_size, metric=args.metric or DEFAULT_METRIC)
-    return _finish_audit(args, run_bias_audit, (model, pairs, args.out, settings, vector))
+    return _finish_audit(args, run_bias_audit, (model, pairs, args.out, settings, vector), executor)
 
 
 def cmd_dashboard(args) -> int:

@@ -1,0 +1,210 @@
+"""Running shards on a Ray cluster: one model replica per worker, the same shards and results.
+
+    workbench audit toxicity ... --out results/tox --ray local --workers 2
+    workbench cache ... --out acts/ --ray auto          # an existing cluster (`ray start --head`)
+
+Audits and disk caches are already cut into shards whose contents depend only on the
+shard's index (its rows, its batches, the seeds of its samples), never on which process
+computes it or in what order. So a shard is the unit of work: `RayExecutor` starts one
+actor per worker, each holding one model replica (one GPU each when the cluster has
+GPUs, otherwise a share of the CPUs), and hands shards to whichever actor is free.
+
+A worker writes its shard to a temporary file beside the final one and returns its
+name; the driver alone records the shard's sha256 in ``shards.json``, moves the file into
+place and writes ``run.json``, the manifest and the summary, exactly as the single-process
+loop does. So a worker killed mid-shard leaves at most a temporary file (removed by the
+driver), Ray restarts the actor and retries the shard; a driver killed mid-run resumes
+from the finished shards on the next run, like any other run. An error in a shard (bad
+data) stops the run with its one-line message.
+
+The driver and the workers must see the same output folder: one machine, or a shared
+file system mounted at the same path on every node.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from .errors import InputError
+
+RAY_MODES = ("local", "auto")  # or a cluster address, e.g. ray://head:10001 or head:6379
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How a worker loads its own replica: the arguments of `workbench.load`."""
+
+    name: str
+    device: str
+    dtype: str
+
+    @classmethod
+    def of(cls, model) -> "ModelSpec":
+        info = model.info
+        device = "cuda" if str(model.device).startswith("cuda") else "cpu"
+        return cls(info.path if info.source == "local" else info.name, device, info.dtype)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard to compute: `key` names it (for messages), `args` go to the job function."""
+
+    key: str
+    args: tuple
+
+
+class LocalExecutor:
+    """Today's loop: every shard in this process, in order, on the already loaded model."""
+
+    workers = 1
+
+    def run(self, model, build: Callable, jobs: Iterable[ShardJob]) -> Iterator[tuple[ShardJob, object]]:
+        compute = build(model)
+        for job in jobs:
+            yield job, compute(*job.args)
+
+    def describe(self) -> str:
+        return "this process"
+
+
+class RayExecutor:
+    """Shards on Ray actors, one model replica each.
+
+    address: "local" (start a Ray instance for this run, on this machine), "auto" (the
+    cluster this machine belongs to, from `ray start`), or a cluster address.
+    workers: actors to start (default: one per GPU on the cluster, else 2).
+    """
+
+    def __init__(self, address: str = "local", workers: int | None = None):
+        if workers is not None and workers < 1:
+            raise InputError("--workers must be at least 1")
+        self.address = address
+        self.requested = workers
+        self.workers = workers or 0
+
+    def describe(self) -> str:
+        return f"Ray ({self.address}), {self.workers} worker{'s' * (self.workers != 1)}"
+
+    def connect(self):
+        """Start or join Ray (idempotent); returns the `ray` module. Called before any model work,
+        so a missing Ray or an unreachable cluster is a one-line error, not a hang or a traceback."""
+        try:
+            import ray
+        except ImportError:
+            raise InputError("--ray needs Ray: pip install 'ray>=2.40' (or pip install -e .[ray])") from None
+        if ray.is_initialized():
+            return ray
+        quiet = {"log_to_driver": False, "include_dashboard": False, "configure_logging": False}
+        if self.address == "local":
+            ray.init(num_cpus=os.cpu_count(), **quiet)
+            return ray
+        _check_reachable(self.address)
+        try:
+            ray.init(address=self.address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise InputError(f"cannot reach the Ray cluster at {self.address!r} ({error}); start one with "
+                             "`ray start --head`, or use --ray local") from None
+        return ray
+
+    def run(self, model, build: Callable, jobs: Iterable[ShardJob]) -> Iterator[tuple[ShardJob, object]]:
+        """Yield (job, result) as shards finish, in any order. `build(model)` returns the function
+        that computes one shard; it is shipped to every worker (cloudpickle) and called there with
+        the worker's own model."""
+        ray = self.connect()
+        jobs = list(jobs)
+        if not jobs:
+            return
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        use_gpu = gpus > 0 and str(model.device).startswith("cuda")
+        self.workers = self.requested or (gpus if use_gpu else 2)
+        cpus = max(1, int(resources.get("CPU", 1)) // self.workers)
+        spec = ModelSpec.of(model)
+        if use_gpu:
+            spec = ModelSpec(spec.name, "cuda", spec.dtype)
+        worker_class = ray.remote(num_cpus=0 if use_gpu else cpus, num_gpus=1 if use_gpu else 0,
+                                  max_restarts=3, max_task_retries=3)(_Worker)
+        actors = [worker_class.remote(spec, build, cpus) for _ in range(min(self.workers, len(jobs)))]
+        pending = {}
+        queue = list(jobs)
+        free = list(actors)
+        try:
+            while queue or pending:
+                while free and queue:
+                    actor, job = free.pop(), queue.pop(0)
+                    pending[actor.compute.remote(*job.args)] = (actor, job)
+                done, _ = ray.wait(list(pending), num_returns=1)
+                actor, job = pending.pop(done[0])
+                try:
+                    result = ray.get(done[0])
+                except ray.exceptions.RayTaskError as error:
+                    if isinstance(error.cause, InputError):  # bad data: the same one-line message as without Ray
+                        raise error.cause from None
+                    raise RuntimeError(f"shard {job.key} failed on a Ray worker: {error}") from None
+                free.append(actor)
+                yield job, result
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+
+
+class _Worker:
+    """A Ray actor: loads one model replica, then computes shards with `build(model)`."""
+
+    def __init__(self, spec: ModelSpec, build: Callable, threads: int):
+        import torch
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        torch.set_num_threads(threads)
+        from . import load
+
+        self.model = load(spec.name, device=spec.device, dtype=spec.dtype)
+        self.compute_shard = build(self.model)
+
+    def compute(self, *args):
+        return self.compute_shard(*args)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def executor_for(ray: str | None, workers: int | None, connect: bool = False):
+    """The executor the CLI's --ray/--workers ask for (LocalExecutor without --ray); with
+    `connect`, Ray is started or joined now, before any model work."""
+    if ray is None:
+        if workers is not None:
+            raise InputError("--workers needs --ray (local, auto or a cluster address)")
+        return LocalExecutor()
+    executor = RayExecutor(ray, workers)
+    if connect:
+        executor.connect()
+    return executor
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a host:port that does not answer (ray.init would retry for minutes)."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--ray takes local, auto or a cluster address HOST:PORT (or ray://HOST:PORT), "
+                         f"not {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise InputError(f"cannot reach the Ray cluster at {address!r} ({error.strerror or error}); start one "
+                         "with `ray start --head`, or use --ray local") from None
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete temporary shard files (``.<name>.<pid>.tmp``) that a killed worker left; returns the count.
+    Called with the folder's write lock held, when no worker of this run is writing."""
+    count = 0
+    for path in folder.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+        count += 1
+    return count
