@@ -76,6 +76,7 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/generate.py
 	HF_HUB_OFFLINE=1 $(PY) bench/patching.py
 	HF_HUB_OFFLINE=1 $(PY) bench/scorers.py --data "$(TOXIGEN)"
+	HF_HUB_OFFLINE=1 $(PY) bench/scale_out.py
 
 # Every mission path at Phi-2's size (phi-2-shape, random weights), timed, with peak RSS beside the
 # memory estimate: about 6 GiB of RAM in bf16 (BENCH_DTYPE=float32: about 11 GiB).
