@@ -198,8 +198,14 @@ def main() -> None:
         os.environ.update(WORKBENCH_DASHBOARD_MODEL=args.model, WORKBENCH_RESULTS=str(work / "results"))
         (work / "results").mkdir(exist_ok=True)
         # The dashboard loads with the device's default dtype (float32 on a CPU), not --dtype.
-        dashboard_weights = memory.load_estimate(shape, "float32" if not torch.cuda.is_available() else args.dtype).bytes
-        with step("dashboard attention page (AppTest)", dashboard_weights,
+        page_dtype = "float32" if not torch.cuda.is_available() else args.dtype
+        # The page scores heads on 8 repeated random sequences of 2 x 40 + 1 tokens: one forward, and
+        # every layer's attention pattern cached, then stacked (two copies).
+        tokens = 2 * 40 + 1
+        patterns = shape.n_layers * 8 * shape.n_heads * tokens * tokens * memory.itemsize(page_dtype)
+        dashboard_bytes = (memory.load_estimate(shape, page_dtype).bytes
+                           + memory.forward_estimate(shape, page_dtype, 8, tokens).bytes + 2 * patterns)
+        with step("dashboard attention page (AppTest)", dashboard_bytes,
                   note="the page loads its own copy, in the default dtype"):
             app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=1800).run()
             app.switch_page("workbench/dashboard/views/attention.py").run()

@@ -181,6 +181,20 @@ def _pids(pattern: str) -> set[int]:
     return {int(p) for p in found}
 
 
+def _workers_of(driver: int) -> list[int]:
+    """PIDs of the Ray worker actors that a driver's local Ray instance started (its descendants)."""
+    import psutil
+
+    workers = []
+    for process in psutil.Process(driver).children(recursive=True):
+        try:
+            if "ray::_Worker" in " ".join(process.cmdline()):
+                workers.append(process.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return sorted(workers)
+
+
 def _ray_pids() -> set[int]:
     """Ray's own processes (workers, agents, raylet, GCS) on this machine."""
     return _pids("ray::") | _pids("ray/core/src/ray/")
@@ -225,7 +239,7 @@ def _kill_worker_then_driver(prompts_file, tmp_path):
     worker_run = tmp_path / "worker-killed"
     child = _start_slow_driver(script, audit_args(many, worker_run, "tiny-phi", "--ray", "local", "--workers", "2"),
                                worker_run, 2)
-    pids = sorted(_pids("ray::_Worker"))
+    pids = _workers_of(child.pid)  # this driver's own workers, not another Ray user's on the machine
     assert pids, "no Ray worker process found"
     os.kill(pids[0], signal.SIGKILL)
     _, err = child.communicate(timeout=600)
