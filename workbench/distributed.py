@@ -58,15 +58,11 @@ class ShardJob:
 class LocalExecutor:
     """Today's loop: every shard in this process, in order, on the already loaded model."""
 
-    workers = 1
-
     def run(self, model, build: Callable, jobs: Iterable[ShardJob]) -> Iterator[tuple[ShardJob, object]]:
         compute = build(model)
         for job in jobs:
             yield job, compute(*job.args)
 
-    def describe(self) -> str:
-        return "this process"
 
 
 class RayExecutor:
@@ -84,8 +80,6 @@ class RayExecutor:
         self.requested = workers
         self.workers = workers or 0
 
-    def describe(self) -> str:
-        return f"Ray ({self.address}), {self.workers} worker{'s' * (self.workers != 1)}"
 
     def connect(self):
         """Start or join Ray (idempotent); returns the `ray` module. Called before any model work,
@@ -121,9 +115,7 @@ class RayExecutor:
         use_gpu = gpus > 0 and str(model.device).startswith("cuda")
         self.workers = self.requested or (gpus if use_gpu else 2)
         cpus = max(1, int(resources.get("CPU", 1)) // self.workers)
-        spec = ModelSpec.of(model)
-        if use_gpu:
-            spec = ModelSpec(spec.name, "cuda", spec.dtype)
+        spec = ModelSpec.of(model)  # "cuda" whenever use_gpu: each actor then takes its own GPU
         worker_class = ray.remote(num_cpus=0 if use_gpu else cpus, num_gpus=1 if use_gpu else 0,
                                   max_restarts=3, max_task_retries=3)(_Worker)
         actors = [worker_class.remote(spec, build, cpus) for _ in range(min(self.workers, len(jobs)))]
@@ -165,9 +157,6 @@ class _Worker:
 
     def compute(self, *args):
         return self.compute_shard(*args)
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 def executor_for(ray: str | None, workers: int | None, connect: bool = False):
