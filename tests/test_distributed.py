@@ -132,7 +132,8 @@ def test_bad_data_in_a_shard_fails_the_run_with_its_message(local_ray, tmp_path)
     assert "\n" not in str(error.value)
 
 
-def test_two_node_cluster_gives_the_single_process_results(prompts_file, tmp_path):
+def test_two_node_cluster_gives_the_single_process_results(prompts_file, tmp_path, s3_server):
+    """Two nodes writing to an s3:// URL (a local S3-compatible server): the driver stages and uploads."""
     from ray.cluster_utils import Cluster
 
     assert main(audit_args(prompts_file, tmp_path / "one")) == 0
@@ -143,12 +144,12 @@ def test_two_node_cluster_gives_the_single_process_results(prompts_file, tmp_pat
     try:
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-        assert main(audit_args(prompts_file, tmp_path / "two-nodes", "tiny-phi", "--ray", cluster.address,
+        assert main(audit_args(prompts_file, "s3://bucket/two-nodes", "tiny-phi", "--ray", cluster.address,
                                "--workers", "2")) == 0
     finally:
         ray.shutdown()
         cluster.shutdown()
-    assert load_results(tmp_path / "one").equals(load_results(tmp_path / "two-nodes"))
+    assert load_results(tmp_path / "one").equals(load_results("s3://bucket/two-nodes"))
 
 
 # A driver run in its own process, every shard slowed (in the workers too, through Ray's

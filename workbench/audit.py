@@ -115,13 +115,25 @@ def run_sharded(out: str | Path, settings: dict, n_items: int, shard_size: int, 
     and computed again. One process at a time writes a folder (`storage.folder_lock`).
     settings: JSON-able dict with "conditions" (list of Condition dicts); saved as
     run.json, and a rerun into the same folder with settings that change results is refused.
+    `out` may be a URL (``s3://bucket/prefix``; workbench.remote): the run then works in a
+    local staging copy and uploads every finished shard. Returns `out` (a Path when local).
     """
+    from .remote import is_url, staged
+
+    with staged(out) as local:
+        _run_sharded_in(local, settings, n_items, shard_size, model, shards, rows_per_item, progress, desc, executor)
+    return out if is_url(out) else Path(out)
+
+
+def _run_sharded_in(out: Path, settings: dict, n_items: int, shard_size: int, model, shards,
+                    rows_per_item: int, progress: bool, desc: str, executor) -> None:
+    """`run_sharded` on a local folder (a URL's staging copy, or the output folder itself)."""
     from tqdm.auto import tqdm
 
     from .distributed import LocalExecutor, ShardJob, remove_stale_temporaries
+    from .remote import shard_finished
     from .storage import ShardIndex, folder_lock, set_aside, temp_path
 
-    out = Path(out)
     executor = executor or LocalExecutor()
     with folder_lock(out):
         (out / "shards").mkdir(parents=True, exist_ok=True)
@@ -147,9 +159,9 @@ def run_sharded(out: str | Path, settings: dict, n_items: int, shard_size: int, 
                 path = out / "shards" / job.key
                 index.record(path, Path(tmp))
                 os.replace(tmp, path)
+                shard_finished()
                 start, end = job.args[3], job.args[4]
                 bar.update((end - start) * rows_per_item)
-    return out
 
 
 def _parquet_writer(shards):
@@ -423,8 +435,12 @@ def load_results(out: str | Path):
     """
     import pandas as pd
 
+    from .remote import is_url, staged
     from .storage import ShardIndex
 
+    if is_url(out):  # s3://...: read from a staging copy
+        with staged(out) as local:
+            return load_results(local)
     out = Path(out)
     run = read_run(out)
     names = [c["name"] for c in run["conditions"]]

@@ -116,16 +116,20 @@ class ActivationCache(_CacheView):
 class DiskActivationCache(_CacheView):
     """A finished on-disk cache, read lazily (memory-mapped safetensors)."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, fetch=None, name: str | None = None):
+        """folder: the local folder. fetch(relative path): downloads a missing file into it, for
+        a cache read from a URL (`open_cache`), which `name` then is."""
         self.folder = Path(folder)
+        self.name = name or str(self.folder)
+        self._fetch = fetch
         manifest_path = self.folder / "manifest.json"
         if not manifest_path.exists():
             raise InputError("no manifest.json: not a finished activation cache "
-                             "(rerun the same cache command to resume it)", str(self.folder))
+                             "(rerun the same cache command to resume it)", self.name)
         try:
             self.manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError, RecursionError):
-            raise InputError("damaged manifest.json; rerun the cache command to rebuild it", str(self.folder)) from None
+            raise InputError("damaged manifest.json; rerun the cache command to rebuild it", self.name) from None
         self._checked: set[str] = set()
         self.hooks = list(self.manifest["hooks"])
         self.positions = self.manifest["positions"]
@@ -157,7 +161,7 @@ class DiskActivationCache(_CacheView):
 
     def _check(self, hook: str) -> None:
         if hook not in self.hooks:
-            raise KeyError(f"{hook!r} is not in the cache at {self.folder}; it holds {self.hooks}")
+            raise KeyError(f"{hook!r} is not in the cache at {self.name}; it holds {self.hooks}")
 
     def _read(self, shard: dict, key: str) -> torch.Tensor:
         """One tensor of one shard; the shard's sha256 is checked against the manifest on its first read."""
@@ -167,21 +171,37 @@ class DiskActivationCache(_CacheView):
 
         path = self.folder / shard["file"]
         if shard["file"] not in self._checked:
+            if self._fetch is not None and not path.is_file():
+                self._fetch(shard["file"])
             if not path.is_file() or file_sha256(path) != shard["sha256"]:
                 raise InputError(f"shard {shard['file']} is missing or damaged (sha256 differs from the manifest); "
-                                 "rerun the same cache command to recompute it", str(self.folder))
+                                 "rerun the same cache command to recompute it", self.name)
             self._checked.add(shard["file"])
         with safe_open(path, framework="pt") as handle:
             return handle.get_tensor(key)
 
     def __repr__(self) -> str:
-        return (f"DiskActivationCache({self.folder}, {self.manifest['n_texts']} texts, "
+        return (f"DiskActivationCache({self.name}, {self.manifest['n_texts']} texts, "
                 f"{len(self.hooks)} hooks, positions={self.positions!r})")
 
 
 def open_cache(folder: str | Path) -> DiskActivationCache:
-    """Open a finished on-disk cache written by `cache_activations(..., out=folder)`."""
-    return DiskActivationCache(folder)
+    """Open a finished on-disk cache written by `cache_activations(..., out=folder)`.
+
+    `folder` may be a URL (``s3://bucket/prefix``): its manifest is read now and each shard is
+    downloaded into a temporary folder on its first read (and checked against its sha256)."""
+    from .remote import Mirror, is_url
+
+    if not is_url(folder):
+        return DiskActivationCache(folder)
+    import tempfile
+
+    scratch = tempfile.TemporaryDirectory(prefix="workbench-cache-")
+    mirror = Mirror(folder, Path(scratch.name))
+    mirror.pull(only=("manifest.json",))
+    cache = DiskActivationCache(scratch.name, fetch=mirror.fetch, name=folder)
+    cache._scratch = scratch  # deleted with the cache object
+    return cache
 
 
 def _pad_to_common_length(blocks: list[torch.Tensor], pos_dims: list[int]) -> list[torch.Tensor]:
@@ -353,7 +373,7 @@ def cache_tokens(
     plan = dataclasses.replace(plan, shard_size=_shard_size(model, plan, shard_size))
     if out is None:
         return _cache_in_memory(model, plan, torch.device(store_device), progress)
-    return _cache_to_disk(model, plan, Path(out), progress, executor)
+    return _cache_to_disk(model, plan, out, progress, executor)
 
 
 def _shard_size(model, plan: CachePlan, requested: int | None) -> int:
@@ -581,11 +601,14 @@ def texts_sha256(token_ids: list[list[int]]) -> str:
     return digest.hexdigest()
 
 
-def _cache_to_disk(model, plan: CachePlan, out: Path, progress: bool, executor=None) -> DiskActivationCache:
+def _cache_to_disk(model, plan: CachePlan, out: str | Path, progress: bool, executor=None) -> DiskActivationCache:
+    """Write the cache into `out`, a folder or a URL (s3://...: through a staging copy, workbench.remote)."""
+    from .remote import is_url, staged
     from .storage import folder_lock
 
-    with folder_lock(out):
-        return _cache_to_disk_locked(model, plan, out, progress, executor)
+    with staged(out) as local, folder_lock(local):
+        cache = _cache_to_disk_locked(model, plan, local, progress, executor)
+    return open_cache(out) if is_url(out) else cache
 
 
 def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool, executor=None) -> DiskActivationCache:
@@ -593,6 +616,7 @@ def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool, exe
     is written; on a rerun a shard that is missing or does not match is computed again (a damaged
     file is moved aside with a warning), and the manifest is rewritten when anything changed."""
     from .distributed import LocalExecutor, ShardJob, remove_stale_temporaries
+    from .remote import shard_finished
     from .storage import ShardIndex, set_aside, temp_path
 
     settings = _run_settings(model, plan, texts_sha256(plan.token_ids))
@@ -631,6 +655,7 @@ def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool, exe
             path = out / job.key
             index.record(path, Path(tmp))
             os.replace(tmp, path)
+            shard_finished()
             bar.update(job.args[1] - job.args[0])
     shards = [{"file": name, "rows": [start, end], "tokens": sum(len(t) for t in plan.token_ids[start:end]),
                "sha256": index.entries[Path(name).name]["sha256"]} for name, (start, end) in zip(names, ranges)]

@@ -7,6 +7,7 @@ failure, 2 bad input (one line naming the file, line and problem).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         check_args(args)  # every argument, before any model work or write
-        return args.func(args) or 0
+        with _staged_output(args):
+            return args.func(args) or 0
     except InputError as error:
         print(f"workbench {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -48,6 +50,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"workbench {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _staged_output(args):
+    """An audit, cache or report at a URL (s3://...) runs in a local staging copy that is uploaded
+    shard by shard (workbench.remote); the verb sees the local folder, the user the URL."""
+    from .remote import is_url, staged
+
+    attribute = "folder" if args.command == "report" else "out"
+    url = getattr(args, attribute, None)
+    if not is_url(url):
+        yield
+        return
+    with staged(url) as local:
+        setattr(args, attribute, str(local))
+        args.staged = (str(local), url)
+        yield
 
 
 def _add_model_args(sub: argparse.ArgumentParser) -> None:
@@ -338,10 +357,11 @@ def _load(args):
 
 
 def _emit(args, summary: dict, human: str) -> None:
-    if args.json:
-        print(json.dumps(summary, indent=2, default=str))
-    else:
-        print(human)
+    text = json.dumps(summary, indent=2, default=str) if args.json else human
+    if getattr(args, "staged", None):  # name the URL, not the staging copy that is about to be deleted
+        local, url = args.staged
+        text = text.replace(str(Path(local).resolve()), url).replace(local, url)
+    print(text)
 
 
 def cmd_models(args) -> int:

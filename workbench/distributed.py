@@ -17,8 +17,11 @@ driver), Ray restarts the actor and retries the shard; a driver killed mid-run r
 from the finished shards on the next run, like any other run. An error in a shard (bad
 data) stops the run with its one-line message.
 
-The driver and the workers must see the same output folder: one machine, or a shared
-file system mounted at the same path on every node.
+A worker that does not see the driver's folder (another node without a shared file system
+at the same path, or an output URL the driver stages locally: workbench.remote) writes the
+shard to its own scratch folder and sends the file's bytes back through Ray's object store;
+the driver writes them to the temporary file and goes on as above. So workers need neither
+a shared file system nor credentials for the object store.
 """
 from __future__ import annotations
 
@@ -53,6 +56,13 @@ class ShardJob:
 
     key: str
     args: tuple
+
+
+@dataclass(frozen=True)
+class ShardBytes:
+    """A shard's file computed on a node that cannot see the driver's folder: its bytes."""
+
+    data: bytes
 
 
 class LocalExecutor:
@@ -136,7 +146,7 @@ class RayExecutor:
                         raise error.cause from None
                     raise RuntimeError(f"shard {job.key} failed on a Ray worker: {error}") from None
                 free.append(actor)
-                yield job, result
+                yield job, _received(job, result)
         finally:
             for actor in actors:
                 ray.kill(actor)
@@ -156,7 +166,26 @@ class _Worker:
         self.compute_shard = build(self.model)
 
     def compute(self, *args):
-        return self.compute_shard(*args)
+        """Compute one shard. The last argument is the temporary file the driver expects; when its
+        folder does not exist on this node, the shard is written to a scratch folder here and its
+        bytes are returned instead (ShardBytes)."""
+        tmp = args[-1]
+        if os.path.isdir(os.path.dirname(tmp)):
+            return self.compute_shard(*args)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="workbench-shard-") as scratch:
+            local = os.path.join(scratch, os.path.basename(tmp))
+            self.compute_shard(*args[:-1], local)
+            return ShardBytes(Path(local).read_bytes())
+
+
+def _received(job: ShardJob, result):
+    """The driver's side of `_Worker.compute`: bytes sent back are written to the job's temporary file."""
+    if isinstance(result, ShardBytes):
+        Path(job.args[-1]).write_bytes(result.data)
+        return job.args[-1]
+    return result
 
 
 def executor_for(ray: str | None, workers: int | None, connect: bool = False):

@@ -381,13 +381,20 @@ STYLE = """body{font-family:sans-serif;margin:2em} table{border-collapse:collaps
 td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top} pre{background:#f6f6f6;padding:1em}"""
 
 
-def build_report(out: str | Path) -> Path:
+def build_report(out: str | Path) -> Path | str:
     """Write summary.json and report.html (plotly inlined, opens offline).
 
     `out` is one audit folder (it holds run.json), or a folder whose subfolders are
     audits: then each gets its own report and `out/report.html` shows them all, the audits
     with a steering report card first (the page leads with what an intervention does and costs).
+    `out` may be a URL (``s3://bucket/prefix``): the report is built in a staging copy and
+    uploaded beside the shards; the URL of report.html is returned.
     """
+    from .remote import is_url, remote_name, staged
+
+    if is_url(out):
+        with staged(out) as local:
+            return remote_name(build_report(local))
     out = Path(out)
     built = []
     for folder in audit_folders(out):

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from .errors import InputError
+from .remote import check_url, is_url, local_path
 
 MAX_SEED = 2**31 - 1
 MAX_NEW_TOKENS = 4096  # also capped by the model's context (check_context)
@@ -104,9 +105,27 @@ def check_args(args) -> None:
     if getattr(args, "model", None) is not None:
         check_model_name(args.model)
     if getattr(args, "out", None) is not None:
-        check_output_folder(args.out, "--out")
+        _check_out(args)
+    if getattr(args, "command", None) == "report" and is_url(args.folder):
+        check_url(args.folder, "folder")
     if getattr(args, "html", None) is not None:
         check_output_file(args.html, "--html")
+
+
+URL_COMMANDS = ("audit", "cache")  # and report's folder: the verbs whose output may be at a URL
+
+
+def _check_out(args) -> None:
+    """--out is a folder we can create, or (audits and caches) a URL whose store answers; a file://
+    URL is turned into its path here."""
+    if is_url(args.out):
+        if args.command not in URL_COMMANDS:
+            raise InputError(f"--out: a URL is accepted by workbench {', '.join(URL_COMMANDS)} and report only; "
+                             "give a local folder", args.out)
+        check_url(args.out, "--out")
+        return
+    args.out = str(local_path(args.out))
+    check_output_folder(args.out, "--out")
 
 
 def _flag(name: str) -> str:
