@@ -2,12 +2,15 @@
 
     python bench/scale_out.py [--model smollm2-135m] [--prompts 64] [--max-new-tokens 24]
 
-Three runs of the same audit (greedy, profanity-check, shards of 8 prompts), each a
-whole `workbench audit toxicity` command timed from start to finish, model loads included:
-one process (the baseline), then Ray on a local instance with 1 and with 2 workers.
-Prints rows/s, each Ray run's time as a ratio to one process, and the throughput one
-worker reaches once loaded (its rows over the time after its first shard), from which
-the scaling to N workers is projected. Checks that all three give the same rows.
+Runs of the same audit (greedy, profanity-check, shards of 8 prompts), each a whole
+`workbench audit toxicity` command timed from start to finish, model loads included, each
+into a fresh folder: one process (the baseline) and Ray with 1 worker, interleaved
+`--repeats` times (median); then Ray with 2 workers at the default threads (as many as the
+single process: bit-identical) and with 1 thread each (no oversubscription on a machine
+whose cores the workers share). Prints rows/s, each time as a ratio to one process, whether
+the rows are bit-identical (else the largest difference), and the throughput one worker
+reaches once loaded (its rows over the time after its first shard), from which the
+scaling to N workers is projected. Fails if a default-thread run differs.
 Writes results/bench/scale_out.json. (Not bench/ray.py: that name would shadow the ray package.)
 """
 from __future__ import annotations
@@ -43,8 +46,11 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of one process and of 1 worker (median)")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench" / "scale_out.json"))
     args = parser.parse_args()
+
+    import statistics
 
     import ray
 
@@ -55,34 +61,48 @@ def main() -> None:
     prompts = work / "prompts.txt"
     prompts.write_text("".join(f"{base[i % len(base)]} ({i})\n" for i in range(args.prompts)))
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
-    seconds = {"one process": audit(args.model, prompts, work / "one", args.max_new_tokens, [])}
-    for workers in (1, 2):
-        seconds[f"Ray, {workers} worker{'s' * (workers > 1)}"] = audit(
-            args.model, prompts, work / f"ray{workers}", args.max_new_tokens,
-            ["--ray", "local", "--workers", str(workers)])
+    cases = {"one process": [], "Ray, 1 worker": ["--ray", "local", "--workers", "1"]}
+    seconds: dict[str, list[float]] = {name: [] for name in cases}
+    for repeat in range(args.repeats):  # interleaved, each into a fresh folder (a rerun would resume)
+        for name, extra in cases.items():
+            seconds[name].append(audit(args.model, prompts, work / f"{name}-{repeat}", args.max_new_tokens, extra))
+    once = {"Ray, 2 workers": ["--ray", "local", "--workers", "2"],
+            "Ray, 2 workers, 1 thread each": ["--ray", "local", "--workers", "2", "--threads-per-worker", "1"]}
+    for name, extra in once.items():
+        seconds[name] = [audit(args.model, prompts, work / f"{name}-0", args.max_new_tokens, extra)]
     ray.shutdown()
-    frames = {name: load_results(work / folder) for name, folder in
-              zip(seconds, ("one", "ray1", "ray2"))}
+    frames = {name: load_results(work / f"{name}-0") for name in seconds}
     reference = frames["one process"]
-    same = all(frame.equals(reference) for frame in frames.values())
+    same = {name: frame.equals(reference) for name, frame in frames.items()}
+    numeric = reference.select_dtypes("number").columns
+    largest = {name: float((frame[numeric] - reference[numeric]).abs().max().max()) for name, frame in frames.items()}
+    same_text = {name: frame["continuation"].equals(reference["continuation"]) for name, frame in frames.items()}
     rows = len(reference)
     # Steady-state throughput of one worker: shards finish evenly once the replica is loaded.
-    shard_times = sorted((work / "ray1" / "shards").glob("*.parquet"), key=lambda p: p.stat().st_mtime)
+    shard_times = sorted((work / "Ray, 1 worker-0" / "shards").glob("*.parquet"), key=lambda p: p.stat().st_mtime)
     mtimes = [p.stat().st_mtime for p in shard_times]
     steady = (len(mtimes) - 1) * 8 / (mtimes[-1] - mtimes[0]) if len(mtimes) > 1 else float("nan")
-    one = seconds["one process"]
-    table = [(name, f"{value:.1f} s", f"{rows / value:.2f} rows/s, {value / one:.2f}x one process's time")
-             for name, value in seconds.items()]
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    one = median["one process"]
+    table = [(name, f"{value:.1f} s", f"{rows / value:.2f} rows/s, {value / one:.2f}x one process's time; "
+              + ("bit-identical rows" if same[name] else
+                 f"rows differ: largest |difference| {largest[name]:.2g}, continuations "
+                 f"{'identical' if same_text[name] else 'differ'}")
+              + (f" (median of {len(seconds[name])}: " + ", ".join(f"{s:.1f}" for s in seconds[name]) + " s)"
+                 if len(seconds[name]) > 1 else ""))
+             for name, value in median.items()]
     table.append(("one worker, once loaded", f"{steady:.2f} rows/s",
                   f"projected: {2 * steady:.2f} rows/s on 2 workers, {8 * steady:.2f} on 8 (own cores or GPUs each)"))
     print_table(f"toxicity audit, {args.model}, {rows} prompts x {args.max_new_tokens} new tokens, "
-                f"{os.cpu_count()} CPUs; same rows in all three: {same}", table)
+                f"{os.cpu_count()} CPUs", table)
     save_json(args.out, {"model": args.model, "rows": rows, "max_new_tokens": args.max_new_tokens,
-                         "cpus": os.cpu_count(), "seconds": seconds, "same_rows": same,
-                         "ray_1_worker_ratio": seconds["Ray, 1 worker"] / one,
+                         "cpus": os.cpu_count(), "seconds": seconds, "median_seconds": median,
+                         "bit_identical": same, "largest_difference": largest,
+                         "ray_1_worker_ratio": median["Ray, 1 worker"] / one,
                          "one_worker_steady_rows_per_s": steady})
-    if not same:
-        raise SystemExit("the Ray runs differ from the single-process run")
+    exact = [name for name in seconds if "1 thread each" not in name]
+    if not all(same[name] for name in exact):
+        raise SystemExit("a Ray run with the default threads differs from the single-process run")
 
 
 if __name__ == "__main__":

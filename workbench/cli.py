@@ -90,16 +90,20 @@ def _add_scale_args(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--ray", default=None, metavar="ADDRESS",
                      help="run the shards on Ray workers, one model replica each: 'local' (a Ray instance on this "
                           "machine for this run), 'auto' (the cluster of `ray start`) or a cluster address; "
-                          "the output folder must be one every node sees (README: Beyond one machine)")
+                          "--out may be a folder every node sees or an s3:// URL (README: Beyond one machine)")
     sub.add_argument("--workers", type=int, default=None,
                      help="Ray workers (default: one per GPU, else 2); needs --ray")
+    sub.add_argument("--threads-per-worker", type=int, default=None,
+                     help="torch threads of each CPU worker (default: this process's thread count, which keeps "
+                          "results bit-identical to a run without --ray; fewer is faster when workers share "
+                          "cores, and may change float32's last bits); needs --ray")
 
 
 def _executor(args):
     """The shard executor --ray/--workers ask for, checked before any model work."""
     from .distributed import executor_for
 
-    return executor_for(args.ray, args.workers, connect=True)
+    return executor_for(args.ray, args.workers, connect=True, threads=args.threads_per_worker)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,22 +74,24 @@ class LocalExecutor:
             yield job, compute(*job.args)
 
 
-
 class RayExecutor:
     """Shards on Ray actors, one model replica each.
 
     address: "local" (start a Ray instance for this run, on this machine), "auto" (the
     cluster this machine belongs to, from `ray start`), or a cluster address.
     workers: actors to start (default: one per GPU on the cluster, else 2).
+    threads: torch threads per CPU worker (default: this process's torch.get_num_threads(),
+    which keeps every float bit equal to the single-process run; fewer threads per worker run
+    faster when workers share a machine's cores, and may differ in float32's last bits).
     """
 
-    def __init__(self, address: str = "local", workers: int | None = None):
+    def __init__(self, address: str = "local", workers: int | None = None, threads: int | None = None):
         if workers is not None and workers < 1:
             raise InputError("--workers must be at least 1")
         self.address = address
         self.requested = workers
         self.workers = workers or 0
-
+        self.threads = threads
 
     def connect(self):
         """Start or join Ray (idempotent); returns the `ray` module. Called before any model work,
@@ -125,10 +127,16 @@ class RayExecutor:
         use_gpu = gpus > 0 and str(model.device).startswith("cuda")
         self.workers = self.requested or (gpus if use_gpu else 2)
         cpus = max(1, int(resources.get("CPU", 1)) // self.workers)
+        # Each worker computes with as many threads as this process: a float32 matmul split over
+        # fewer threads sums in another order, and its last bits (then a greedy token) can differ
+        # from the single-process run's. `cpus` only tells Ray's scheduler how to share the machine.
+        import torch
+
+        threads = self.threads or torch.get_num_threads()
         spec = ModelSpec.of(model)  # "cuda" whenever use_gpu: each actor then takes its own GPU
         worker_class = ray.remote(num_cpus=0 if use_gpu else cpus, num_gpus=1 if use_gpu else 0,
                                   max_restarts=3, max_task_retries=3)(_Worker)
-        actors = [worker_class.remote(spec, build, cpus) for _ in range(min(self.workers, len(jobs)))]
+        actors = [worker_class.remote(spec, build, threads) for _ in range(min(self.workers, len(jobs)))]
         pending = {}
         queue = list(jobs)
         free = list(actors)
@@ -188,14 +196,17 @@ def _received(job: ShardJob, result):
     return result
 
 
-def executor_for(ray: str | None, workers: int | None, connect: bool = False):
-    """The executor the CLI's --ray/--workers ask for (LocalExecutor without --ray); with
-    `connect`, Ray is started or joined now, before any model work."""
+def executor_for(ray: str | None, workers: int | None, connect: bool = False, threads: int | None = None):
+    """The executor the CLI's --ray/--workers/--threads-per-worker ask for (LocalExecutor without
+    --ray); with `connect`, Ray is started or joined now, before any model work."""
     if ray is None:
-        if workers is not None:
-            raise InputError("--workers needs --ray (local, auto or a cluster address)")
+        if workers is not None or threads is not None:
+            raise InputError(f"{'--workers' if workers is not None else '--threads-per-worker'} needs --ray "
+                             "(local, auto or a cluster address)")
         return LocalExecutor()
-    executor = RayExecutor(ray, workers)
+    if threads is not None and threads < 1:
+        raise InputError("--threads-per-worker must be at least 1")
+    executor = RayExecutor(ray, workers, threads)
     if connect:
         executor.connect()
     return executor
