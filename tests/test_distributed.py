@@ -21,7 +21,7 @@ ray = pytest.importorskip("ray", reason="Ray is installed by `make setup` (pypro
 import workbench as wb  # noqa: E402
 from workbench.audit import load_results  # noqa: E402
 from workbench.cli import main  # noqa: E402
-from workbench.distributed import LocalExecutor, RayExecutor, executor_for  # noqa: E402
+from workbench.distributed import LocalExecutor, ModelSpec, RayExecutor, executor_for  # noqa: E402
 
 from .conftest import SHARED_DATA  # noqa: E402
 
@@ -96,7 +96,10 @@ def test_bias_audit_and_disk_cache_on_two_workers_equal_one_process(local_ray, t
     model = wb.load("tiny-phi", device="cpu")
     kwargs = dict(hooks="resid_post,attn.hook_pattern", positions="all", batch_size=2, shard_size=8, progress=False)
     one = wb.cache_activations(model, TEXTS, out=tmp_path / "cache-one", **kwargs)
-    two = wb.cache_activations(model, TEXTS, out=tmp_path / "cache-ray", executor=RayExecutor("local", 2), **kwargs)
+    # Workers started early with arguments that load another model (bf16) are found out and restarted.
+    executor = RayExecutor("local", 2)
+    executor.start(ModelSpec("tiny-phi", "cpu", "bfloat16"))
+    two = wb.cache_activations(model, TEXTS, out=tmp_path / "cache-ray", executor=executor, **kwargs)
     assert len(one.manifest["shards"]) == 5
     assert_same_cache(one, two)
 

@@ -229,12 +229,16 @@ def test_a_worker_that_cannot_see_the_drivers_folder_sends_the_shard_back(tmp_pa
         Path(tmp).write_bytes(f"rows {start}:{end}".encode())
         return tmp
 
+    class Ref:  # the run's build, as the driver passes it: already fetched and built here
+        def hex(self):
+            return "this run"
+
     worker = _Worker.__new__(_Worker)  # no model: only the file handling is under test
-    worker.compute_shard = compute
+    worker.compute_shard, worker.build_id = compute, "this run"
     seen = str(tmp_path / "shard.tmp")
-    assert worker.compute(0, 4, seen) == seen and Path(seen).read_bytes() == b"rows 0:4"
+    assert worker.compute([Ref()], 0, 4, seen) == seen and Path(seen).read_bytes() == b"rows 0:4"
     unseen = "/nonexistent-on-this-node/.shard-00001.safetensors.1.tmp"
-    sent = worker.compute(4, 8, unseen)
+    sent = worker.compute([Ref()], 4, 8, unseen)
     assert sent == ShardBytes(b"rows 4:8")
     driver_tmp = tmp_path / ".shard-00001.safetensors.1.tmp"
     assert _received(ShardJob("shard-00001", (4, 8, str(driver_tmp))), sent) == str(driver_tmp)

@@ -103,7 +103,15 @@ def _executor(args):
     """The shard executor --ray/--workers ask for, checked before any model work."""
     from .distributed import executor_for
 
-    return executor_for(args.ray, args.workers, connect=True, threads=args.threads_per_worker)
+    from .distributed import ModelSpec, RayExecutor
+    from .models import default_device, default_dtype, parse_dtype
+
+    executor = executor_for(args.ray, args.workers, connect=True, threads=args.threads_per_worker)
+    if isinstance(executor, RayExecutor):  # workers load their replicas while this process loads its own
+        device = args.device or default_device()
+        dtype = str(parse_dtype(args.dtype) or default_dtype(device)).replace("torch.", "")
+        executor.start(ModelSpec(args.model, "cuda" if device.startswith("cuda") else "cpu", dtype))
+    return executor
 
 
 def build_parser() -> argparse.ArgumentParser:

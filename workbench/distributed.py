@@ -92,6 +92,7 @@ class RayExecutor:
         self.requested = workers
         self.workers = workers or 0
         self.threads = threads
+        self._actors: list = []
 
     def connect(self):
         """Start or join Ray (idempotent); returns the `ray` module. Called before any model work,
@@ -114,6 +115,37 @@ class RayExecutor:
                              "`ray start --head`, or use --ray local") from None
         return ray
 
+    def start(self, spec: "ModelSpec") -> None:
+        """Start the workers now, so that each loads its replica while the driver loads its own
+        model and checks its inputs. `run` then asks each worker which model it holds, and starts
+        them again if that is not the driver's (other defaults on another node, say)."""
+        self._start(self.connect(), spec)
+
+    def _start(self, ray, spec: "ModelSpec") -> None:
+        import torch
+
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        use_gpu = gpus > 0 and spec.device == "cuda"  # each actor then takes its own GPU
+        self.workers = self.requested or (gpus if use_gpu else 2)
+        cpus = max(1, int(resources.get("CPU", 1)) // self.workers)
+        # Each worker computes with as many threads as this process: a float32 matmul split over
+        # fewer threads sums in another order, and its last bits (then a greedy token) can differ
+        # from the single-process run's. `cpus` only tells Ray's scheduler how to share the machine.
+        threads = self.threads or torch.get_num_threads()
+        worker_class = ray.remote(num_cpus=0 if use_gpu else cpus, num_gpus=1 if use_gpu else 0,
+                                  max_restarts=3, max_task_retries=3)(_Worker)
+        self._actors = [worker_class.remote(spec, threads) for _ in range(self.workers)]
+
+    def stop(self) -> None:
+        """Kill the workers started by `start` and not used by a run."""
+        if self._actors:
+            import ray
+
+            for actor in self._actors:
+                ray.kill(actor)
+        self._actors = []
+
     def run(self, model, build: Callable, jobs: Iterable[ShardJob]) -> Iterator[tuple[ShardJob, object]]:
         """Yield (job, result) as shards finish, in any order. `build(model)` returns the function
         that computes one shard; it is shipped to every worker (cloudpickle) and called there with
@@ -122,21 +154,13 @@ class RayExecutor:
         jobs = list(jobs)
         if not jobs:
             return
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
-        use_gpu = gpus > 0 and str(model.device).startswith("cuda")
-        self.workers = self.requested or (gpus if use_gpu else 2)
-        cpus = max(1, int(resources.get("CPU", 1)) // self.workers)
-        # Each worker computes with as many threads as this process: a float32 matmul split over
-        # fewer threads sums in another order, and its last bits (then a greedy token) can differ
-        # from the single-process run's. `cpus` only tells Ray's scheduler how to share the machine.
-        import torch
-
-        threads = self.threads or torch.get_num_threads()
-        spec = ModelSpec.of(model)  # "cuda" whenever use_gpu: each actor then takes its own GPU
-        worker_class = ray.remote(num_cpus=0 if use_gpu else cpus, num_gpus=1 if use_gpu else 0,
-                                  max_restarts=3, max_task_retries=3)(_Worker)
-        actors = [worker_class.remote(spec, build, threads) for _ in range(min(self.workers, len(jobs)))]
+        spec = ModelSpec.of(model)
+        if self._actors and ray.get([actor.describe.remote() for actor in self._actors]) != [spec] * len(self._actors):
+            self.stop()  # started early (`start`) with arguments that loaded another model: start again
+        if not self._actors:
+            self._start(ray, spec)
+        actors, self._actors = self._actors, []
+        build_ref = ray.put(build)  # shipped once; passed in a list so each call gets the reference
         pending = {}
         queue = list(jobs)
         free = list(actors)
@@ -144,7 +168,7 @@ class RayExecutor:
             while queue or pending:
                 while free and queue:
                     actor, job = free.pop(), queue.pop(0)
-                    pending[actor.compute.remote(*job.args)] = (actor, job)
+                    pending[actor.compute.remote([build_ref], *job.args)] = (actor, job)
                 done, _ = ray.wait(list(pending), num_returns=1)
                 actor, job = pending.pop(done[0])
                 try:
@@ -161,9 +185,12 @@ class RayExecutor:
 
 
 class _Worker:
-    """A Ray actor: loads one model replica, then computes shards with `build(model)`."""
+    """A Ray actor: loads one model replica, then computes shards with a run's `build(model)`.
 
-    def __init__(self, spec: ModelSpec, build: Callable, threads: int):
+    Each call carries the run's `build` as an object reference; it is fetched and built once
+    per run (and again after Ray restarts the actor, which loses everything but the model)."""
+
+    def __init__(self, spec: ModelSpec, threads: int):
         import torch
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -171,12 +198,20 @@ class _Worker:
         from . import load
 
         self.model = load(spec.name, device=spec.device, dtype=spec.dtype)
-        self.compute_shard = build(self.model)
+        self.build_id, self.compute_shard = None, None
 
-    def compute(self, *args):
+    def describe(self) -> ModelSpec:
+        return ModelSpec.of(self.model)
+
+    def compute(self, build_ref: list, *args):
         """Compute one shard. The last argument is the temporary file the driver expects; when its
         folder does not exist on this node, the shard is written to a scratch folder here and its
         bytes are returned instead (ShardBytes)."""
+        if self.build_id != build_ref[0].hex():
+            import ray
+
+            self.compute_shard = ray.get(build_ref[0])(self.model)
+            self.build_id = build_ref[0].hex()
         tmp = args[-1]
         if os.path.isdir(os.path.dirname(tmp)):
             return self.compute_shard(*args)
