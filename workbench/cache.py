@@ -63,6 +63,10 @@ class _StopForward(Exception):
 class _CacheView:
     """What in-memory and on-disk caches share: lookup by hook name and stacking.
 
+    A corpus cache holds one row per *text* at the chosen positions, so it is not
+    TransformerLens' `ActivationCache` (one prompt batch, every position, with
+    accumulated_resid and friends): for that, use ``model.run_with_cache(tokens)``.
+    Keys are hook names, or TransformerLens' short form: ``cache["resid_post", 5]``.
     `provenance` says what made the activations (model name, revision, dtype, positions,
     texts_sha256 of the tokenized texts); probes trained on the cache record it.
     """
@@ -73,8 +77,8 @@ class _CacheView:
     def __getitem__(self, hook: str) -> torch.Tensor:
         raise NotImplementedError
 
-    def __contains__(self, hook: str) -> bool:
-        return hook in self.hooks
+    def __contains__(self, hook) -> bool:
+        return _hook_key(hook) in self.hooks
 
     def keys(self) -> list[str]:
         return list(self.hooks)
@@ -84,8 +88,17 @@ class _CacheView:
         return torch.stack([self[h] for h in (hooks or self.hooks)])
 
 
+def _hook_key(key) -> str:
+    """A hook name from a name or TransformerLens' (name, layer[, layer_type]) form: ("resid_post", 5)."""
+    if isinstance(key, tuple):
+        from transformer_lens.utilities import get_act_name
+
+        return get_act_name(*key)
+    return key
+
+
 @dataclass
-class ActivationCache(_CacheView):
+class CorpusCache(_CacheView):
     """Activations held in memory.
 
     activations: hook name -> tensor with the texts on dim 0 (see module docstring for shapes).
@@ -103,17 +116,18 @@ class ActivationCache(_CacheView):
         self.hooks = self.hooks or list(self.activations)
         self.provenance = {"model": self.model_name, "positions": self.positions, **self.provenance}
 
-    def __getitem__(self, hook: str) -> torch.Tensor:
+    def __getitem__(self, hook: str | tuple) -> torch.Tensor:
+        hook = _hook_key(hook)
         if hook not in self.activations:
             raise KeyError(f"{hook!r} is not in this cache; it holds {self.hooks}")
         return self.activations[hook]
 
     def __repr__(self) -> str:
-        return (f"ActivationCache({len(self.lengths)} texts, {len(self.hooks)} hooks, "
+        return (f"CorpusCache({len(self.lengths)} texts, {len(self.hooks)} hooks, "
                 f"positions={self.positions!r}, model={self.model_name!r})")
 
 
-class DiskActivationCache(_CacheView):
+class DiskCorpusCache(_CacheView):
     """A finished on-disk cache, read lazily (memory-mapped safetensors)."""
 
     def __init__(self, folder: str | Path, fetch=None, name: str | None = None):
@@ -147,16 +161,17 @@ class DiskActivationCache(_CacheView):
         for shard in self.manifest["shards"]:
             yield shard["rows"][0], self._read(shard, hook)
 
-    def __getitem__(self, hook: str) -> torch.Tensor:
+    def __getitem__(self, hook: str | tuple) -> torch.Tensor:
         """One hook over every text (only this hook is read from disk)."""
+        hook = _hook_key(hook)
         self._check(hook)
         blocks = [block for _, block in self.iter_shards(hook)]
         if self.positions == "all":
             blocks = _pad_to_common_length(blocks, self.manifest["pos_dims"][hook])
         return torch.cat(blocks)
 
-    def to_memory(self) -> ActivationCache:
-        return ActivationCache({h: self[h] for h in self.hooks}, self.lengths, self.positions,
+    def to_memory(self) -> CorpusCache:
+        return CorpusCache({h: self[h] for h in self.hooks}, self.lengths, self.positions,
                                self.manifest["model"]["name"], list(self.hooks), dict(self.provenance))
 
     def _check(self, hook: str) -> None:
@@ -181,11 +196,11 @@ class DiskActivationCache(_CacheView):
             return handle.get_tensor(key)
 
     def __repr__(self) -> str:
-        return (f"DiskActivationCache({self.name}, {self.manifest['n_texts']} texts, "
+        return (f"DiskCorpusCache({self.name}, {self.manifest['n_texts']} texts, "
                 f"{len(self.hooks)} hooks, positions={self.positions!r})")
 
 
-def open_cache(folder: str | Path) -> DiskActivationCache:
+def open_cache(folder: str | Path) -> DiskCorpusCache:
     """Open a finished on-disk cache written by `cache_activations(..., out=folder)`.
 
     `folder` may be a URL (``s3://bucket/prefix``): its manifest is read now and each shard is
@@ -193,13 +208,13 @@ def open_cache(folder: str | Path) -> DiskActivationCache:
     from .remote import Mirror, is_url
 
     if not is_url(folder):
-        return DiskActivationCache(folder)
+        return DiskCorpusCache(folder)
     import tempfile
 
     scratch = tempfile.TemporaryDirectory(prefix="workbench-cache-")
     mirror = Mirror(folder, Path(scratch.name))
     mirror.pull(only=("manifest.json",))
-    cache = DiskActivationCache(scratch.name, fetch=mirror.fetch, name=folder)
+    cache = DiskCorpusCache(scratch.name, fetch=mirror.fetch, name=folder)
     cache._scratch = scratch  # deleted with the cache object
     return cache
 
@@ -303,7 +318,7 @@ def cache_activations(
     store_device: str | torch.device = "cpu",
     progress: bool = True,
     executor=None,
-) -> ActivationCache | DiskActivationCache:
+) -> CorpusCache | DiskCorpusCache:
     """Cache activations of `hooks` for every text.
 
     Args:
@@ -326,7 +341,7 @@ def cache_activations(
             default, or `RayExecutor("local" | "auto" | address, workers)`; needs `out`.
 
     Returns:
-        `ActivationCache` (in memory) or `DiskActivationCache` (with `out`).
+        `CorpusCache` (in memory) or `DiskCorpusCache` (with `out`).
     """
     records = as_records(texts)
     if not records:
@@ -349,7 +364,7 @@ def cache_tokens(
     progress: bool = True,
     n_truncated: int = 0,
     executor=None,
-) -> ActivationCache | DiskActivationCache:
+) -> CorpusCache | DiskCorpusCache:
     """`cache_activations` for texts that are already token ids (one list of ints per text)."""
     if positions not in POSITIONS:
         raise InputError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
@@ -386,7 +401,7 @@ def _shard_size(model, plan: CachePlan, requested: int | None) -> int:
     return math.ceil(requested / window) * window
 
 
-def _cache_in_memory(model, plan: CachePlan, store_device: torch.device, progress: bool) -> ActivationCache:
+def _cache_in_memory(model, plan: CachePlan, store_device: torch.device, progress: bool) -> CorpusCache:
     need = estimate_bytes(model, plan)
     free = available_bytes(store_device)
     if need > FIT_FRACTION * free:
@@ -408,7 +423,7 @@ def _cache_in_memory(model, plan: CachePlan, store_device: torch.device, progres
     lengths = torch.tensor([len(t) for t in plan.token_ids])
     provenance = {"revision": model.info.revision, "dtype": model.info.dtype,
                   "texts_sha256": texts_sha256(plan.token_ids)}
-    return ActivationCache(store, lengths, plan.positions, model.info.name, list(plan.hooks), provenance)
+    return CorpusCache(store, lengths, plan.positions, model.info.name, list(plan.hooks), provenance)
 
 
 def _shard_ranges(plan: CachePlan) -> list[tuple[int, int]]:
@@ -601,7 +616,7 @@ def texts_sha256(token_ids: list[list[int]]) -> str:
     return digest.hexdigest()
 
 
-def _cache_to_disk(model, plan: CachePlan, out: str | Path, progress: bool, executor=None) -> DiskActivationCache:
+def _cache_to_disk(model, plan: CachePlan, out: str | Path, progress: bool, executor=None) -> DiskCorpusCache:
     """Write the cache into `out`, a folder or a URL (s3://...: through a staging copy, workbench.remote)."""
     from .remote import is_url, staged
     from .storage import folder_lock
@@ -611,7 +626,7 @@ def _cache_to_disk(model, plan: CachePlan, out: str | Path, progress: bool, exec
     return open_cache(out) if is_url(out) else cache
 
 
-def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool, executor=None) -> DiskActivationCache:
+def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool, executor=None) -> DiskCorpusCache:
     """Write (or resume, or repair) a disk cache. Each shard's sha256 is kept in shards.json as it
     is written; on a rerun a shard that is missing or does not match is computed again (a damaged
     file is moved aside with a warning), and the manifest is rewritten when anything changed."""
@@ -637,7 +652,7 @@ def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool, exe
     ranges = _shard_ranges(plan)
     names = [f"shards/shard-{i:05d}.safetensors" for i in range(len(ranges))]
     if (out / "manifest.json").exists() and all(index.verified(out / name) for name in names):
-        return DiskActivationCache(out)
+        return DiskCorpusCache(out)
 
     remove_stale_temporaries(out / "shards")
     executor = executor or LocalExecutor()
@@ -667,7 +682,7 @@ def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool, exe
     manifest["pos_dims"] = {h: list(hook_table(model)[h].pos_dims) for h in plan.hooks}
     manifest["shards"] = shards
     _write_json_atomically(out / "manifest.json", manifest)
-    return DiskActivationCache(out)
+    return DiskCorpusCache(out)
 
 
 def _shard_writer(plan: CachePlan):

@@ -427,14 +427,18 @@ def cmd_info(args) -> int:
 
 
 def cmd_hooks(args) -> int:
-    from .hooks import hook_table, resolve_hooks
+    from .hooks import hook_aliases, hook_table, resolve_hooks
 
     model = _load(args)
-    names = resolve_hooks(model, args.pattern)
+    names = set(resolve_hooks(model, args.pattern))
     table = hook_table(model)
-    rows = [{"name": n, "shape_for_5_tokens": list(table[n].shape)} for n in names]
+    rows = [{"name": canonical, "aliases": aliases, "shape_for_5_tokens": list(table[canonical].shape)}
+            for canonical, aliases in hook_aliases(model).items() if names & {canonical, *aliases}]
     _emit(args, {"model": model.info.name, "hooks": rows},
-          "\n".join(f"{r['name']:45s} {tuple(r['shape_for_5_tokens'])}" for r in rows))
+          "\n".join(f"{r['name']:40s} {str(tuple(r['shape_for_5_tokens'])):20s} "
+                    + (f"also: {', '.join(r['aliases'])}" if r["aliases"] else "") for r in rows).rstrip()
+          + "\n(one line per hook point: its TransformerLens name, the shape for one text of 5 tokens, "
+            "and the other names of the same point)")
     return 0
 
 

@@ -98,6 +98,18 @@ def hook_names(model, aliases: bool = False) -> list[str]:
     return [_preferred_alias(names) for _, names in sorted(by_order.items())]
 
 
+def hook_aliases(model) -> dict[str, list[str]]:
+    """{canonical name: the other names of the same hook point}, in firing order."""
+    by_order: dict[int, list[str]] = {}
+    for name, info in hook_table(model).items():
+        by_order.setdefault(info.order, []).append(name)
+    aliases = {}
+    for _, names in sorted(by_order.items()):
+        canonical = _preferred_alias(names)
+        aliases[canonical] = sorted(n for n in names if n != canonical)
+    return aliases
+
+
 def _preferred_alias(names: list[str]) -> str:
     """Prefer TransformerLens' classic names (hook_resid_post) over generic hook_in/hook_out."""
     classic = [n for n in names if not n.endswith((".hook_in", ".hook_out"))]
@@ -157,8 +169,49 @@ def _no_match_message(model, pattern: str, all_names: list[str]) -> str:
 HookFn = Callable[[torch.Tensor, object], "torch.Tensor | None"]
 
 
-def register_forward(point, fn: HookFn):
-    """Register `fn(activation, point)` on a hook point, with TransformerLens' semantics.
+class HookAlias:
+    """A hook point seen under the name a hook function was registered with.
+
+    TransformerLens 4.3's bridge hands hook functions its canonical point, whose `name` can be
+    another alias (``blocks.0.hook_out`` for ``blocks.0.hook_resid_post``); code that dispatches
+    on ``hook.name`` then breaks. Everything but `name` is the point's own."""
+
+    def __init__(self, point, name: str):
+        self._point, self.name = point, name
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._point, attribute)
+
+    def __repr__(self) -> str:
+        return f"HookAlias({self.name!r} -> {self._point.name!r})"
+
+
+def as_registered(hooks, hook_dict: dict) -> list:
+    """TransformerLens (name or filter, fn) hook pairs, as (name, fn) pairs whose fn sees the point
+    under `name`. A filter becomes one pair per hook point it matches, named by the matching
+    name (TransformerLens' classic one when several aliases of a point match)."""
+    wrapped = []
+    for name, fn in hooks:
+        if isinstance(name, str):
+            wrapped.append((name, _named(fn, name)))
+            continue
+        by_point: dict[int, list[str]] = {}
+        for candidate, point in hook_dict.items():
+            if name(candidate):
+                by_point.setdefault(id(point), []).append(candidate)
+        wrapped += [(chosen, _named(fn, chosen)) for chosen in (_preferred_alias(n) for n in by_point.values())]
+    return wrapped
+
+
+def _named(fn: Callable, name: str) -> Callable:
+    def hook(activation, hook, **kwargs):
+        return fn(activation, hook=HookAlias(hook, name), **kwargs)
+    return hook
+
+
+def register_forward(point, fn: HookFn, name: str | None = None):
+    """Register `fn(activation, point)` on a hook point, with TransformerLens' semantics
+    (`fn` sees the point as `name` when given: HookAlias).
 
     Some hook points hold a tensor in an internal layout (``hook_z`` sees the
     flattened heads); like TransformerLens' own `add_hook`, the activation is
@@ -166,10 +219,11 @@ def register_forward(point, fn: HookFn):
     sees it, and a returned replacement is converted back. Returns the handle.
     """
     conversion = getattr(point, "hook_conversion", None)
+    seen = HookAlias(point, name) if name is not None and name != getattr(point, "name", None) else point
 
     def forward_hook(_module, _inputs, output):
         value = conversion.convert(output) if conversion is not None else output
-        result = fn(value, point)
+        result = fn(value, seen)
         if result is None:
             return None
         return conversion.revert(result) if conversion is not None else result
@@ -190,7 +244,7 @@ def apply_hooks(model, hooks: Iterable[tuple[str, HookFn]]) -> Iterator[None]:
     try:
         for pattern, fn in hooks:
             for name in resolve_hooks(model, [pattern]):
-                handles.append(register_forward(hook_dict[name], fn))
+                handles.append(register_forward(hook_dict[name], fn, name))
         yield
     finally:
         for handle in handles:

@@ -143,6 +143,35 @@ class LoadedModel:
         return (f"LoadedModel({i.name!r}, {i.architecture}, {i.n_layers} layers, d_model={i.d_model}, "
                 f"{i.n_params / 1e6:.1f}M params, {i.dtype} on {i.device})")
 
+    # TransformerLens' surface, so a TL snippet runs unchanged on a loaded model:
+    # model(tokens), model.run_with_cache(tokens), model.to_str_tokens(text), model.W_U, model.cfg, ...
+    # Everything not defined here is the bridge's own attribute. Hook functions given by name
+    # receive the hook point under the name they were registered with (the bridge itself would
+    # pass its canonical name, e.g. blocks.0.hook_out for blocks.0.hook_resid_post).
+
+    def __call__(self, *args, **kwargs):
+        return self.bridge(*args, **kwargs)
+
+    def run_with_hooks(self, *args, fwd_hooks=(), bwd_hooks=(), **kwargs):
+        from .hooks import as_registered
+
+        points = self.bridge.hook_dict
+        return self.bridge.run_with_hooks(*args, fwd_hooks=as_registered(fwd_hooks, points),
+                                          bwd_hooks=as_registered(bwd_hooks, points), **kwargs)
+
+    def hooks(self, fwd_hooks=(), bwd_hooks=(), **kwargs):
+        from .hooks import as_registered
+
+        points = self.bridge.hook_dict
+        return self.bridge.hooks(fwd_hooks=as_registered(fwd_hooks, points),
+                                 bwd_hooks=as_registered(bwd_hooks, points), **kwargs)
+
+    def __getattr__(self, name: str):
+        bridge = self.__dict__.get("bridge")
+        if bridge is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(bridge, name)
+
 
 def list_models() -> list[ModelSpec]:
     """The registry entries, in a stable order."""
