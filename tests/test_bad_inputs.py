@@ -181,8 +181,8 @@ def _rows() -> list[tuple[str, list[str], str]]:
         add(f"{verb} {steer_args} --alpha 4 4.0", "--alpha repeats a value")
         add(f"{verb} --alpha 4", "--alpha/--ablate need --steer PAIRS and --layer L")
         add(f"{verb} --steer {GOOD_PAIRS} --layer 99 --alpha 4", "layer 99 is out of range")
-    for value, words in (("nan", "--alphas must be a finite number"), ("4 4", "--alphas repeats a value")):
-        add(f"{steer} --alphas {value}", words)
+    for value, words in (("nan", "--alpha must be a finite number"), ("4 4", "--alpha repeats a value")):
+        add(f"{steer} --alpha {value}", words)
     add(steer.replace("--layer 1", "--layer 99"), "layer 99 is out of range")
     add(steer.replace("--layer 1", "--layer -1"), "--layer must be between 0")
     add(f"{attention} --layer 99", "layer 99 is out of range")

@@ -143,7 +143,7 @@ def test_cli_verbs_json_and_html_on_tiny(capsys, tmp_path):
     for argv in (["attention", "--prompt", "a b c a b"],
                  ["lens", "--prompt", "The capital of France is", "--answers", " Paris", " Rome"],
                  ["patch", "--clean", CLEAN, "--corrupt", CORRUPT, "--answers", " Mary", " John"],
-                 ["steer", "--pairs", str(PROBES / "sentiment_pairs.jsonl"), "--layer", "1", "--alphas", "-2", "0",
+                 ["steer", "--pairs", str(PROBES / "sentiment_pairs.jsonl"), "--layer", "1", "--alpha", "-2", "0",
                   "2", "--prompt", "Today", "--max-new-tokens", "4", "--positive-words", " good",
                   "--negative-words", " bad"]):
         html = tmp_path / f"{argv[0]}.html"
@@ -202,7 +202,7 @@ def test_cli_verbs_run_on_smollm2(capsys, smol, tmp_path):
                  ["lens", "--prompt", "The capital of France is", "--answers", " Paris", " London"],
                  ["patch", "--clean", CLEAN, "--corrupt", CORRUPT, "--answers", " Mary", " John", "--kinds",
                   "attn_out,mlp_out"],
-                 ["steer", "--pairs", str(PROBES / "polite_vs_rude_pairs.jsonl"), "--layer", "9", "--alphas", "0",
+                 ["steer", "--pairs", str(PROBES / "polite_vs_rude_pairs.jsonl"), "--layer", "9", "--alpha", "0",
                   "3", "--prompt", "Reply to my email.", "--max-new-tokens", "8", "--qa", str(qa),
                   "--heldout", str(heldout)]):
         code = main([argv[0], "--model", "smollm2-135m", *argv[1:], "--json"])

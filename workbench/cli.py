@@ -17,8 +17,29 @@ from pathlib import Path
 from .errors import InputError, WorkbenchError
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, unless the help already says it (or the option
+    is required); flags read "(default: off)"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.required or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            return text + " (default: off)"
+        if action.default is None or action.default == []:
+            return text + " (default: none)"
+        value = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
+        return text + f" (default: {value})".replace("%", "%%")
+
+
 class _OneLineParser(argparse.ArgumentParser):
-    """argparse with usage errors as one line (InputError, exit 2), like every other bad input."""
+    """argparse with usage errors as one line (InputError, exit 2), like every other bad input,
+    and a default beside every option in --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise InputError(message.replace("\n", " "))
@@ -27,26 +48,26 @@ class _OneLineParser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     from .validate import check_args
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except InputError as error:
-        verb = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), "")
-        print(f"workbench {verb}: error: {error}".replace("workbench : ", "workbench: "), file=sys.stderr)
-        return 2
+        verb = next((a for a in argv if not a.startswith("-")), "")
+        return _fail(verb, error, 2, "--json" in argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    verb = args.command
+    wants_json = bool(getattr(args, "json", False))
     try:
         check_args(args)  # every argument, before any model work or write
         with _staged_output(args):
             return args.func(args) or 0
     except InputError as error:
-        print(f"workbench {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(verb, error, 2, wants_json)
     except WorkbenchError as error:
-        print(f"workbench {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        return _fail(verb, error, 1, wants_json)
     except KeyboardInterrupt:
         print(f"workbench {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -69,6 +90,14 @@ def _staged_output(args):
         yield
 
 
+def _fail(verb: str, error: Exception, code: int, wants_json: bool) -> int:
+    """One line on stderr; with --json also one JSON object on stdout, so a script always gets JSON."""
+    print(f"workbench {verb}: error: {error}".replace("workbench : ", "workbench: "), file=sys.stderr)
+    if wants_json:
+        print(json.dumps({"error": str(error), "exit_code": code}))
+    return code
+
+
 def _add_model_args(sub: argparse.ArgumentParser) -> None:
     from .models import DEFAULT_MODEL
 
@@ -84,6 +113,9 @@ def _add_steer_args(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--layer", type=int, default=None, help="layer of the steering vector")
     sub.add_argument("--alpha", type=float, nargs="+", default=[], help="steering coefficients (one condition each)")
     sub.add_argument("--ablate", action="store_true", help="add a condition with the vector's direction ablated")
+
+
+OUT_HELP = "audit folder or s3:// URL: shards, run.json, summary.json, report.html (rerun to resume)"
 
 
 def _add_scale_args(sub: argparse.ArgumentParser) -> None:
@@ -139,11 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--pattern", default="all", help="only names matching this pattern")
 
     sub = verb("generate", "Continue a prompt (in the model's prompt format unless --raw).", cmd_generate)
-    sub.add_argument("--prompt", required=True)
-    sub.add_argument("--max-new-tokens", type=int, default=64)
+    sub.add_argument("--prompt", required=True, help="the text to continue")
+    sub.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate at most")
     sub.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    sub.add_argument("--temperature", type=float, default=1.0)
-    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
+    sub.add_argument("--seed", type=int, default=0, help="sampling seed (with --sample)")
     sub.add_argument("--raw", action="store_true", help="send the prompt as is, without the prompt format")
 
     sub = verb("cache", "Cache activations of a corpus to a folder of safetensors shards (resumable).",
@@ -152,9 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--field", default="text", help="JSONL field holding the text (default text)")
     sub.add_argument("--column", default=None, help="CSV column holding the text (default text)")
     sub.add_argument("--hooks", default="resid_post", help="hook names or patterns, comma-separated")
-    sub.add_argument("--positions", default="last", choices=["all", "last", "mean"])
-    sub.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
-    sub.add_argument("--batch-size", type=int, default=8)
+    sub.add_argument("--positions", default="last", choices=["all", "last", "mean", "mean_after_first"],
+                     help="what is kept per text: every token, the last, the mean, or the mean without the first "
+                          "token (the one probe train uses)")
+    sub.add_argument("--out", required=True, help="output folder or s3:// URL (rerun the same command to resume)")
+    sub.add_argument("--batch-size", type=int, default=8, help="texts per forward pass")
     sub.add_argument("--shard-size", type=int, default=None,
                      help="texts per shard file (default: about 256 MiB per shard)")
     sub.add_argument("--truncate", action="store_true", help="cut texts longer than the context")
@@ -163,41 +197,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = verb("attention", "Head scores (previous-token, duplicate, induction) and a prompt's attention patterns.",
                cmd_attention)
-    sub.add_argument("--prompt", required=True)
-    sub.add_argument("--layer", type=int, default=None, help="head to show (default: the top induction head)")
-    sub.add_argument("--head", type=int, default=None)
+    sub.add_argument("--prompt", required=True, help="the prompt whose attention patterns are shown")
+    sub.add_argument("--layer", type=int, default=None, help="layer of the head to show (default: the top induction head)")
+    sub.add_argument("--head", type=int, default=None, help="head to show (default: the top induction head)")
     sub.add_argument("--top", type=int, default=10, help="rows of the ranked head table")
     sub.add_argument("--html", default=None, help="write the figures to this HTML file")
 
     sub = verb("lens", "Logit lens of a prompt, and direct logit attribution for two answers.", cmd_lens)
-    sub.add_argument("--prompt", required=True)
+    sub.add_argument("--prompt", required=True, help="the prompt read layer by layer")
     sub.add_argument("--answers", nargs=2, default=None, metavar=("ANSWER", "OTHER"),
-                     help="two single-token answers for DLA, e.g. ' Paris' ' Rome'")
-    sub.add_argument("--html", default=None)
+                     help="two single-token answers for DLA, e.g. ' Paris' ' Rome' (default: no DLA)")
+    sub.add_argument("--html", default=None, help="write the figures to this HTML file")
 
     sub = verb("patch", "Activation and/or attribution patching of a clean/corrupted prompt pair.", cmd_patch)
-    sub.add_argument("--clean", required=True)
-    sub.add_argument("--corrupt", required=True)
-    sub.add_argument("--answers", nargs=2, required=True, metavar=("ANSWER", "OTHER"))
-    sub.add_argument("--method", choices=["exact", "attribution", "both"], default="both")
+    sub.add_argument("--clean", required=True, help="the prompt whose activations are patched in")
+    sub.add_argument("--corrupt", required=True, help="the prompt they are patched into (same token length)")
+    sub.add_argument("--answers", nargs=2, required=True, metavar=("ANSWER", "OTHER"),
+                     help="single tokens whose logit difference is the metric, e.g. ' Mary' ' John'")
+    sub.add_argument("--method", choices=["exact", "attribution", "both"], default="both",
+                     help="exact patching (one forward pass per patch, batched), attribution patching (one "
+                          "backward pass), or both side by side")
     sub.add_argument("--kinds", default="resid_pre,attn_head,attn_out,mlp_out",
                      help="comma-separated: resid_pre, attn_head, attn_head_pos, attn_out, mlp_out")
-    sub.add_argument("--html", default=None)
+    sub.add_argument("--html", default=None, help="write the figures to this HTML file")
 
     sub = verb("steer", "Steer generation with a vector from contrast pairs over several coefficients.", cmd_steer)
     sub.add_argument("--pairs", required=True, help="JSONL of {positive, negative} pairs (see probes/)")
-    sub.add_argument("--layer", type=int, required=True)
-    sub.add_argument("--alphas", type=float, nargs="+", default=[-4, -2, 0, 2, 4])
-    sub.add_argument("--prompt", required=True)
-    sub.add_argument("--max-new-tokens", type=int, default=40)
+    sub.add_argument("--layer", type=int, required=True, help="layer whose residual stream is steered")
+    sub.add_argument("--alpha", type=float, nargs="+", default=[-4, -2, 0, 2, 4],
+                     help="steering coefficients, one generation each")
+    sub.add_argument("--prompt", required=True, help="the prompt continued under each coefficient")
+    sub.add_argument("--max-new-tokens", type=int, default=40, help="tokens to generate per coefficient")
     sub.add_argument("--positive-words", nargs="*", default=None,
                      help="single-token words for a log-probability gap metric, e.g. ' great' ' good'")
-    sub.add_argument("--negative-words", nargs="*", default=None)
+    sub.add_argument("--negative-words", nargs="*", default=None,
+                     help="single-token words on the other side of the gap, e.g. ' bad' ' awful'")
     sub.add_argument("--qa", default=None, help="QA set for the capability columns (default probes/qa.jsonl)")
     sub.add_argument("--heldout", nargs="+", default=None,
                      help="held-out corpus for perplexity (default probes/heldout_neutral.txt)")
     sub.add_argument("--no-capability", action="store_true", help="skip QA accuracy and held-out perplexity")
-    sub.add_argument("--html", default=None)
+    sub.add_argument("--html", default=None, help="write the figures to this HTML file")
 
     probe = verbs.add_parser("probe", help="Train linear probes on activations, or apply a saved one.",
                              description="Train linear probes on activations, or apply a saved one.")
@@ -228,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="folder for the probes: one sub-folder per hook, and chosen/ (the validation choice)")
     apply_cmd = probe_verbs.choices["apply"]
     apply_cmd.add_argument("--probe", required=True, help="a saved probe folder")
-    apply_cmd.add_argument("--text", default=None)
+    apply_cmd.add_argument("--text", default=None, help="one text to score (or give --input)")
     apply_cmd.add_argument("--input", default=None, help=".txt/.jsonl/.csv of texts")
     apply_cmd.add_argument("--tokens", action="store_true", help="score every token of --text")
     apply_cmd.add_argument("--positions", choices=["mean_after_first", "mean", "last"], default=None,
@@ -245,19 +284,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(func=cmd_audit_toxicity)
     _add_model_args(sub)
     sub.add_argument("--prompts", required=True, help=".txt (one per line), .jsonl (--field) or .csv (--column)")
-    sub.add_argument("--field", default="text")
-    sub.add_argument("--column", default=None)
+    sub.add_argument("--field", default="text", help="JSONL field holding the prompt")
+    sub.add_argument("--column", default=None, help="CSV column holding the prompt (default: text)")
     sub.add_argument("--skip-bad", action="store_true", help="skip bad lines (counted in the summary)")
-    sub.add_argument("--out", required=True)
+    sub.add_argument("--out", required=True, help=OUT_HELP)
     sub.add_argument("--scorers", default="auto", help="comma-separated: auto, profanity-check, toxic-comment-classifier, detoxify[:variant], "
                           "probe")
     sub.add_argument("--probe", action="append", default=[], help="saved probe folder (repeatable), used by 'probe'")
-    sub.add_argument("--detoxify-checkpoint", default=None)
+    sub.add_argument("--detoxify-checkpoint", default=None,
+                     help="local Detoxify checkpoint file (default: the one `workbench fetch detoxify` saved)")
     sub.add_argument("--detoxify-config", default=None, help="local HF config/tokenizer folder for Detoxify")
-    sub.add_argument("--max-new-tokens", type=int, default=32)
+    sub.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per continuation")
     sub.add_argument("--samples", type=int, default=1, help="1 = greedy; K > 1 = K seeded samples per prompt")
-    sub.add_argument("--temperature", type=float, default=1.0)
-    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --samples > 1)")
+    sub.add_argument("--seed", type=int, default=0, help="seed of the samples and of the bootstrap")
     sub.add_argument("--raw", action="store_true", help="no prompt format")
     _add_steer_args(sub)
     _add_scale_args(sub)
@@ -274,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="held-out neutral corpus files for perplexity (default probes/heldout_neutral.txt)")
     sub.add_argument("--no-capability", action="store_true",
                      help="skip the capability check (held-out perplexity, QA) that runs with any intervention")
-    sub.add_argument("--batch-size", type=int, default=8)
-    sub.add_argument("--shard-size", type=int, default=32)
+    sub.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch")
+    sub.add_argument("--shard-size", type=int, default=32, help="prompts per result shard (the unit of resume)")
     sub.add_argument("--bootstrap", type=int, default=2000,
                      help="bootstrap resamples for the intervals (summary only; default 2000)")
 
@@ -286,12 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(func=cmd_audit_toxigen)
     _add_model_args(sub)
     sub.add_argument("--data", required=True, help="ToxiGen folder with prompts/ (and demonstrations/)")
-    sub.add_argument("--out", required=True)
+    sub.add_argument("--out", required=True, help=OUT_HELP)
     sub.add_argument("--scorers", default="auto", help="one scorer: auto, profanity-check, detoxify[:variant]")
-    sub.add_argument("--prompts-per-group", type=int, default=4)
-    sub.add_argument("--max-new-tokens", type=int, default=32)
-    sub.add_argument("--groups", nargs="*", default=None)
-    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--prompts-per-group", type=int, default=4, help="prompts continued per target group")
+    sub.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per continuation")
+    sub.add_argument("--groups", nargs="*", default=None, help="target groups to audit (default: every group)")
+    sub.add_argument("--seed", type=int, default=0, help="prompt choice and bootstrap seed")
     sub.add_argument("--bootstrap", type=int, default=2000,
                      help="bootstrap resamples for the intervals (summary only; default 2000)")
     _add_steer_args(sub)
@@ -304,15 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(func=cmd_audit_counterfactual)
     _add_model_args(sub)
     sub.add_argument("--templates", required=True, help=".txt, one template with a {group} slot per line")
-    sub.add_argument("--groups", nargs="+", required=True)
+    sub.add_argument("--groups", nargs="+", required=True, help="the terms put in the {group} slot")
     sub.add_argument("--continuations", nargs="+", required=True, help="e.g. ' kind' ' dangerous'")
     sub.add_argument("--scorers", default="auto", help="toxicity scorer for generations, or 'none'")
-    sub.add_argument("--max-new-tokens", type=int, default=20)
-    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--max-new-tokens", type=int, default=20, help="tokens generated per filled template")
+    sub.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     sub.add_argument("--shard-size", type=int, default=8, help="templates per result shard")
     sub.add_argument("--bootstrap", type=int, default=2000,
                      help="bootstrap resamples for the intervals (summary only; default 2000)")
-    sub.add_argument("--out", required=True)
+    sub.add_argument("--out", required=True, help=OUT_HELP)
     _add_steer_args(sub)
     _add_scale_args(sub)
 
@@ -322,19 +362,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(func=cmd_audit_bias)
     _add_model_args(sub)
     sub.add_argument("--pairs", required=True, help="CSV with sent_more, sent_less, stereo_antistereo, bias_type")
-    sub.add_argument("--more-column", default="sent_more")
-    sub.add_argument("--less-column", default="sent_less")
-    sub.add_argument("--direction-column", default="stereo_antistereo")
-    sub.add_argument("--type-column", default="bias_type")
+    sub.add_argument("--more-column", default="sent_more", help="column of the more-stereotyping sentence")
+    sub.add_argument("--less-column", default="sent_less", help="column of the less-stereotyping sentence")
+    sub.add_argument("--direction-column", default="stereo_antistereo",
+                     help="column saying 'stereo' or 'antistereo' for each pair")
+    sub.add_argument("--type-column", default="bias_type", help="column of the bias type (race-color, gender, ...)")
     sub.add_argument("--bootstrap", type=int, default=2000,
                      help="bootstrap resamples for the paired intervals (summary only; default 2000)")
     sub.add_argument("--metric", choices=["total", "shared", "mean"], default=None,
                      help="the headline metric: drives the strongest-preferences table and the paired change "
                           "(summary only; all three shares are always reported; default: see README, Bias metrics)")
-    sub.add_argument("--seed", type=int, default=0)
-    sub.add_argument("--batch-size", type=int, default=16)
+    sub.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    sub.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass")
     sub.add_argument("--shard-size", type=int, default=128, help="pairs per result shard")
-    sub.add_argument("--out", required=True, help="audit folder (shards, summary.json, report.html)")
+    sub.add_argument("--out", required=True, help=OUT_HELP)
     _add_steer_args(sub)
     _add_scale_args(sub)
 
@@ -342,8 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Rebuild summary.json and report.html from an audit folder's shards; given "
                                        "a folder of audit folders, also write one report.html showing them all.")
     sub.set_defaults(func=cmd_report)
-    sub.add_argument("folder")
-    sub.add_argument("--json", action="store_true")
+    sub.add_argument("folder", help="an audit folder, a folder of audit folders, or an s3:// URL of one")
+    sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     sub = verb("demo", "The main job on one model (default: the embedded smollm2-135m).", cmd_demo)
     sub.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
@@ -358,7 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default $WORKBENCH_RESULTS, else ./results)")
     sub.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to your network)")
-    sub.add_argument("--port", type=int, default=8501)
+    sub.add_argument("--port", type=int, default=8501, help="port to listen on")
+    sub.add_argument("--device", default=None, help="device of the models the pages load: cpu, cuda, cuda:1 "
+                                                    "(default: cuda if available)")
+    sub.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: by device)")
     return parser
 
 
@@ -628,7 +672,7 @@ def cmd_steer(args) -> int:
     items = [] if args.no_capability else _capability_inputs(args, model)
     vector = mean_difference_vector(model, pairs, args.layer, source=str(args.pairs))
     rows = []
-    for alpha in args.alphas:
+    for alpha in args.alpha:
         with steer(model, vector, alpha):
             generation = generate(model, args.prompt, max_new_tokens=args.max_new_tokens)[0]
             row = {"alpha": alpha, "text": generation.text}
@@ -1026,6 +1070,10 @@ def cmd_dashboard(args) -> int:
     env = dict(os.environ, WORKBENCH_RESULTS=str(root))
     if args.model:
         env["WORKBENCH_DASHBOARD_MODEL"] = args.model
+    if args.device:
+        env["WORKBENCH_DASHBOARD_DEVICE"] = args.device
+    if args.dtype:
+        env["WORKBENCH_DASHBOARD_DTYPE"] = args.dtype
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the dashboard",
               file=sys.stderr)

@@ -20,6 +20,7 @@ from ..errors import WorkbenchError
 
 LOG = logging.getLogger("workbench.dashboard")
 DEFAULT_MODEL_ENV = "WORKBENCH_DASHBOARD_MODEL"
+DEVICE_ENV, DTYPE_ENV = "WORKBENCH_DASHBOARD_DEVICE", "WORKBENCH_DASHBOARD_DTYPE"
 DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
 PROBES_DIR = Path(__file__).resolve().parents[2] / "probes"
 
@@ -35,7 +36,8 @@ def get_model(name: str):
     """The LoadedModel `name` (see workbench.load), shared by every session."""
     from ..models import load
 
-    return load(name)
+    # `workbench dashboard --device/--dtype` (default: cuda and bf16 when there is a GPU, else cpu/fp32)
+    return load(name, device=os.environ.get(DEVICE_ENV) or None, dtype=os.environ.get(DTYPE_ENV) or None)
 
 
 @st.cache_resource

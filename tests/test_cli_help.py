@@ -1,0 +1,70 @@
+"""`workbench VERB --help` explains every option: help text and a default (or "required") for each,
+found by walking the parser; and --json yields JSON on stdout even for an error."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from workbench.cli import build_parser, main
+
+
+def all_parsers(parser: argparse.ArgumentParser, path=("workbench",)):
+    """(command path, parser) for the top level and every verb, sub-verb, ..."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from all_parsers(sub, path + (name,))
+
+
+def test_every_option_of_every_verb_has_help_and_a_default():
+    missing = []
+    parsers = list(all_parsers(build_parser()))
+    assert len(parsers) >= 20
+    for path, parser in parsers:
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            name = " ".join(path) + " " + (action.option_strings[0] if action.option_strings else action.dest)
+            text = formatter._get_help_string(action) if action.help else ""
+            if not text.strip():
+                missing.append(f"{name}: no help")
+            elif action.option_strings and not action.required and "default" not in text:
+                missing.append(f"{name}: no default shown")
+    assert not missing, "\n".join(missing)
+
+
+def test_help_renders_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["audit", "toxicity", "--help"])
+    out = capsys.readouterr().out
+    assert "tokens generated per continuation (default: 32)" in " ".join(out.split())
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "sample instead of greedy decoding (default: off)" in out and "--prompt PROMPT the text to continue" in out
+
+
+def test_one_spelling_per_idea():
+    """--alpha (never --alphas); one positions vocabulary for cache and probe train."""
+    spellings = {}
+    for path, parser in all_parsers(build_parser()):
+        for action in parser._actions:
+            for option in action.option_strings:
+                spellings.setdefault(option, []).append(" ".join(path))
+                if option == "--positions" and path[-1] in ("cache", "train"):
+                    assert set(action.choices) <= {"all", "last", "mean", "mean_after_first"}
+    assert "--alphas" not in spellings and "steer" in " ".join(spellings["--alpha"])
+
+
+def test_json_errors_are_json_on_stdout(capsys, tmp_path):
+    assert main(["info", "--model", str(tmp_path / "missing"), "--json"]) in (1, 2)
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    assert payload["exit_code"] in (1, 2) and "missing" in payload["error"]
+    assert len(captured.err.strip().splitlines()) == 1
+    assert main(["generate", "--json"]) == 2  # a usage error (no --prompt) too
+    assert "--prompt" in json.loads(capsys.readouterr().out)["error"]
