@@ -81,6 +81,22 @@ class PatchingResult:
     tokens: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    @property
+    def shape(self) -> torch.Size:
+        """The shape of `values`: one size per axis, e.g. [layer, head]."""
+        return self.values.shape
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return self.values[index]
+
+    def __repr__(self) -> str:
+        dims = " x ".join(f"{n} {axis}s" for n, axis in zip(self.values.shape, self.axes))
+        top = int(self.values.abs().argmax())
+        where = ", ".join(str(self.labels[a][int(i)]) for a, i in enumerate(torch.unravel_index(torch.tensor(top),
+                                                                                      self.values.shape)))
+        return (f"PatchingResult({self.kind}, {self.method}, {dims}; largest |value| "
+                f"{float(self.values.flatten()[top]):+.3f} at {where})")
+
     def to_frame(self):
         """One row per cell: its index along each axis, its labels and the value."""
         import pandas as pd

@@ -55,6 +55,11 @@ class SteeringVector:
     n_pairs: int
     source: str = ""
 
+    def __repr__(self) -> str:
+        return (f"SteeringVector({self.method}, layer {self.layer}, shape {list(self.vector.shape)}, "
+                f"norm {float(self.vector.norm()):.3g}, {self.n_pairs} pairs"
+                + (f", from {self.source}" if self.source else "") + ")")
+
     @property
     def direction(self) -> torch.Tensor:
         """The unit vector (mean over positions first, for ActAdd)."""
