@@ -68,3 +68,32 @@ def test_json_errors_are_json_on_stdout(capsys, tmp_path):
     assert len(captured.err.strip().splitlines()) == 1
     assert main(["generate", "--json"]) == 2  # a usage error (no --prompt) too
     assert "--prompt" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_reruns_say_already_complete_and_how_to_force(tmp_path, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("one text\nanother text\n")
+    command = ["cache", "--model", "tiny-phi", "--input", str(texts), "--out", str(tmp_path / "acts")]
+    assert main(command) == 0
+    assert "cached 2 texts" in capsys.readouterr().out
+    assert main(command + ["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["already_complete"] is True
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    assert "already complete" in out and "delete the folder or choose another --out" in out
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Hello there\n")
+    audit = ["audit", "toxicity", "--model", "tiny-phi", "--prompts", str(prompts), "--out", str(tmp_path / "tox"),
+             "--scorers", "profanity-check", "--max-new-tokens", "2", "--no-capability"]
+    assert main(audit) == 0
+    capsys.readouterr()
+    assert main(audit) == 0
+    assert "were already complete; nothing was recomputed" in capsys.readouterr().err
+
+
+def test_long_verbs_say_what_they_are_doing(capsys):
+    assert main(["patch", "--model", "tiny-phi", "--clean", "When Mary and John met, John gave it to",
+                 "--corrupt", "When Mary and John met, Mary gave it to", "--answers", " Mary", " John",
+                 "--kinds", "attn_head"]) == 0
+    err = capsys.readouterr().err
+    assert "attribution patching: one clean and one corrupted forward pass" in err and "exact patching" in err

@@ -131,7 +131,7 @@ def _run_sharded_in(out: Path, settings: dict, n_items: int, shard_size: int, mo
     from tqdm.auto import tqdm
 
     from .distributed import LocalExecutor, ShardJob, remove_stale_temporaries
-    from .remote import shard_finished
+    from .remote import remote_name, shard_finished
     from .storage import ShardIndex, folder_lock, set_aside, temp_path
 
     executor = executor or LocalExecutor()
@@ -155,6 +155,9 @@ def _run_sharded_in(out: Path, settings: dict, n_items: int, shard_size: int, mo
                     if path.exists():
                         set_aside(path, "does not match its recorded sha256 (damaged or never recorded)")
                     jobs.append(ShardJob(path.name, (condition, c_index, s_index, start, end, str(temp_path(path)))))
+            if not jobs and progress:
+                print(f"all {len(conditions) * len(ranges)} shards of {remote_name(out)} were already complete; nothing was "
+                      "recomputed (delete the folder or choose another --out to recompute)", file=sys.stderr)
             for job, tmp in executor.run(model, _parquet_writer(shards), jobs):
                 path = out / "shards" / job.key
                 index.record(path, Path(tmp))

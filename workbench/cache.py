@@ -136,6 +136,7 @@ class DiskCorpusCache(_CacheView):
         self.folder = Path(folder)
         self.name = name or str(self.folder)
         self._fetch = fetch
+        self.already_complete = False  # set when a cache run found every shard done and recomputed nothing
         manifest_path = self.folder / "manifest.json"
         if not manifest_path.exists():
             raise InputError("no manifest.json: not a finished activation cache "
@@ -623,7 +624,10 @@ def _cache_to_disk(model, plan: CachePlan, out: str | Path, progress: bool, exec
 
     with staged(out) as local, folder_lock(local):
         cache = _cache_to_disk_locked(model, plan, local, progress, executor)
-    return open_cache(out) if is_url(out) else cache
+    if is_url(out):
+        complete, cache = cache.already_complete, open_cache(out)
+        cache.already_complete = complete
+    return cache
 
 
 def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool, executor=None) -> DiskCorpusCache:
@@ -652,7 +656,9 @@ def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool, exe
     ranges = _shard_ranges(plan)
     names = [f"shards/shard-{i:05d}.safetensors" for i in range(len(ranges))]
     if (out / "manifest.json").exists() and all(index.verified(out / name) for name in names):
-        return DiskCorpusCache(out)
+        finished = DiskCorpusCache(out)
+        finished.already_complete = True
+        return finished
 
     remove_stale_temporaries(out / "shards")
     executor = executor or LocalExecutor()

@@ -412,6 +412,18 @@ def _load(args):
     return load(args.model, device=args.device, dtype=args.dtype)
 
 
+def _progress(items, desc: str, unit: str):
+    """A progress bar on stderr over `items` (for verbs whose steps take seconds each)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(list(items), desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+
+def _say(args, message: str) -> None:
+    """One line on stderr about a long step, so a slow verb is never silent."""
+    print(f"workbench {args.command}: {message}", file=sys.stderr, flush=True)
+
+
 def _emit(args, summary: dict, human: str) -> None:
     text = json.dumps(summary, indent=2, default=str) if args.json else human
     if getattr(args, "staged", None):  # name the URL, not the staging copy that is about to be deleted
@@ -523,8 +535,13 @@ def cmd_cache(args) -> int:
     summary = {"out": str(Path(args.out).resolve()), "model": model.info.name, "n_texts": manifest["n_texts"],
                "hooks": manifest["hooks"], "positions": manifest["positions"],
                "token_counts": manifest["token_counts"], "shards": len(manifest["shards"]),
-               "bytes": size, "seconds": round(seconds, 2)}
+               "bytes": size, "seconds": round(seconds, 2), "already_complete": result.already_complete}
     truncated = manifest["token_counts"]["truncated_texts"]
+    if result.already_complete:
+        _emit(args, summary, f"already complete: {args.out} holds this cache ({manifest['n_texts']} texts x "
+                             f"{len(manifest['hooks'])} hooks, {len(manifest['shards'])} shards, {format_bytes(size)}); "
+                             "nothing was recomputed. To recompute, delete the folder or choose another --out.")
+        return 0
     _emit(args, summary,
           f"cached {manifest['n_texts']} texts x {len(manifest['hooks'])} hooks ({args.positions}) "
           f"to {args.out}: {len(manifest['shards'])} shards, {format_bytes(size)}, {seconds:.1f} s"
@@ -553,6 +570,7 @@ def cmd_attention(args) -> int:
         check_layer(model, args.layer)
     if args.head is not None and not 0 <= args.head < model.info.n_heads:
         raise InputError(f"head {args.head} is out of range: {model.info.name} has heads 0..{model.info.n_heads - 1}")
+    _say(args, "scoring every head (previous-token, duplicate-token, induction) on repeated random tokens ...")
     scores = head_scores(model)
     table = scores.to_frame()
     best = table.iloc[0]
@@ -610,9 +628,11 @@ def cmd_patch(args) -> int:
     clean, corrupt = args.clean, args.corrupt
     results: dict[str, dict] = {}
     figs = []
+    if args.method in ("attribution", "both"):
+        _say(args, "attribution patching: one clean and one corrupted forward pass, one backward pass ...")
     attribution = attribution_patch(model, clean, corrupt, *args.answers, kinds=tuple(kinds)) \
         if args.method in ("attribution", "both") else {}
-    for kind in kinds:
+    for kind in _progress(kinds, "exact patching" if args.method != "attribution" else "collecting", "kind"):
         entry = {}
         exact = activation_patch(model, clean, corrupt, *args.answers, kind=kind) \
             if args.method in ("exact", "both") else None
@@ -672,7 +692,7 @@ def cmd_steer(args) -> int:
     items = [] if args.no_capability else _capability_inputs(args, model)
     vector = mean_difference_vector(model, pairs, args.layer, source=str(args.pairs))
     rows = []
-    for alpha in args.alpha:
+    for alpha in _progress(args.alpha, "steering", "coefficient"):
         with steer(model, vector, alpha):
             generation = generate(model, args.prompt, max_new_tokens=args.max_new_tokens)[0]
             row = {"alpha": alpha, "text": generation.text}
