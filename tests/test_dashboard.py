@@ -80,7 +80,8 @@ def test_model_page_generates(app):
     open_page(app, "model.py")
     assert any("tiny-phi" in str(v) for v in app.dataframe[0].value["value"])
     app.button(key="model_generate").click().run()
-    assert not app.exception and app.text_area(key="model_output_box").value
+    assert not app.exception and app.session_state["model_output_box"]
+    assert any(app.session_state["model_output_box"][:20] in m.value for m in app.markdown)  # shown as text
 
 
 def test_attention_page_choose_a_head(app):
@@ -90,7 +91,9 @@ def test_attention_page_choose_a_head(app):
     app.number_input(key="attn_head").set_value(3).run()
     assert not app.exception and not app.error
     titles = chart_titles(app)
-    assert "L2H3 attention" in titles and "layer 2: every head's attention" in titles
+    assert "L2H3 attention (first token hidden)" in titles and "layer 2: every head's attention" in titles
+    app.toggle(key="attn_hide_first").set_value(False).run()
+    assert "L2H3 attention" in chart_titles(app)
     app.selectbox(key="attn_kind").set_value("previous_token").run()
     assert "previous token score (tiny-phi)" in chart_titles(app)
 
@@ -107,8 +110,9 @@ def test_lens_page_change_answer(app):
 
 def test_patching_page_runs_and_explains_length_mismatch(app):
     open_page(app, "patching.py")
-    assert not app.get("plotly_chart") and app.radio(key="patch_method").value == "both"
-    app.selectbox(key="patch_kind").set_value("attention heads (layer x head)")
+    assert not app.get("plotly_chart") and app.radio(key="patch_method").value == "attribution"  # the fast default
+    assert app.selectbox(key="patch_kind").value == "attention heads (layer x head)"
+    app.radio(key="patch_method").set_value("both")
     app.button(key="patch_run").click().run()
     assert not app.exception and not app.error
     titles = chart_titles(app)
@@ -122,12 +126,13 @@ def test_patching_page_runs_and_explains_length_mismatch(app):
 def test_steering_page_move_the_coefficient(app):
     open_page(app, "steering.py")
     assert app.selectbox(key="steer_source").value == "polite_vs_rude_pairs.jsonl"
-    unsteered = app.text_area(key="steer_text_unsteered_-4.0").value
-    before = app.text_area(key="steer_text_steered_-4.0").value
+    assert app.text_input(key="steer_prompt").value == "Tell me about your weekend."  # its own prompt
+    unsteered = app.session_state["steer_text_unsteered"]
+    before = app.session_state["steer_text_steered"]
     app.slider(key="steer_alpha").set_value(12.0).run()
     assert not app.exception and not app.error
-    after = app.text_area(key="steer_text_steered_12.0").value
-    assert app.text_area(key="steer_text_unsteered_12.0").value == unsteered  # alpha 0 is untouched
+    after = app.session_state["steer_text_steered"]
+    assert app.session_state["steer_text_unsteered"] == unsteered  # alpha 0 is untouched
     assert after != before and app.metric[0].label == "toxicity (profanity-check)"
     app.slider(key="steer_points").set_value(3)
     app.button(key="steer_sweep").click().run()

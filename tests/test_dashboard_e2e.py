@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 
 # page url -> (plotly figures expected, button to press first or None)
 PAGES = {
+    "overview": (0, None),
     "model": (0, None),
     "attention": (3, None),
     "lens": (2, None),
@@ -133,10 +134,12 @@ def test_every_page_renders_in_headless_chromium(server, browser, artifacts):
         times[page] = round(time.monotonic() - start, 1)
         time.sleep(0.5)  # let the last figure finish its transition before the screenshot
         browser.save_screenshot(str(folder / f"{page}.png"))
+        assert "Page not found" not in browser.page_source, f"/{page} is not a working deep link"
         errors = browser.find_elements(By.CSS_SELECTOR,
                                        '[data-testid="stException"], [data-testid="stAlertContentError"]')
         assert not errors, f"{page}: {[e.text for e in errors]}\n{log.read_text()[-3000:]}"
         assert browser.execute_script(DRAWN) >= figures
         assert (folder / f"{page}.png").stat().st_size > 20_000
+        assert not browser.find_elements(By.XPATH, "//button[normalize-space()='Deploy']"), "the Deploy button shows"
     (folder / "load_times.json").write_text(json.dumps(times, indent=2) + "\n")
     print("dashboard page load times (s):", times)

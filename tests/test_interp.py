@@ -65,6 +65,18 @@ def test_logit_lens_last_row_is_the_model(any_model):
     assert len(lens.layers) == any_model.n_layers + 1 and len(lens.top_tokens[0]) == 5
 
 
+def test_logit_lens_grid_last_row_is_the_model_at_every_position(any_model):
+    from workbench.lens import logit_lens_grid
+
+    text = "The capital of France is Paris"
+    grid = logit_lens_grid(any_model, text)
+    logprobs = logits_of(any_model, text)[0].float().log_softmax(-1)  # [pos, vocab]
+    assert grid.shape == (any_model.n_layers + 1, len(grid.tokens))
+    assert [any_model.tokenizer.decode([int(i)]) for i in logprobs.argmax(-1)] == grid.top_tokens[-1]
+    assert (grid.top_logprobs[-1] - logprobs.max(-1).values).abs().max() <= 1e-5
+    assert len(grid.to_frame()) == grid.shape[0] * grid.shape[1]
+
+
 def test_steering_leaves_the_model_clean(tiny):
     pairs = read_pairs(PROBES / "sentiment_pairs.jsonl")
     vector = mean_difference_vector(tiny, pairs[:4], layer=1)

@@ -1100,7 +1100,7 @@ def cmd_dashboard(args) -> int:
     launcher = Path(__file__).resolve().parent / "dashboard" / "streamlit_app.py"
     command = [sys.executable, "-m", "streamlit", "run", str(launcher), "--server.address", args.host,
                "--server.port", str(args.port), "--server.headless", "true",
-               "--browser.gatherUsageStats", "false"]
+               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
     print(f"workbench dashboard: http://{args.host}:{args.port}  (results root {root}; Ctrl-C stops it)",
           file=sys.stderr)
     # exec, not a child process: Ctrl-C or a kill reaches streamlit itself, and no server is left behind.

@@ -82,6 +82,50 @@ def logit_lens(model, text: str, tracked: list[str] | None = None, position: int
 
 
 @dataclass(frozen=True)
+class LensGrid:
+    """The logit lens at every position: what each layer would predict next, token by token.
+
+    tokens: the text's tokens (columns); layers: "embed", "L0".."L{n-1}" (rows).
+    top_tokens: [row][position] the most likely next token; top_logprobs: Float[Tensor, "row pos"],
+    its log-probability (natural log) under the final norm and unembedding.
+    """
+
+    text: str
+    tokens: list[str]
+    layers: list[str]
+    top_tokens: list[list[str]]
+    top_logprobs: torch.Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.top_logprobs.shape
+
+    def to_frame(self):
+        """One row per (layer, position): the top next token and its log-probability."""
+        import pandas as pd
+
+        return pd.DataFrame([{"layer": layer, "position": p, "token": self.tokens[p], "top_next_token": tokens[p],
+                              "logprob": float(self.top_logprobs[r, p])}
+                             for r, (layer, tokens) in enumerate(zip(self.layers, self.top_tokens))
+                             for p in range(len(self.tokens))])
+
+
+def logit_lens_grid(model, text: str) -> LensGrid:
+    """The logit lens at every position of `text` (one forward pass): rows are the embedding and
+    each block's residual output, read through the model's own final norm and unembedding."""
+    ids = to_tokens(model, text)
+    names = ["hook_embed"] + [f"blocks.{layer}.hook_resid_post" for layer in range(model.info.n_layers)]
+    with torch.no_grad():
+        _, cache = model.bridge.run_with_cache(ids, names_filter=names)
+        resid = torch.stack([cache[name][0] for name in names])  # [row, pos, d_model]
+        logprobs = _final_norm_and_unembed(model, resid).float().log_softmax(-1)
+    best = logprobs.max(-1)
+    top_tokens = [[model.tokenizer.decode([int(i)]) for i in row] for row in best.indices]
+    labels = ["embed"] + [f"L{layer}" for layer in range(model.info.n_layers)]
+    return LensGrid(text, str_tokens(model, ids), labels, top_tokens, best.values.cpu())
+
+
+@dataclass(frozen=True)
 class LogitAttribution:
     """Direct logit attribution of logit[answer] - logit[other] at one position.
 

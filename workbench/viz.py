@@ -22,13 +22,21 @@ def save_html(fig: go.Figure, path: str | Path) -> Path:
     return path
 
 
-def head_pattern(patterns, layer: int, head: int) -> go.Figure:
-    """Heatmap of one head's attention (query rows, key columns) with token labels."""
+def head_pattern(patterns, layer: int, head: int, hide_first: bool = False) -> go.Figure:
+    """Heatmap of one head's attention (query rows, key columns) with token labels.
+
+    hide_first: leave out the first token (query row and key column), where many heads park
+    their attention (the "sink"); colours then run to the largest weight shown."""
     labels = [plain(f"{i}:{t}") for i, t in enumerate(patterns.tokens)]
-    fig = go.Figure(go.Heatmap(z=patterns.head(layer, head).numpy(), x=labels, y=labels, colorscale="Blues",
-                               zmin=0, zmax=1, colorbar=dict(title="attention")))
-    fig.update_layout(title=f"L{layer}H{head} attention", xaxis_title="key", yaxis_title="query",
-                      yaxis_autorange="reversed", height=600)
+    z = patterns.head(layer, head)
+    if hide_first:
+        z, labels = z[1:, 1:], labels[1:]
+    fig = go.Figure(go.Heatmap(z=z.numpy(), x=labels, y=labels, colorscale="Blues", zmin=0,
+                               zmax=float(z.max()) if hide_first and z.numel() else 1,
+                               colorbar=dict(title="attention"),
+                               hovertemplate="query %{y}, key %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=f"L{layer}H{head} attention" + (" (first token hidden)" if hide_first else ""),
+                      xaxis_title="key", yaxis_title="query", yaxis_autorange="reversed", height=600)
     return fig
 
 
@@ -56,23 +64,44 @@ def logit_lens_heatmap(lens) -> go.Figure:
     return fig
 
 
-def dla_bars(attribution, top: int = 20) -> go.Figure:
-    """The largest direct logit attribution components as horizontal bars."""
-    frame = attribution.to_frame()
-    frame = frame.reindex(frame["value"].abs().sort_values(ascending=False).index).head(top)
-    fig = go.Figure(go.Bar(x=frame["value"], y=frame["component"], orientation="h",
-                           marker_color=["#2b8cbe" if v > 0 else "#e34a33" for v in frame["value"]]))
-    fig.update_layout(title=plain(f"direct logit attribution: logit[{attribution.answer!r}] - "
-                                  f"logit[{attribution.other!r}] = {attribution.logit_diff:.2f}"), yaxis_autorange="reversed",
-                      xaxis_title="contribution to the logit difference", height=max(400, 22 * len(frame)))
+def logit_lens_grid_heatmap(grid) -> go.Figure:
+    """Layer x position map of the logit lens: each cell names the top next token and is coloured
+    by its log-probability."""
+    z = grid.top_logprobs.numpy()
+    columns = [plain(f"{p}:{t}") for p, t in enumerate(grid.tokens)]
+    text = [[plain(token) for token in row] for row in grid.top_tokens]
+    fig = go.Figure(go.Heatmap(z=z, x=columns, y=grid.layers, text=text, texttemplate="%{text}",
+                               colorscale="Purples", zmin=min(-10.0, float(z.min())), zmax=0,
+                               colorbar=dict(title="log p"),
+                               hovertemplate="%{y}, after %{x}: next %{text} (log p %{z:.2f})<extra></extra>"))
+    fig.update_layout(title=plain(f"logit lens: the top next token at every layer and position of "
+                                  f"{grid.text[:50]!r}"), xaxis_title="position", yaxis_title="layer",
+                      yaxis_autorange="reversed", height=max(420, 20 * len(grid.layers)))
     return fig
 
 
-def patching_heatmap(result) -> go.Figure:
-    """Layer x position or layer x head map of a 2-D patching result (centred on 0)."""
+def dla_bars(attribution, top: int = 20) -> go.Figure:
+    """The largest direct logit attribution components as horizontal bars, every bar labelled."""
+    frame = attribution.to_frame()
+    frame = frame.reindex(frame["value"].abs().sort_values(ascending=False).index).head(top)
+    fig = go.Figure(go.Bar(x=frame["value"], y=frame["component"], orientation="h",
+                           text=[f"{v:+.2f}" for v in frame["value"]], textposition="outside",
+                           marker_color=["#2b8cbe" if v > 0 else "#e34a33" for v in frame["value"]]))
+    fig.update_layout(title=plain(f"direct logit attribution: logit[{attribution.answer!r}] - "
+                                  f"logit[{attribution.other!r}] = {attribution.logit_diff:.2f}"), yaxis_autorange="reversed",
+                      xaxis_title="contribution to the logit difference", height=max(400, 24 * len(frame)))
+    fig.update_yaxes(tickmode="array", tickvals=list(frame["component"]), ticktext=list(frame["component"]))
+    return fig
+
+
+def patching_heatmap(result, limit: float | None = None) -> go.Figure:
+    """Layer x position or layer x head map of a 2-D patching result (centred on 0).
+
+    limit: the colour range is [-limit, limit] (default: this result's largest |value|); give
+    the same limit to maps that are compared side by side."""
     values = result.values if result.values.dim() == 2 else result.values.reshape(-1, 1)
     x_labels = [plain(label) for label in result.labels[1]] if len(result.labels) > 1 else ["all"]
-    limit = float(values.abs().max()) or 1.0
+    limit = limit or float(values.abs().max()) or 1.0
     fig = go.Figure(go.Heatmap(z=values.numpy(), x=x_labels, y=result.labels[0], colorscale="RdBu", zmid=0,
                                zmin=-limit, zmax=limit, colorbar=dict(title="normalised")))
     fig.update_layout(title=f"{result.method} patching: {result.kind} (0 = corrupted, 1 = clean)",
@@ -121,16 +150,20 @@ def save_html_many(figs: list[go.Figure], path: str | Path, title: str = "workbe
                                   f"</title></head><body>{''.join(parts)}</body></html>")
 
 
-def pattern_thumbnails(patterns, layer: int, columns: int = 6) -> go.Figure:
-    """Small attention maps of every head in one layer, in a grid (query rows, key columns)."""
+def pattern_thumbnails(patterns, layer: int, columns: int = 6, hide_first: bool = False) -> go.Figure:
+    """Small attention maps of every head in one layer, in a grid (query rows, key columns);
+    hide_first leaves out the first token, as in `head_pattern`."""
     from plotly.subplots import make_subplots
 
     n_heads = patterns.patterns.shape[1]
+    first = 1 if hide_first else 0
     rows = (n_heads + columns - 1) // columns
     fig = make_subplots(rows=rows, cols=min(columns, n_heads), subplot_titles=[f"L{layer}H{h}" for h in range(n_heads)],
                         horizontal_spacing=0.02, vertical_spacing=0.08)
     for head in range(n_heads):
-        fig.add_trace(go.Heatmap(z=patterns.head(layer, head).numpy(), colorscale="Blues", zmin=0, zmax=1,
+        z = patterns.head(layer, head)[first:, first:]
+        fig.add_trace(go.Heatmap(z=z.numpy(), colorscale="Blues", zmin=0,
+                                 zmax=float(z.max()) if hide_first and z.numel() else 1,
                                  showscale=False, hovertemplate="query %{y}, key %{x}: %{z:.2f}<extra></extra>"),
                       row=head // columns + 1, col=head % columns + 1)
     fig.update_yaxes(autorange="reversed", showticklabels=False)

@@ -12,7 +12,8 @@ import streamlit as st
 from .common import DEFAULT_PROMPT, default_model, errors_shown, get_model
 
 PAGES_DIR = Path(__file__).resolve().parent / "views"
-PAGES = [  # (file, title, url path, icon)
+PAGES = [  # (file, title, url path, icon); the first is served at "/", so every other page has a deep link
+    ("overview.py", "Overview", "overview", ":material/home:"),
     ("model.py", "Model", "model", ":material/memory:"),
     ("attention.py", "Attention heads", "attention", ":material/grid_view:"),
     ("lens.py", "Logit lens and attribution", "lens", ":material/bar_chart:"),
@@ -37,7 +38,7 @@ def main() -> None:
                      help="smollm2-135m is embedded; tiny-phi is a random 4-layer Phi for a quick look; "
                           "phi-2 needs its weights (workbench fetch phi-2).")
         st.text_area("Prompt", DEFAULT_PROMPT, key="prompt", height=100,
-                     help="Used by the attention, logit lens, steering and probe pages.")
+                     help="Used by the attention, logit lens and probe pages (steering and patching have their own).")
         with errors_shown():
             info = get_model(st.session_state["model"]).info
             st.caption(f"{info.name}: {info.n_layers} layers x {info.n_heads} heads, d_model {info.d_model}, "

@@ -96,6 +96,13 @@ def labeled_sets() -> list[Path]:
     return sorted(p for p in PROBES_DIR.glob("*.jsonl") if not p.stem.endswith("_pairs"))
 
 
+def show_text(text: str, key: str) -> None:
+    """Generated text, readable (not a greyed-out text box), kept in st.session_state[key] for tests."""
+    st.session_state[key] = text
+    with st.container(border=True):
+        st.markdown(text.replace("\n", "  \n") if text.strip() else "_(no new text)_")
+
+
 def plot(fig, key: str) -> None:
     """Show a plotly figure at full width."""
     st.plotly_chart(fig, width="stretch", key=key)

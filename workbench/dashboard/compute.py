@@ -36,6 +36,13 @@ def logit_lens(model_name: str, text: str, tracked: tuple[str, ...]):
     return _run(model_name, logit_lens, text, list(tracked))
 
 
+@st.cache_data(show_spinner="Decoding the residual stream at every layer and position...", max_entries=16)
+def logit_lens_grid(model_name: str, text: str):
+    from ..lens import logit_lens_grid
+
+    return _run(model_name, logit_lens_grid, text)
+
+
 @st.cache_data(show_spinner="Attributing the logit difference...", max_entries=16)
 def direct_logit_attribution(model_name: str, text: str, answer: str, other: str):
     from ..lens import direct_logit_attribution

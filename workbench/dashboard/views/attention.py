@@ -27,5 +27,8 @@ with errors_shown():
     left, right = st.columns(2)
     layer = left.number_input("Layer", 0, info.n_layers - 1, int(top["layer"]), key="attn_layer")
     head = right.number_input("Head", 0, info.n_heads - 1, int(top["head"]), key="attn_head")
-    plot(viz.pattern_thumbnails(patterns, int(layer)), "attn_thumbs")
-    plot(viz.head_pattern(patterns, int(layer), int(head)), "attn_head_pattern")
+    hide = st.toggle("Hide the first token", value=True, key="attn_hide_first",
+                     help="Many heads park most of their attention on the first token (an attention sink), which "
+                          "washes out everything else; hidden, the colours run to the largest weight shown.")
+    plot(viz.pattern_thumbnails(patterns, int(layer), hide_first=hide), "attn_thumbs")
+    plot(viz.head_pattern(patterns, int(layer), int(head), hide_first=hide), "attn_head_pattern")

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from workbench.dashboard.common import errors_shown, get_model, model_name, prompt, using_model
+from workbench.dashboard.common import errors_shown, get_model, model_name, prompt, show_text, using_model
 
 st.header("Model")
 with errors_shown():
@@ -19,4 +19,5 @@ with errors_shown():
             output = generate(model, [prompt()], max_new_tokens=new_tokens, raw=raw)[0]
         st.session_state["model_output"] = output.text
     if "model_output" in st.session_state:
-        st.text_area("Continuation (greedy)", st.session_state["model_output"], key="model_output_box", disabled=True)
+        st.markdown("**Continuation (greedy)**")
+        show_text(st.session_state["model_output"], "model_output_box")

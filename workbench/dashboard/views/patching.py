@@ -7,8 +7,8 @@ from workbench.dashboard.common import errors_shown, model_name, plot
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
-KINDS = {"residual stream (layer x position)": "resid_pre", "attention heads (layer x head)": "attn_head",
-         "attention output (layer x position)": "attn_out", "MLP output (layer x position)": "mlp_out"}
+KINDS = {"attention heads (layer x head)": "attn_head", "residual stream (layer x position)": "resid_pre",
+         "attention output (per layer)": "attn_out", "MLP output (per layer)": "mlp_out"}
 
 st.header("Patching")
 st.caption("Patch clean activations into the corrupted run, one cell at a time: 1 = clean behaviour restored, "
@@ -22,7 +22,9 @@ with errors_shown():
     other = right.text_input("Answer (corrupted)", " John", key="patch_other")
     left, right = st.columns(2)
     kind = KINDS[left.selectbox("What to patch", list(KINDS), key="patch_kind")]
-    method = right.radio("Method", ["exact", "attribution", "both"], index=2, horizontal=True, key="patch_method")
+    method = right.radio("Method", ["attribution", "exact", "both"], index=0, horizontal=True, key="patch_method",
+                         help="attribution: one backward pass, seconds; exact: one forward pass per cell, batched "
+                              "(minutes for the residual stream of a long prompt); both: side by side")
     if st.button("Run patching", type="primary", key="patch_run"):
         st.session_state["patch_request"] = (clean, corrupt, answer, other, kind, method)
     request = st.session_state.get("patch_request")
@@ -30,14 +32,15 @@ with errors_shown():
         st.info("Set the prompts and press Run patching.")
     else:
         clean, corrupt, answer, other, kind, method = request
-        exact = compute.exact_patch(name, clean, corrupt, answer, other, kind) if method != "attribution" else None
         estimate = compute.attribution_patch(name, clean, corrupt, answer, other, kind) if method != "exact" else None
+        exact = compute.exact_patch(name, clean, corrupt, answer, other, kind) if method != "attribution" else None
         shown = [r for r in (exact, estimate) if r is not None]
         st.caption(f"clean logit difference {shown[0].clean_metric:.3f}, corrupted {shown[0].corrupt_metric:.3f}")
         columns = st.columns(len(shown))
+        limit = max(float(r.values.abs().max()) for r in shown) or 1.0  # one colour range for maps side by side
         for column, result in zip(columns, shown):
             with column:
-                plot(viz.patching_heatmap(result), f"patch_map_{result.method}")
+                plot(viz.patching_heatmap(result, limit=limit), f"patch_map_{result.method}")
                 st.caption(f"{result.method}: {result.seconds:.2f} s")
         if exact is not None and estimate is not None:
             plot(viz.exact_vs_attribution(exact, estimate), "patch_scatter")

@@ -3,7 +3,7 @@ import streamlit as st
 
 from workbench import viz
 from workbench.dashboard import compute
-from workbench.dashboard.common import errors_shown, get_model, model_name, pair_sets, plot, prompt
+from workbench.dashboard.common import errors_shown, get_model, model_name, pair_sets, plot, show_text
 
 ACTADD = "ActAdd: type two prompts"
 
@@ -27,19 +27,19 @@ with errors_shown():
     layer = left.slider("Layer", 0, n_layers - 1, int(0.3 * n_layers), key="steer_layer")
     alpha = middle.slider("Coefficient alpha", -12.0, 12.0, -4.0, step=0.5, key="steer_alpha")
     scorer_name = right.selectbox("Toxicity scorer", ["profanity-check", "auto", "detoxify"], key="steer_scorer")
+    prompt = st.text_input("Prompt to continue", "Tell me about your weekend.", key="steer_prompt")
     new_tokens = st.slider("New tokens", 8, 96, 32, step=8, key="steer_new_tokens")
     vector = compute.steering_vector(name, source, layer, positive, negative)
     key = (source, layer, positive, negative)
     # Two cached calls, so moving the coefficient never regenerates the unsteered text.
-    shown = [compute.steered(name, vector, key, prompt(), (a,), scorer_name, new_tokens) for a in (0.0, float(alpha))]
+    shown = [compute.steered(name, vector, key, prompt, (a,), scorer_name, new_tokens) for a in (0.0, float(alpha))]
     columns = st.columns(2)
     titles = ("Unsteered", f"Steered (alpha {alpha:+g}, layer {layer})")
     for column, title, key_name, result in zip(columns, titles, ("unsteered", "steered"), shown):
         text, score = result.texts[0], result.toxicity[0]
         with column:
             st.markdown(f"**{title}**")
-            st.text_area(title, text, height=160, disabled=True, label_visibility="collapsed",
-                         key=f"steer_text_{key_name}_{alpha}")
+            show_text(text, f"steer_text_{key_name}")
             st.metric(f"toxicity ({result.scorer})", f"{score:.3f}")
 
     st.subheader("Sweep over coefficients")
@@ -50,6 +50,6 @@ with errors_shown():
         st.session_state["steer_sweep_request"] = (key, alphas)
     request = st.session_state.get("steer_sweep_request")
     if request and request[0] == key:
-        result = compute.steered(name, vector, key, prompt(), request[1], scorer_name, new_tokens)
+        result = compute.steered(name, vector, key, prompt, request[1], scorer_name, new_tokens)
         plot(viz.steered_toxicity(result), "steer_sweep_chart")
         st.dataframe(result.to_frame(), hide_index=True, width="stretch")
