@@ -74,15 +74,14 @@ def test_steering_conditions_in_one_report(prompts_file, tmp_path, capsys):
 CHILD = slow_audit_child(0.4)
 
 
-def test_sigkill_three_times_then_resume_equals_uninterrupted(prompts_file, tmp_path):
+def test_sigkill_twice_then_resume_equals_uninterrupted(prompts_file, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    subprocess.run([sys.executable, str(script), *audit_args(prompts_file, reference)], check=True, env=env,
-                   capture_output=True, timeout=600)
+    assert main(audit_args(prompts_file, reference)) == 0  # the same command, uninterrupted, in this process
     shards = lambda: len(list((resumed / "shards").glob("*.parquet"))) if (resumed / "shards").exists() else 0  # noqa
-    for kill_after in (1, 3, 5):  # 6 shards in all
+    for kill_after in (2, 4):  # 6 shards in all
         child = subprocess.Popen([sys.executable, str(script), *audit_args(prompts_file, resumed)], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 300

@@ -207,7 +207,10 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    subprocess.run([sys.executable, str(script), str(reference), "0"], check=True, timeout=600)
+    wb.cache_activations(wb.load("tiny-phi", device="cpu"), [f"Text number {i} says {'hello ' * (i % 7)}"
+                                                             for i in range(96)],
+                         hooks="resid_post,attn.hook_z", positions="mean", batch_size=1, shard_size=16,
+                         out=reference, progress=False)  # CHILD's call, uninterrupted, in this process
 
     for kill_after in (2, 4):  # 6 shards of 16 texts; kill twice, at different points
         child = subprocess.Popen([sys.executable, str(script), str(resumed), "0.3"])

@@ -96,8 +96,8 @@ def test_bias_audit_and_disk_cache_on_two_workers_equal_one_process(local_ray, t
     model = wb.load("tiny-phi", device="cpu")
     kwargs = dict(hooks="resid_post,attn.hook_pattern", positions="all", batch_size=2, shard_size=8, progress=False)
     one = wb.cache_activations(model, TEXTS, out=tmp_path / "cache-one", **kwargs)
-    # Workers started early with arguments that load another model (bf16) are found out and restarted.
-    executor = RayExecutor("local", 2)
+    # A worker started early with arguments that load another model (bf16) is found out and restarted.
+    executor = RayExecutor("local", 1)
     executor.start(ModelSpec("tiny-phi", "cpu", "bfloat16"))
     two = wb.cache_activations(model, TEXTS, out=tmp_path / "cache-ray", executor=executor, **kwargs)
     assert len(one.manifest["shards"]) == 5

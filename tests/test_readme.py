@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -144,7 +145,7 @@ def test_readme_python_blocks_run_as_written(scratch, capsys):
 
 
 def test_readme_shell_commands_run_on_tiny_phi(scratch, capsys):
-    ran, skipped = [], []
+    ran, skipped, seconds = [], [], {}
     for start, language, code in code_blocks(README.read_text(encoding="utf-8")):
         if language != "bash":
             continue
@@ -153,13 +154,16 @@ def test_readme_shell_commands_run_on_tiny_phi(scratch, capsys):
                 skipped.append(command)
                 continue
             argv = _on_tiny_phi(command)
+            start_time = time.perf_counter()
             code_ = main(argv[1:])
+            seconds[command[:60]] = round(time.perf_counter() - start_time, 1)
             captured = capsys.readouterr()
             assert code_ == 0, f"README.md:{start}: `{command}` ran as `{shlex.join(argv)}` and exited " \
                                f"{code_}: {captured.err.strip()[-500:]}"
             ran.append(command)
     assert len(ran) >= 15, ran
-    print(f"README: {len(ran)} workbench commands run, {len(skipped)} lines listed as not run")
+    print(f"README: {len(ran)} workbench commands run, {len(skipped)} lines listed as not run; slowest:",
+          sorted(seconds.items(), key=lambda item: -item[1])[:5])
 
 
 def _on_tiny_phi(command: str) -> list[str]:
