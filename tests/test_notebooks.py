@@ -5,11 +5,13 @@ Each has a parameter cell reading WORKBENCH_NOTEBOOK_MODEL, so a slower machine 
 model can switch a notebook to tiny-phi here. 06 (the audit with its report card and
 150 CrowS-Pairs) runs on tiny-phi: on smollm2-135m it takes 3 minutes, and the same
 audit on the real model is checked by tests/test_card.py and tests/test_bias.py. Run times are written to
-artifacts/notebook_times.json.
+artifacts/notebook_times.json. Each run also writes the notebook's static PNG figures (to a
+temporary folder here), and the text of 01-05 shows the committed copies in notebooks/figures/.
 """
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import nbformat
@@ -25,6 +27,26 @@ NOTEBOOKS = {
     "05_steering": "smollm2-135m",
     "06_toxicity_and_bias_audit": "tiny-phi",
 }
+
+
+def prose_words(book) -> int:
+    return sum(len(re.sub(r"!\[[^\]]*\]\([^)]*\)", "", c.source).split()) for c in book.cells
+               if c.cell_type == "markdown")
+
+
+def test_notebooks_tell_their_story_and_show_static_figures():
+    """Prose that interprets (word counts printed), and a committed PNG for every image the text shows,
+    so the figures appear on GitHub although notebooks are stored without outputs."""
+    counts = {}
+    for name in NOTEBOOKS:
+        book = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+        counts[name] = prose_words(book)
+        text = "\n".join(c.source for c in book.cells if c.cell_type == "markdown")
+        for image in re.findall(r"!\[[^\]]*\]\(figures/([^)]+)\)", text):
+            assert (ROOT / "notebooks" / "figures" / image).is_file(), f"{name} shows figures/{image}, not committed"
+        if name != "06_toxicity_and_bias_audit":
+            assert counts[name] >= 300 and "figures/" in text, (name, counts[name])
+    print("prose words per notebook:", counts)
 
 
 def test_every_notebook_is_listed_and_stored_without_outputs():
@@ -45,6 +67,7 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch, artifacts):
     monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path))
     monkeypatch.setenv("WORKBENCH_SHARED_DATA", str(SHARED_DATA))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("WORKBENCH_NOTEBOOK_FIGURES", str(tmp_path / "figures"))  # not into the repository
     book = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     start = time.perf_counter()
     NotebookClient(book, timeout=600, kernel_name="python3",
@@ -53,6 +76,10 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch, artifacts):
     figures = sum(1 for c in book.cells if c.cell_type == "code" for o in c.outputs
                   if "application/vnd.plotly.v1+json" in o.get("data", {}))
     assert figures >= 1, f"{name} showed no plotly figure"
+    # Every static image the notebook's text shows was written again by this run (kaleido + Chromium).
+    shown = re.findall(r"!\[[^\]]*\]\(figures/([^)]+)\)", "\n".join(c.source for c in book.cells
+                                                                   if c.cell_type == "markdown"))
+    assert all((tmp_path / "figures" / image).stat().st_size > 10_000 for image in shown), shown
     record = artifacts / "notebook_times.json"
     times = json.loads(record.read_text()) if record.exists() else {}
     times[name] = {"model": NOTEBOOKS[name], "seconds": seconds, "figures": figures}

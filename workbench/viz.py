@@ -150,6 +150,30 @@ def save_html_many(figs: list[go.Figure], path: str | Path, title: str = "workbe
                                   f"</title></head><body>{''.join(parts)}</body></html>")
 
 
+def save_static(fig: go.Figure, path: str | Path, width: int = 1000, height: int | None = None) -> Path | None:
+    """Write `fig` as a PNG (plotly's kaleido, which drives a local Chromium), for places that
+    cannot run plotly.js: GitHub's notebook view, a paper. Returns the path, or None after one
+    line on stderr when kaleido or Chromium is missing (the interactive figure is unaffected)."""
+    import sys
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.write_image(str(path), width=width, height=height or fig.layout.height or 500)
+    except Exception as error:  # noqa: BLE001 - kaleido reports a missing browser in several ways
+        print(f"note: no static image {path.name} ({type(error).__name__}: {str(error).splitlines()[0][:120]}); "
+              "pip install kaleido, and install Chromium (make setup does both)", file=sys.stderr)
+        return None
+    return path
+
+
+def show(fig: go.Figure, save_as: str | Path | None = None) -> None:
+    """Show `fig` in a notebook and, with `save_as`, also write it as a PNG (save_static)."""
+    fig.show()
+    if save_as is not None:
+        save_static(fig, save_as)
+
+
 def pattern_thumbnails(patterns, layer: int, columns: int = 6, hide_first: bool = False) -> go.Figure:
     """Small attention maps of every head in one layer, in a grid (query rows, key columns);
     hide_first leaves out the first token, as in `head_pattern`."""
