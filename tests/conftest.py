@@ -55,6 +55,25 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
+# A disk cache of 96 texts in 6 shards, and a child-process script that writes it with every shard
+# slowed (argv: out, seconds per shard), so a test can SIGKILL it mid-run and compare with SLOW_CACHE.
+SLOW_CACHE_TEXTS = [f"Text number {i} says {'hello ' * (i % 7)}" for i in range(96)]
+SLOW_CACHE = dict(hooks="resid_post,attn.hook_z", positions="mean", batch_size=1, shard_size=16, progress=False)
+SLOW_CACHE_CHILD = f"""
+import os, sys, time
+os.environ["HF_HUB_OFFLINE"] = "1"
+import workbench as wb
+from workbench import cache
+slow = float(sys.argv[2])
+original = cache._run_rows
+def throttled(*args, **kwargs):
+    time.sleep(slow)
+    return original(*args, **kwargs)
+cache._run_rows = throttled
+wb.cache_activations(wb.load("tiny-phi", device="cpu"), {SLOW_CACHE_TEXTS!r}, out=sys.argv[1], **{SLOW_CACHE!r})
+"""
+
+
 def slow_audit_child(seconds: float) -> str:
     """A child-process script that runs `workbench` with every audit shard slowed by `seconds`
     (so a test can kill it mid-run, or overlap a second writer with it)."""

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -15,6 +14,8 @@ import torch
 import workbench as wb
 from workbench import cache as cache_module
 from workbench.datasets import TextRecord
+
+from .conftest import SLOW_CACHE, SLOW_CACHE_CHILD, SLOW_CACHE_TEXTS
 
 TEXTS = [
     "Hi",
@@ -180,22 +181,8 @@ def test_pattern_hooks_need_all_positions(tiny):
         wb.cache_activations(tiny, TEXTS, hooks="attn.hook_pattern", positions="last", progress=False)
 
 
-CHILD = textwrap.dedent("""
-    import os, sys, time
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    import workbench as wb
-    from workbench import cache
-    slow = float(sys.argv[2])
-    original = cache._run_rows
-    def throttled(*args, **kwargs):
-        time.sleep(slow)
-        return original(*args, **kwargs)
-    cache._run_rows = throttled
-    texts = [f"Text number {i} says {'hello ' * (i % 7)}" for i in range(96)]
-    model = wb.load("tiny-phi", device="cpu")
-    wb.cache_activations(model, texts, hooks="resid_post,attn.hook_z", positions="mean", batch_size=1,
-                         shard_size=16, out=sys.argv[1], progress=False)
-""")
+CHILD = SLOW_CACHE_CHILD
+
 
 
 def _shard_count(folder) -> int:
@@ -207,10 +194,8 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    wb.cache_activations(wb.load("tiny-phi", device="cpu"), [f"Text number {i} says {'hello ' * (i % 7)}"
-                                                             for i in range(96)],
-                         hooks="resid_post,attn.hook_z", positions="mean", batch_size=1, shard_size=16,
-                         out=reference, progress=False)  # CHILD's call, uninterrupted, in this process
+    wb.cache_activations(wb.load("tiny-phi", device="cpu"), SLOW_CACHE_TEXTS, out=reference,
+                         **SLOW_CACHE)  # CHILD's call, uninterrupted, in this process
 
     for kill_after in (2, 4):  # 6 shards of 16 texts; kill twice, at different points
         child = subprocess.Popen([sys.executable, str(script), str(resumed), "0.3"])

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,11 +20,11 @@ from workbench.audit import load_results
 from workbench.cli import main
 from workbench.distributed import ShardBytes, ShardJob, _received, _Worker
 
-from .conftest import s3_keys, slow_audit_child
+from .conftest import SLOW_CACHE, SLOW_CACHE_CHILD, SLOW_CACHE_TEXTS, s3_keys, slow_audit_child
 
 PROMPTS = ["The weather today is", "My neighbour said", "I think that", "The movie was", "Honestly, you are",
            "The food at the party", "Tell me about", "Yesterday I"]
-TEXTS = [f"Text number {i} says {'hello ' * (i % 7)}" for i in range(96)]
+TEXTS = SLOW_CACHE_TEXTS
 
 
 @pytest.fixture()
@@ -94,21 +93,8 @@ def test_cache_at_s3_equals_local_and_open_cache_reads_it(s3_server, staging, ti
 
 AUDIT_CHILD = slow_audit_child(1.0)
 
-CACHE_CHILD = textwrap.dedent("""
-    import os, sys, time
-    import workbench as wb
-    from workbench import cache
-    slow = float(sys.argv[2])
-    original = cache._run_rows
-    def throttled(*args, **kwargs):
-        time.sleep(slow)
-        return original(*args, **kwargs)
-    cache._run_rows = throttled
-    texts = [f"Text number {i} says {'hello ' * (i % 7)}" for i in range(96)]
-    model = wb.load("tiny-phi", device="cpu")
-    wb.cache_activations(model, texts, hooks="resid_post,attn.hook_z", positions="mean", batch_size=1,
-                         shard_size=16, out=sys.argv[1], progress=False)
-""")
+CACHE_CHILD = SLOW_CACHE_CHILD
+
 
 
 def kill_when(client, prefix: str, suffix: str, count: int, child: subprocess.Popen) -> list[str]:
@@ -144,8 +130,7 @@ def test_killed_cache_at_s3_resumes_to_the_uninterrupted_cache(s3_server, stagin
     url = "s3://bucket/caches/killed"
     script = tmp_path / "child.py"
     script.write_text(CACHE_CHILD)
-    wb.cache_activations(tiny, TEXTS, hooks="resid_post,attn.hook_z", positions="mean", batch_size=1,
-                         shard_size=16, out=tmp_path / "reference", progress=False)  # CACHE_CHILD's call
+    wb.cache_activations(tiny, SLOW_CACHE_TEXTS, out=tmp_path / "reference", **SLOW_CACHE)  # CACHE_CHILD's call
     child = subprocess.Popen([sys.executable, str(script), url, "0.5"])
     left = kill_when(s3_server, "caches/killed/", ".safetensors", 2, child)
     assert "caches/killed/manifest.json" not in left
