@@ -30,7 +30,7 @@ PAGES = {
     "model": (0, None),
     "attention": (3, None),
     "lens": (2, None),
-    "patching": (3, "Run patching"),
+    "patching": (1, "Run patching"),  # the default: attribution patching of heads (exact on demand)
     "steering": (1, "Run sweep"),
     "probes": (2, "Train probes"),
     "audits": (1, None),
@@ -113,7 +113,7 @@ def test_every_page_renders_in_headless_chromium(server, browser, artifacts):
     times = {}
     for page, (figures, button) in PAGES.items():
         start = time.monotonic()
-        browser.get(f"{url}/{page}")
+        browser.get(f"{url}/{'' if page == 'overview' else page}")  # the first page is served at /
         sidebar = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"]'), 120,
                         f"the sidebar of {page}")[0]
         _wait(lambda: "smollm2-135m: 30 layers" in sidebar.text, 120, "the model card in the sidebar")

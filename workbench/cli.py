@@ -626,6 +626,12 @@ def cmd_patch(args) -> int:
 
     check_context(model, [args.clean, args.corrupt], where="--clean/--corrupt")
     clean, corrupt = args.clean, args.corrupt
+    from .patching import check_memory, prepare
+
+    # The pair, the answers and the memory are checked before the first progress line, so bad
+    # input still ends in one line.
+    check_memory(model, prepare(model, clean, corrupt, *args.answers), exact=args.method != "attribution",
+                 attribution=args.method != "exact")
     results: dict[str, dict] = {}
     figs = []
     if args.method in ("attribution", "both"):

@@ -186,6 +186,21 @@ def activation_patch(model, clean: str, corrupt: str, answer: str, other: str, k
                           task.clean_metric, task.corrupt_metric, task.tokens, time.perf_counter() - start)
 
 
+def check_memory(model, task: PatchingTask, exact: bool = True, attribution: bool = True) -> None:
+    """Raise, before any work, the CacheTooLargeError that exact patching (even one patch at a time)
+    or attribution patching (one forward and backward pass) would raise on this device."""
+    from .memory import ModelShape, backward_estimate, check_fits, forward_estimate, largest_batch
+
+    shape, seq = ModelShape.from_info(model.info), task.corrupt_ids.shape[1]
+    if exact:
+        largest_batch(lambda b: forward_estimate(shape, model.info.dtype, b, seq), 1, model.device,
+                      "activation patching", "use a shorter prompt pair or a smaller model")
+    if attribution:
+        check_fits(backward_estimate(shape, model.info.dtype, 1, seq), model.device,
+                   "attribution patching needs one backward pass: use a shorter prompt pair, bf16, or "
+                   "exact patching of fewer cells")
+
+
 def run_patches(model, task: PatchingTask, patches: list[tuple[str, tuple]], max_batch: int = 32) -> torch.Tensor:
     """Raw metric (not normalised) of the corrupted run with each patch applied, one row per patch.
 
@@ -345,11 +360,7 @@ def _corrupt_activations_and_grads(model, task: PatchingTask, names: set[str]):
 
         return hook
 
-    from .memory import ModelShape, backward_estimate, check_fits
-
-    check_fits(backward_estimate(ModelShape.from_info(model.info), model.info.dtype, 1, task.corrupt_ids.shape[1]),
-               model.device, "attribution patching needs one backward pass: use a shorter prompt pair, bf16, or "
-               "exact patching of fewer cells")
+    check_memory(model, task, exact=False, attribution=True)
     # Parameters get no gradient (it would cost as much memory as the weights): gradients start at the
     # embedding output instead, which is all the hooked activations need.
     frozen = [p for p in model.hf_model.parameters() if p.requires_grad]

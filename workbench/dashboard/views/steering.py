@@ -28,7 +28,7 @@ with errors_shown():
     alpha = middle.slider("Coefficient alpha", -12.0, 12.0, -4.0, step=0.5, key="steer_alpha")
     scorer_name = right.selectbox("Toxicity scorer", ["profanity-check", "auto", "detoxify"], key="steer_scorer")
     prompt = st.text_input("Prompt to continue", "Tell me about your weekend.", key="steer_prompt")
-    new_tokens = st.slider("New tokens", 8, 96, 32, step=8, key="steer_new_tokens")
+    new_tokens = st.slider("New tokens", 8, 96, 16, step=8, key="steer_new_tokens")  # 16: the page opens in seconds
     vector = compute.steering_vector(name, source, layer, positive, negative)
     key = (source, layer, positive, negative)
     # Two cached calls, so moving the coefficient never regenerates the unsteered text.
