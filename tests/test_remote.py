@@ -122,7 +122,9 @@ def test_killed_audit_at_s3_resumes_to_the_uninterrupted_results(s3_server, stag
     assert main(audit_args(prompts_file, url)) == 0
     assert load_results(url).equals(load_results(tmp_path / "reference"))
     shards = [k for k in s3_keys(s3_server, "audits/killed/") if "/shards/" in k]
-    assert shards == [f"audits/killed/shards/baseline-0000{i}.parquet" for i in range(4)]  # none twice, none damaged
+    # None twice, and none set aside: a shard is recorded before it is uploaded, so a kill between
+    # the two leaves a recorded shard that is missing (recomputed), never an unrecorded one.
+    assert shards == [f"audits/killed/shards/baseline-0000{i}.parquet" for i in range(4)]
     assert list(staging.iterdir()) == []  # the killed run's staging copy was cleared by the rerun
 
 
@@ -186,7 +188,7 @@ class Recorder:
         return getattr(self.fs, name)
 
 
-def test_push_uploads_data_then_records_then_the_manifest_and_only_what_changed(tmp_path):
+def test_push_uploads_records_then_data_then_the_manifest_and_only_what_changed(tmp_path):
     local, target = tmp_path / "local", tmp_path / "target"
     (local / "shards").mkdir(parents=True)
     target.mkdir()
@@ -196,7 +198,7 @@ def test_push_uploads_data_then_records_then_the_manifest_and_only_what_changed(
     mirror = remote.Mirror(f"file://{target}", local)
     mirror.fs = Recorder(mirror.fs)
     mirror.push()
-    assert mirror.fs.written == ["shard-00000.safetensors", "run.json", "shards.json", "manifest.json"]
+    assert mirror.fs.written == ["run.json", "shards.json", "shard-00000.safetensors", "manifest.json"]
     assert mirror.push() == []  # nothing changed, nothing uploaded
     time.sleep(0.01)
     (local / "shards.json").write_text("changed")

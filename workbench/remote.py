@@ -8,11 +8,12 @@ Every writer in workbench works on a local folder: a write lock, atomic renames,
 recorded with their sha256. Object stores have none of these, so a run whose output is a
 URL works in a local *staging* copy (`staged`): it first downloads what the URL already
 holds (that is the resume), and after every finished shard `Mirror.push` uploads the files
-that changed: data files first, then the JSON records (``shards.json``, ``run.json``),
-``manifest.json`` (a cache's "finished" mark) last. An S3 object appears whole or not at
-all, so a run killed at any moment leaves the URL holding finished shards and records that
-describe at most what is there; the rerun downloads them, keeps what matches its recorded
-hash and computes the rest, exactly as for a local folder.
+that changed: the JSON records (``shards.json``, ``run.json``) first, then the data files,
+``manifest.json`` (a cache's "finished" mark) last, the order in which a local run records a
+shard before moving it into place. An S3 object appears whole or not at all, so a run killed
+at any moment leaves the URL holding whole shards, each recorded, and at most a recorded
+shard that is missing; the rerun downloads them, keeps what matches its recorded hash and
+computes the rest, exactly as for a local folder.
 
 Credentials and endpoints come from the usual environment: ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, and ``AWS_ENDPOINT_URL`` (or
@@ -244,10 +245,15 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith(".") for part in Path(relative).parts)
 
 
-def _upload_order(name: str) -> tuple[bool, bool]:
-    """Data files first, then JSON records, manifest.json (a finished cache's mark) last."""
+def _upload_order(name: str) -> int:
+    """JSON records (shards.json, run.json) first, then data files, manifest.json (a finished cache's
+    mark) last. A shard is recorded before it is uploaded, as it is recorded before it is moved into
+    place locally: a kill in between leaves a recorded shard that is missing (recomputed on resume),
+    never a finished shard without a record (which a resume would have to set aside)."""
     base = Path(name).name
-    return base == "manifest.json", base.endswith(".json")
+    if base == "manifest.json":
+        return 2
+    return 0 if base.endswith(".json") else 1
 
 
 def _stamp(path: Path) -> tuple[int, int]:
