@@ -133,9 +133,7 @@ def _add_scale_args(sub: argparse.ArgumentParser) -> None:
 
 def _executor(args):
     """The shard executor --ray/--workers ask for, checked before any model work."""
-    from .distributed import executor_for
-
-    from .distributed import ModelSpec, RayExecutor
+    from .distributed import ModelSpec, RayExecutor, executor_for
     from .models import default_device, default_dtype, parse_dtype
 
     executor = executor_for(args.ray, args.workers, connect=True, threads=args.threads_per_worker)
@@ -638,7 +636,7 @@ def cmd_patch(args) -> int:
         _say(args, "attribution patching: one clean and one corrupted forward pass, one backward pass ...")
     attribution = attribution_patch(model, clean, corrupt, *args.answers, kinds=tuple(kinds)) \
         if args.method in ("attribution", "both") else {}
-    for kind in _progress(kinds, "exact patching" if args.method != "attribution" else "collecting", "kind"):
+    for kind in _progress(kinds, "exact patching", "kind") if args.method != "attribution" else kinds:
         entry = {}
         exact = activation_patch(model, clean, corrupt, *args.answers, kind=kind) \
             if args.method in ("exact", "both") else None

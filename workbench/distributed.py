@@ -32,9 +32,6 @@ from typing import Callable, Iterable, Iterator
 
 from .errors import InputError
 
-RAY_MODES = ("local", "auto")  # or a cluster address, e.g. ray://head:10001 or head:6379
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """How a worker loads its own replica: the arguments of `workbench.load`."""

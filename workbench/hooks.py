@@ -89,13 +89,9 @@ def _probe(model, modules: dict, length: int) -> dict[int, tuple[int, tuple[int,
 
 def hook_names(model, aliases: bool = False) -> list[str]:
     """Hook names that fire, in firing order; one name per hook point unless `aliases`."""
-    table = hook_table(model)
     if aliases:
-        return list(table)
-    by_order: dict[int, list[str]] = {}
-    for name, info in table.items():
-        by_order.setdefault(info.order, []).append(name)
-    return [_preferred_alias(names) for _, names in sorted(by_order.items())]
+        return list(hook_table(model))
+    return list(hook_aliases(model))
 
 
 def hook_aliases(model) -> dict[str, list[str]]:

@@ -62,21 +62,28 @@ def _final_norm_and_unembed(model, resid: torch.Tensor) -> torch.Tensor:
     return unembed(norm(resid))
 
 
+def _residual_rows(model, ids: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+    """Row labels ("embed", "L0".."L{n-1}") and the residual stream after the embedding and after
+    each block for one text: Float[Tensor, "row pos d_model"] (one forward pass, no gradient)."""
+    names = ["hook_embed"] + [f"blocks.{layer}.hook_resid_post" for layer in range(model.info.n_layers)]
+    with torch.no_grad():
+        _, cache = model.bridge.run_with_cache(ids, names_filter=names)
+    return ["embed"] + [f"L{layer}" for layer in range(model.info.n_layers)], \
+        torch.stack([cache[name][0] for name in names])
+
+
 def logit_lens(model, text: str, tracked: list[str] | None = None, position: int = -1,
                top_k: int = 5) -> LogitLens:
     """Decode the residual stream after the embedding and after every block at `position`."""
     ids = to_tokens(model, text)
     tracked = tracked or []
     tracked_ids = [single_token_id(model, t) for t in tracked]
-    names = ["hook_embed"] + [f"blocks.{layer}.hook_resid_post" for layer in range(model.info.n_layers)]
+    labels, resid = _residual_rows(model, ids)
     with torch.no_grad():
-        _, cache = model.bridge.run_with_cache(ids, names_filter=names)
-        resid = torch.stack([cache[name][0, position] for name in names])  # [row, d_model]
-        probs = _final_norm_and_unembed(model, resid).float().softmax(-1)
+        probs = _final_norm_and_unembed(model, resid[:, position]).float().softmax(-1)
     top = probs.topk(top_k, dim=-1)
     top_tokens = [[(model.tokenizer.decode([int(i)]), float(p)) for p, i in zip(values, indices)]
                   for values, indices in zip(top.values, top.indices)]
-    labels = ["embed"] + [f"L{layer}" for layer in range(model.info.n_layers)]
     chosen = probs[:, tracked_ids].cpu() if tracked_ids else torch.zeros(len(labels), 0)
     return LogitLens(text, str_tokens(model, ids), position, labels, top_tokens, tracked, chosen)
 
@@ -114,14 +121,11 @@ def logit_lens_grid(model, text: str) -> LensGrid:
     """The logit lens at every position of `text` (one forward pass): rows are the embedding and
     each block's residual output, read through the model's own final norm and unembedding."""
     ids = to_tokens(model, text)
-    names = ["hook_embed"] + [f"blocks.{layer}.hook_resid_post" for layer in range(model.info.n_layers)]
+    labels, resid = _residual_rows(model, ids)
     with torch.no_grad():
-        _, cache = model.bridge.run_with_cache(ids, names_filter=names)
-        resid = torch.stack([cache[name][0] for name in names])  # [row, pos, d_model]
         logprobs = _final_norm_and_unembed(model, resid).float().log_softmax(-1)
     best = logprobs.max(-1)
     top_tokens = [[model.tokenizer.decode([int(i)]) for i in row] for row in best.indices]
-    labels = ["embed"] + [f"L{layer}" for layer in range(model.info.n_layers)]
     return LensGrid(text, str_tokens(model, ids), labels, top_tokens, best.values.cpu())
 
 

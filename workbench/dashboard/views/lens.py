@@ -16,9 +16,10 @@ with errors_shown():
     other = right.text_input("Other token", " John", key="lens_other")
     lens = compute.logit_lens(name, prompt(), (answer, other))
     st.subheader("Last position: top tokens per layer")
-    st.dataframe(lens.to_frame(), hide_index=True, width="stretch",
+    table = lens.to_frame()
+    st.dataframe(table, hide_index=True, width="stretch",
                  column_config={column: st.column_config.NumberColumn(format="%.3g")
-                                for column in lens.to_frame().columns if column.startswith(("p(", "top_prob"))})
+                                for column in table.columns if column.startswith(("p(", "top_prob"))})
     st.subheader("Direct logit attribution")
     attribution = compute.direct_logit_attribution(name, prompt(), answer, other)
     top = st.slider("Components shown", 5, 60, 20, key="lens_top")
