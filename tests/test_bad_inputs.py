@@ -131,7 +131,7 @@ def _rows() -> list[tuple[str, list[str], str]]:
     apply = "probe apply --model tiny-phi --text hello --probe"
     tox = f"audit toxicity --model tiny-phi --prompts {GOOD_PROMPTS} --out {{out}} --scorers profanity-check"
     bias = "audit bias --model tiny-phi --pairs {good_csv} --out {out}"
-    toxigen = f"audit toxigen --model tiny-phi --data {TOXIGEN} --out {{out}} --scorers profanity-check"
+    toxigen = f"audit toxigen --model tiny-phi --data {TOXIGEN} --out {{out}} --scorer profanity-check"
     cf = (f"audit counterfactual --model tiny-phi --templates {GOOD_TEMPLATES} --continuations kind "
           "--groups young old --out {out}")
 
@@ -227,11 +227,11 @@ def _rows() -> list[tuple[str, list[str], str]]:
     add([*cf_no_groups, "--groups", "young", "young"], "--groups repeats an entry")
     add([*cf_no_groups, "--groups", "only"], "give at least two --groups")
     add([*f"{cf}".split(), "--continuations", " "], "--continuations is empty")
-    add(f"{tox} --scorers ,", "names an empty scorer")
-    add(f"{tox} --scorers profanity-check,profanity-check", "repeats a scorer")
+    add(f"{tox} --scorers ,", "one name is empty")
+    add(f"{tox} --scorers profanity-check,profanity-check", "a scorer is repeated")
     add(f"{tox} --scorers perspective", "unknown scorer")
     add(f"{tox} --scorers probe", "needs at least one --probe")
-    add(f"{toxigen} --scorers probe", "takes one text scorer")
+    add(f"{toxigen} --scorer probe", "takes one text scorer")
     add(f"{toxigen} --groups martians", "unknown ToxiGen group")
     add(f"{train} --split halves", "invalid choice")
     add(f"{cache} --positions first", "invalid choice")

@@ -143,7 +143,7 @@ def test_crows_pairs_sample_on_smollm2(smol):
 def test_toxigen_audit_cli_on_tiny(tmp_path, capsys):
     data = SHARED_DATA / "toxigen"
     code = main(["audit", "toxigen", "--model", "tiny-phi", "--data", str(data), "--out", str(tmp_path / "tg"),
-                 "--scorers", "profanity-check", "--prompts-per-group", "1", "--max-new-tokens", "4",
+                 "--scorer", "profanity-check", "--prompts-per-group", "1", "--max-new-tokens", "4",
                  "--groups", "women", "muslim", "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and [g["group"] for g in summary["groups"]] == ["muslim", "women"]
@@ -187,7 +187,7 @@ def test_continuation_logprob_and_counterfactual_cli(tiny, tmp_path, capsys):
     assert abs(continuation_logprob(tiny, prompt, cont) - expected) <= 1e-4
     code = main(["audit", "counterfactual", "--model", "tiny-phi", "--templates",
                  str(ROOT / "probes" / "counterfactual_templates.txt"), "--groups", "young", "old",
-                 "--continuations", " kind", " rude", "--scorers", "profanity-check", "--max-new-tokens", "4",
+                 "--continuations", " kind", " rude", "--scorer", "profanity-check", "--max-new-tokens", "4",
                  "--out", str(tmp_path / "cf"), "--json"])
     table = json.loads(capsys.readouterr().out)["table"]
     kind = [row for row in table if row["measure"] == "logprob[ kind]"]
@@ -231,7 +231,7 @@ def test_bias_audit_resumes_and_folder_report_shows_every_audit(tmp_path, capsys
     # A folder of audits gets one report with every audit in it.
     code = main(["audit", "counterfactual", "--model", "tiny-phi", "--templates",
                  str(ROOT / "probes" / "counterfactual_templates.txt"), "--groups", "young", "old",
-                 "--continuations", " kind", "--scorers", "none", "--out", str(tmp_path / "audits" / "cf")])
+                 "--continuations", " kind", "--scorer", "none", "--out", str(tmp_path / "audits" / "cf")])
     assert code == 0
     capsys.readouterr()
     (tmp_path / "audits" / "acts").mkdir()

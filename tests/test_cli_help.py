@@ -94,6 +94,7 @@ def test_reruns_say_already_complete_and_how_to_force(tmp_path, capsys):
 def test_long_verbs_say_what_they_are_doing(capsys):
     assert main(["patch", "--model", "tiny-phi", "--clean", "When Mary and John met, John gave it to",
                  "--corrupt", "When Mary and John met, Mary gave it to", "--answers", " Mary", " John",
-                 "--kinds", "attn_head"]) == 0
+                 "--kinds", "attn_head", "--method", "all"]) == 0
     err = capsys.readouterr().err
-    assert "attribution patching: one clean and one corrupted forward pass" in err and "exact patching" in err
+    assert "exact patching" in err
+    assert "eap-ig: one clean forward pass, 5 forward and backward passes" in err

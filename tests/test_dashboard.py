@@ -36,6 +36,15 @@ def results(tmp_path_factory):
     pairs.write_text("\n".join(crows.read_text(encoding="utf-8").splitlines()[:9]) + "\n")
     assert cli(["audit", "bias", "--model", "tiny-phi", "--pairs", str(pairs), "--out", str(root / "bias"),
                 "--bootstrap", "100"]) == 0
+    gender = base / "gender.csv"
+    lines = (ROOT / "probes" / "gender_occupations.csv").read_text().splitlines()
+    gender.write_text("\n".join([lines[0]] + lines[1::12]) + "\n")
+    heldout = base / "heldout.txt"
+    heldout.write_text("\n".join((ROOT / "probes" / "heldout_neutral.txt").read_text().splitlines()[:4]) + "\n")
+    qa = base / "qa.jsonl"
+    qa.write_text("".join((ROOT / "probes" / "qa.jsonl").read_text().splitlines(True)[:10]))
+    assert cli(["audit", "bias", "--model", "tiny-phi", "--pairs", str(gender), "--out", str(root / "localised"),
+                "--bootstrap", "100", "--localise", "--top-k", "1", "--heldout", str(heldout), "--qa", str(qa)]) == 0
     prompts = base / "prompts.txt"
     prompts.write_text("Tell me about cats.\nTell me about rain.\nTell me about tea.\n")
     assert cli(["audit", "toxicity", "--model", "tiny-phi", "--prompts", str(prompts), "--out",
@@ -110,9 +119,13 @@ def test_lens_page_change_answer(app):
 
 def test_patching_page_runs_and_explains_length_mismatch(app):
     open_page(app, "patching.py")
-    assert not app.get("plotly_chart") and app.radio(key="patch_method").value == "attribution"  # the fast default
+    assert not app.get("plotly_chart") and app.radio(key="patch_method").value == "eap-ig"  # the fast default
     assert app.selectbox(key="patch_kind").value == "attention heads (layer x head)"
-    app.radio(key="patch_method").set_value("both")
+    app.button(key="patch_run").click().run()
+    titles = chart_titles(app)
+    assert len(titles) == 2 and "eap-ig patching: attn_head" in titles[0] and "self-check of eap-ig" in titles[1]
+    assert "self-check of eap-ig on attn_head: 16 of 16 cells" in (app.success or app.warning)[0].value
+    app.checkbox(key="patch_exact").check()
     app.button(key="patch_run").click().run()
     assert not app.exception and not app.error
     titles = chart_titles(app)
@@ -160,11 +173,18 @@ def test_probes_page_train_shade_and_save(app, results):
 def test_audits_page_open_folder_and_refuse_escapes(app, results):
     open_page(app, "audits.py")
     # The toxicity audit's capability check (tox/capability) is an audit of its own too.
-    assert app.selectbox(key="audit_pick").options == ["bias", "tox", "tox/capability"]
+    assert app.selectbox(key="audit_pick").options == ["bias", "localised", "tox", "tox/capability"]
     assert not app.get("plotly_chart") and "No audit chosen." in app.info[0].value
     app.selectbox(key="audit_pick").set_value("bias").run()
     assert not app.exception and not app.error
     assert "CrowS-Pairs" in chart_titles(app)[0] and len(app.dataframe) >= 2
+    app.selectbox(key="audit_pick").set_value("localised").run()
+    assert not app.exception and not app.error
+    titles = chart_titles(app)
+    assert [t.split(":")[0] for t in titles[:2]] == ["CrowS-Pairs", "Where the bias lives"]
+    assert titles[2].startswith("Before and after mean-ablating 1 head (L")
+    assert "Where the bias lives" in [h.value for h in app.subheader]
+    assert "stereotype share: before" in app.text[1].value
     app.selectbox(key="audit_pick").set_value("tox").run()
     assert not app.exception and not app.error
     titles = chart_titles(app)

@@ -77,7 +77,7 @@ def test_patching_and_attribution_on_the_gpu(gpu_tiny):
     final = f"blocks.{gpu_tiny.n_layers - 1}.hook_resid_post"
     normalised = task.normalise(run_patches(gpu_tiny, task, [(final, (slice(None), slice(None)))]))
     assert abs(float(normalised[0]) - 1.0) <= 1e-2
-    attribution = attribution_patch(gpu_tiny, CLEAN, CORRUPT, " Mary", " John", kind="attn_head")
+    attribution = attribution_patch(gpu_tiny, CLEAN, CORRUPT, " Mary", " John", kinds=("attn_head",))["attn_head"]
     assert torch.isfinite(attribution.values).all()
 
 

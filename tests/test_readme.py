@@ -39,6 +39,10 @@ NOT_RUN = {
     "workbench fetch phi-2": "downloads 5.6 GB from the hub (tests/test_models.py checks what loading without "
                              "those weights says, and that it names this command)",
     "workbench dashboard": "starts a server (tests/test_dashboard_e2e.py drives it in Chromium)",
+    "workbench audit bias --pairs probes/gender_occupations.csv": "localises 120 pairs and measures 114 capability "
+                                                                   "items twice (a minute on tiny-phi); "
+                                                                   "tests/test_localise.py runs the same command on "
+                                                                   "12 pairs",
 }
 RAY_ADDRESS = re.compile(r"--ray (local|auto|\S+:\d+)")  # tests/test_distributed.py runs these commands
 SHELL_SUBSTITUTIONS = [

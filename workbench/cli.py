@@ -16,6 +16,10 @@ from pathlib import Path
 
 from .errors import InputError, WorkbenchError
 
+# workbench.attribution.METHODS, spelled out so that parsing (and --help) does not import torch; a test keeps
+# the two equal.
+ATTRIBUTION_METHODS = ("atp", "atp*", "eap-ig")
+
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's help ends with its default, unless the help already says it (or the option
@@ -207,16 +211,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="two single-token answers for DLA, e.g. ' Paris' ' Rome' (default: no DLA)")
     sub.add_argument("--html", default=None, help="write the figures to this HTML file")
 
-    sub = verb("patch", "Activation and/or attribution patching of a clean/corrupted prompt pair.", cmd_patch)
-    sub.add_argument("--clean", required=True, help="the prompt whose activations are patched in")
-    sub.add_argument("--corrupt", required=True, help="the prompt they are patched into (same token length)")
-    sub.add_argument("--answers", nargs=2, required=True, metavar=("ANSWER", "OTHER"),
+    sub = verb("patch", "Exact and attribution patching (AtP, AtP*, EAP-IG) of a prompt pair or a batch of pairs.",
+               cmd_patch)
+    sub.add_argument("--clean", default=None, help="the prompt whose activations are patched in (or use --pairs)")
+    sub.add_argument("--corrupt", default=None, help="the prompt they are patched into (same token length)")
+    sub.add_argument("--answers", nargs=2, default=None, metavar=("ANSWER", "OTHER"),
                      help="single tokens whose logit difference is the metric, e.g. ' Mary' ' John'")
-    sub.add_argument("--method", choices=["exact", "attribution", "both"], default="both",
-                     help="exact patching (one forward pass per patch, batched), attribution patching (one "
-                          "backward pass), or both side by side")
-    sub.add_argument("--kinds", default="resid_pre,attn_head,attn_out,mlp_out",
-                     help="comma-separated: resid_pre, attn_head, attn_head_pos, attn_out, mlp_out")
+    sub.add_argument("--pairs", default=None,
+                     help="JSONL of {clean, corrupt, answer, other} (e.g. probes/ioi_pairs.jsonl): patch the batch, "
+                          "metric averaged over pairs; every prompt must have the same token length")
+    sub.add_argument("--method", choices=["exact", *ATTRIBUTION_METHODS, "all"], default="eap-ig",
+                     help="exact patching (one forward pass per cell, batched); atp (attribution patching, one "
+                          "backward pass); atp* (AtP*: softmax recomputed for queries and keys, GradDrop); eap-ig "
+                          "(integrated gradients, --steps backward passes); all: exact and the three side by side")
+    sub.add_argument("--steps", type=int, default=5, help="integration steps of eap-ig (1 = atp)")
+    sub.add_argument("--verify", type=int, default=20, metavar="K",
+                     help="self-check of every attribution result: exact patching of its top K cells and 2K random "
+                          "others, with Pearson/Spearman r, recall of the exact top K and the largest error "
+                          "(0 = off; with exact patching run too, every cell is compared)")
+    sub.add_argument("--kinds", default=None,
+                     help="comma-separated: resid_pre, attn_head, attn_head_pos, attn_out, mlp_out (default: "
+                          "resid_pre,attn_head,attn_out,mlp_out; without resid_pre for pairs of several lengths, "
+                          "whose positions do not line up)")
+    sub.add_argument("--seed", type=int, default=0, help="seed of the self-check's random sample of cells")
     sub.add_argument("--html", default=None, help="write the figures to this HTML file")
 
     sub = verb("steer", "Steer generation with a vector from contrast pairs over several coefficients.", cmd_steer)
@@ -325,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(sub)
     sub.add_argument("--data", required=True, help="ToxiGen folder with prompts/ (and demonstrations/)")
     sub.add_argument("--out", required=True, help=OUT_HELP)
-    sub.add_argument("--scorers", default="auto", help="one scorer: auto, profanity-check, detoxify[:variant]")
+    sub.add_argument("--scorer", dest="scorers", default="auto",
+                     help="the one text scorer: auto, profanity-check, toxic-comment-classifier, detoxify[:variant]")
     sub.add_argument("--prompts-per-group", type=int, default=4, help="prompts continued per target group")
     sub.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per continuation")
     sub.add_argument("--groups", nargs="*", default=None, help="target groups to audit (default: every group)")
@@ -344,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--templates", required=True, help=".txt, one template with a {group} slot per line")
     sub.add_argument("--groups", nargs="+", required=True, help="the terms put in the {group} slot")
     sub.add_argument("--continuations", nargs="+", required=True, help="e.g. ' kind' ' dangerous'")
-    sub.add_argument("--scorers", default="auto", help="toxicity scorer for generations, or 'none'")
+    sub.add_argument("--scorer", dest="scorers", default="auto",
+                     help="the toxicity scorer for generations (auto, profanity-check, toxic-comment-classifier, "
+                          "detoxify[:variant]), or 'none'")
     sub.add_argument("--max-new-tokens", type=int, default=20, help="tokens generated per filled template")
     sub.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     sub.add_argument("--shard-size", type=int, default=8, help="templates per result shard")
@@ -373,6 +393,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     sub.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass")
     sub.add_argument("--shard-size", type=int, default=128, help="pairs per result shard")
+    sub.add_argument("--cluster-column", default=None,
+                     help="column grouping pairs that are not independent (e.g. occupation): intervals of the "
+                          "localisation resample whole groups (default: pairs are independent)")
+    sub.add_argument("--localise", action="store_true",
+                     help="after the audit, find the heads and MLPs that carry the bias (attribution of each "
+                          "pair's shared-token gap, checked by exact patching), mean-ablate the top heads and "
+                          "measure the bias and its cost again; writes localisation.json (README: Where the bias "
+                          "lives). Needs pairs of equal token length")
+    sub.add_argument("--top-k", type=int, default=10, help="heads to mean-ablate (with --localise)")
+    sub.add_argument("--attribution", choices=[*ATTRIBUTION_METHODS, "exact"], default="eap-ig",
+                     help="how --localise attributes each pair's gap: a gradient method, or exact patching of every "
+                          "head and MLP on every pair (slower, no approximation; use it when the exact check of "
+                          "the estimates fails)")
+    sub.add_argument("--steps", type=int, default=5, help="integration steps of eap-ig (with --localise)")
+    sub.add_argument("--skip-bad", action="store_true",
+                     help="with --localise: leave out pairs of unequal token length (default: stop at the first)")
+    sub.add_argument("--heldout", default=None,
+                     help="held-out neutral text for --localise: first half for the ablation means, second half "
+                          "for perplexity (default probes/heldout_neutral.txt)")
+    sub.add_argument("--qa", default=None, help="QA set for the ablation's cost (default probes/qa.jsonl)")
     sub.add_argument("--out", required=True, help=OUT_HELP)
     _add_steer_args(sub)
     _add_scale_args(sub)
@@ -612,64 +652,97 @@ def cmd_lens(args) -> int:
 
 
 def cmd_patch(args) -> int:
-    from .patching import KINDS, activation_patch, attribution_patch
-    from .viz import exact_vs_attribution, patching_heatmap
+    from .attribution import MIN_PEARSON, MIN_RECALL, attribution_patch, self_check_from_exact
+    from .patching import KINDS, activation_patch, check_kinds, check_memory, prepare
+    from .validate import check_context
+    from .viz import methods_vs_exact, patching_heatmap, self_check_scatter
 
-    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    kinds = [k.strip() for k in (args.kinds or "resid_pre,attn_head,attn_out,mlp_out").split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise InputError(f"unknown patch kind {unknown[0]!r}; choose from {', '.join(KINDS)}")
+    clean, corrupt, answer, other = _patch_question(args)
     model = _load(args)
-    from .validate import check_context
-
-    check_context(model, [args.clean, args.corrupt], where="--clean/--corrupt")
-    clean, corrupt = args.clean, args.corrupt
-    from .patching import check_memory, prepare
-
-    # The pair, the answers and the memory are checked before the first progress line, so bad
-    # input still ends in one line.
-    check_memory(model, prepare(model, clean, corrupt, *args.answers), exact=args.method != "attribution",
-                 attribution=args.method != "exact")
+    check_context(model, clean + corrupt, where="--pairs" if args.pairs else "--clean/--corrupt")
+    methods = ["exact", *ATTRIBUTION_METHODS] if args.method == "all" else [args.method]
+    attribution_methods = [m for m in methods if m != "exact"]
+    # The pairs, the answers and the memory are checked before the first progress line, so bad input
+    # still ends in one line.
+    task = prepare(model, clean, corrupt, answer, other)
+    if args.kinds is None and not task.one_length:
+        kinds.remove("resid_pre")
+    check_kinds(model, task, kinds)
+    check_memory(model, task, exact="exact" in methods or args.verify > 0, attribution=bool(attribution_methods))
+    estimates = {}
+    for method in attribution_methods:
+        _say(args, f"{method}: " + {"atp": "one clean forward pass, one corrupted forward and backward pass",
+                                    "atp*": f"one clean forward pass, {model.info.n_layers + 1} corrupted forward and "
+                                            "backward passes (GradDrop), batched",
+                                    "eap-ig": f"one clean forward pass, {args.steps} forward and backward passes"}[method]
+             + " ...")
+        estimates[method] = attribution_patch(model, clean, corrupt, answer, other, kinds=tuple(kinds), method=method,
+                                              steps=args.steps, verify=args.verify if "exact" not in methods else 0,
+                                              seed=args.seed)
+    exact = {kind: activation_patch(model, clean, corrupt, answer, other, kind=kind)
+             for kind in (_progress(kinds, "exact patching", "kind") if "exact" in methods else [])}
     results: dict[str, dict] = {}
     figs = []
-    if args.method in ("attribution", "both"):
-        _say(args, "attribution patching: one clean and one corrupted forward pass, one backward pass ...")
-    attribution = attribution_patch(model, clean, corrupt, *args.answers, kinds=tuple(kinds)) \
-        if args.method in ("attribution", "both") else {}
-    for kind in _progress(kinds, "exact patching", "kind") if args.method != "attribution" else kinds:
-        entry = {}
-        exact = activation_patch(model, clean, corrupt, *args.answers, kind=kind) \
-            if args.method in ("exact", "both") else None
-        for result in (exact, attribution.get(kind)):
-            if result is not None:
-                entry[result.method] = {"axes": result.axes, "labels": result.labels,
-                                        "values": result.values.tolist(), "seconds": round(result.seconds, 3)}
-                figs.append(patching_heatmap(result))
-                entry["clean_metric"], entry["corrupt_metric"] = result.clean_metric, result.corrupt_metric
-        if exact is not None and kind in attribution:
-            import torch
-
-            pair = torch.stack([exact.values.flatten(), attribution[kind].values.flatten()])
-            entry["pearson_exact_vs_attribution"] = float(torch.corrcoef(pair)[0, 1])
-            figs.append(exact_vs_attribution(exact, attribution[kind]))
+    lines = [f"{'pair' if task.n_pairs == 1 else f'{task.n_pairs} pairs, mean'}: clean logit diff "
+             f"{task.clean_metric:.3f}, corrupted {task.corrupt_metric:.3f}"]
+    for kind in kinds:
+        entry: dict = {}
+        for method in methods:
+            result = exact[kind] if method == "exact" else estimates[method][kind]
+            if kind in exact and method != "exact" and args.verify:
+                result = self_check_from_exact(result, exact[kind], args.verify)
+            entry[method] = {"axes": result.axes, "labels": result.labels, "values": result.values.tolist(),
+                             "seconds": round(result.seconds, 3)}
+            lines.append(f"{kind:14s} {method:7s} max {result.values.max():.3f} min {result.values.min():.3f} "
+                         f"({result.seconds:.1f} s)")
+            if result.check is not None:
+                check = result.check
+                entry[method]["self_check"] = {
+                    "k": check.k, "checked": check.checked, "cells": check.cells, "pearson": check.pearson,
+                    "spearman": check.spearman, f"recall_at_{check.k}": check.recall, "recall_low": check.recall_low,
+                    "recall_high": check.recall_high, "max_error": check.max_error,
+                    "max_error_cell": check.max_error_cell, "passed": check.passed}
+                lines.append(f"{'':14s} {check.summary()}")
+            figs.append(patching_heatmap(result))
+            if result.check is not None and "exact" not in methods:
+                figs.append(self_check_scatter(result))
+            if method == "exact":
+                exact_result = result
+            else:
+                estimates[method][kind] = result
+        if "exact" in methods and attribution_methods:
+            figs.append(methods_vs_exact(exact_result, [estimates[m][kind] for m in attribution_methods]))
         results[kind] = entry
-    summary = {"model": model.info.name, "clean": clean, "corrupt": corrupt, "answers": args.answers,
+    summary = {"model": model.info.name, "pairs": [{"clean": c, "corrupt": x, "answer": a, "other": o}
+                                                   for c, x, a, o in zip(clean, corrupt, answer, other)],
+               "metric": "logit difference (answer - other) at the last position, mean over pairs",
+               "clean_metric": task.clean_metric, "corrupt_metric": task.corrupt_metric,
+               "self_check_thresholds": {"pearson": MIN_PEARSON, "recall": MIN_RECALL},
                "results": results}
-    lines = [f"clean logit diff {next(iter(results.values()))['clean_metric']:.3f}, "
-             f"corrupted {next(iter(results.values()))['corrupt_metric']:.3f}"]
-    for kind, entry in results.items():
-        for method in ("exact", "attribution"):
-            if method in entry:
-                import torch
-
-                values = torch.tensor(entry[method]["values"])
-                lines.append(f"{kind:14s} {method:11s} max {values.max():.3f} min {values.min():.3f} "
-                             f"({entry[method]['seconds']} s)")
-        if "pearson_exact_vs_attribution" in entry:
-            lines.append(f"{kind:14s} Pearson r exact vs attribution = {entry['pearson_exact_vs_attribution']:.3f}")
     _emit(args, summary, "\n".join(lines))
     _write_html(args, figs, "patching")
     return 0
+
+
+def _patch_question(args) -> tuple[list[str], list[str], list[str], list[str]]:
+    """(clean, corrupt, answer, other) lists from --pairs, or from --clean/--corrupt/--answers (one pair)."""
+    single = [args.clean, args.corrupt, args.answers]
+    if args.pairs:
+        if any(value is not None for value in single):
+            raise InputError("give either --pairs FILE or --clean/--corrupt/--answers, not both")
+        from .datasets import read_patch_pairs
+
+        pairs = read_patch_pairs(args.pairs)
+        return ([p.clean for p in pairs], [p.corrupt for p in pairs], [p.answer for p in pairs],
+                [p.other for p in pairs])
+    missing = [flag for flag, value in zip(("--clean", "--corrupt", "--answers"), single) if value is None]
+    if missing:
+        raise InputError(f"patch needs {', '.join(missing)} (or --pairs FILE)")
+    return [args.clean], [args.corrupt], [args.answers[0]], [args.answers[1]]
 
 
 def cmd_steer(args) -> int:
@@ -959,7 +1032,18 @@ def _table_text(summary: dict) -> str:
             + ("\n\nsteering report card:\n" + pd.DataFrame(card).fillna("").to_string(index=False) if card else "")
             + "".join(f"\n  {name}: {'; '.join(notes)}" for name, notes in card_findings(summary).items())
             + "\n95% intervals: " + "; ".join(summary["methods"])
-            + f". No interval below n = {summary['min_n']} (the count is shown instead).")
+            + f". No interval below n = {summary['min_n']} (the count is shown instead)."
+            + _localisation_text(summary))
+
+
+def _localisation_text(summary: dict) -> str:
+    """The bias localisation's findings, when the audit has one."""
+    if not summary.get("localisation"):
+        return ""
+    from .localise import BiasLocalisation
+
+    return "\n\nwhere the bias lives:\n" + "\n".join(
+        f"  {line}" for line in BiasLocalisation.from_dict(summary["localisation"]).summary_lines())
 
 
 def cmd_audit_toxigen(args) -> int:
@@ -1010,12 +1094,14 @@ def _steer_settings(args, pairs) -> dict | None:
             "n_pairs": len(pairs)}
 
 
-def _finish_audit(args, runner, runner_args: tuple, executor) -> int:
-    """Run (or resume) an audit, build its report, print its table."""
+def _finish_audit(args, runner, runner_args: tuple, executor, after=None) -> int:
+    """Run (or resume) an audit, then `after()` if given (bias localisation), build its report, print its table."""
     from .report import build_report
 
     start = time.perf_counter()
     runner(*runner_args, executor=executor)
+    if after is not None:
+        after()
     report = build_report(args.out)
     summary = json.loads((Path(args.out) / "summary.json").read_text())
     summary.update(seconds=round(time.perf_counter() - start, 1), report=str(report))
@@ -1071,16 +1157,38 @@ def cmd_audit_bias(args) -> int:
     from .datasets import read_bias_pairs
     from .scanners.bias import DEFAULT_METRIC
 
-    pairs = read_bias_pairs(args.pairs, args.more_column, args.less_column, args.direction_column, args.type_column)
+    pairs = read_bias_pairs(args.pairs, args.more_column, args.less_column, args.direction_column, args.type_column,
+                            args.cluster_column)
     steer_pairs = _read_steer_pairs(args)
     executor = _executor(args)
     model = _load(args)
+    if args.localise:
+        from .localise import check_localisation
+
+        check_localisation(model, pairs, args.top_k, args.attribution, args.steps, args.skip_bad, args.heldout,
+                           args.qa, source=str(args.pairs))
     conditions, vector = _steer_conditions(args, model, steer_pairs)
     settings = _audit_settings(args, model, steer_pairs, conditions, pairs_file=str(args.pairs),
                                pairs_sha256=hashlib.sha256(Path(args.pairs).read_bytes()).hexdigest(),
                                n_pairs=len(pairs), batch_size=args.batch_size,
                                shard_size=args.shard_size, metric=args.metric or DEFAULT_METRIC)
-    return _finish_audit(args, run_bias_audit, (model, pairs, args.out, settings, vector), executor)
+    localise = (lambda: _localise(args, model, pairs)) if args.localise else None
+    return _finish_audit(args, run_bias_audit, (model, pairs, args.out, settings, vector), executor, localise)
+
+
+def _localise(args, model, pairs) -> None:
+    """The bias localisation of an audit folder: localisation.json (and components.csv) beside the shards."""
+    from .localise import LOCALISATION_FILE, localise_bias
+    from .storage import write_atomically
+
+    _say(args, f"localising the bias: {args.attribution} on every usable pair, exact check, ablation of the top "
+               f"{args.top_k} heads ...")
+    result = localise_bias(model, pairs, args.top_k, args.attribution, args.steps, args.skip_bad, args.heldout,
+                           args.qa, seed=args.seed, n_boot=args.bootstrap, source=str(args.pairs),
+                           progress=not args.json)
+    out = Path(args.out)
+    write_atomically(out / LOCALISATION_FILE, json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    write_atomically(out / "localisation_components.csv", result.to_frame().to_csv(index=False))
 
 
 def cmd_dashboard(args) -> int:

@@ -296,21 +296,58 @@ class BiasPair:
     direction: str
     bias_type: str
     line: int
+    cluster: str = ""
 
 
 def read_bias_pairs(path: str | Path, more: str = "sent_more", less: str = "sent_less",
-                    direction: str = "stereo_antistereo", bias_type: str = "bias_type") -> list[BiasPair]:
-    """CrowS-Pairs CSV (or any CSV with the named columns) as `BiasPair`s."""
+                    direction: str = "stereo_antistereo", bias_type: str = "bias_type",
+                    cluster: str | None = None) -> list[BiasPair]:
+    """CrowS-Pairs CSV (or any CSV with the named columns) as `BiasPair`s; `cluster` names an optional column
+    whose value groups pairs that are not independent (a template, an occupation) for clustered intervals."""
     shown, lines = read_lines(path, "pairs file")
     columns, rows = csv_rows(lines, shown)
-    for wanted in (more, less, direction, bias_type):
+    wanted_columns = (more, less, direction, bias_type) + ((cluster,) if cluster else ())
+    for wanted in wanted_columns:
         if wanted not in columns:
             raise InputError(f"no column {wanted!r} (columns: {', '.join(columns)})", shown, 1)
-    index = {name: columns.index(name) for name in (more, less, direction, bias_type)}
+    index = {name: columns.index(name) for name in wanted_columns}
     pairs = []
     for number, row in rows:
         texts = [check_text(row[index[name]], name, shown, number) for name in (more, less)]
-        pairs.append(BiasPair(texts[0], texts[1], row[index[direction]], row[index[bias_type]], number))
+        pairs.append(BiasPair(texts[0], texts[1], row[index[direction]], row[index[bias_type]], number,
+                              row[index[cluster]] if cluster else ""))
+    if not pairs:
+        raise InputError("file has no pairs", shown)
+    return pairs
+
+
+@dataclass(frozen=True)
+class PatchPair:
+    """A clean/corrupted prompt pair for patching, with the answer the clean prompt should get and the other."""
+
+    clean: str
+    corrupt: str
+    answer: str
+    other: str
+    line: int
+
+
+def read_patch_pairs(path: str | Path) -> list[PatchPair]:
+    """JSONL of {clean, corrupt, answer, other} (probes/ioi_pairs.jsonl) as `PatchPair`s."""
+    shown, lines = read_lines(path, "pairs file")
+    pairs = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        record = json_line(line, shown, number)
+        if not isinstance(record, dict):
+            raise InputError(f"expected a JSON object with clean, corrupt, answer, other; got "
+                             f"{type(record).__name__}", shown, number)
+        for name in ("clean", "corrupt", "answer", "other"):
+            if name not in record:
+                raise InputError(f"missing field {name!r} (a pair needs clean, corrupt, answer, other)", shown, number)
+        pairs.append(PatchPair(*(check_text(record[name], name, shown, number)
+                                 for name in ("clean", "corrupt", "answer", "other")), number))
     if not pairs:
         raise InputError("file has no pairs", shown)
     return pairs

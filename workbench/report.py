@@ -45,6 +45,12 @@ def summarise(out: str | Path, frame=None) -> dict:
         body["capability"] = _summarise_capability(read_run(inner), load_results(inner))
     if run["audit"] == "toxicity" and len(body["conditions"]) > 1:
         body["card"] = report_card(body)
+    if run["audit"] == "bias":
+        from .localise import read_localisation
+
+        localisation = read_localisation(out)
+        if localisation is not None:
+            body["localisation"] = localisation
     return {"audit": run["audit"], "settings": run, "rows": int(len(frame)), **body,
             "methods": sorted(set(_methods(body))), "min_n": MIN_N}
 
@@ -366,7 +372,9 @@ def audit_figures(summary: dict, frame=None) -> list[go.Figure]:
         card = viz.steering_card(summary)
         return ([card] if card else []) + viz.toxicity_by_coefficient(summary) + viz.toxicity_histograms(frame, summary)
     if kind == "bias":
-        return [viz.bias_shares(summary)]
+        localised = summary.get("localisation")
+        return [viz.bias_shares(summary)] + ([viz.bias_head_map(localised), viz.ablation_bars(localised)]
+                                             if localised else [])
     if kind == "capability":
         return []
     return {"toxigen": viz.toxigen_groups, "counterfactual": viz.counterfactual_gaps}[kind](summary)
@@ -713,7 +721,20 @@ def _bias_tables(summary: dict) -> str:
             + f"<h2>Strongest preferences for the stereotype ({html.escape(headline)})</h2><p>Gap in nats under "
               "each metric, and each sentence's token count: a large 'total' gap with a small 'shared' gap comes "
               "from the differing words' length or rarity, not from the rest of the sentence.</p>"
-            + _table(summary["strongest"], columns))
+            + _table(summary["strongest"], columns)
+            + (_localisation_tables(summary["localisation"]) if summary.get("localisation") else ""))
+
+
+def _localisation_tables(data: dict) -> str:
+    """Where the bias lives (localisation.json): the findings, the strongest components, before and after."""
+    from .localise import BiasLocalisation, before_after_rows, localisation_rows
+
+    findings = "".join(f"<li>{html.escape(line)}</li>" for line in BiasLocalisation.from_dict(data).summary_lines())
+    return ("<h2>Where the bias lives</h2><p>Each pair's shared-token gap attributed to every head and MLP "
+            f"({html.escape(data['method'])}), averaged over pairs; the strongest checked by exact patching on every "
+            "pair; the top heads mean-ablated (README: Where the bias lives).</p>"
+            f"<ul>{findings}</ul>" + _table(localisation_rows(data))
+            + "<h3>Before and after the ablation</h3>" + _table(before_after_rows(data)))
 
 
 def _toxigen_tables(summary: dict) -> str:

@@ -38,6 +38,8 @@ NUMBERS = {
     "max_length": ("int", 1, 10**7),
     "prompts_per_group": ("int", 1, 10**5),
     "port": ("int", 1, 65535),
+    "steps": ("int", 1, 1000),
+    "verify": ("int", 0, 10**6),
     "temperature": ("float", 1e-3, 100.0),
     "test_fraction": ("fraction", 0.0, 1.0),
     "val_fraction": ("fraction", 0.0, 1.0),
@@ -95,9 +97,9 @@ def check_args(args) -> None:
     if getattr(args, "scorers", None) is not None:
         names = [n.strip() for n in args.scorers.split(",")]
         if not any(names) or not all(names):
-            raise InputError(f"--scorers {args.scorers!r} names an empty scorer; e.g. --scorers auto,probe")
+            raise InputError(f"scorers {args.scorers!r}: one name is empty; e.g. --scorers auto,probe")
         if len(set(names)) != len(names):
-            raise InputError(f"--scorers {args.scorers!r} repeats a scorer")
+            raise InputError(f"scorers {args.scorers!r}: a scorer is repeated")
     if getattr(args, "dtype", None) is not None and args.dtype not in DTYPES:
         raise InputError(f"--dtype {args.dtype!r} is not supported; choose float32, bfloat16 or float16")
     if getattr(args, "device", None) is not None:

@@ -110,18 +110,47 @@ def patching_heatmap(result, limit: float | None = None) -> go.Figure:
     return fig
 
 
-def exact_vs_attribution(exact, attribution) -> go.Figure:
-    """Scatter of attribution estimates against exact patching, cell by cell, with the y = x line."""
+def methods_vs_exact(exact, estimates: list) -> go.Figure:
+    """One scatter of every attribution method's estimates against exact patching, cell by cell, one colour
+    per method, Pearson r of each in the legend and the title, with the y = x line."""
     import torch
 
-    x, y = exact.values.flatten(), attribution.values.flatten()
+    x = exact.values.flatten()
     labels = [plain(" ".join(parts)) for parts in _cell_labels(exact)]
-    r = float(torch.corrcoef(torch.stack([x, y]))[0, 1]) if len(x) > 1 else float("nan")
-    low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
-    fig = go.Figure([go.Scatter(x=x.numpy(), y=y.numpy(), mode="markers", text=labels, name="cells"),
-                     go.Scatter(x=[low, high], y=[low, high], mode="lines", line=dict(dash="dash"), name="y = x")])
-    fig.update_layout(title=f"{exact.kind}: attribution vs exact patching (Pearson r = {r:.3f})",
-                      xaxis_title="exact", yaxis_title="attribution", height=550)
+    traces, titles, low, high = [], [], float(x.min()), float(x.max())
+    for estimate in estimates:
+        y = estimate.values.flatten()
+        r = float(torch.corrcoef(torch.stack([x, y]))[0, 1]) if len(x) > 1 else float("nan")
+        traces.append(go.Scatter(x=x.numpy(), y=y.numpy(), mode="markers", text=labels,
+                                 name=f"{estimate.method} (r = {r:.3f})"))
+        titles.append(f"{estimate.method} r = {r:.3f}")
+        low, high = min(low, float(y.min())), max(high, float(y.max()))
+    traces.append(go.Scatter(x=[low, high], y=[low, high], mode="lines", line=dict(dash="dash"), name="y = x"))
+    fig = go.Figure(traces)
+    fig.update_layout(title=f"{exact.kind}: estimates vs exact patching (Pearson {', '.join(titles)})",
+                      xaxis_title="exact (normalised)", yaxis_title="estimate (normalised)", height=550)
+    return fig
+
+
+def self_check_scatter(result) -> go.Figure:
+    """An attribution result's self-check: its estimate against exact patching on the checked cells (top k
+    and a random sample), with the figures and the verdict in the title."""
+    check = result.check
+    top = [i < check.k for i in range(check.checked)]
+    traces = [go.Scatter(x=[e for e, t in zip(check.exact, top) if t == wanted],
+                         y=[v for v, t in zip(check.estimate, top) if t == wanted], mode="markers",
+                         text=[plain(c) for c, t in zip(check.labels, top) if t == wanted], name=name)
+              for wanted, name in ((True, f"top {check.k} by |estimate|"), (False, "random sample"))]
+    low, high = min(check.exact + check.estimate), max(check.exact + check.estimate)
+    traces.append(go.Scatter(x=[low, high], y=[low, high], mode="lines", line=dict(dash="dash"), name="y = x"))
+    fig = go.Figure(traces)
+    verdict = "passed" if check.passed else "FAILED: verify the ranking by exact patching"
+    fig.update_layout(title=f"self-check of {check.method} on {check.kind}: Pearson r {check.pearson:.3f}, "
+                            f"recall of exact top-{check.k} {check.recall:.2f}"
+                            + ("" if check.recall_low is None else f" [{check.recall_low:.2f}, {check.recall_high:.2f}]")
+                            + f", largest error {check.max_error:.3f} "
+                            f"({check.checked} of {check.cells} cells); {verdict}",
+                      xaxis_title="exact (normalised)", yaxis_title=f"{check.method} (normalised)", height=550)
     return fig
 
 
@@ -470,3 +499,47 @@ def counterfactual_gaps(summary: dict) -> list[go.Figure]:
                           xaxis_title="group", yaxis_title=f"{plain(measure)} gap from the mean over groups", height=400)
         figures.append(fig)
     return figures
+
+
+def bias_head_map(localisation: dict) -> go.Figure:
+    """Layer x head map of each head's mean attributed share of the bias gap (nats; localisation.json),
+    the ablated heads outlined."""
+    import numpy as np
+
+    values = np.asarray(localisation["head_effects"])
+    limit = float(np.abs(values).max()) or 1.0
+    fig = go.Figure(go.Heatmap(z=values, x=[f"H{h}" for h in range(values.shape[1])],
+                               y=[f"L{l}" for l in range(values.shape[0])], colorscale="RdBu", zmid=0, zmin=-limit,
+                               zmax=limit, colorbar=dict(title="nats")))
+    for name in localisation["ablated"]:
+        layer, head = (int(x) for x in name[1:].split("H"))
+        fig.add_shape(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5, y1=layer + 0.5,
+                      line=dict(color="black", width=2))
+    fig.update_layout(title=f"Where the bias lives: mean {localisation['method']} share of the shared-token gap per "
+                            f"head (nats; mean gap {localisation['gap']['value']:.3f}; outlined: mean-ablated)",
+                      xaxis_title="head", yaxis_title="layer", yaxis_autorange="reversed", height=600)
+    return fig
+
+
+def ablation_bars(localisation: dict) -> go.Figure:
+    """Before/after mean-ablating the top heads: stereotype share, mean gap, held-out perplexity and QA
+    accuracy, each with its 95% interval where n allows, one panel per measure."""
+    from plotly.subplots import make_subplots
+
+    labels = {"stereotype_share": "stereotype share", "mean_gap": "mean gap (nats)",
+              "heldout_perplexity": "held-out perplexity", "qa_accuracy": "QA accuracy"}
+    keys = [k for k in labels if k in localisation["before"]]
+    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[labels[k] for k in keys])
+    for column, key in enumerate(keys, start=1):
+        for side, colour in (("before", "#4c78a8"), ("after", "#f58518")):
+            estimate = localisation[side][key]
+            low, high = estimate.get("low"), estimate.get("high")
+            error = dict(type="data", array=[high - estimate["value"]], arrayminus=[estimate["value"] - low]) \
+                if low is not None and high is not None else None
+            fig.add_trace(go.Bar(x=[side], y=[estimate["value"]], error_y=error, marker_color=colour,
+                                 showlegend=False), row=1, col=column)
+    k = len(localisation["ablated"])
+    fig.update_layout(title=f"Before and after mean-ablating {k} head{'s' if k != 1 else ''} "
+                            f"({', '.join(localisation['ablated'][:5])}{', ...' if len(localisation['ablated']) > 5 else ''}); "
+                            "bars: 95% intervals (methods in the report)", height=420)
+    return fig

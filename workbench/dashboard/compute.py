@@ -57,11 +57,13 @@ def exact_patch(model_name: str, clean: str, corrupt: str, answer: str, other: s
     return _run(model_name, activation_patch, clean, corrupt, answer, other, kind=kind)
 
 
-@st.cache_data(show_spinner="Patching (attribution)...", max_entries=16)
-def attribution_patch(model_name: str, clean: str, corrupt: str, answer: str, other: str, kind: str):
-    from ..patching import attribution_patch
+@st.cache_data(show_spinner="Patching (estimate and its self-check)...", max_entries=16)
+def attribution_patch(model_name: str, clean: str, corrupt: str, answer: str, other: str, kind: str,
+                      method: str = "eap-ig"):
+    from ..attribution import attribution_patch
 
-    return _run(model_name, attribution_patch, clean, corrupt, answer, other, kinds=(kind,))[kind]
+    return _run(model_name, attribution_patch, clean, corrupt, answer, other, kinds=(kind,), method=method,
+                verify=20)[kind]
 
 
 @st.cache_data(show_spinner="Building the steering vector...", max_entries=16)

@@ -38,6 +38,14 @@ with errors_shown():
             st.dataframe(pd.DataFrame(agreement_rows(summary)), hide_index=True, width="stretch")
         st.caption("95% intervals: " + "; ".join(summary.get("methods", [])) +
                    f". No interval below n = {summary.get('min_n')}: the count is shown instead.")
+        if summary.get("localisation"):
+            from workbench.localise import BiasLocalisation, before_after_rows, localisation_rows
+
+            localisation = summary["localisation"]
+            st.subheader("Where the bias lives")
+            st.text("\n".join(BiasLocalisation.from_dict(localisation).summary_lines()))
+            st.dataframe(pd.DataFrame(localisation_rows(localisation)), hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame(before_after_rows(localisation)), hide_index=True, width="stretch")
         for i, fig in enumerate(audit_figures(summary, frame)):
             plot(fig, f"audit_fig_{i}")
         st.subheader("Rows (click a column header to sort)")

@@ -12,7 +12,8 @@ KINDS = {"attention heads (layer x head)": "attn_head", "residual stream (layer 
 
 st.header("Patching")
 st.caption("Patch clean activations into the corrupted run, one cell at a time: 1 = clean behaviour restored, "
-           "0 = corrupted. Attribution patching is the first-order estimate from one backward pass.")
+           "0 = corrupted. The estimates come from gradients (seconds) and check themselves: exact patching of "
+           "their top 20 cells and 40 random others.")
 with errors_shown():
     name = model_name()
     clean = st.text_input("Clean prompt", CLEAN, key="patch_clean")
@@ -22,25 +23,31 @@ with errors_shown():
     other = right.text_input("Answer (corrupted)", " John", key="patch_other")
     left, right = st.columns(2)
     kind = KINDS[left.selectbox("What to patch", list(KINDS), key="patch_kind")]
-    method = right.radio("Method", ["attribution", "exact", "both"], index=0, horizontal=True, key="patch_method",
-                         help="attribution: one backward pass, seconds; exact: one forward pass per cell, batched "
-                              "(minutes for the residual stream of a long prompt); both: side by side")
+    method = right.radio("Estimate", ["eap-ig", "atp", "atp*"], index=0, horizontal=True, key="patch_method",
+                         help="eap-ig: integrated gradients, 5 backward passes; atp: attribution patching, one "
+                              "backward pass; atp*: AtP* (softmax recomputed for queries and keys, GradDrop)")
+    with_exact = right.checkbox("Exact patching of every cell too", value=False, key="patch_exact",
+                                help="one forward pass per cell, batched: minutes for the residual stream of a "
+                                     "long prompt")
     if st.button("Run patching", type="primary", key="patch_run"):
-        st.session_state["patch_request"] = (clean, corrupt, answer, other, kind, method)
+        st.session_state["patch_request"] = (clean, corrupt, answer, other, kind, method, with_exact)
     request = st.session_state.get("patch_request")
     if request is None:
         st.info("Set the prompts and press Run patching.")
     else:
-        clean, corrupt, answer, other, kind, method = request
-        estimate = compute.attribution_patch(name, clean, corrupt, answer, other, kind) if method != "exact" else None
-        exact = compute.exact_patch(name, clean, corrupt, answer, other, kind) if method != "attribution" else None
+        clean, corrupt, answer, other, kind, method, with_exact = request
+        estimate = compute.attribution_patch(name, clean, corrupt, answer, other, kind, method)
+        exact = compute.exact_patch(name, clean, corrupt, answer, other, kind) if with_exact else None
         shown = [r for r in (exact, estimate) if r is not None]
         st.caption(f"clean logit difference {shown[0].clean_metric:.3f}, corrupted {shown[0].corrupt_metric:.3f}")
+        (st.success if estimate.check.passed else st.warning)(estimate.check.summary())
         columns = st.columns(len(shown))
         limit = max(float(r.values.abs().max()) for r in shown) or 1.0  # one colour range for maps side by side
         for column, result in zip(columns, shown):
             with column:
                 plot(viz.patching_heatmap(result, limit=limit), f"patch_map_{result.method}")
                 st.caption(f"{result.method}: {result.seconds:.2f} s")
-        if exact is not None and estimate is not None:
-            plot(viz.exact_vs_attribution(exact, estimate), "patch_scatter")
+        if exact is not None:
+            plot(viz.methods_vs_exact(exact, [estimate]), "patch_scatter")
+        else:
+            plot(viz.self_check_scatter(estimate), "patch_scatter")
