@@ -424,26 +424,44 @@ def summarise_check(result: PatchingResult, cells: list[int], exact: torch.Tenso
     if len(cells) >= 3 and np.ptp(exact_np) > 0 and np.ptp(estimate_np) > 0:
         pearson = float(stats.pearsonr(estimate_np, exact_np).statistic)
         spearman = float(stats.spearmanr(estimate_np, exact_np).statistic)
-    # The k-th largest |exact| among the checked cells is the bar for "in the exact top k". The estimate's
-    # own top k that clear it are hits; the sampled others that clear it stand for n_rest / n_sampled cells each.
-    bar = np.sort(np.abs(exact_np))[::-1][k - 1]
-    hits = int((np.abs(exact_np[:k]) >= bar).sum())
+    # Recall of the exact top k: the bar is the k-th largest |exact| over all cells, estimated from the
+    # checked ones (each sampled cell stands for n_rest / n_sampled cells); the estimate's own top k that
+    # clear it are the hits. With every cell checked this is the exact recall.
     sampled = len(cells) - k
-    above = int((np.abs(exact_np[k:]) >= bar).sum())
-    missed = above * (n_rest / sampled) if sampled else 0.0
-    recall = hits / (hits + missed) if hits + missed else 1.0
+    weight = n_rest / sampled if sampled else 0.0
+    recall = _recall(np.abs(exact_np[:k]), np.abs(exact_np[k:]), weight, k)
     recall_low = recall_high = None
-    if sampled and sampled < n_rest:  # extrapolated: the range a Wilson interval on the sampled share gives
-        from scipy.stats import binomtest
-
-        share = binomtest(above, sampled).proportion_ci(confidence_level=0.95, method="wilson")
-        recall_low = hits / (hits + share.high * n_rest) if hits else 0.0
-        recall_high = hits / (hits + share.low * n_rest) if hits + share.low * n_rest else 1.0
+    if sampled and sampled < n_rest:  # extrapolated: the range a Wilson interval on the sample's share gives
+        recall_low, recall_high = _recall_range(np.abs(exact_np[:k]), np.abs(exact_np[k:]), n_rest, k)
     errors = np.abs(estimate_np - exact_np)
     worst = int(errors.argmax())
     return SelfCheck(result.method, result.kind, k, result.values.numel(), [labels[c] for c in cells],
                      exact_np.tolist(), estimate_np.tolist(), pearson, spearman, recall, float(errors[worst]),
                      labels[cells[worst]], recall_low, recall_high)
+
+
+def _recall(top: np.ndarray, sample: np.ndarray, weight: float, k: int, share_at=None) -> float:
+    """Share of the estimate's top-k cells (their |exact| in `top`) at or above the k-th largest |exact| over
+    all cells, that bar estimated from `top` and the random `sample` (each sampled cell standing for `weight`
+    cells, or, with `share_at(bar)`, the unchecked cells' share above a bar taken from it)."""
+    for bar in np.sort(np.concatenate([top, sample]))[::-1]:
+        others = share_at(bar) if share_at else (sample >= bar).sum() * weight
+        if (top >= bar).sum() + others >= k:
+            return float((top >= bar).sum() / k)
+    return float((top > 0).sum() / k) if k else 1.0
+
+
+def _recall_range(top: np.ndarray, sample: np.ndarray, n_rest: int, k: int) -> tuple[float, float]:
+    """The recall with the unchecked cells' share above each bar at the ends of its Wilson 95% interval."""
+    from scipy.stats import binomtest
+
+    def at(end: str):
+        def share_at(bar: float) -> float:
+            interval = binomtest(int((sample >= bar).sum()), len(sample)).proportion_ci(0.95, method="wilson")
+            return (interval.high if end == "high" else interval.low) * n_rest
+        return share_at
+
+    return _recall(top, sample, 0, k, at("high")), _recall(top, sample, 0, k, at("low"))
 
 
 def _cell_labels(labels: tuple[list[str], ...]) -> list[str]:

@@ -1185,7 +1185,7 @@ def _localise(args, model, pairs) -> None:
                f"{args.top_k} heads ...")
     result = localise_bias(model, pairs, args.top_k, args.attribution, args.steps, args.skip_bad, args.heldout,
                            args.qa, seed=args.seed, n_boot=args.bootstrap, source=str(args.pairs),
-                           progress=not args.json)
+                           progress=True)
     out = Path(args.out)
     write_atomically(out / LOCALISATION_FILE, json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     write_atomically(out / "localisation_components.csv", result.to_frame().to_csv(index=False))
