@@ -167,8 +167,7 @@ def estimate(model, task: PatchingTask, kinds, method: str, steps: int = DEFAULT
     else:
         corrupt, grads = _gradient_pass(model, task, grad_names, keep=qk_names)
         passes = [grads] + (_grad_drop_passes(model, task, grad_names) if method == "atp*" else [])
-    results = {}
-    elapsed = time.perf_counter() - start
+    values_of = {}
     for kind, (axes, labels, patches) in plans.items():
         per_pass = []
         for grads_of_pass in passes:
@@ -179,11 +178,13 @@ def estimate(model, task: PatchingTask, kinds, method: str, steps: int = DEFAULT
                 cells = torch.stack([_linear_estimate(clean, corrupt, grads_of_pass, name, index)
                                      for name, index in patches])
             per_pass.append(cells)
-        values = per_pass[0] if len(per_pass) == 1 else _grad_drop(per_pass, patches, kind)
-        shape = tuple(len(l) for l in labels)
-        normalised = values / (task.clean_metric - task.corrupt_metric)
-        results[kind] = PatchingResult(kind, method, normalised.reshape(shape).float(), axes, labels,
-                                       task.clean_metric, task.corrupt_metric, task.tokens, elapsed)
+        values_of[kind] = per_pass[0] if len(per_pass) == 1 else _grad_drop(per_pass, patches, kind)
+    elapsed = time.perf_counter() - start
+    results = {}
+    for kind, (axes, labels, _) in plans.items():
+        normalised = values_of[kind] / (task.clean_metric - task.corrupt_metric)
+        results[kind] = PatchingResult(kind, method, normalised.reshape(tuple(len(l) for l in labels)).float(), axes,
+                                       labels, task.clean_metric, task.corrupt_metric, task.tokens, elapsed)
     return results
 
 

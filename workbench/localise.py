@@ -150,7 +150,9 @@ class BiasLocalisation:
                  f"{len(self.skipped_lines)} pairs skipped): mean shared-token gap {self.gap.text()} nats",
                  f"top {len(self.top_heads)} heads ({TOP_SHARE:.0%} of {len(self.head_effects) * len(self.head_effects[0])}"
                  f"): {', '.join(self.top_heads)}; share of the gap they carry {self.top_share.text()}",
-                 f"all heads carry {self.heads_share:.2f} of the gap by the estimates, all MLPs {self.mlps_share:.2f}",
+                 f"all heads carry {self.heads_share:.2f} of the gap by the estimates, all MLPs {self.mlps_share:.2f}"
+                 + (" (far from 1: the components interact, so these shares are not a decomposition of the gap)"
+                    if abs(self.heads_share + self.mlps_share - 1) > 0.5 else ""),
                  f"exact check of {self.check['n']} components on every pair: Pearson r {self.check['pearson']:.3f}, "
                  f"largest error {self.check['max_error']:.3f} nats at {self.check['max_error_at']}"]
         for key, label, percent in (("stereotype_share", "stereotype share", True), ("mean_gap", "mean gap (nats)", False),

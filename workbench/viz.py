@@ -515,7 +515,7 @@ def bias_head_map(localisation: dict) -> go.Figure:
         layer, head = (int(x) for x in name[1:].split("H"))
         fig.add_shape(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5, y1=layer + 0.5,
                       line=dict(color="black", width=2))
-    fig.update_layout(title=f"Where the bias lives: mean {localisation['method']} share of the shared-token gap per "
+    fig.update_layout(title=f"Where the bias lives: mean {localisation['method']} effect on the shared-token gap per "
                             f"head (nats; mean gap {localisation['gap']['value']:.3f}; outlined: mean-ablated)",
                       xaxis_title="head", yaxis_title="layer", yaxis_autorange="reversed", height=600)
     return fig
