@@ -159,8 +159,8 @@ def estimate(model, task: PatchingTask, kinds, method: str, steps: int = DEFAULT
     qk_names = {f"blocks.{l}.attn.hook_{x}" for l in qk_layers for x in ("rot_q", "rot_k", "v", "pattern",
                                                                           "attn_scores")}
     grad_names = names | {f"blocks.{l}.attn.hook_z" for l in qk_layers}
+    check_memory(model, task, exact=False, attribution=True)  # before any forward pass
     clean = _clean_cache(model, task.clean_ids, names | qk_names)
-    check_memory(model, task, exact=False, attribution=True)
     if method == "eap-ig":
         corrupt, grads = _integrated_gradients(model, task, grad_names, steps)
         passes = [grads]

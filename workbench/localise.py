@@ -311,7 +311,7 @@ def _bias_and_cost(model, pairs: Sequence, items: Sequence, clusters, seed: int,
 
     scores = pair_scores(model, pairs)
     gaps = scores["shared_more"] - scores["shared_less"]
-    estimates = {"stereotype_share": share(gaps > 0, clusters, seed=seed, n_boot=n_boot),
+    estimates = {"stereotype_share": share(gaps > 0, clusters, seed=seed, n_boot=n_boot, unit="pairs"),
                  "mean_gap": mean(gaps, clusters=clusters, seed=seed, n_boot=n_boot, unit="pairs")}
     estimates.update(summarise_capability(capability_rows(model, items), seed=seed, n_boot=n_boot))
     return estimates, gaps

@@ -144,11 +144,12 @@ def proportion(hits: Sequence[bool] | int, n: int | None = None, method: str = "
 
 
 def share(indicators: Sequence[bool], clusters: Sequence | None = None, seed: int = 0,
-          n_boot: int = N_BOOT) -> Estimate:
-    """Share of rows that are hits: Wilson when every row is its own unit, else a cluster bootstrap."""
+          n_boot: int = N_BOOT, unit: str = "rows") -> Estimate:
+    """Share of rows that are hits: Wilson when every row is its own unit, else a cluster bootstrap
+    (unit: what the rows are called in its method text)."""
     if clusters is None or len(set(clusters)) == len(clusters):
         return proportion(indicators)
-    return mean(np.asarray(indicators, dtype=float), clusters=clusters, seed=seed, n_boot=n_boot)
+    return mean(np.asarray(indicators, dtype=float), clusters=clusters, seed=seed, n_boot=n_boot, unit=unit)
 
 
 # ----------------------------------------------------------------------------- bootstrap
