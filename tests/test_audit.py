@@ -74,6 +74,31 @@ def test_steering_conditions_in_one_report(prompts_file, tmp_path, capsys):
 CHILD = slow_audit_child(0.4)
 
 
+
+def test_library_call_is_the_command(prompts_file, tmp_path, tiny, capsys):
+    """`audit_toxicity(model, ...)` and `workbench audit toxicity` run one code path: the same rows, the
+    same conditions, the same capability check; bad options fail before anything is written."""
+    from workbench.errors import InputError
+    from workbench.toxicity_audit import audit_toxicity
+
+    pairs = ROOT / "probes" / "polite_vs_rude_pairs.jsonl"
+    assert main(audit_args(prompts_file, tmp_path / "cli", "--steer", str(pairs), "--layer", "2", "--alpha", "4",
+                           "--json")) == 0
+    command = json.loads(capsys.readouterr().out)
+    run = audit_toxicity(tiny, prompts_file, tmp_path / "lib", scorers=["profanity-check"], max_new_tokens=6,
+                         samples=2, shard_size=2, batch_size=2, seed=7, steer=pairs, layer=2, alpha=[4])
+    assert load_results(tmp_path / "cli").equals(run.results())
+    assert run.summary["conditions"] == command["conditions"] and run.summary["card"] == command["card"]
+    assert (tmp_path / "lib" / "capability" / "run.json").exists() and run.report.exists()
+    assert {"condition", "scorer"} <= set(run.to_frame().columns) and len(run.card_frame()) == 2
+    assert "steer+4" in repr(run) and len(repr(run)) < 300
+    for options, message in (({"alpha": [4]}, "--alpha/--ablate need --steer"),
+                             ({"scorers": ["nope"]}, "unknown scorer 'nope'"),
+                             ({"max_new_tokens": 0}, "max-new-tokens")):
+        with pytest.raises(InputError, match=message):
+            audit_toxicity(tiny, prompts_file, tmp_path / "bad", **options)
+    assert not (tmp_path / "bad").exists()
+
 def test_sigkill_twice_then_resume_equals_uninterrupted(prompts_file, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)

@@ -98,3 +98,11 @@ def test_long_verbs_say_what_they_are_doing(capsys):
     err = capsys.readouterr().err
     assert "exact patching" in err
     assert "eap-ig: one clean forward pass, 5 forward and backward passes" in err
+
+
+def test_cli_attribution_methods_are_the_library_s():
+    """The CLI spells the methods out (so --help does not import torch); they must stay the library's."""
+    from workbench.attribution import METHODS
+    from workbench.cli.common import ATTRIBUTION_METHODS
+
+    assert tuple(ATTRIBUTION_METHODS) == tuple(METHODS)

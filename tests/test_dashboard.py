@@ -188,8 +188,8 @@ def test_audits_page_open_folder_and_refuse_escapes(app, results):
     app.selectbox(key="audit_pick").set_value("tox").run()
     assert not app.exception and not app.error
     titles = chart_titles(app)
-    assert [t.split(";")[0] for t in titles] == ["Steering report card: safety effect against capability cost, "
-                                                 "one point per condition",
+    assert [t.split(";")[0] for t in titles] == ["Steering report card: safety effect against capability cost<br>"
+                                                 "<sup>one point per condition and scorer",
                                                  "mean continuation toxicity (profanity-check, lexical)",
                                                  "change from the baseline, prompt by prompt (profanity-check, lexical)",
                                                  "continuation toxicity by condition: profanity-check (lexical)"]

@@ -168,6 +168,20 @@ def test_cli_verbs_json_and_html_on_tiny(capsys, tmp_path):
         assert html.exists() and "plotly" in html.read_text()[:200000]
 
 
+
+def test_head_scores_match_transformer_lens_head_detector(tiny):
+    """Our head scores and TransformerLens' detect_head scoring (its own functions, same tokens) differ only
+    by TL's normalisation over every query: x L/(2L+1) (duplicate, induction), x 2L/(2L+1) (previous)."""
+    from workbench.attention import repeated_random_tokens, transformer_lens_scores
+
+    seq_len, n_seqs = 12, 3
+    ids = repeated_random_tokens(tiny, seq_len, n_seqs, 0)
+    assert all(len(set(row[1:seq_len + 1].tolist())) == seq_len for row in ids)  # no accidental duplicates
+    ours, theirs = head_scores(tiny, seq_len, n_seqs), transformer_lens_scores(tiny, seq_len, n_seqs)
+    for kind, factor in (("previous_token", 2 * seq_len), ("duplicate_token", seq_len), ("induction", seq_len)):
+        expected = ours.scores[kind].double() * factor / (2 * seq_len + 1)
+        assert torch.allclose(theirs.scores[kind].double(), expected, atol=1e-6), kind  # measured gap: 1.5e-8 (float32)
+
 # ----------------------------------------------------------------------------- smollm2-135m: known phenomena
 
 

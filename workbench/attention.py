@@ -9,6 +9,14 @@ half at the repeat of r_i:
 - induction score: attention to the token after the first occurrence, r_{i+1}.
 
 Scores are mean attention weights in [0, 1], averaged over queries and sequences.
+
+TransformerLens' `head_detector.detect_head` scores the same three kinds with its own detection
+patterns, but divides by every query of the sequence, the first half's included (where no
+duplicate or induction target exists yet). `transformer_lens_scores` runs TransformerLens' own
+scoring on the same tokens and patterns; on sequences whose random half repeats no token, the two
+differ only by that normalisation: TL's score = ours x L / (2L + 1) for duplicate-token and
+induction, x 2L / (2L + 1) for previous-token (tests/test_interp.py checks it). We keep ours as
+the headline because it reads as "attention on the target", 1.0 for a perfect head.
 """
 from __future__ import annotations
 
@@ -109,3 +117,33 @@ def head_scores(model, seq_len: int = 40, n_seqs: int = 8, seed: int = 0) -> Hea
         "induction": patterns[..., queries, queries - seq_len + 1].mean(dim=(1, 3)),
     }
     return HeadScores({k: v.cpu() for k, v in scores.items()}, seq_len, n_seqs, seed, model.info.name)
+
+
+TL_HEAD_NAMES = {"previous_token": "previous_token_head", "duplicate_token": "duplicate_token_head",
+                 "induction": "induction_head"}
+
+
+def transformer_lens_scores(model, seq_len: int = 40, n_seqs: int = 8, seed: int = 0) -> HeadScores:
+    """The same heads scored by TransformerLens' head detector (its detection patterns and its
+    "mul" similarity, no exclusions, averaged over the sequences as `detect_head` does for a list),
+    on the tokens `head_scores` uses; see the module docstring for how the two relate."""
+    from transformer_lens import head_detector
+
+    ids = repeated_random_tokens(model, seq_len, n_seqs, seed)
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.info.n_layers)]
+    with torch.no_grad():
+        _, cache = model.bridge.run_with_cache(ids, names_filter=names)
+    patterns = torch.stack([cache[name] for name in names]).float().cpu()  # [layer, seq, head, q, k]
+    scores = {}
+    for kind, tl_name in TL_HEAD_NAMES.items():
+        detect = getattr(head_detector, f"get_{tl_name}_detection_pattern")
+        total = torch.zeros(patterns.shape[0], patterns.shape[2], dtype=torch.float64)
+        for s in range(n_seqs):
+            detection = detect(ids[s:s + 1].cpu())
+            for layer in range(patterns.shape[0]):
+                for head in range(patterns.shape[2]):
+                    total[layer, head] += head_detector.compute_head_attention_similarity_score(
+                        patterns[layer, s, head], detection, exclude_bos=False, exclude_current_token=False,
+                        error_measure="mul")
+        scores[kind] = (total / n_seqs).float()
+    return HeadScores(scores, seq_len, n_seqs, seed, model.info.name)

@@ -134,6 +134,14 @@ def attribution_patch(model, clean, corrupt, answer=None, other=None, kinds: tup
             raise InputError(f"unknown patch kind {kind!r}; choose from {', '.join(KINDS)}")
     start = time.perf_counter()
     task = prepare(model, clean, corrupt, answer, other, metric)
+    return attribute(model, task, kinds, method, steps, verify, seed, start)
+
+
+def attribute(model, task: PatchingTask, kinds, method: str = "atp", steps: int = DEFAULT_STEPS, verify: int = 0,
+              seed: int = 0, start: float | None = None) -> dict[str, PatchingResult]:
+    """`attribution_patch` on a task already prepared (`workbench.patching.prepare`), so a caller
+    that also patches exactly prepares the pairs once."""
+    check_method(method, steps)
     results = estimate(model, task, kinds, method, steps, start)
     if verify:
         results = {kind: replace(result, check=self_check(model, task, result, verify, seed=seed))

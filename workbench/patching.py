@@ -321,7 +321,16 @@ def activation_patch(model, clean, corrupt, answer=None, other=None, kind: str =
     import time
 
     start = time.perf_counter()
-    task = prepare(model, clean, corrupt, answer, other, metric)
+    return patch_task(model, prepare(model, clean, corrupt, answer, other, metric), kind, max_batch, start)
+
+
+def patch_task(model, task: PatchingTask, kind: str = "attn_head", max_batch: int = 32,
+               start: float | None = None) -> PatchingResult:
+    """`activation_patch` on a task already prepared (`prepare`): callers that patch several kinds
+    or also run attribution prepare the pairs once. start: perf_counter() the seconds count from."""
+    import time
+
+    start = time.perf_counter() if start is None else start
     axes, labels, patches = _axes(model, task, kind)
     values = run_patches(model, task, patches, max_batch)
     shape = tuple(len(l) for l in labels)

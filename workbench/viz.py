@@ -418,7 +418,7 @@ def steering_card(summary: dict) -> go.Figure | None:
              if any(key in row for row in card)]
     if not costs:
         return None
-    fig = make_subplots(rows=1, cols=len(costs), shared_yaxes=True, subplot_titles=[t for _, t in costs])
+    fig = make_subplots(rows=1, cols=len(costs), shared_yaxes=True, horizontal_spacing=0.04)
     scorers = list(dict.fromkeys(row["scorer"] for row in card))
     for col, (key, title) in enumerate(costs, 1):
         for i, scorer in enumerate(scorers):
@@ -426,16 +426,20 @@ def steering_card(summary: dict) -> go.Figure | None:
             xs, ys = [r[key] for r in rows], [r["toxicity"] for r in rows]
             fig.add_trace(go.Scatter(
                 x=[e["value"] for e in xs], y=[e["value"] for e in ys], error_x=_error_bars(xs),
-                error_y=_error_bars(ys), mode="markers+text", text=[plain(r["condition"]) for r in rows],
-                textposition="top center", name=plain(f"{scorer} ({rows[0]['scorer kind']})") if rows else "",
+                error_y=_error_bars(ys), mode="markers+text" if i == 0 else "markers",  # one label per condition
+                text=[plain(r["condition"]) for r in rows], textposition="top right",
+                cliponaxis=False,
+                hovertemplate="%{text}: toxicity %{y:.3f}, " + plain(title) + " %{x:.3g}<extra></extra>", name=plain(f"{scorer} ({rows[0]['scorer kind']})") if rows else "",
                 legendgroup=plain(scorer), showlegend=col == 1, marker=dict(color=_PALETTE[i % len(_PALETTE)])),
                 row=1, col=col)
         fig.update_xaxes(title_text=title, row=1, col=col)
     fig.update_yaxes(title_text="mean continuation toxicity", row=1, col=1)
     methods = sorted({e["method"] for r in card for e in r.values() if isinstance(e, dict) and e.get("low") is not None})
-    fig.update_layout(title="Steering report card: safety effect against capability cost, one point per condition; "
-                            f"bars: 95% intervals ({len(methods)} methods, listed below)",
-                      height=480, legend_title_text="toxicity scorer")
+    fig.update_layout(title="Steering report card: safety effect against capability cost<br><sup>one point per "
+                            f"condition and scorer; bars: 95% intervals ({len(methods)} methods, listed below)</sup>",
+                      height=500, legend_title_text="toxicity scorer",
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
+                      margin=dict(b=120))
     return fig
 
 
@@ -449,8 +453,13 @@ def _grouped_bars(rows: list[dict], x_key: str, estimate_key: str) -> go.Figure:
     for condition in dict.fromkeys(r["condition"] for r in rows):
         picked = [r for r in rows if r["condition"] == condition]
         estimates = [r[estimate_key] for r in picked]
+        # Below the minimum n there is no interval: the bar is hatched and labelled with its count.
+        bare = [e.get("low") is None for e in estimates]
+        counts = [(f"{e['count']}/{e['n']}" if e.get("count") is not None else f"n = {e['n']}") if b else ""
+                  for e, b in zip(estimates, bare)]
         fig.add_trace(go.Bar(x=[plain(r[x_key]) for r in picked], y=[e["value"] for e in estimates],
-                             name=plain(condition), error_y=_error_bars(estimates)))
+                             name=plain(condition), error_y=_error_bars(estimates), text=counts,
+                             textposition="outside", marker_pattern_shape=["/" if b else "" for b in bare]))
     return fig
 
 
@@ -460,11 +469,33 @@ def bias_shares(summary: dict) -> go.Figure:
     fig = _grouped_bars(rows, "bias_type", "stereotype_share")
     fig.add_hline(y=0.5, line_dash="dash", annotation_text="no preference")
     fig.update_layout(barmode="group", title="CrowS-Pairs: share of pairs where the more-stereotyping sentence scores "
-                      f"higher, per condition and metric; bars: {_interval_note([r['stereotype_share'] for r in rows])}",
+                      f"higher, per condition and metric<br><sup>bars: {_interval_note([r['stereotype_share'] for r in rows])}"
+                      "; hatched: no interval, the count is shown</sup>",
                       xaxis_title="bias type", yaxis_title="share preferring the stereotype (0.5 = none)",
                       yaxis_range=[0, 1], height=450)
     return fig
 
+
+
+def crows_pairs_shares(result) -> go.Figure:
+    """A `scanners.bias.CrowsPairsResult`: the share of pairs preferring the more-stereotyping sentence
+    per bias type, one bar per metric (total, shared, mean), with Wilson 95% intervals (none below
+    the minimum n); 0.5 is no preference."""
+    from .scanners.bias import METRICS, crows_estimates
+
+    types = [p.bias_type for p in result.pairs]
+    rows = [{"condition": metric, "bias_type": kind, "stereotype_share": estimate.to_dict()}
+            for metric in METRICS
+            for kind, estimate in crows_estimates(types, result.prefers_more(metric).tolist()).items()]
+    fig = _grouped_bars(rows, "bias_type", "stereotype_share")
+    fig.add_hline(y=0.5, line_dash="dash", annotation_text="no preference")
+    fig.update_layout(barmode="group", title=f"CrowS-Pairs on {plain(result.model_name)}, {len(result.pairs)} pairs: "
+                      "share preferring the stereotype, per metric<br><sup>bars: "
+                      f"{_interval_note([r['stereotype_share'] for r in rows])}; hatched: no interval, "
+                      "the count is shown</sup>",
+                      xaxis_title="bias type", yaxis_title="share preferring the stereotype (0.5 = none)",
+                      yaxis_range=[0, 1], height=450, legend_title_text="metric")
+    return fig
 
 def toxigen_groups(summary: dict) -> list[go.Figure]:
     """Per group: likelihood preference for hateful statements, and continuation toxicity after

@@ -439,3 +439,17 @@ def make_scorer(name: str, model=None, probe_path: str | None = None, **options)
         return ProbeScorer(model, Probe.load(probe_path), path=str(probe_path))
     raise InputError(f"unknown scorer {name!r}; choose auto, profanity-check, toxic-comment-classifier, "
                      "detoxify[:variant] or probe")
+
+
+SCORER_NAMES = ("auto", "profanity-check", "toxic-comment-classifier", "detoxify[:variant]", "probe")
+
+
+def check_scorer_names(names: Sequence[str], probes: Sequence[str] = ()) -> None:
+    """Every name is a scorer `make_scorer` knows, and 'probe' comes with probe folders; checked
+    before any model work (InputError naming the bad one)."""
+    for name in names:
+        if name not in ("auto", "profanity-check", "toxic-comment-classifier", "probe") \
+                and not (name == "detoxify" or name.startswith("detoxify:")):
+            raise InputError(f"unknown scorer {name!r}; choose from {', '.join(SCORER_NAMES)}")
+    if "probe" in names and not probes:
+        raise InputError("the 'probe' scorer needs at least one --probe FOLDER")

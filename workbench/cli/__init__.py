@@ -1,0 +1,78 @@
+"""The `workbench` command: one verb per capability.
+
+Every verb prints a human summary (or, with --json, one JSON object on stdout);
+progress bars go to stderr. Exit codes: 0 done, 1 model unavailable or other
+failure, 2 bad input (one line naming the file, line and problem).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+
+from ..errors import InputError, WorkbenchError
+from . import app_verbs, audit_verbs, interp_verbs, model_verbs, probe_verbs
+from .common import OneLineParser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..validate import check_args
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except InputError as error:
+        verb = next((a for a in argv if not a.startswith("-")), "")
+        return _fail(verb, error, 2, "--json" in argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    verb = args.command
+    wants_json = bool(getattr(args, "json", False))
+    try:
+        check_args(args)  # every argument, before any model work or write
+        with _staged_output(args):
+            return args.func(args) or 0
+    except InputError as error:
+        return _fail(verb, error, 2, wants_json)
+    except WorkbenchError as error:
+        return _fail(verb, error, 1, wants_json)
+    except KeyboardInterrupt:
+        print(f"workbench {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+@contextlib.contextmanager
+def _staged_output(args):
+    """An audit, cache or report at a URL (s3://...) runs in a local staging copy that is uploaded
+    shard by shard (workbench.remote); the verb sees the local folder, the user the URL."""
+    from ..remote import is_url, staged
+
+    attribute = "folder" if args.command == "report" else "out"
+    url = getattr(args, attribute, None)
+    if not is_url(url):
+        yield
+        return
+    with staged(url) as local:
+        setattr(args, attribute, str(local))
+        args.staged = (str(local), url)
+        yield
+
+
+def _fail(verb: str, error: Exception, code: int, wants_json: bool) -> int:
+    """One line on stderr; with --json also one JSON object on stdout, so a script always gets JSON."""
+    print(f"workbench {verb}: error: {error}".replace("workbench : ", "workbench: "), file=sys.stderr)
+    if wants_json:
+        print(json.dumps({"error": str(error), "exit_code": code}))
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `workbench` parser: each verb group adds its own options, beside its code."""
+    parser = OneLineParser(prog="workbench", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="command", metavar="VERB")
+    for group in (model_verbs, interp_verbs, probe_verbs, audit_verbs, app_verbs):
+        group.register(verbs)
+    return parser
