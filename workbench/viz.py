@@ -51,6 +51,11 @@ def head_score_grid(scores, kind: str = "induction") -> go.Figure:
     return fig
 
 
+def _shortened(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, with an ellipsis when it was cut."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def logit_lens_heatmap(lens) -> go.Figure:
     """Probability of each tracked token per layer, top token written in each row."""
     z = lens.probs.numpy()
@@ -59,7 +64,7 @@ def logit_lens_heatmap(lens) -> go.Figure:
                                x=[plain(repr(t)) for t in lens.tracked] or ["top token"], y=lens.layers,
                                text=text, texttemplate="%{text}", colorscale="Purples", zmin=0, zmax=1,
                                colorbar=dict(title="probability")))
-    fig.update_layout(title=plain(f"logit lens at position {lens.position}: {lens.text[:60]!r}"),
+    fig.update_layout(title=plain(f"logit lens at position {lens.position}: {_shortened(lens.text, 60)!r}"),
                       yaxis_autorange="reversed", height=max(400, 18 * len(lens.layers)))
     return fig
 
@@ -67,15 +72,20 @@ def logit_lens_heatmap(lens) -> go.Figure:
 def logit_lens_grid_heatmap(grid) -> go.Figure:
     """Layer x position map of the logit lens: each cell names the top next token and is coloured
     by its log-probability."""
+    import numpy as np
+
     z = grid.top_logprobs.numpy()
     columns = [plain(f"{p}:{t}") for p, t in enumerate(grid.tokens)]
     text = [[plain(token) for token in row] for row in grid.top_tokens]
+    # The colours span the log-probabilities present (2nd percentile, within [-10, -1]): a fixed -10
+    # floor left most maps one dark shade, since a late layer's top token usually has log p above -3.
+    low = float(np.clip(np.percentile(z, 2), -10.0, -1.0)) if z.size else -10.0
     fig = go.Figure(go.Heatmap(z=z, x=columns, y=grid.layers, text=text, texttemplate="%{text}",
-                               colorscale="Purples", zmin=min(-10.0, float(z.min())), zmax=0,
+                               textfont=dict(size=10), colorscale="Purples", zmin=low, zmax=0,
                                colorbar=dict(title="log p"),
                                hovertemplate="%{y}, after %{x}: next %{text} (log p %{z:.2f})<extra></extra>"))
     fig.update_layout(title=plain(f"logit lens: the top next token at every layer and position of "
-                                  f"{grid.text[:50]!r}"), xaxis_title="position", yaxis_title="layer",
+                                  f"{_shortened(grid.text, 50)!r}"), xaxis_title="position", yaxis_title="layer",
                       yaxis_autorange="reversed", height=max(420, 20 * len(grid.layers)))
     return fig
 
