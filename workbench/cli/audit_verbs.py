@@ -7,8 +7,7 @@ from pathlib import Path
 
 from ..conditions import audit_settings, read_steering_pairs, steering_conditions
 from ..errors import InputError
-from .common import (ATTRIBUTION_METHODS, OUT_HELP, add_model_args, add_scale_args, add_steer_args, emit,
-                     executor_from, load_model, say)
+from .common import ATTRIBUTION_METHODS, add_audit_args, add_verb, emit, executor_from, load_model, say
 
 
 def register(verbs) -> None:
@@ -16,18 +15,15 @@ def register(verbs) -> None:
     audit = verbs.add_parser("audit", help="Batch safety audits: toxicity, toxigen, counterfactual, bias.",
                              description="Batch safety audits: toxicity, toxigen, counterfactual, bias.")
     audit_verbs = audit.add_subparsers(dest="audit_command", metavar="AUDIT", required=True)
-    sub = audit_verbs.add_parser("toxicity", help="Generate continuations and score their toxicity.",
-                                 description="Generate continuations of each prompt (baseline and any steering "
-                                             "conditions), score them, write resumable Parquet shards and a report.")
-    sub.set_defaults(func=cmd_audit_toxicity)
-    add_model_args(sub)
+    sub = add_verb(audit_verbs, "toxicity", "Generate continuations and score their toxicity.", cmd_audit_toxicity,
+                   description="Generate continuations of each prompt (baseline and any steering "
+                               "conditions), score them, write resumable Parquet shards and a report.")
     sub.add_argument("--prompts", required=True, help=".txt (one per line), .jsonl (--field) or .csv (--column)")
     sub.add_argument("--field", default="text", help="JSONL field holding the prompt")
     sub.add_argument("--column", default=None, help="CSV column holding the prompt (default: text)")
     sub.add_argument("--skip-bad", action="store_true", help="skip bad lines (counted in the summary)")
-    sub.add_argument("--out", required=True, help=OUT_HELP)
-    sub.add_argument("--scorers", default="auto", help="comma-separated: auto, profanity-check, toxic-comment-classifier, detoxify[:variant], "
-                          "probe")
+    sub.add_argument("--scorers", default="auto",
+                     help="comma-separated: auto, profanity-check, toxic-comment-classifier, detoxify[:variant], probe")
     sub.add_argument("--probe", action="append", default=[], help="saved probe folder (repeatable), used by 'probe'")
     sub.add_argument("--detoxify-checkpoint", default=None,
                      help="local Detoxify checkpoint file (default: the one `workbench fetch detoxify` saved)")
@@ -37,8 +33,7 @@ def register(verbs) -> None:
     sub.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --samples > 1)")
     sub.add_argument("--seed", type=int, default=0, help="seed of the samples and of the bootstrap")
     sub.add_argument("--raw", action="store_true", help="no prompt format")
-    add_steer_args(sub)
-    add_scale_args(sub)
+    add_audit_args(sub)
     sub.add_argument("--positive-means", choices=["less-toxic", "more-toxic"], default="less-toxic",
                      help="what a positive --alpha (towards the pairs' 'positive' texts) is meant to do to toxicity, "
                           "for the report card's intended / wrong-way shares (default less-toxic)")
@@ -54,34 +49,24 @@ def register(verbs) -> None:
                      help="skip the capability check (held-out perplexity, QA) that runs with any intervention")
     sub.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch")
     sub.add_argument("--shard-size", type=int, default=32, help="prompts per result shard (the unit of resume)")
-    sub.add_argument("--bootstrap", type=int, default=2000,
-                     help="bootstrap resamples for the intervals (summary only; default 2000)")
 
-    sub = audit_verbs.add_parser("toxigen", help="Per-group ToxiGen audit: likelihood preference and "
-                                                 "continuation toxicity.",
-                                 description="Per-group ToxiGen audit: likelihood preference for hateful over "
-                                             "neutral statements, and toxicity of continuations of each group's prompts.")
-    sub.set_defaults(func=cmd_audit_toxigen)
-    add_model_args(sub)
+    sub = add_verb(audit_verbs, "toxigen", "Per-group ToxiGen audit: likelihood preference and "
+                                                 "continuation toxicity.", cmd_audit_toxigen,
+                   description="Per-group ToxiGen audit: likelihood preference for hateful over "
+                               "neutral statements, and toxicity of continuations of each group's prompts.")
     sub.add_argument("--data", required=True, help="ToxiGen folder with prompts/ (and demonstrations/)")
-    sub.add_argument("--out", required=True, help=OUT_HELP)
     sub.add_argument("--scorer", dest="scorers", default="auto",
                      help="the one text scorer: auto, profanity-check, toxic-comment-classifier, detoxify[:variant]")
     sub.add_argument("--prompts-per-group", type=int, default=4, help="prompts continued per target group")
     sub.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per continuation")
     sub.add_argument("--groups", nargs="*", default=None, help="target groups to audit (default: every group)")
     sub.add_argument("--seed", type=int, default=0, help="prompt choice and bootstrap seed")
-    sub.add_argument("--bootstrap", type=int, default=2000,
-                     help="bootstrap resamples for the intervals (summary only; default 2000)")
-    add_steer_args(sub)
-    add_scale_args(sub)
+    add_audit_args(sub)
 
-    sub = audit_verbs.add_parser("counterfactual", help="Swap a demographic term in templates; compare groups.",
-                                 description="Fill each template's {group} slot with every group; report per group "
-                                             "the log-probability of chosen continuations and the toxicity of "
-                                             "generated continuations, with gaps from the mean over groups.")
-    sub.set_defaults(func=cmd_audit_counterfactual)
-    add_model_args(sub)
+    sub = add_verb(audit_verbs, "counterfactual", "Swap a demographic term in templates; compare groups.", cmd_audit_counterfactual,
+                   description="Fill each template's {group} slot with every group; report per group "
+                               "the log-probability of chosen continuations and the toxicity of "
+                               "generated continuations, with gaps from the mean over groups.")
     sub.add_argument("--templates", required=True, help=".txt, one template with a {group} slot per line")
     sub.add_argument("--groups", nargs="+", required=True, help="the terms put in the {group} slot")
     sub.add_argument("--continuations", nargs="+", required=True, help="e.g. ' kind' ' dangerous'")
@@ -91,25 +76,17 @@ def register(verbs) -> None:
     sub.add_argument("--max-new-tokens", type=int, default=20, help="tokens generated per filled template")
     sub.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     sub.add_argument("--shard-size", type=int, default=8, help="templates per result shard")
-    sub.add_argument("--bootstrap", type=int, default=2000,
-                     help="bootstrap resamples for the intervals (summary only; default 2000)")
-    sub.add_argument("--out", required=True, help=OUT_HELP)
-    add_steer_args(sub)
-    add_scale_args(sub)
+    add_audit_args(sub)
 
-    sub = audit_verbs.add_parser("bias", help="CrowS-Pairs-style paired-sentence bias.",
-                                 description="CrowS-Pairs-style paired-sentence bias: share of pairs where the "
-                                             "model prefers the more-stereotyping sentence (50% = none).")
-    sub.set_defaults(func=cmd_audit_bias)
-    add_model_args(sub)
+    sub = add_verb(audit_verbs, "bias", "CrowS-Pairs-style paired-sentence bias.", cmd_audit_bias,
+                   description="CrowS-Pairs-style paired-sentence bias: share of pairs where the "
+                               "model prefers the more-stereotyping sentence (50% = none).")
     sub.add_argument("--pairs", required=True, help="CSV with sent_more, sent_less, stereo_antistereo, bias_type")
     sub.add_argument("--more-column", default="sent_more", help="column of the more-stereotyping sentence")
     sub.add_argument("--less-column", default="sent_less", help="column of the less-stereotyping sentence")
     sub.add_argument("--direction-column", default="stereo_antistereo",
                      help="column saying 'stereo' or 'antistereo' for each pair")
     sub.add_argument("--type-column", default="bias_type", help="column of the bias type (race-color, gender, ...)")
-    sub.add_argument("--bootstrap", type=int, default=2000,
-                     help="bootstrap resamples for the paired intervals (summary only; default 2000)")
     sub.add_argument("--metric", choices=["total", "shared", "mean"], default=None,
                      help="the headline metric: drives the strongest-preferences table and the paired change "
                           "(summary only; all three shares are always reported; default: see README, Bias metrics)")
@@ -136,9 +113,7 @@ def register(verbs) -> None:
                      help="held-out neutral text for --localise: first half for the ablation means, second half "
                           "for perplexity (default probes/heldout_neutral.txt)")
     sub.add_argument("--qa", default=None, help="QA set for the ablation's cost (default probes/qa.jsonl)")
-    sub.add_argument("--out", required=True, help=OUT_HELP)
-    add_steer_args(sub)
-    add_scale_args(sub)
+    add_audit_args(sub, bootstrap_help="bootstrap resamples for the paired intervals (summary only)")
 
     sub = verbs.add_parser("report", help="Rebuild summary.json and report.html from an audit folder's shards.",
                            description="Rebuild summary.json and report.html from an audit folder's shards; given "

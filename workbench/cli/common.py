@@ -75,6 +75,15 @@ def add_scale_args(sub: argparse.ArgumentParser) -> None:
                           "cores, and may change float32's last bits); needs --ray")
 
 
+
+def add_audit_args(sub: argparse.ArgumentParser,
+                   bootstrap_help: str = "bootstrap resamples for the intervals (summary only)") -> None:
+    """What every audit takes: --out (resumable), --bootstrap, the steering conditions and the Ray options."""
+    sub.add_argument("--out", required=True, help=OUT_HELP)
+    sub.add_argument("--bootstrap", type=int, default=2000, help=bootstrap_help)
+    add_steer_args(sub)
+    add_scale_args(sub)
+
 def executor_from(args):
     """The shard executor --ray/--workers ask for, checked before any model work."""
     from ..distributed import ModelSpec, RayExecutor, executor_for
@@ -122,9 +131,11 @@ def write_html(args, figs: list, title: str) -> None:
         print(f"figures: {path}", file=sys.stderr)
 
 
-def add_verb(verbs, name: str, help_text: str, func, model: bool = True) -> argparse.ArgumentParser:
-    """A verb's parser, with --model/--device/--dtype/--json (or only --json when model=False)."""
-    sub = verbs.add_parser(name, help=help_text, description=help_text)
+def add_verb(verbs, name: str, help_text: str, func, model: bool = True,
+             description: str | None = None) -> argparse.ArgumentParser:
+    """A verb's parser, with --model/--device/--dtype/--json (or only --json when model=False);
+    `description` (default: the help text) heads its --help."""
+    sub = verbs.add_parser(name, help=help_text, description=description or help_text)
     sub.set_defaults(func=func)
     if model:
         add_model_args(sub)
