@@ -82,11 +82,15 @@ def test_library_call_is_the_command(prompts_file, tmp_path, tiny, capsys):
     from workbench.toxicity_audit import audit_toxicity
 
     pairs = ROOT / "probes" / "polite_vs_rude_pairs.jsonl"
+    qa, heldout = tmp_path / "qa.jsonl", tmp_path / "heldout.txt"  # a small capability check, to keep the test short
+    qa.write_text("".join((ROOT / "probes" / "qa.jsonl").read_text().splitlines(keepends=True)[:12]))
+    heldout.write_text("".join((ROOT / "probes" / "heldout_neutral.txt").read_text().splitlines(keepends=True)[:12]))
     assert main(audit_args(prompts_file, tmp_path / "cli", "--steer", str(pairs), "--layer", "2", "--alpha", "4",
-                           "--json")) == 0
+                           "--qa", str(qa), "--heldout", str(heldout), "--json")) == 0
     command = json.loads(capsys.readouterr().out)
     run = audit_toxicity(tiny, prompts_file, tmp_path / "lib", scorers=["profanity-check"], max_new_tokens=6,
-                         samples=2, shard_size=2, batch_size=2, seed=7, steer=pairs, layer=2, alpha=[4])
+                         samples=2, shard_size=2, batch_size=2, seed=7, steer=pairs, layer=2, alpha=[4], qa=str(qa),
+                         heldout=[str(heldout)])
     assert load_results(tmp_path / "cli").equals(run.results())
     assert run.summary["conditions"] == command["conditions"] and run.summary["card"] == command["card"]
     assert (tmp_path / "lib" / "capability" / "run.json").exists() and run.report.exists()
@@ -97,6 +101,8 @@ def test_library_call_is_the_command(prompts_file, tmp_path, tiny, capsys):
                              ({"max_new_tokens": 0}, "max-new-tokens")):
         with pytest.raises(InputError, match=message):
             audit_toxicity(tiny, prompts_file, tmp_path / "bad", **options)
+    with pytest.raises(InputError, match="at least one non-empty prompt"):
+        audit_toxicity(tiny, ["A prompt.", "  "], tmp_path / "bad")  # prompts may be a list of strings
     assert not (tmp_path / "bad").exists()
 
 def test_sigkill_twice_then_resume_equals_uninterrupted(prompts_file, tmp_path):

@@ -145,6 +145,7 @@ def test_readme_python_blocks_run_as_written(scratch, capsys):
     assert namespace["exact"].shape == (namespace["model"].cfg.n_layers, namespace["model"].cfg.n_heads)
     assert len(repr(namespace["vector"])) < 200
     assert namespace["disk"]["resid_post", 15].shape == (4, namespace["model"].cfg.d_model)
+    assert len(namespace["run"].results()) == 4 and (Path("results/tox-python") / "report.html").exists()
     print(f"README: {ran} Python blocks run, {len(PYTHON_NOT_RUN)} listed as not run")
 
 
