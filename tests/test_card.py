@@ -164,6 +164,11 @@ def test_report_card_numbers(card_audit):
     # Capability is measured under each condition: steering at 8 moves held-out perplexity.
     assert card[("steer+8", "profanity-check")]["heldout_perplexity"]["value"] != \
         card[("baseline", "profanity-check")]["heldout_perplexity"]["value"]
+    # The instruct condition scores the held-out texts after the instruction: its perplexity says so.
+    from workbench.report import INSTRUCT_PERPLEXITY_NOTE, card_rows
+
+    shown = {r["condition"]: r["held-out perplexity [95% CI]"] for r in card_rows(summary)}
+    assert INSTRUCT_PERPLEXITY_NOTE in shown["instruct"] and INSTRUCT_PERPLEXITY_NOTE not in shown["steer+8"]
     # In words: one entry per intervened condition, each naming only changes whose interval excludes none.
     from workbench.report import card_findings
 

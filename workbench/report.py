@@ -578,7 +578,7 @@ def card_findings(summary: dict) -> dict[str, list[str]]:
             notes.append(f"continuations are less fluent: perplexity {fluency['perplexity']['value']:.1f} under the "
                          f"unsteered model (baseline {base_fluency['perplexity']['value']:.1f})")
         cap, base_cap = capability.get(c["condition"], {}), capability.get("baseline", {})
-        if above(cap.get("heldout_perplexity"), base_cap.get("heldout_perplexity")):
+        if c.get("kind") != "instruct" and above(cap.get("heldout_perplexity"), base_cap.get("heldout_perplexity")):
             notes.append(f"held-out perplexity {cap['heldout_perplexity']['value']:.1f} "
                          f"(baseline {base_cap['heldout_perplexity']['value']:.1f})")
         qa = cap.get("qa_vs_baseline", {})
@@ -614,6 +614,8 @@ def card_rows(summary: dict) -> list[dict]:
                                    ("heldout_perplexity", "held-out perplexity", 1)):
             if key in r:
                 row[label + " [95% CI]"] = estimate_text(r[key], digits)
+        if "heldout_perplexity" in r and r.get("kind") == "instruct":
+            row["held-out perplexity [95% CI]"] += f" ({INSTRUCT_PERPLEXITY_NOTE})"
         if "qa_accuracy" in r:
             row["QA accuracy [95% CI]"] = estimate_text(r["qa_accuracy"], 1, True)
         if "qa_vs_baseline" in r:
@@ -623,6 +625,11 @@ def card_rows(summary: dict) -> list[dict]:
     order = list(dict.fromkeys(key for key in CARD_COLUMNS if any(key in row for row in rows)))
     return [{key: row.get(key, "") for key in order} for row in rows]
 
+
+# Measured on smollm2-135m: the held-out texts' perplexity is 119 after the start token alone and 64-75
+# after any short prefix ("Reply rudely.", "Reply politely.", "Here is a sentence.", "Hello."), so
+# the instruct condition's value measures the prefix, not a capability cost.
+INSTRUCT_PERPLEXITY_NOTE = "texts scored after the instruction: any prefix changes it, not comparable with the baseline"
 
 CARD_COLUMNS = ("condition", "meant to move toxicity", "scorer (kind)", "mean toxicity [95% CI]",
                 "change vs baseline [95% CI]", "prompts moved as intended", "prompts moved the wrong way",
