@@ -102,13 +102,17 @@ def repeated_random_tokens(model, seq_len: int, n_seqs: int, seed: int) -> torch
     return torch.cat([start, half, half], dim=1).to(model.device)
 
 
-def head_scores(model, seq_len: int = 40, n_seqs: int = 8, seed: int = 0) -> HeadScores:
-    """Previous-token, duplicate-token and induction scores of every head (see module docstring)."""
-    ids = repeated_random_tokens(model, seq_len, n_seqs, seed)
+def _repeated_patterns(model, ids: torch.Tensor) -> torch.Tensor:
+    """Every head's attention on `ids`: Float[Tensor, "layer seq head query key"] (float32, model's device)."""
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.info.n_layers)]
     with torch.no_grad():
         _, cache = model.bridge.run_with_cache(ids, names_filter=names)
-    patterns = torch.stack([cache[name] for name in names]).float()  # [layer, seq, head, q, k]
+    return torch.stack([cache[name] for name in names]).float()
+
+
+def head_scores(model, seq_len: int = 40, n_seqs: int = 8, seed: int = 0) -> HeadScores:
+    """Previous-token, duplicate-token and induction scores of every head (see module docstring)."""
+    patterns = _repeated_patterns(model, repeated_random_tokens(model, seq_len, n_seqs, seed))
     queries = torch.arange(seq_len + 1, 2 * seq_len + 1, device=patterns.device)  # second-half positions
     all_queries = torch.arange(1, 2 * seq_len + 1, device=patterns.device)
     scores = {
@@ -130,10 +134,7 @@ def transformer_lens_scores(model, seq_len: int = 40, n_seqs: int = 8, seed: int
     from transformer_lens import head_detector
 
     ids = repeated_random_tokens(model, seq_len, n_seqs, seed)
-    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.info.n_layers)]
-    with torch.no_grad():
-        _, cache = model.bridge.run_with_cache(ids, names_filter=names)
-    patterns = torch.stack([cache[name] for name in names]).float().cpu()  # [layer, seq, head, q, k]
+    patterns = _repeated_patterns(model, ids).cpu()
     scores = {}
     for kind, tl_name in TL_HEAD_NAMES.items():
         detect = getattr(head_detector, f"get_{tl_name}_detection_pattern")

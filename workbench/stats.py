@@ -309,17 +309,11 @@ def agreement(a: Sequence[float], b: Sequence[float], threshold: float = 0.5, cl
     samples of one prompt, when `clusters` is given). Spearman is undefined when a
     scorer gives every text the same score; kappa when both put every text on one side.
     """
-    from scipy.stats import spearmanr
     from sklearn.metrics import cohen_kappa_score
 
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"scores of different lengths: {a.shape} and {b.shape}")
-
-    def rho(x, y):
-        if np.all(x == x[0]) or np.all(y == y[0]):
-            return math.nan
-        return float(spearmanr(x, y).statistic)
 
     def kappa(x, y):
         x, y = x > threshold, y > threshold
@@ -328,12 +322,29 @@ def agreement(a: Sequence[float], b: Sequence[float], threshold: float = 0.5, cl
         return float(cohen_kappa_score(x, y))
 
     same = (a > threshold) == (b > threshold)
-    return {"spearman": _resampled(rho, _spearman_along, a, b, clusters, seed, n_boot, unit,
-                                   "Spearman rank correlation", "a scorer gives every text the same score"),
+    return {"spearman": spearman(a, b, clusters, seed, n_boot, unit, "a scorer gives every text the same score"),
             "kappa": _resampled(kappa, _kappa_along, a > threshold, b > threshold, clusters, seed, n_boot, unit,
                                 f"Cohen's kappa at > {threshold:g}",
                                 f"both scorers put every text on the same side of {threshold:g}"),
             "same_side": share(same, clusters=clusters, seed=seed, n_boot=n_boot)}
+
+
+def spearman(a: Sequence[float], b: Sequence[float], clusters: Sequence | None = None, seed: int = 0,
+             n_boot: int = N_BOOT, unit: str = "texts", undefined: str = "one side is constant") -> Estimate:
+    """Spearman's rank correlation of a and b (scipy.stats.spearmanr) with a BCa bootstrap interval
+    over units (rows, or whole clusters); undefined when either side is constant."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"values of different lengths: {a.shape} and {b.shape}")
+
+    def rho(x, y):
+        if np.all(x == x[0]) or np.all(y == y[0]):
+            return math.nan
+        return float(spearmanr(x, y).statistic)
+
+    return _resampled(rho, _spearman_along, a, b, clusters, seed, n_boot, unit, "Spearman rank correlation", undefined)
 
 
 def _spearman_along(x, y):

@@ -438,8 +438,8 @@ def steering_card(summary: dict) -> go.Figure | None:
                 x=[e["value"] for e in xs], y=[e["value"] for e in ys], error_x=_error_bars(xs),
                 error_y=_error_bars(ys), mode="markers+text" if i == 0 else "markers",  # one label per condition
                 text=[plain(r["condition"]) for r in rows], textposition="top right",
-                cliponaxis=False,
-                hovertemplate="%{text}: toxicity %{y:.3f}, " + plain(title) + " %{x:.3g}<extra></extra>", name=plain(f"{scorer} ({rows[0]['scorer kind']})") if rows else "",
+                cliponaxis=False, hovertemplate="%{text}: toxicity %{y:.3f}, " + plain(title) + " %{x:.3g}<extra></extra>",
+                name=plain(f"{scorer} ({rows[0]['scorer kind']})") if rows else "",
                 legendgroup=plain(scorer), showlegend=col == 1, marker=dict(color=_PALETTE[i % len(_PALETTE)])),
                 row=1, col=col)
         fig.update_xaxes(title_text=title, row=1, col=col)
@@ -476,15 +476,8 @@ def _grouped_bars(rows: list[dict], x_key: str, estimate_key: str) -> go.Figure:
 def bias_shares(summary: dict) -> go.Figure:
     """CrowS-Pairs stereotype share per bias type, one bar group per condition and metric, with intervals."""
     rows = [{**r, "condition": f"{r['condition']} · {r.get('metric', 'total')}"} for r in summary["table"]]
-    fig = _grouped_bars(rows, "bias_type", "stereotype_share")
-    fig.add_hline(y=0.5, line_dash="dash", annotation_text="no preference")
-    fig.update_layout(barmode="group", title="CrowS-Pairs: share of pairs where the more-stereotyping sentence scores "
-                      f"higher, per condition and metric<br><sup>bars: {_interval_note([r['stereotype_share'] for r in rows])}"
-                      "; hatched: no interval, the count is shown</sup>",
-                      xaxis_title="bias type", yaxis_title="share preferring the stereotype (0.5 = none)",
-                      yaxis_range=[0, 1], height=450)
-    return fig
-
+    return _stereotype_bars(rows, "CrowS-Pairs: share of pairs where the more-stereotyping sentence scores higher, "
+                                  "per condition and metric")
 
 
 def crows_pairs_shares(result) -> go.Figure:
@@ -497,15 +490,22 @@ def crows_pairs_shares(result) -> go.Figure:
     rows = [{"condition": metric, "bias_type": kind, "stereotype_share": estimate.to_dict()}
             for metric in METRICS
             for kind, estimate in crows_estimates(types, result.prefers_more(metric).tolist()).items()]
+    fig = _stereotype_bars(rows, f"CrowS-Pairs on {plain(result.model_name)}, {len(result.pairs)} pairs: share "
+                                 "preferring the stereotype, per metric")
+    fig.update_layout(legend_title_text="metric")
+    return fig
+
+
+def _stereotype_bars(rows: list[dict], title: str) -> go.Figure:
+    """Grouped bars of rows' "stereotype_share" per bias type, 0.5 marked, the intervals' methods in the title."""
     fig = _grouped_bars(rows, "bias_type", "stereotype_share")
     fig.add_hline(y=0.5, line_dash="dash", annotation_text="no preference")
-    fig.update_layout(barmode="group", title=f"CrowS-Pairs on {plain(result.model_name)}, {len(result.pairs)} pairs: "
-                      "share preferring the stereotype, per metric<br><sup>bars: "
-                      f"{_interval_note([r['stereotype_share'] for r in rows])}; hatched: no interval, "
-                      "the count is shown</sup>",
-                      xaxis_title="bias type", yaxis_title="share preferring the stereotype (0.5 = none)",
-                      yaxis_range=[0, 1], height=450, legend_title_text="metric")
+    fig.update_layout(barmode="group", title=f"{title}<br><sup>bars: "
+                      f"{_interval_note([r['stereotype_share'] for r in rows])}; hatched: no interval, the count "
+                      "is shown</sup>", xaxis_title="bias type",
+                      yaxis_title="share preferring the stereotype (0.5 = none)", yaxis_range=[0, 1], height=450)
     return fig
+
 
 def toxigen_groups(summary: dict) -> list[go.Figure]:
     """Per group: likelihood preference for hateful statements, and continuation toxicity after

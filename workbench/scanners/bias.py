@@ -136,6 +136,16 @@ class CrowsPairsResult:
             frame[key] = s[key]
         return frame
 
+    def length_correlation(self, metric: str = "total", seed: int = 0):
+        """How much `metric` follows sentence length: Spearman's r of each pair's gap (more minus less)
+        with its token-count difference (tokens_more - tokens_less), with a BCa bootstrap interval over
+        pairs (workbench.stats.Estimate). Near 0: the metric ignores length."""
+        from ..stats import spearman
+
+        s = self.scores
+        return spearman(s[f"{metric}_more"] - s[f"{metric}_less"], s["tokens_more"] - s["tokens_less"],
+                        seed=seed, unit="pairs")
+
     def to_frame(self, metric: str = "total"):
         """One row per bias type plus "all": pairs, share preferring the stereotype, Wilson 95% interval."""
         return crows_table([p.bias_type for p in self.pairs], self.prefers_more(metric).tolist())

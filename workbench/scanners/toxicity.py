@@ -441,15 +441,15 @@ def make_scorer(name: str, model=None, probe_path: str | None = None, **options)
                      "detoxify[:variant] or probe")
 
 
-SCORER_NAMES = ("auto", "profanity-check", "toxic-comment-classifier", "detoxify[:variant]", "probe")
+FIXED_SCORERS = ("auto", "profanity-check", "toxic-comment-classifier", "probe")  # and detoxify[:variant]
+SCORER_NAMES = (*FIXED_SCORERS[:3], "detoxify[:variant]", "probe")  # as the messages list them
 
 
 def check_scorer_names(names: Sequence[str], probes: Sequence[str] = ()) -> None:
     """Every name is a scorer `make_scorer` knows, and 'probe' comes with probe folders; checked
     before any model work (InputError naming the bad one)."""
     for name in names:
-        if name not in ("auto", "profanity-check", "toxic-comment-classifier", "probe") \
-                and not (name == "detoxify" or name.startswith("detoxify:")):
+        if name not in FIXED_SCORERS and not (name == "detoxify" or name.startswith("detoxify:")):
             raise InputError(f"unknown scorer {name!r}; choose from {', '.join(SCORER_NAMES)}")
     if "probe" in names and not probes:
         raise InputError("the 'probe' scorer needs at least one --probe FOLDER")
