@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts: interleaved timing and a results table."""
+
 from __future__ import annotations
 
 import gc
@@ -13,8 +14,11 @@ from typing import Callable
 import torch
 
 
-def interleaved_medians(cases: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
-                        ) -> dict[str, float]:
+def interleaved_medians(
+    cases: dict[str, Callable[[], object]],
+    repeats: int = 5,
+    warmup: int = 1,
+) -> dict[str, float]:
     """Median seconds of each case, run round-robin so that machine noise hits all cases alike."""
     times: dict[str, list[float]] = {name: [] for name in cases}
     for round_index in range(warmup + repeats):

@@ -9,6 +9,7 @@ un-hooked bridge components bypassed), the same with a steering-style hook on a
 middle layer (that layer runs through the bridge), HF generate through every
 bridge module, and (batch 1) TransformerLens' own `bridge.generate` with its KV cache. Also checks that all produce the same tokens.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,12 @@ import workbench as wb  # noqa: E402
 from workbench.generation import encode_prompts, format_prompt  # noqa: E402
 from workbench.hooks import bypass_unhooked_bridges  # noqa: E402
 
-PROMPTS = ["Write a short story about a dragon who learns to bake bread.",
-           "Explain why the sky is blue.", "Give me three tips for learning to cook.",
-           "Describe a walk along the beach at sunset."]
+PROMPTS = [
+    "Write a short story about a dragon who learns to bake bread.",
+    "Explain why the sky is blue.",
+    "Give me three tips for learning to cook.",
+    "Describe a walk along the beach at sunset.",
+]
 
 
 def main() -> None:
@@ -44,13 +48,21 @@ def main() -> None:
     args = parser.parse_args()
 
     model = wb.load(args.model, device="cpu", dtype="float32")
-    plain = AutoModelForCausalLM.from_pretrained(model.info.path, dtype=torch.float32,
-                                                 attn_implementation="eager").eval()
+    plain = AutoModelForCausalLM.from_pretrained(
+        model.info.path, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.batch)]
     inputs = encode_prompts(model, [format_prompt(model, p) for p in prompts])
     n_prompt = inputs["input_ids"].shape[1]
-    fixed = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
-                 temperature=None, top_p=None, top_k=None, pad_token_id=model.tokenizer.pad_token_id)
+    fixed = dict(
+        max_new_tokens=args.new_tokens,
+        min_new_tokens=args.new_tokens,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        pad_token_id=model.tokenizer.pad_token_id,
+    )
     middle = f"blocks.{model.n_layers // 2}.hook_resid_post"
 
     def workbench_generate():
@@ -69,21 +81,43 @@ def main() -> None:
     }
     if args.batch == 1:  # TL's generate takes unpadded prompts
         cases["tl_bridge_generate_kv_cache"] = lambda: model.bridge.generate(
-            inputs["input_ids"], max_new_tokens=args.new_tokens, do_sample=False, use_past_kv_cache=True,
-            verbose=False, stop_at_eos=False)
+            inputs["input_ids"],
+            max_new_tokens=args.new_tokens,
+            do_sample=False,
+            use_past_kv_cache=True,
+            verbose=False,
+            stop_at_eos=False,
+        )
     with torch.no_grad():
         outputs = {name: fn()[:, n_prompt:].tolist() for name, fn in cases.items()}
     same = {name: tokens == outputs["hf_generate"] for name, tokens in outputs.items()}
     medians = interleaved_medians(cases, repeats=args.repeats)
     speed = {name: args.batch * args.new_tokens / seconds for name, seconds in medians.items()}
     ratio = {name: speed[name] / speed["hf_generate"] for name in speed}
-    print_table(f"{args.model}: {args.new_tokens} new tokens, greedy, KV cache, batch {args.batch}, "
-                f"{torch.get_num_threads()} threads, median of {args.repeats}",
-                [(name, f"{speed[name]:.1f} tok/s",
-                  f"{ratio[name]:.2f}x plain HF; same tokens as HF: {same[name]}") for name in cases])
-    save_json(args.out, {"model": args.model, "batch": args.batch, "new_tokens": args.new_tokens,
-                         "seconds": medians,
-                         "tokens_per_second": speed, "ratio_to_hf": ratio, "same_tokens_as_hf": same})
+    print_table(
+        f"{args.model}: {args.new_tokens} new tokens, greedy, KV cache, batch {args.batch}, "
+        f"{torch.get_num_threads()} threads, median of {args.repeats}",
+        [
+            (
+                name,
+                f"{speed[name]:.1f} tok/s",
+                f"{ratio[name]:.2f}x plain HF; same tokens as HF: {same[name]}",
+            )
+            for name in cases
+        ],
+    )
+    save_json(
+        args.out,
+        {
+            "model": args.model,
+            "batch": args.batch,
+            "new_tokens": args.new_tokens,
+            "seconds": medians,
+            "tokens_per_second": speed,
+            "ratio_to_hf": ratio,
+            "same_tokens_as_hf": same,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@
 
 Without CUDA it says so and exits 0. Writes results/bench/gpu.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,14 +67,30 @@ def matmul_tflops(n: int = 8192) -> float:
     a = torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16)
     seconds = cuda_seconds(lambda: a @ b, repeats=10, warmup=3)
-    return 2 * n ** 3 / seconds / 1e12
+    return 2 * n**3 / seconds / 1e12
 
 
 def gpu_tests() -> dict:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                           str(ROOT / "tests" / "test_gpu.py")], capture_output=True, text=True, cwd=ROOT)
-    tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip()[-300:]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "gpu",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(ROOT / "tests" / "test_gpu.py"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    tail = (
+        done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr.strip()[-300:]
+    )
     print(f"pytest -m gpu: {tail} (exit {done.returncode}, {time.perf_counter() - start:.0f} s)")
     if done.returncode != 0:
         print(done.stdout[-4000:], done.stderr[-2000:])
@@ -88,8 +105,13 @@ def plain_model(model):
 
     if model.info.name == "phi-2-shape":
         return build_phi2_shape(torch.bfloat16, DEVICE)
-    return AutoModelForCausalLM.from_pretrained(model.info.path, dtype=torch.bfloat16,
-                                                attn_implementation="eager").to(DEVICE).eval()
+    return (
+        AutoModelForCausalLM.from_pretrained(
+            model.info.path, dtype=torch.bfloat16, attn_implementation="eager"
+        )
+        .to(DEVICE)
+        .eval()
+    )
 
 
 def phi2_shape(quick: bool) -> dict:
@@ -102,36 +124,55 @@ def phi2_shape(quick: bool) -> dict:
     results["load_seconds"] = round(time.perf_counter() - start, 1)
     plain = plain_model(model)
     info = model.info
-    print(f"{MODEL}: {info.n_params:,} parameters, {info.weight_bytes / 2**30:.2f} GiB in bf16, "
-          f"loaded in {results['load_seconds']} s")
+    print(
+        f"{MODEL}: {info.n_params:,} parameters, {info.weight_bytes / 2**30:.2f} GiB in bf16, "
+        f"loaded in {results['load_seconds']} s"
+    )
 
     batch, seq = 8, (512 if DEVICE == "cuda" else 32)
-    ids = torch.randint(100, 50000, (batch, seq), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    ids = torch.randint(100, 50000, (batch, seq), generator=torch.Generator().manual_seed(0)).to(
+        DEVICE
+    )
     rows = ids.tolist()
     repeats = 3 if quick else 5
     forward = cuda_seconds(lambda: plain(ids).logits, repeats)
     non_embedding = info.n_params - 2 * info.d_vocab * info.d_model
-    flops = 2 * (non_embedding + info.d_vocab * info.d_model) * batch * seq \
+    flops = (
+        2 * (non_embedding + info.d_vocab * info.d_model) * batch * seq
         + 4 * info.n_layers * seq * info.d_model * batch * seq
+    )
     peak = matmul_tflops()
     achieved = flops / forward / 1e12
-    results.update(forward_seconds=forward, tokens_per_second=batch * seq / forward, matmul_tflops=peak,
-                   forward_tflops=achieved, mfu=achieved / peak)
-    print(f"forward {batch} x {seq} bf16: {forward * 1000:.1f} ms, {batch * seq / forward:,.0f} tokens/s, "
-          f"{achieved:.0f} TFLOP/s; bf16 matmul 8192^3 on this GPU: {peak:.0f} TFLOP/s; MFU {achieved / peak:.1%}")
+    results.update(
+        forward_seconds=forward,
+        tokens_per_second=batch * seq / forward,
+        matmul_tflops=peak,
+        forward_tflops=achieved,
+        mfu=achieved / peak,
+    )
+    print(
+        f"forward {batch} x {seq} bf16: {forward * 1000:.1f} ms, {batch * seq / forward:,.0f} tokens/s, "
+        f"{achieved:.0f} TFLOP/s; bf16 matmul 8192^3 on this GPU: {peak:.0f} TFLOP/s; MFU {achieved / peak:.1%}"
+    )
 
-    cases = {"bridge_forward": lambda: model.bridge(ids, return_type="logits"),
-             "cache_resid_post": lambda: wb.cache_tokens(model, rows, "resid_post", "all", batch_size=batch,
-                                                        store_device=DEVICE, progress=False),
-             "cache_every_hook": lambda: wb.cache_tokens(model, rows, "all", "all", batch_size=batch,
-                                                        store_device=DEVICE, progress=False),
-             "tl_run_with_cache_every_hook": lambda: model.bridge.run_with_cache(ids)}
+    cases = {
+        "bridge_forward": lambda: model.bridge(ids, return_type="logits"),
+        "cache_resid_post": lambda: wb.cache_tokens(
+            model, rows, "resid_post", "all", batch_size=batch, store_device=DEVICE, progress=False
+        ),
+        "cache_every_hook": lambda: wb.cache_tokens(
+            model, rows, "all", "all", batch_size=batch, store_device=DEVICE, progress=False
+        ),
+        "tl_run_with_cache_every_hook": lambda: model.bridge.run_with_cache(ids),
+    }
     ratios = {}
     for name, fn in cases.items():
         try:
             seconds = cuda_seconds(fn, repeats)
             ratios[name] = seconds / forward
-            print(f"  {name:30s} {seconds * 1000:8.1f} ms  {seconds / forward:5.2f}x the plain HF forward")
+            print(
+                f"  {name:30s} {seconds * 1000:8.1f} ms  {seconds / forward:5.2f}x the plain HF forward"
+            )
         except torch.cuda.OutOfMemoryError as error:
             ratios[name] = None
             print(f"  {name:30s} out of GPU memory: {str(error).splitlines()[0]}")
@@ -139,10 +180,15 @@ def phi2_shape(quick: bool) -> dict:
             torch.cuda.empty_cache()
     results["ratios_to_plain_forward"] = ratios
 
-    prompt_ids = ids[:, :min(64, seq)]
+    prompt_ids = ids[:, : min(64, seq)]
     new = 32 if quick else 64
     inputs = {"input_ids": prompt_ids, "attention_mask": torch.ones_like(prompt_ids)}
-    greedy = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=model.tokenizer.pad_token_id)
+    greedy = dict(
+        max_new_tokens=new,
+        min_new_tokens=new,
+        do_sample=False,
+        pad_token_id=model.tokenizer.pad_token_id,
+    )
     hf_gen = cuda_seconds(lambda: plain.generate(**inputs, **greedy), 2, 1)
     texts = [model.tokenizer.decode(r) for r in prompt_ids.tolist()]
     written = []  # wb.generate may stop early at EOS on random weights: count the tokens it wrote
@@ -156,24 +202,44 @@ def phi2_shape(quick: bool) -> dict:
     written = written[-1]
     results["hf_generate_tokens_per_second"] = batch * new / hf_gen
     results["hooked_generate_tokens_per_second"] = written / ours
-    print(f"generation, batch 8, {new} new tokens: plain HF {batch * new / hf_gen:,.0f} tokens/s; "
-          f"hooked (workbench.generate) {written / ours:,.0f} tokens/s ({written} tokens written)")
+    print(
+        f"generation, batch 8, {new} new tokens: plain HF {batch * new / hf_gen:,.0f} tokens/s; "
+        f"hooked (workbench.generate) {written / ours:,.0f} tokens/s ({written} tokens written)"
+    )
 
     texts_n = 128 if quick else 256
     start = time.perf_counter()
-    corpus = torch.randint(100, 50000, (texts_n, 128), generator=torch.Generator().manual_seed(1)).tolist()
-    cache = wb.cache_tokens(model, corpus, "resid_post", "mean_after_first", batch_size=32, store_device=DEVICE,
-                            progress=False)
+    corpus = torch.randint(
+        100, 50000, (texts_n, 128), generator=torch.Generator().manual_seed(1)
+    ).tolist()
+    cache = wb.cache_tokens(
+        model,
+        corpus,
+        "resid_post",
+        "mean_after_first",
+        batch_size=32,
+        store_device=DEVICE,
+        progress=False,
+    )
     cached = time.perf_counter() - start
     labels = [i % 2 for i in range(texts_n)]
     start = time.perf_counter()
-    sweep = train_probes(cache, labels, l2=[1e-2, 1e-1], meta={"model": MODEL, "positions": "mean_after_first"},
-                         n_boot=200)
+    sweep = train_probes(
+        cache,
+        labels,
+        l2=[1e-2, 1e-1],
+        meta={"model": MODEL, "positions": "mean_after_first"},
+        n_boot=200,
+    )
     synchronize()
     trained = time.perf_counter() - start
-    results.update(probe_caching_seconds=cached, probe_training_seconds=trained, probe_hooks=len(sweep.probes))
-    print(f"probes: {len(sweep.probes)} layers on {texts_n} texts x 128 tokens: caching {cached:.1f} s, "
-          f"training (2 L2 values, choice on validation) {trained:.1f} s")
+    results.update(
+        probe_caching_seconds=cached, probe_training_seconds=trained, probe_hooks=len(sweep.probes)
+    )
+    print(
+        f"probes: {len(sweep.probes)} layers on {texts_n} texts x 128 tokens: caching {cached:.1f} s, "
+        f"training (2 L2 values, choice on validation) {trained:.1f} s"
+    )
     if DEVICE == "cuda":
         results["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         print(f"peak GPU memory: {results['peak_gpu_memory_gib']:.1f} GiB")
@@ -195,13 +261,26 @@ def real_phi2() -> dict | None:
         return None
     from transformers import AutoModelForCausalLM
 
-    reference = AutoModelForCausalLM.from_pretrained(model.info.path, dtype=torch.bfloat16,
-                                                     attn_implementation="eager").cuda().eval()
-    ids = model.tokenizer("The quick brown fox jumps over the lazy dog", return_tensors="pt").input_ids.cuda()
+    reference = (
+        AutoModelForCausalLM.from_pretrained(
+            model.info.path, dtype=torch.bfloat16, attn_implementation="eager"
+        )
+        .cuda()
+        .eval()
+    )
+    ids = model.tokenizer(
+        "The quick brown fox jumps over the lazy dog", return_tensors="pt"
+    ).input_ids.cuda()
     with torch.no_grad():
-        diff = (model.bridge(ids, return_type="logits").float() - reference(ids).logits.float()).abs().max()
+        diff = (
+            (model.bridge(ids, return_type="logits").float() - reference(ids).logits.float())
+            .abs()
+            .max()
+        )
     answer = wb.generate(model, "What is the capital of France?", max_new_tokens=16)[0].text
-    print(f"real Phi-2: max |bridge - HF| logit {float(diff):.3g}; 'What is the capital of France?' -> {answer!r}")
+    print(
+        f"real Phi-2: max |bridge - HF| logit {float(diff):.3g}; 'What is the capital of France?' -> {answer!r}"
+    )
     return {"max_logit_difference": float(diff), "answer": answer}
 
 
@@ -209,7 +288,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and tokens")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench" / "gpu.json"))
-    parser.add_argument("--dry-run-cpu", action="store_true", help="every step on tiny-phi on the CPU (a self-test)")
+    parser.add_argument(
+        "--dry-run-cpu", action="store_true", help="every step on tiny-phi on the CPU (a self-test)"
+    )
     args = parser.parse_args()
     if args.dry_run_cpu:
         global DEVICE, MODEL
@@ -218,14 +299,23 @@ def main() -> int:
         print(json.dumps(results, default=str))
         return 0
     if not torch.cuda.is_available():
-        print("gpu-check: no GPU here (torch.cuda.is_available() is False; torch "
-              f"{torch.__version__}); nothing to check. On a GPU machine install a CUDA torch "
-              "(see README, 'Two commands') and run make gpu-check.")
+        print(
+            "gpu-check: no GPU here (torch.cuda.is_available() is False; torch "
+            f"{torch.__version__}); nothing to check. On a GPU machine install a CUDA torch "
+            "(see README, 'Two commands') and run make gpu-check."
+        )
         return 0
     start = time.perf_counter()
-    print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}")
-    results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "tests": gpu_tests(),
-               "phi2_shape": phi2_shape(args.quick), "real_phi2": real_phi2()}
+    print(
+        f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    )
+    results = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "tests": gpu_tests(),
+        "phi2_shape": phi2_shape(args.quick),
+        "real_phi2": real_phi2(),
+    }
     results["seconds"] = round(time.perf_counter() - start, 1)
     print(f"gpu-check finished in {results['seconds']} s")
     save_json(args.out, results)

@@ -13,6 +13,7 @@ head (layer x head, all positions) and the three attribution methods of
   L17H4, the two that plain AtP underestimated on smollm2);
 - wall-clock time, and its ratio to exact patching measured in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,12 +50,19 @@ def recall(estimate_: torch.Tensor, exact: torch.Tensor, k: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m", help="model to load")
-    parser.add_argument("--pairs", default=str(ROOT / "probes" / "ioi_pairs.jsonl"),
-                        help="JSONL of {clean, corrupt, answer, other}")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N pairs (default: all)")
+    parser.add_argument(
+        "--pairs",
+        default=str(ROOT / "probes" / "ioi_pairs.jsonl"),
+        help="JSONL of {clean, corrupt, answer, other}",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="use only the first N pairs (default: all)"
+    )
     parser.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps")
     parser.add_argument("--top", type=int, default=20, help="k of recall@k")
-    parser.add_argument("--heads", nargs="*", default=["L20H0", "L17H4"], help="heads whose estimates are printed")
+    parser.add_argument(
+        "--heads", nargs="*", default=["L20H0", "L17H4"], help="heads whose estimates are printed"
+    )
     parser.add_argument("--out", default="results/bench/patching.json", help="JSON results file")
     args = parser.parse_args()
 
@@ -70,7 +78,9 @@ def main() -> None:
         seconds["exact"] += time.perf_counter() - start
         grids["exact"].append(exact.values)
         task = prepare(model, *question)
-        line = [f"pair {i + 1}/{len(pairs)}: clean {exact.clean_metric:+.2f}, corrupted {exact.corrupt_metric:+.2f}"]
+        line = [
+            f"pair {i + 1}/{len(pairs)}: clean {exact.clean_metric:+.2f}, corrupted {exact.corrupt_metric:+.2f}"
+        ]
         for method in METHODS:
             start = time.perf_counter()
             result = estimate(model, task, ("attn_head",), method, args.steps)["attn_head"]
@@ -81,11 +91,19 @@ def main() -> None:
 
     n_heads = model.info.n_heads
     mean = {m: torch.stack(g).mean(0) for m, g in grids.items()}
-    results = {"model": args.model, "pairs": len(pairs), "steps": args.steps, "k": args.top,
-               "mean_clean_metric_note": "logit difference, answer minus other", "methods": {}}
+    results = {
+        "model": args.model,
+        "pairs": len(pairs),
+        "steps": args.steps,
+        "k": args.top,
+        "mean_clean_metric_note": "logit difference, answer minus other",
+        "methods": {},
+    }
     for method in METHODS:
         per_pair_r = torch.tensor([pearson(e, x) for e, x in zip(grids[method], grids["exact"])])
-        per_pair_recall = torch.tensor([recall(e, x, args.top) for e, x in zip(grids[method], grids["exact"])])
+        per_pair_recall = torch.tensor(
+            [recall(e, x, args.top) for e, x in zip(grids[method], grids["exact"])]
+        )
         results["methods"][method] = {
             "pearson_median_over_pairs": float(per_pair_r.median()),
             "pearson_min_over_pairs": float(per_pair_r.min()),
@@ -93,27 +111,44 @@ def main() -> None:
             "pearson_all_cells": pearson(torch.stack(grids[method]), torch.stack(grids["exact"])),
             f"recall@{args.top}_median_over_pairs": float(per_pair_recall.median()),
             f"recall@{args.top}_pooled": recall(mean[method], mean["exact"], args.top),
-            "seconds": seconds[method], "exact_over_method_time": seconds["exact"] / seconds[method],
-            "heads": {h: float(mean[method][int(h[1:h.index("H")]), int(h[h.index("H") + 1:])]) for h in args.heads},
+            "seconds": seconds[method],
+            "exact_over_method_time": seconds["exact"] / seconds[method],
+            "heads": {
+                h: float(mean[method][int(h[1 : h.index("H")]), int(h[h.index("H") + 1 :])])
+                for h in args.heads
+            },
         }
-    results["exact"] = {"seconds": seconds["exact"],
-                        "heads": {h: float(mean["exact"][int(h[1:h.index("H")]), int(h[h.index("H") + 1:])])
-                                  for h in args.heads}}
+    results["exact"] = {
+        "seconds": seconds["exact"],
+        "heads": {
+            h: float(mean["exact"][int(h[1 : h.index("H")]), int(h[h.index("H") + 1 :])])
+            for h in args.heads
+        },
+    }
     top = torch.topk(mean["exact"].flatten(), 5)
-    results["top_heads_by_exact_patching"] = {f"L{i // n_heads}H{i % n_heads}": float(v)
-                                              for v, i in zip(top.values, top.indices.tolist())}
+    results["top_heads_by_exact_patching"] = {
+        f"L{i // n_heads}H{i % n_heads}": float(v) for v, i in zip(top.values, top.indices.tolist())
+    }
 
-    print(f"\n{args.model}, {len(pairs)} IOI pairs, {model.info.n_layers} x {n_heads} heads; "
-          f"EAP-IG with {args.steps} steps; recall of the exact top-{args.top}")
-    print(f"  {'method':8s} {'r median':>9s} {'r pooled':>9s} {'recall med':>10s} {'recall pool':>11s} "
-          f"{'seconds':>8s} {'exact/this':>10s}  " + "  ".join(f"{h:>7s}" for h in args.heads))
-    print(f"  {'exact':8s} {'':9s} {'':9s} {'':10s} {'':11s} {seconds['exact']:8.1f} {1.0:10.1f}  "
-          + "  ".join(f"{results['exact']['heads'][h]:+7.3f}" for h in args.heads))
+    print(
+        f"\n{args.model}, {len(pairs)} IOI pairs, {model.info.n_layers} x {n_heads} heads; "
+        f"EAP-IG with {args.steps} steps; recall of the exact top-{args.top}"
+    )
+    print(
+        f"  {'method':8s} {'r median':>9s} {'r pooled':>9s} {'recall med':>10s} {'recall pool':>11s} "
+        f"{'seconds':>8s} {'exact/this':>10s}  " + "  ".join(f"{h:>7s}" for h in args.heads)
+    )
+    print(
+        f"  {'exact':8s} {'':9s} {'':9s} {'':10s} {'':11s} {seconds['exact']:8.1f} {1.0:10.1f}  "
+        + "  ".join(f"{results['exact']['heads'][h]:+7.3f}" for h in args.heads)
+    )
     for method, row in results["methods"].items():
-        print(f"  {method:8s} {row['pearson_median_over_pairs']:9.3f} {row['pearson_pooled']:9.3f} "
-              f"{row[f'recall@{args.top}_median_over_pairs']:10.2f} {row[f'recall@{args.top}_pooled']:11.2f} "
-              f"{row['seconds']:8.1f} {row['exact_over_method_time']:10.1f}  "
-              + "  ".join(f"{row['heads'][h]:+7.3f}" for h in args.heads))
+        print(
+            f"  {method:8s} {row['pearson_median_over_pairs']:9.3f} {row['pearson_pooled']:9.3f} "
+            f"{row[f'recall@{args.top}_median_over_pairs']:10.2f} {row[f'recall@{args.top}_pooled']:11.2f} "
+            f"{row['seconds']:8.1f} {row['exact_over_method_time']:10.1f}  "
+            + "  ".join(f"{row['heads'][h]:+7.3f}" for h in args.heads)
+        )
     save_json(args.out, results)
 
 

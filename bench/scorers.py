@@ -10,6 +10,7 @@ candidate is then evaluated on the probe's test statements: the probe itself, pr
 checkpoint is on disk. Prints AUROC with a stratified BCa bootstrap interval and the expected
 calibration error; writes results/bench/scorers.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import workbench as wb  # noqa: E402
 from workbench.datasets import read_toxigen  # noqa: E402
 from workbench.probes import split_indices, train_probes_on_rows  # noqa: E402
-from workbench.scanners.toxicity import (BiLSTMScorer, DetoxifyScorer, ProbeScorer, ProfanityCheckScorer,  # noqa: E402
-                                         detoxify_checkpoint_path, evaluate_scorers)
+from workbench.scanners.toxicity import (
+    BiLSTMScorer,
+    DetoxifyScorer,
+    ProbeScorer,
+    ProfanityCheckScorer,  # noqa: E402
+    detoxify_checkpoint_path,
+    evaluate_scorers,
+)
 
 from common import save_json  # noqa: E402
 
@@ -48,14 +55,28 @@ def main() -> None:
     if detoxify_checkpoint_path("original").exists():
         scorers.append(DetoxifyScorer("original"))
     evaluation = evaluate_scorers(scorers, texts, labels, data=args.data)
-    print(f"ToxiGen statements held out from every scorer ({args.split} split; the probe's test set, "
-          f"{len(test)} statements; probe {probe.hook} chosen on validation):")
+    print(
+        f"ToxiGen statements held out from every scorer ({args.split} split; the probe's test set, "
+        f"{len(test)} statements; probe {probe.hook} chosen on validation):"
+    )
     print(evaluation.to_frame().to_string(index=False))
     best = evaluation.best()
-    print(f"best ranking: {best['scorer']} ({best['kind']}); {time.perf_counter() - start:.0f} s "
-          f"(caching {seconds['caching']} s)")
-    save_json(args.out, {"model": args.model, "data": args.data, "split": args.split, "n_test": len(test),
-                         "probe_hook": probe.hook, "rows": evaluation.rows, "best": best["scorer"]})
+    print(
+        f"best ranking: {best['scorer']} ({best['kind']}); {time.perf_counter() - start:.0f} s "
+        f"(caching {seconds['caching']} s)"
+    )
+    save_json(
+        args.out,
+        {
+            "model": args.model,
+            "data": args.data,
+            "split": args.split,
+            "n_test": len(test),
+            "probe_hook": probe.hook,
+            "rows": evaluation.rows,
+            "best": best["scorer"],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Tests never reach a model hub: HF_HUB_OFFLINE=1 is set before anything imports
 huggingface_hub.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,9 @@ def hf_reference(folder) -> torch.nn.Module:
     """A plain Hugging Face model from the same folder, never booted: the reference numbers."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
-                                                attn_implementation="eager").eval()
+    return AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +60,9 @@ def artifacts() -> Path:
 # A disk cache of 96 texts in 6 shards, and a child-process script that writes it with every shard
 # slowed (argv: out, seconds per shard), so a test can SIGKILL it mid-run and compare with SLOW_CACHE.
 SLOW_CACHE_TEXTS = [f"Text number {i} says {'hello ' * (i % 7)}" for i in range(96)]
-SLOW_CACHE = dict(hooks="resid_post,attn.hook_z", positions="mean", batch_size=1, shard_size=16, progress=False)
+SLOW_CACHE = dict(
+    hooks="resid_post,attn.hook_z", positions="mean", batch_size=1, shard_size=16, progress=False
+)
 SLOW_CACHE_CHILD = f"""
 import os, sys, time
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -97,7 +101,9 @@ def s3_server():
     Its address and dummy credentials go into this process's environment, so the code under
     test and every child process find it the way a user's MinIO is found (AWS_ENDPOINT_URL).
     Yields a boto3 S3 client for checking what the server holds."""
-    moto_server = pytest.importorskip("moto.server", reason="moto[server] is installed by `make setup` (dev extra)")
+    moto_server = pytest.importorskip(
+        "moto.server", reason="moto[server] is installed by `make setup` (dev extra)"
+    )
     import logging
 
     import boto3
@@ -106,8 +112,12 @@ def s3_server():
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    settings = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    settings = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+    }
     saved = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
     client = boto3.client("s3")

@@ -4,6 +4,7 @@ The table has one row per (verb, bad input): the arguments and words the one-lin
 must contain. Files that the rows need (binary, latin-1, deeply nested, ragged, with a lone
 surrogate, damaged probes and run.json) are built once in a temporary folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ def _bad_files(base: Path) -> dict[str, str]:
     files = {
         "binary.txt": b"\xff\xfe\x00\x01binary",
         "latin1.jsonl": '{"text": "caf\xe9"}\n'.encode("latin-1"),
-        "list.jsonl": b'[1, 2, 3]\n',
+        "list.jsonl": b"[1, 2, 3]\n",
         "deep.jsonl": b'{"text": ' + b"[" * 100000 + b"]" * 100000 + b"}\n",
         "surrogate.jsonl": b'{"text": "bad \\ud800 text"}\n',
         "empty.txt": b"",
@@ -80,20 +81,40 @@ def _bad_probes(base: Path) -> dict[str, str]:
     from safetensors.torch import save_file
 
     width = 128  # tiny-phi's d_model
-    good = {"weight": torch.randn(width), "bias": torch.tensor(0.1), "mean": torch.zeros(width),
-            "std": torch.ones(width), "direction": torch.ones(width) / width ** 0.5}
+    good = {
+        "weight": torch.randn(width),
+        "bias": torch.tensor(0.1),
+        "mean": torch.zeros(width),
+        "std": torch.ones(width),
+        "direction": torch.ones(width) / width**0.5,
+    }
     meta = {"model": "tiny-phi", "positions": "mean_after_first"}
     cases = {
-        "probe_nan": ({**good, "weight": torch.full((width,), float("nan"))}, {"hook": "blocks.1.hook_resid_post"}),
-        "probe_inf": ({**good, "bias": torch.tensor(float("inf"))}, {"hook": "blocks.1.hook_resid_post"}),
+        "probe_nan": (
+            {**good, "weight": torch.full((width,), float("nan"))},
+            {"hook": "blocks.1.hook_resid_post"},
+        ),
+        "probe_inf": (
+            {**good, "bias": torch.tensor(float("inf"))},
+            {"hook": "blocks.1.hook_resid_post"},
+        ),
         "probe_nohook": (good, {}),
         "probe_hook_int": (good, {"hook": 5}),
         "probe_extra": ({**good, "extra": torch.zeros(3)}, {"hook": "blocks.1.hook_resid_post"}),
-        "probe_missing": ({k: v for k, v in good.items() if k != "std"}, {"hook": "blocks.1.hook_resid_post"}),
-        "probe_int": ({**good, "weight": torch.zeros(width, dtype=torch.int64)}, {"hook": "blocks.1.hook_resid_post"}),
+        "probe_missing": (
+            {k: v for k, v in good.items() if k != "std"},
+            {"hook": "blocks.1.hook_resid_post"},
+        ),
+        "probe_int": (
+            {**good, "weight": torch.zeros(width, dtype=torch.int64)},
+            {"hook": "blocks.1.hook_resid_post"},
+        ),
         "probe_shape": ({**good, "mean": torch.zeros(7)}, {"hook": "blocks.1.hook_resid_post"}),
         "probe_std0": ({**good, "std": torch.zeros(width)}, {"hook": "blocks.1.hook_resid_post"}),
-        "probe_width": ({k: (v[:64] if v.dim() else v) for k, v in good.items()}, {"hook": "blocks.1.hook_resid_post"}),
+        "probe_width": (
+            {k: (v[:64] if v.dim() else v) for k, v in good.items()},
+            {"hook": "blocks.1.hook_resid_post"},
+        ),
         "probe_foreign": (good, {"hook": "blocks.1.hook_resid_post"}),
         "probe_nomodel": (good, {"hook": "blocks.1.hook_resid_post"}),
         "probe_badhook": (good, {"hook": "blocks.99.hook_resid_post"}),
@@ -102,9 +123,16 @@ def _bad_probes(base: Path) -> dict[str, str]:
     for name, (tensors, info) in cases.items():
         folder = base / name
         folder.mkdir()
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "probe.safetensors"))
-        probe_meta = {"probe_foreign": {**meta, "model": "smollm2-135m"}, "probe_nomodel": {"positions": "mean"}}
-        (folder / "probe.json").write_text(json.dumps({**info, "metrics": {}, "meta": probe_meta.get(name, meta)}))
+        save_file(
+            {k: v.contiguous() for k, v in tensors.items()}, str(folder / "probe.safetensors")
+        )
+        probe_meta = {
+            "probe_foreign": {**meta, "model": "smollm2-135m"},
+            "probe_nomodel": {"positions": "mean"},
+        }
+        (folder / "probe.json").write_text(
+            json.dumps({**info, "metrics": {}, "meta": probe_meta.get(name, meta)})
+        )
         paths[name] = str(folder)
     deep = base / "probe_deepjson"
     deep.mkdir()
@@ -125,24 +153,53 @@ def _rows() -> list[tuple[str, list[str], str]]:
     generate = "generate --model tiny-phi --prompt hi"
     cache = "cache --model tiny-phi --input {good_txt} --out {out}"
     attention = "attention --model tiny-phi --prompt hello"
-    patch = ["patch", "--model", "tiny-phi", "--clean", "a b c", "--corrupt", "a b d", "--answers", " x", " y"]
+    patch = [
+        "patch",
+        "--model",
+        "tiny-phi",
+        "--clean",
+        "a b c",
+        "--corrupt",
+        "a b d",
+        "--answers",
+        " x",
+        " y",
+    ]
     steer = f"steer --model tiny-phi --pairs {GOOD_PAIRS} --layer 1 --prompt hi"
     train = f"probe train --model tiny-phi --data {GOOD_LABELED} --hooks blocks.1.hook_resid_post --out {{out}}"
     apply = "probe apply --model tiny-phi --text hello --probe"
     tox = f"audit toxicity --model tiny-phi --prompts {GOOD_PROMPTS} --out {{out}} --scorers profanity-check"
     bias = "audit bias --model tiny-phi --pairs {good_csv} --out {out}"
-    toxigen = f"audit toxigen --model tiny-phi --data {TOXIGEN} --out {{out}} --scorer profanity-check"
-    cf = (f"audit counterfactual --model tiny-phi --templates {GOOD_TEMPLATES} --continuations kind "
-          "--groups young old --out {out}")
+    toxigen = (
+        f"audit toxigen --model tiny-phi --data {TOXIGEN} --out {{out}} --scorer profanity-check"
+    )
+    cf = (
+        f"audit counterfactual --model tiny-phi --templates {GOOD_TEMPLATES} --continuations kind "
+        "--groups young old --out {out}"
+    )
 
     # Numbers out of range, not finite or not numbers.
-    for verb in (generate, f"{steer}", "audit toxigen --model tiny-phi --data {toxigen} --out {out}", cf, tox):
-        for value, words in (("0", "--max-new-tokens must be between 1 and 4096"), ("-1", "between 1 and 4096"),
-                             ("100000000", "between 1 and 4096"), ("x", "invalid int value")):
+    for verb in (
+        generate,
+        f"{steer}",
+        "audit toxigen --model tiny-phi --data {toxigen} --out {out}",
+        cf,
+        tox,
+    ):
+        for value, words in (
+            ("0", "--max-new-tokens must be between 1 and 4096"),
+            ("-1", "between 1 and 4096"),
+            ("100000000", "between 1 and 4096"),
+            ("x", "invalid int value"),
+        ):
             add(f"{verb} --max-new-tokens {value}", words)
     for verb in (cache, tox, bias):
-        for value, words in (("0", "--batch-size must be between 1"), ("-3", "--batch-size must be between 1"),
-                             ("x", "invalid int value"), ("1.5", "invalid int value")):
+        for value, words in (
+            ("0", "--batch-size must be between 1"),
+            ("-3", "--batch-size must be between 1"),
+            ("x", "invalid int value"),
+            ("1.5", "invalid int value"),
+        ):
             add(f"{verb} --batch-size {value}", words)
     for verb in (cache, tox, bias, cf):
         for value in ("0", "-1"):
@@ -150,38 +207,64 @@ def _rows() -> list[tuple[str, list[str], str]]:
     for verb in (tox, bias, toxigen, cf):
         for value in ("0", "-5", "50"):
             add(f"{verb} --bootstrap {value}", "--bootstrap must be between 100")
-    for value, words in (("0", "--samples must be between 1"), ("-1", "--samples must be between 1"),
-                         ("5000", "--samples must be between 1")):
+    for value, words in (
+        ("0", "--samples must be between 1"),
+        ("-1", "--samples must be between 1"),
+        ("5000", "--samples must be between 1"),
+    ):
         add(f"{tox} --samples {value}", words)
     for verb in (f"{generate} --sample", f"{tox} --samples 2"):
-        for value, words in (("0", "--temperature must be between"), ("-1", "--temperature must be between"),
-                             ("nan", "--temperature must be a finite number"),
-                             ("inf", "--temperature must be a finite number"), ("1e9", "between")):
+        for value, words in (
+            ("0", "--temperature must be between"),
+            ("-1", "--temperature must be between"),
+            ("nan", "--temperature must be a finite number"),
+            ("inf", "--temperature must be a finite number"),
+            ("1e9", "between"),
+        ):
             add(f"{verb} --temperature {value}", words)
     for verb in (generate, train, tox, bias, cf):
-        for value, words in (("-1", "--seed must be between 0"), ("123456789012345678901", "--seed must be between 0"),
-                             ("x", "invalid int value")):
+        for value, words in (
+            ("-1", "--seed must be between 0"),
+            ("123456789012345678901", "--seed must be between 0"),
+            ("x", "invalid int value"),
+        ):
             add(f"{verb} --seed {value}", words)
-    for value, words in (("nan", "--test-fraction must be a finite number"), ("-0.5", "strictly between 0 and 1"),
-                         ("1", "strictly between 0 and 1"), ("0", "strictly between 0 and 1")):
+    for value, words in (
+        ("nan", "--test-fraction must be a finite number"),
+        ("-0.5", "strictly between 0 and 1"),
+        ("1", "strictly between 0 and 1"),
+        ("0", "strictly between 0 and 1"),
+    ):
         add(f"{train} --test-fraction {value}", words)
-    for value, words in (("nan", "--val-fraction must be a finite number"), ("1.5", "strictly between 0 and 1"),
-                         ("0.8", "their sum must be below 1")):
+    for value, words in (
+        ("nan", "--val-fraction must be a finite number"),
+        ("1.5", "strictly between 0 and 1"),
+        ("0.8", "their sum must be below 1"),
+    ):
         add(f"{train} --val-fraction {value}", words)
-    for value, words in (("nan", "--l2 must be a finite number"), ("-100", "--l2 must be between 0"),
-                         ("inf", "finite number")):
+    for value, words in (
+        ("nan", "--l2 must be a finite number"),
+        ("-100", "--l2 must be between 0"),
+        ("inf", "finite number"),
+    ):
         add(f"{train} --l2 {value}", words)
     add(f"{train} --l2 0.1 0.1", "--l2 repeats a value")
     add(f"{train} --sparse-k 0", "--sparse-k must be between 1")
     steer_args = f"--steer {GOOD_PAIRS} --layer 1"
     for verb in (tox, bias, cf):
-        for value, words in (("nan", "--alpha must be a finite number"), ("inf", "finite number"),
-                             ("1e9", "--alpha must be between")):
+        for value, words in (
+            ("nan", "--alpha must be a finite number"),
+            ("inf", "finite number"),
+            ("1e9", "--alpha must be between"),
+        ):
             add(f"{verb} {steer_args} --alpha {value}", words)
         add(f"{verb} {steer_args} --alpha 4 4.0", "--alpha repeats a value")
         add(f"{verb} --alpha 4", "--alpha/--ablate need --steer PAIRS and --layer L")
         add(f"{verb} --steer {GOOD_PAIRS} --layer 99 --alpha 4", "layer 99 is out of range")
-    for value, words in (("nan", "--alpha must be a finite number"), ("4 4", "--alpha repeats a value")):
+    for value, words in (
+        ("nan", "--alpha must be a finite number"),
+        ("4 4", "--alpha repeats a value"),
+    ):
         add(f"{steer} --alpha {value}", words)
     add(steer.replace("--layer 1", "--layer 99"), "layer 99 is out of range")
     add(steer.replace("--layer 1", "--layer -1"), "--layer must be between 0")
@@ -197,8 +280,12 @@ def _rows() -> list[tuple[str, list[str], str]]:
 
     # Devices, dtypes and models.
     for verb in (generate, "info", "hooks", cache, tox):
-        for value, words in (("tpu", "is not a device"), ("gpu", "is not a device"),
-                             ("cuda", "CUDA is not available here"), ("cuda:7", "CUDA is not available here")):
+        for value, words in (
+            ("tpu", "is not a device"),
+            ("gpu", "is not a device"),
+            ("cuda", "CUDA is not available here"),
+            ("cuda:7", "CUDA is not available here"),
+        ):
             add(f"{verb} --device {value}", words)
         for value in ("float64", "int8"):
             add(f"{verb} --dtype {value}", "is not supported")
@@ -209,21 +296,55 @@ def _rows() -> list[tuple[str, list[str], str]]:
 
     # Strings and lists.
     add(["generate", "--model", "tiny-phi", "--prompt", "   "], "--prompt is empty")
-    add(["generate", "--model", "tiny-phi", "--prompt", "word " * 5000, "--raw"], "exceeds tiny-phi's context")
+    add(
+        ["generate", "--model", "tiny-phi", "--prompt", "word " * 5000, "--raw"],
+        "exceeds tiny-phi's context",
+    )
     add(["attention", "--model", "tiny-phi", "--prompt", ""], "--prompt is empty")
-    add(["attention", "--model", "tiny-phi", "--prompt", "word " * 30000], "exceeds tiny-phi's context")
+    add(
+        ["attention", "--model", "tiny-phi", "--prompt", "word " * 30000],
+        "exceeds tiny-phi's context",
+    )
     add(["lens", "--model", "tiny-phi", "--prompt", "word " * 30000], "exceeds tiny-phi's context")
     add([*patch[:4], "word " * 30000, *patch[5:]], "exceeds tiny-phi's context")
-    add(["lens", "--model", "tiny-phi", "--prompt", "hi", "--answers", "", " x"], "--answers is empty")
-    add(["lens", "--model", "tiny-phi", "--prompt", "hi", "--answers", " x", " x"], "--answers repeats an entry")
-    add(["lens", "--model", "tiny-phi", "--prompt", "hi", "--answers", " internationalization", " x"], "not one")
+    add(
+        ["lens", "--model", "tiny-phi", "--prompt", "hi", "--answers", "", " x"],
+        "--answers is empty",
+    )
+    add(
+        ["lens", "--model", "tiny-phi", "--prompt", "hi", "--answers", " x", " x"],
+        "--answers repeats an entry",
+    )
+    add(
+        [
+            "lens",
+            "--model",
+            "tiny-phi",
+            "--prompt",
+            "hi",
+            "--answers",
+            " internationalization",
+            " x",
+        ],
+        "not one",
+    )
     add([*patch[:4], "", *patch[5:]], "--clean is empty")
     add([*patch, "--kinds", "attn_heads"], "unknown patch kind")
     add([*patch, "--method", "fast"], "invalid choice")
     add([*patch[:-2], " verylongwordthatisnotonetoken", " y"], "not one")
     add(f"{steer} --positive-words great", "give both --positive-words and --negative-words")
-    cf_no_groups = ["audit", "counterfactual", "--model", "tiny-phi", "--templates", GOOD_TEMPLATES,
-                    "--continuations", "kind", "--out", "{out}"]
+    cf_no_groups = [
+        "audit",
+        "counterfactual",
+        "--model",
+        "tiny-phi",
+        "--templates",
+        GOOD_TEMPLATES,
+        "--continuations",
+        "kind",
+        "--out",
+        "{out}",
+    ]
     add([*cf_no_groups, "--groups", "young", "young"], "--groups repeats an entry")
     add([*cf_no_groups, "--groups", "only"], "give at least two --groups")
     add([*f"{cf}".split(), "--continuations", " "], "--continuations is empty")
@@ -237,62 +358,135 @@ def _rows() -> list[tuple[str, list[str], str]]:
     add(f"{cache} --positions first", "invalid choice")
     add(f"{cache} --hooks blocks.0.hook_resid_pst", "hook")
     add("hooks --model tiny-phi --pattern nothing.matches", "nothing.matches")
-    add("probe apply --model tiny-phi --probe {probe_nan}", "give exactly one of --text and --input")
-    add(f"probe apply --model tiny-phi --probe {{probe_nan}} --tokens --input {GOOD_PROMPTS}", "--tokens needs --text")
+    add(
+        "probe apply --model tiny-phi --probe {probe_nan}", "give exactly one of --text and --input"
+    )
+    add(
+        f"probe apply --model tiny-phi --probe {{probe_nan}} --tokens --input {GOOD_PROMPTS}",
+        "--tokens needs --text",
+    )
 
     # Files through the hardened readers: text inputs.
-    for key, words in (("binary.txt", "not valid UTF-8"), ("latin1.jsonl", "not valid UTF-8"),
-                       ("list.jsonl", "expected a JSON object"), ("deep.jsonl", "JSON nested too deeply"),
-                       ("surrogate.jsonl", "unpaired surrogate"), ("empty.txt", "file has no texts"),
-                       ("blank.txt", "file has no texts"), ("text_number.jsonl", "is int, not a string"),
-                       ("no_field.jsonl", "field 'text' is missing"), ("bad.json.jsonl", "invalid JSON"),
-                       ("unterminated.csv", "bad CSV"), ("ragged.csv", "row has 3 fields"),
-                       ("bigfield.csv", "bad CSV"), ("wrong.md", "unsupported file type"),
-                       ("folder.txt", "is a folder"), ("missing.txt", "file not found")):
-        for verb in ("cache --model tiny-phi --out {out} --input", f"{tox.replace('--prompts ' + GOOD_PROMPTS, '')} --prompts"):
+    for key, words in (
+        ("binary.txt", "not valid UTF-8"),
+        ("latin1.jsonl", "not valid UTF-8"),
+        ("list.jsonl", "expected a JSON object"),
+        ("deep.jsonl", "JSON nested too deeply"),
+        ("surrogate.jsonl", "unpaired surrogate"),
+        ("empty.txt", "file has no texts"),
+        ("blank.txt", "file has no texts"),
+        ("text_number.jsonl", "is int, not a string"),
+        ("no_field.jsonl", "field 'text' is missing"),
+        ("bad.json.jsonl", "invalid JSON"),
+        ("unterminated.csv", "bad CSV"),
+        ("ragged.csv", "row has 3 fields"),
+        ("bigfield.csv", "bad CSV"),
+        ("wrong.md", "unsupported file type"),
+        ("folder.txt", "is a folder"),
+        ("missing.txt", "file not found"),
+    ):
+        for verb in (
+            "cache --model tiny-phi --out {out} --input",
+            f"{tox.replace('--prompts ' + GOOD_PROMPTS, '')} --prompts",
+        ):
             add(f"{verb} {{{key}}}", words, tag=f"{verb.split()[0]} {key}")
     # Contrast pairs (steer and every audit's --steer).
-    for key, words in (("pairs_missing.jsonl", "field 'negative' is missing"),
-                       ("pairs_list.jsonl", "expected a JSON object"), ("pairs_empty_neg.jsonl", "is empty"),
-                       ("pairs_deep.jsonl", "JSON nested too deeply"), ("pairs_surrogate.jsonl", "unpaired surrogate"),
-                       ("binary.txt", "not valid UTF-8"), ("empty.txt", "no contrast pairs"),
-                       ("folder.txt", "is a folder"), ("missing.txt", "file not found")):
-        add(f"steer --model tiny-phi --layer 1 --prompt hi --pairs {{{key}}}", words, tag=f"steer {key}")
+    for key, words in (
+        ("pairs_missing.jsonl", "field 'negative' is missing"),
+        ("pairs_list.jsonl", "expected a JSON object"),
+        ("pairs_empty_neg.jsonl", "is empty"),
+        ("pairs_deep.jsonl", "JSON nested too deeply"),
+        ("pairs_surrogate.jsonl", "unpaired surrogate"),
+        ("binary.txt", "not valid UTF-8"),
+        ("empty.txt", "no contrast pairs"),
+        ("folder.txt", "is a folder"),
+        ("missing.txt", "file not found"),
+    ):
+        add(
+            f"steer --model tiny-phi --layer 1 --prompt hi --pairs {{{key}}}",
+            words,
+            tag=f"steer {key}",
+        )
         add(f"{bias} --layer 1 --alpha 2 --steer {{{key}}}", words, tag=f"audit-bias steer {key}")
     # Labeled sets.
-    for key, words in (("labeled_label2.jsonl", "field 'label' must be 0 or 1"),
-                       ("labeled_float.jsonl", "field 'label' must be 0 or 1"),
-                       ("labeled_notext.jsonl", "field 'text' is missing"),
-                       ("labeled_group.jsonl", "field 'group' must be a string"),
-                       ("labeled_one_class.jsonl", "both 0 and 1"), ("list.jsonl", "expected a JSON object"),
-                       ("deep.jsonl", "JSON nested too deeply"), ("binary.txt", "not valid UTF-8"),
-                       ("surrogate.jsonl", "unpaired surrogate"), ("missing.txt", "file not found")):
-        add(f"probe train --model tiny-phi --out {{out}} --data {{{key}}}", words, tag=f"probe-train {key}")
+    for key, words in (
+        ("labeled_label2.jsonl", "field 'label' must be 0 or 1"),
+        ("labeled_float.jsonl", "field 'label' must be 0 or 1"),
+        ("labeled_notext.jsonl", "field 'text' is missing"),
+        ("labeled_group.jsonl", "field 'group' must be a string"),
+        ("labeled_one_class.jsonl", "both 0 and 1"),
+        ("list.jsonl", "expected a JSON object"),
+        ("deep.jsonl", "JSON nested too deeply"),
+        ("binary.txt", "not valid UTF-8"),
+        ("surrogate.jsonl", "unpaired surrogate"),
+        ("missing.txt", "file not found"),
+    ):
+        add(
+            f"probe train --model tiny-phi --out {{out}} --data {{{key}}}",
+            words,
+            tag=f"probe-train {key}",
+        )
     # Bias CSVs.
-    for key, words in (("bias_nocol.csv", "no column 'sent_more'"), ("bias_ragged.csv", "row has 3 fields"),
-                       ("bias_empty.csv", "is empty"), ("bias_quote.csv", "bad CSV"), ("binary.txt", "not valid UTF-8"),
-                       ("bigfield.csv", "bad CSV"), ("folder.txt", "is a folder"), ("missing.txt", "file not found")):
-        add(f"audit bias --model tiny-phi --out {{out}} --pairs {{{key}}}", words, tag=f"audit-bias {key}")
-    add("audit counterfactual --model tiny-phi --groups a b --continuations x --out {out} "
+    for key, words in (
+        ("bias_nocol.csv", "no column 'sent_more'"),
+        ("bias_ragged.csv", "row has 3 fields"),
+        ("bias_empty.csv", "is empty"),
+        ("bias_quote.csv", "bad CSV"),
+        ("binary.txt", "not valid UTF-8"),
+        ("bigfield.csv", "bad CSV"),
+        ("folder.txt", "is a folder"),
+        ("missing.txt", "file not found"),
+    ):
+        add(
+            f"audit bias --model tiny-phi --out {{out}} --pairs {{{key}}}",
+            words,
+            tag=f"audit-bias {key}",
+        )
+    add(
+        "audit counterfactual --model tiny-phi --groups a b --continuations x --out {out} "
         "--templates {templates_noslot.txt}",
-        "template has no {group} slot")
-    add("audit toxigen --model tiny-phi --out {out} --data {folder.txt}", "no ToxiGen hate_*/neutral_* files")
+        "template has no {group} slot",
+    )
+    add(
+        "audit toxigen --model tiny-phi --out {out} --data {folder.txt}",
+        "no ToxiGen hate_*/neutral_* files",
+    )
     # Saved probes.
-    for key, words in (("probe_nan", "holds NaN or infinite values"), ("probe_inf", "holds NaN or infinite values"),
-                       ("probe_nohook", "field 'hook' is missing"), ("probe_hook_int", "field 'hook' is missing"),
-                       ("probe_extra", "tensors must be exactly"), ("probe_missing", "tensors must be exactly"),
-                       ("probe_int", "not floating point"), ("probe_shape", "has shape (7,)"),
-                       ("probe_std0", "'std' must be positive"), ("probe_width", "64-wide vectors"),
-                       ("probe_foreign", "trained on 'smollm2-135m' and cannot score 'tiny-phi'"),
-                       ("probe_nomodel", "records no model"), ("probe_badhook", "blocks.99.hook_resid_post"),
-                       ("probe_deepjson", "unreadable probe"), ("folder.txt", "not a saved probe")):
+    for key, words in (
+        ("probe_nan", "holds NaN or infinite values"),
+        ("probe_inf", "holds NaN or infinite values"),
+        ("probe_nohook", "field 'hook' is missing"),
+        ("probe_hook_int", "field 'hook' is missing"),
+        ("probe_extra", "tensors must be exactly"),
+        ("probe_missing", "tensors must be exactly"),
+        ("probe_int", "not floating point"),
+        ("probe_shape", "has shape (7,)"),
+        ("probe_std0", "'std' must be positive"),
+        ("probe_width", "64-wide vectors"),
+        ("probe_foreign", "trained on 'smollm2-135m' and cannot score 'tiny-phi'"),
+        ("probe_nomodel", "records no model"),
+        ("probe_badhook", "blocks.99.hook_resid_post"),
+        ("probe_deepjson", "unreadable probe"),
+        ("folder.txt", "not a saved probe"),
+    ):
         add(f"{apply} {{{key}}}", words, tag=f"probe-apply {key}")
-        add(f"{tox.replace('profanity-check', 'profanity-check,probe')} --probe {{{key}}}", words,
-            tag=f"audit-probe {key}")
+        add(
+            f"{tox.replace('profanity-check', 'profanity-check,probe')} --probe {{{key}}}",
+            words,
+            tag=f"audit-probe {key}",
+        )
     # Output paths and report folders.
     for verb in (cache, tox, bias, train, cf):
-        add(verb.replace("{out}", "{a_file}"), "exists and is not a folder", tag=f"{verb.split()[0]} out-file")
-        add(verb.replace("{out}", "{a_file}/sub"), "is not a folder, so", tag=f"{verb.split()[0]} out-under-file")
+        add(
+            verb.replace("{out}", "{a_file}"),
+            "exists and is not a folder",
+            tag=f"{verb.split()[0]} out-file",
+        )
+        add(
+            verb.replace("{out}", "{a_file}/sub"),
+            "is not a folder, so",
+            tag=f"{verb.split()[0]} out-under-file",
+        )
     add(f"{attention} --html {{folder.txt}}", "--html: is a folder")
     add(f"{attention} --html {{a_file}}/x.html", "cannot write in")
     add("report {missing.txt}", "neither an audit folder")
@@ -308,9 +502,24 @@ ROWS = _rows()
 def test_the_table_is_large_and_covers_every_verb():
     assert len(ROWS) >= 150, len(ROWS)
     verbs = {" ".join(a for a in args[:2] if not a.startswith("-")) for _, args, _ in ROWS}
-    for verb in ("generate", "cache", "attention", "lens", "patch", "steer", "probe train", "probe apply",
-                 "audit toxicity", "audit bias", "audit toxigen", "audit counterfactual", "report", "info",
-                 "hooks", "dashboard"):
+    for verb in (
+        "generate",
+        "cache",
+        "attention",
+        "lens",
+        "patch",
+        "steer",
+        "probe train",
+        "probe apply",
+        "audit toxicity",
+        "audit bias",
+        "audit toxigen",
+        "audit counterfactual",
+        "report",
+        "info",
+        "hooks",
+        "dashboard",
+    ):
         assert any(v.startswith(verb) for v in verbs), verb
 
 

@@ -5,6 +5,7 @@ Tolerances (bf16 keeps 8 bits of mantissa, about 2-3 significant digits): patchi
 activation gives back the clean metric within 1e-2 of the normalised scale; DLA parts sum to the
 logit difference within 1% relative (they are summed in float64 from bf16 activations).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -28,8 +29,17 @@ def test_bf16_load_is_bf16_throughout(tiny_bf16):
     assert tiny_bf16.info.dtype == "bfloat16"
     assert {p.dtype for p in tiny_bf16.hf_model.parameters()} == {torch.bfloat16}
     seen = set()
-    with wb.apply_hooks(tiny_bf16, [(name, lambda act, hook: seen.add(act.dtype)) for name in
-                                     ("blocks.0.hook_resid_post", "blocks.1.attn.hook_z", "blocks.3.hook_mlp_out")]):
+    with wb.apply_hooks(
+        tiny_bf16,
+        [
+            (name, lambda act, hook: seen.add(act.dtype))
+            for name in (
+                "blocks.0.hook_resid_post",
+                "blocks.1.attn.hook_z",
+                "blocks.3.hook_mlp_out",
+            )
+        ],
+    ):
         with torch.no_grad():
             tiny_bf16.hf_model(tiny_bf16.tokenizer("Hello there", return_tensors="pt").input_ids)
     assert seen == {torch.bfloat16}
@@ -39,8 +49,11 @@ def test_bf16_patching_invariants(tiny_bf16):
     task = prepare(tiny_bf16, CLEAN, CORRUPT, " Mary", " John")
     final = f"blocks.{tiny_bf16.n_layers - 1}.hook_resid_post"
     every, nothing = (slice(None), slice(None)), (slice(0, 0),)
-    normalised = task.normalise(run_patches(tiny_bf16, task, [(final, every), (final, nothing),
-                                                              ("blocks.0.hook_resid_pre", every)]))
+    normalised = task.normalise(
+        run_patches(
+            tiny_bf16, task, [(final, every), (final, nothing), ("blocks.0.hook_resid_pre", every)]
+        )
+    )
     assert abs(float(normalised[0]) - 1.0) <= 1e-2
     assert abs(float(normalised[1])) <= 1e-2
     assert abs(float(normalised[2]) - 1.0) <= 1e-2
@@ -49,20 +62,27 @@ def test_bf16_patching_invariants(tiny_bf16):
 def test_bf16_dla_sums_to_logit_difference(tiny_bf16):
     dla = direct_logit_attribution(tiny_bf16, CLEAN, " Mary", " John")
     total = float(dla.values.double().sum())
-    assert abs(total - dla.logit_diff) <= 0.01 * max(abs(dla.logit_diff), 1e-3), (total, dla.logit_diff)
+    assert abs(total - dla.logit_diff) <= 0.01 * max(abs(dla.logit_diff), 1e-3), (
+        total,
+        dla.logit_diff,
+    )
 
 
 def test_bf16_probes_are_fitted_in_fp32(tiny_bf16):
     from workbench.probes import train_probes
 
-    texts = [f"I really like {w}." for w in ("cats", "tea", "rain", "music", "maps", "bees")] + \
-            [f"I really hate {w}." for w in ("cats", "tea", "rain", "music", "maps", "bees")]
+    texts = [f"I really like {w}." for w in ("cats", "tea", "rain", "music", "maps", "bees")] + [
+        f"I really hate {w}." for w in ("cats", "tea", "rain", "music", "maps", "bees")
+    ]
     texts = texts * 3
     labels = ([1] * 6 + [0] * 6) * 3
-    cache = wb.cache_activations(tiny_bf16, texts, hooks="blocks.2.hook_resid_post", positions="mean",
-                                 progress=False)
+    cache = wb.cache_activations(
+        tiny_bf16, texts, hooks="blocks.2.hook_resid_post", positions="mean", progress=False
+    )
     assert cache["blocks.2.hook_resid_post"].dtype == torch.bfloat16
-    probe = train_probes(cache, labels, l2=1e-2, device="cpu", meta={"model": "tiny-phi", "positions": "mean"}).best()
+    probe = train_probes(
+        cache, labels, l2=1e-2, device="cpu", meta={"model": "tiny-phi", "positions": "mean"}
+    ).best()
     assert probe.weight.dtype == torch.float32 and probe.mean.dtype == torch.float32
 
 
@@ -70,7 +90,7 @@ def check_bf16_generation_equals_hf(model, prompt: str, max_new_tokens: int) -> 
     reference = hf_reference(model.info.path).to(torch.bfloat16)
     expected = hf_greedy(reference, model, prompt, max_new_tokens)
     ours = wb.generate(model, prompt, max_new_tokens=max_new_tokens)[0]
-    assert list(ours.new_tokens) == expected[:len(ours.new_tokens)] and len(ours.new_tokens) >= 1
+    assert list(ours.new_tokens) == expected[: len(ours.new_tokens)] and len(ours.new_tokens) >= 1
     return expected
 
 

@@ -1,4 +1,5 @@
 """CrowS-Pairs bias scanner and `workbench audit bias`."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,12 @@ def test_batched_sentence_logprobs_equal_one_at_a_time(tiny):
     texts = ["The cat sat.", "A much longer sentence about the weather today.", "Hi"]
     batched = sentence_logprobs(tiny, texts, batch_size=3)
     for text, value in zip(texts, batched):
-        ids = torch.tensor([[tiny.tokenizer.eos_token_id] + tiny.tokenizer(text, add_special_tokens=False).input_ids])
+        ids = torch.tensor(
+            [
+                [tiny.tokenizer.eos_token_id]
+                + tiny.tokenizer(text, add_special_tokens=False).input_ids
+            ]
+        )
         with torch.no_grad():
             logprobs = tiny.hf_model(ids).logits.float().log_softmax(-1)[0, :-1]
         expected = logprobs.gather(-1, ids[0, 1:, None]).sum()
@@ -38,7 +44,10 @@ def test_crows_pairs_table_and_intervals(tiny):
     assert overall["ci_low"] <= overall["stereotype_share"] <= overall["ci_high"]
     assert float(overall["stereotype_share"]) == float(result.prefers_more().double().mean())
     wilson = binomtest(int(result.prefers_more().sum()), 40).proportion_ci(method="wilson")
-    assert (overall["ci_low"], overall["ci_high"]) == (wilson.low, wilson.high) and "Wilson" in overall["method"]
+    assert (overall["ci_low"], overall["ci_high"]) == (
+        wilson.low,
+        wilson.high,
+    ) and "Wilson" in overall["method"]
     assert table["pairs"].iloc[1:].sum() == 40
     small = table[table["pairs"] < 10]  # the minimum-n rule: no interval, a reason instead
     assert len(small) and small["ci_low"].isna().all() and small["note"].str.contains("< 10").all()
@@ -47,14 +56,31 @@ def test_crows_pairs_table_and_intervals(tiny):
 def test_audit_bias_cli(tmp_path, capsys):
     small = tmp_path / "pairs.csv"
     small.write_text("\n".join(CROWS.read_text(encoding="utf-8").splitlines()[:13]) + "\n")
-    code = main(["audit", "bias", "--model", "tiny-phi", "--pairs", str(small), "--out", str(tmp_path / "out"),
-                 "--bootstrap", "100", "--json"])
+    code = main(
+        [
+            "audit",
+            "bias",
+            "--model",
+            "tiny-phi",
+            "--pairs",
+            str(small),
+            "--out",
+            str(tmp_path / "out"),
+            "--bootstrap",
+            "100",
+            "--json",
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and summary["table"][0]["pairs"] == 12
-    assert (tmp_path / "out" / "report.html").exists() and (tmp_path / "out" / "summary.json").exists()
+    assert (tmp_path / "out" / "report.html").exists() and (
+        tmp_path / "out" / "summary.json"
+    ).exists()
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
-    code = main(["audit", "bias", "--model", "tiny-phi", "--pairs", str(bad), "--out", str(tmp_path / "o2")])
+    code = main(
+        ["audit", "bias", "--model", "tiny-phi", "--pairs", str(bad), "--out", str(tmp_path / "o2")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "bad.csv:1: no column 'sent_more'" in err
 
@@ -94,9 +120,16 @@ def test_shared_metric_on_hand_made_pairs(tiny):
     tie = pair_scores(tiny, [_pair("I like the cat", "I like the dog")])
     assert abs(tie["shared_more"][0] - tie["shared_less"][0]) < 1e-5
     # Two separate differences: counted, and everything between them is left unscored.
-    two = encode_texts(tiny, ["He went to the shop and he smiled.", "She went to the shop and she smiled."])
-    assert pair_scores(tiny, [_pair("He went to the shop and he smiled.",
-                                    "She went to the shop and she smiled.")])["differing_spans"][0] == 2
+    two = encode_texts(
+        tiny, ["He went to the shop and he smiled.", "She went to the shop and she smiled."]
+    )
+    assert (
+        pair_scores(
+            tiny,
+            [_pair("He went to the shop and he smiled.", "She went to the shop and she smiled.")],
+        )["differing_spans"][0]
+        == 2
+    )
     prefix, suffix = shared_span(*two)
     assert prefix == 1  # only the start token before the first difference
 
@@ -120,10 +153,17 @@ def test_total_logprob_equals_plain_hugging_face(smol):
     pairs = read_bias_pairs(CROWS)[:24]
     scores = pair_scores(smol, pairs, batch_size=8)
     reference = hf_reference(smol.info.path)
-    start = smol.tokenizer.bos_token_id if smol.tokenizer.bos_token_id is not None else smol.tokenizer.eos_token_id
+    start = (
+        smol.tokenizer.bos_token_id
+        if smol.tokenizer.bos_token_id is not None
+        else smol.tokenizer.eos_token_id
+    )
     worst = 0.0
     for i, pair in enumerate(pairs):
-        for text, ours in ((pair.more, scores["total_more"][i]), (pair.less, scores["total_less"][i])):
+        for text, ours in (
+            (pair.more, scores["total_more"][i]),
+            (pair.less, scores["total_less"][i]),
+        ):
             ids = torch.tensor([[start] + smol.tokenizer(text, add_special_tokens=False).input_ids])
             with torch.no_grad():
                 logprobs = reference(ids).logits.double().log_softmax(-1)[0, :-1]
@@ -142,34 +182,97 @@ def test_crows_pairs_sample_on_smollm2(smol):
 
 def test_toxigen_audit_cli_on_tiny(tmp_path, capsys):
     data = SHARED_DATA / "toxigen"
-    code = main(["audit", "toxigen", "--model", "tiny-phi", "--data", str(data), "--out", str(tmp_path / "tg"),
-                 "--scorer", "profanity-check", "--prompts-per-group", "1", "--max-new-tokens", "4",
-                 "--groups", "women", "muslim", "--json"])
+    code = main(
+        [
+            "audit",
+            "toxigen",
+            "--model",
+            "tiny-phi",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "tg"),
+            "--scorer",
+            "profanity-check",
+            "--prompts-per-group",
+            "1",
+            "--max-new-tokens",
+            "4",
+            "--groups",
+            "women",
+            "muslim",
+            "--json",
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and [g["group"] for g in summary["groups"]] == ["muslim", "women"]
     row = summary["groups"][0]
-    assert row["hate_statements"] > 0 and row["preference"]["low"] < row["preference"]["value"] < row["preference"]["high"]
+    assert (
+        row["hate_statements"] > 0
+        and row["preference"]["low"] < row["preference"]["value"] < row["preference"]["high"]
+    )
     assert "two-sample bootstrap over statements" in row["preference"]["method"]
     after = row["toxicity_after_hate"]  # one prompt: a value, and no interval
-    assert 0 <= after["value"] <= 1 and after["n"] == 1 and after["low"] is None and "< 10" in after["note"]
-    code = main(["audit", "toxigen", "--model", "tiny-phi", "--data", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert (
+        0 <= after["value"] <= 1
+        and after["n"] == 1
+        and after["low"] is None
+        and "< 10" in after["note"]
+    )
+    code = main(
+        [
+            "audit",
+            "toxigen",
+            "--model",
+            "tiny-phi",
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     assert code == 2 and "no ToxiGen hate_*/neutral_* files" in capsys.readouterr().err
 
 
 def test_bias_audit_under_steering_reports_conditions_side_by_side(tmp_path, capsys):
     small = tmp_path / "pairs.csv"
     small.write_text("\n".join(CROWS.read_text(encoding="utf-8").splitlines()[:11]) + "\n")
-    code = main(["audit", "bias", "--model", "tiny-phi", "--pairs", str(small), "--out", str(tmp_path / "out"),
-                 "--bootstrap", "100", "--steer", str(ROOT / "probes" / "sentiment_pairs.jsonl"), "--layer", "1",
-                 "--alpha", "-20", "20", "--json"])
+    code = main(
+        [
+            "audit",
+            "bias",
+            "--model",
+            "tiny-phi",
+            "--pairs",
+            str(small),
+            "--out",
+            str(tmp_path / "out"),
+            "--bootstrap",
+            "100",
+            "--steer",
+            str(ROOT / "probes" / "sentiment_pairs.jsonl"),
+            "--layer",
+            "1",
+            "--alpha",
+            "-20",
+            "20",
+            "--json",
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
     assert code == 0
     overall = {row["condition"]: row for row in summary["table"] if row["bias_type"] == "all"}
     assert list(overall) == ["baseline", "steer-20", "steer+20"]
-    paired = {p["condition"]: p for p in summary["vs_baseline"]}  # pair by pair against the baseline
+    paired = {
+        p["condition"]: p for p in summary["vs_baseline"]
+    }  # pair by pair against the baseline
     assert list(paired) == ["steer-20", "steer+20"] and paired["steer+20"]["n_units"] == 10
-    assert paired["steer+20"]["up"]["count"] + paired["steer+20"]["down"]["count"] + \
-        paired["steer+20"]["unchanged"] == 10
+    assert (
+        paired["steer+20"]["up"]["count"]
+        + paired["steer+20"]["down"]["count"]
+        + paired["steer+20"]["unchanged"]
+        == 10
+    )
     frame = load_results(tmp_path / "out")
     base = frame[frame.condition == "baseline"]["logprob_more"].to_numpy()
     steered = frame[frame.condition == "steer+20"]["logprob_more"].to_numpy()
@@ -185,21 +288,59 @@ def test_continuation_logprob_and_counterfactual_cli(tiny, tmp_path, capsys):
         logprobs = tiny.hf_model(ids).logits[0, :-1].float().log_softmax(-1)
     expected = float(logprobs[-1, ids[0, -1]])
     assert abs(continuation_logprob(tiny, prompt, cont) - expected) <= 1e-4
-    code = main(["audit", "counterfactual", "--model", "tiny-phi", "--templates",
-                 str(ROOT / "probes" / "counterfactual_templates.txt"), "--groups", "young", "old",
-                 "--continuations", " kind", " rude", "--scorer", "profanity-check", "--max-new-tokens", "4",
-                 "--out", str(tmp_path / "cf"), "--json"])
+    code = main(
+        [
+            "audit",
+            "counterfactual",
+            "--model",
+            "tiny-phi",
+            "--templates",
+            str(ROOT / "probes" / "counterfactual_templates.txt"),
+            "--groups",
+            "young",
+            "old",
+            "--continuations",
+            " kind",
+            " rude",
+            "--scorer",
+            "profanity-check",
+            "--max-new-tokens",
+            "4",
+            "--out",
+            str(tmp_path / "cf"),
+            "--json",
+        ]
+    )
     table = json.loads(capsys.readouterr().out)["table"]
     kind = [row for row in table if row["measure"] == "logprob[ kind]"]
     assert code == 0 and [row["group"] for row in kind] == ["young", "old"]
     assert abs(kind[0]["gap"]["value"] + kind[1]["gap"]["value"]) < 1e-6  # gaps are around the mean
-    assert kind[0]["templates"] == 5 and kind[0]["gap"]["low"] is None and "5 < 10" in kind[0]["gap"]["note"]
+    assert (
+        kind[0]["templates"] == 5
+        and kind[0]["gap"]["low"] is None
+        and "5 < 10" in kind[0]["gap"]["note"]
+    )
     toxicity = [row for row in table if row["measure"] == "toxicity"]
     assert 0 <= toxicity[0]["mean"]["value"] <= 1
     bad = tmp_path / "t.txt"
     bad.write_text("no slot here\n")
-    code = main(["audit", "counterfactual", "--model", "tiny-phi", "--templates", str(bad), "--groups", "a", "b",
-                 "--continuations", " x", "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "audit",
+            "counterfactual",
+            "--model",
+            "tiny-phi",
+            "--templates",
+            str(bad),
+            "--groups",
+            "a",
+            "b",
+            "--continuations",
+            " x",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2 and "t.txt:1: template has no {group} slot" in capsys.readouterr().err
 
 
@@ -207,12 +348,29 @@ def test_bias_audit_resumes_and_folder_report_shows_every_audit(tmp_path, capsys
     small = tmp_path / "pairs.csv"
     small.write_text("\n".join(CROWS.read_text(encoding="utf-8").splitlines()[:13]) + "\n")
     out = tmp_path / "audits" / "bias"
-    args = ["audit", "bias", "--model", "tiny-phi", "--pairs", str(small), "--out", str(out), "--bootstrap", "100",
-            "--shard-size", "5", "--json"]
+    args = [
+        "audit",
+        "bias",
+        "--model",
+        "tiny-phi",
+        "--pairs",
+        str(small),
+        "--out",
+        str(out),
+        "--bootstrap",
+        "100",
+        "--shard-size",
+        "5",
+        "--json",
+    ]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)
     shards = sorted((out / "shards").glob("*.parquet"))
-    assert [p.name for p in shards] == ["baseline-00000.parquet", "baseline-00001.parquet", "baseline-00002.parquet"]
+    assert [p.name for p in shards] == [
+        "baseline-00000.parquet",
+        "baseline-00001.parquet",
+        "baseline-00002.parquet",
+    ]
     reference = load_results(out)
     kept = shards[0].stat().st_mtime_ns
     shards[1].unlink()  # as if killed before the second shard was written
@@ -229,15 +387,37 @@ def test_bias_audit_resumes_and_folder_report_shows_every_audit(tmp_path, capsys
     capsys.readouterr()
     assert json.loads((out / "run.json").read_text())["bootstrap"] == 200
     # A folder of audits gets one report with every audit in it.
-    code = main(["audit", "counterfactual", "--model", "tiny-phi", "--templates",
-                 str(ROOT / "probes" / "counterfactual_templates.txt"), "--groups", "young", "old",
-                 "--continuations", " kind", "--scorer", "none", "--out", str(tmp_path / "audits" / "cf")])
+    code = main(
+        [
+            "audit",
+            "counterfactual",
+            "--model",
+            "tiny-phi",
+            "--templates",
+            str(ROOT / "probes" / "counterfactual_templates.txt"),
+            "--groups",
+            "young",
+            "old",
+            "--continuations",
+            " kind",
+            "--scorer",
+            "none",
+            "--out",
+            str(tmp_path / "audits" / "cf"),
+        ]
+    )
     assert code == 0
     capsys.readouterr()
     (tmp_path / "audits" / "acts").mkdir()
-    (tmp_path / "audits" / "acts" / "run.json").write_text('{"hooks": []}')  # an activation cache is skipped
+    (tmp_path / "audits" / "acts" / "run.json").write_text(
+        '{"hooks": []}'
+    )  # an activation cache is skipped
     assert main(["report", str(tmp_path / "audits"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     page = (tmp_path / "audits" / "report.html").read_text()
-    assert len(summary["audits"]) == 2 and "CrowS-Pairs bias audit" in page and "Counterfactual-template audit" in page
+    assert (
+        len(summary["audits"]) == 2
+        and "CrowS-Pairs bias audit" in page
+        and "Counterfactual-template audit" in page
+    )
     assert page.count("<section>") == 2 and page.count("plotly.js v") == 1  # plotly inlined once

@@ -1,5 +1,6 @@
 """`workbench VERB --help` explains every option: help text and a default (or "required") for each,
 found by walking the parser; and --json yields JSON on stdout even for an error."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,11 @@ def test_every_option_of_every_verb_has_help_and_a_default():
         for action in parser._actions:
             if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
                 continue
-            name = " ".join(path) + " " + (action.option_strings[0] if action.option_strings else action.dest)
+            name = (
+                " ".join(path)
+                + " "
+                + (action.option_strings[0] if action.option_strings else action.dest)
+            )
             text = formatter._get_help_string(action) if action.help else ""
             if not text.strip():
                 missing.append(f"{name}: no help")
@@ -45,7 +50,10 @@ def test_help_renders_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "sample instead of greedy decoding (default: off)" in out and "--prompt PROMPT the text to continue" in out
+    assert (
+        "sample instead of greedy decoding (default: off)" in out
+        and "--prompt PROMPT the text to continue" in out
+    )
 
 
 def test_one_spelling_per_idea():
@@ -73,7 +81,15 @@ def test_json_errors_are_json_on_stdout(capsys, tmp_path):
 def test_reruns_say_already_complete_and_how_to_force(tmp_path, capsys):
     texts = tmp_path / "texts.txt"
     texts.write_text("one text\nanother text\n")
-    command = ["cache", "--model", "tiny-phi", "--input", str(texts), "--out", str(tmp_path / "acts")]
+    command = [
+        "cache",
+        "--model",
+        "tiny-phi",
+        "--input",
+        str(texts),
+        "--out",
+        str(tmp_path / "acts"),
+    ]
     assert main(command) == 0
     assert "cached 2 texts" in capsys.readouterr().out
     assert main(command + ["--json"]) == 0
@@ -83,8 +99,21 @@ def test_reruns_say_already_complete_and_how_to_force(tmp_path, capsys):
     assert "already complete" in out and "delete the folder or choose another --out" in out
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Hello there\n")
-    audit = ["audit", "toxicity", "--model", "tiny-phi", "--prompts", str(prompts), "--out", str(tmp_path / "tox"),
-             "--scorers", "profanity-check", "--max-new-tokens", "2", "--no-capability"]
+    audit = [
+        "audit",
+        "toxicity",
+        "--model",
+        "tiny-phi",
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(tmp_path / "tox"),
+        "--scorers",
+        "profanity-check",
+        "--max-new-tokens",
+        "2",
+        "--no-capability",
+    ]
     assert main(audit) == 0
     capsys.readouterr()
     assert main(audit) == 0
@@ -92,9 +121,27 @@ def test_reruns_say_already_complete_and_how_to_force(tmp_path, capsys):
 
 
 def test_long_verbs_say_what_they_are_doing(capsys):
-    assert main(["patch", "--model", "tiny-phi", "--clean", "When Mary and John met, John gave it to",
-                 "--corrupt", "When Mary and John met, Mary gave it to", "--answers", " Mary", " John",
-                 "--kinds", "attn_head", "--method", "all"]) == 0
+    assert (
+        main(
+            [
+                "patch",
+                "--model",
+                "tiny-phi",
+                "--clean",
+                "When Mary and John met, John gave it to",
+                "--corrupt",
+                "When Mary and John met, Mary gave it to",
+                "--answers",
+                " Mary",
+                " John",
+                "--kinds",
+                "attn_head",
+                "--method",
+                "all",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "exact patching" in err
     assert "eap-ig: one clean forward pass, 5 forward and backward passes" in err

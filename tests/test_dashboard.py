@@ -3,6 +3,7 @@
 Each test opens one page, checks its main widgets, does one interaction and checks
 that what is shown changed, with no exception and no error message.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,22 +35,83 @@ def results(tmp_path_factory):
     pairs = base / "pairs.csv"
     crows = SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv"
     pairs.write_text("\n".join(crows.read_text(encoding="utf-8").splitlines()[:9]) + "\n")
-    assert cli(["audit", "bias", "--model", "tiny-phi", "--pairs", str(pairs), "--out", str(root / "bias"),
-                "--bootstrap", "100"]) == 0
+    assert (
+        cli(
+            [
+                "audit",
+                "bias",
+                "--model",
+                "tiny-phi",
+                "--pairs",
+                str(pairs),
+                "--out",
+                str(root / "bias"),
+                "--bootstrap",
+                "100",
+            ]
+        )
+        == 0
+    )
     gender = base / "gender.csv"
     lines = (ROOT / "probes" / "gender_occupations.csv").read_text().splitlines()
     gender.write_text("\n".join([lines[0]] + lines[1::12]) + "\n")
     heldout = base / "heldout.txt"
-    heldout.write_text("\n".join((ROOT / "probes" / "heldout_neutral.txt").read_text().splitlines()[:4]) + "\n")
+    heldout.write_text(
+        "\n".join((ROOT / "probes" / "heldout_neutral.txt").read_text().splitlines()[:4]) + "\n"
+    )
     qa = base / "qa.jsonl"
     qa.write_text("".join((ROOT / "probes" / "qa.jsonl").read_text().splitlines(True)[:10]))
-    assert cli(["audit", "bias", "--model", "tiny-phi", "--pairs", str(gender), "--out", str(root / "localised"),
-                "--bootstrap", "100", "--localise", "--top-k", "1", "--heldout", str(heldout), "--qa", str(qa)]) == 0
+    assert (
+        cli(
+            [
+                "audit",
+                "bias",
+                "--model",
+                "tiny-phi",
+                "--pairs",
+                str(gender),
+                "--out",
+                str(root / "localised"),
+                "--bootstrap",
+                "100",
+                "--localise",
+                "--top-k",
+                "1",
+                "--heldout",
+                str(heldout),
+                "--qa",
+                str(qa),
+            ]
+        )
+        == 0
+    )
     prompts = base / "prompts.txt"
     prompts.write_text("Tell me about cats.\nTell me about rain.\nTell me about tea.\n")
-    assert cli(["audit", "toxicity", "--model", "tiny-phi", "--prompts", str(prompts), "--out",
-                str(root / "tox"), "--scorers", "profanity-check", "--max-new-tokens", "4", "--steer",
-                str(ROOT / "probes" / "polite_vs_rude_pairs.jsonl"), "--layer", "1", "--alpha", "8"]) == 0
+    assert (
+        cli(
+            [
+                "audit",
+                "toxicity",
+                "--model",
+                "tiny-phi",
+                "--prompts",
+                str(prompts),
+                "--out",
+                str(root / "tox"),
+                "--scorers",
+                "profanity-check",
+                "--max-new-tokens",
+                "4",
+                "--steer",
+                str(ROOT / "probes" / "polite_vs_rude_pairs.jsonl"),
+                "--layer",
+                "1",
+                "--alpha",
+                "8",
+            ]
+        )
+        == 0
+    )
     return root
 
 
@@ -90,7 +152,9 @@ def test_model_page_generates(app):
     assert any("tiny-phi" in str(v) for v in app.dataframe[0].value["value"])
     app.button(key="model_generate").click().run()
     assert not app.exception and app.session_state["model_output_box"]
-    assert any(app.session_state["model_output_box"][:20] in m.value for m in app.markdown)  # shown as text
+    assert any(
+        app.session_state["model_output_box"][:20] in m.value for m in app.markdown
+    )  # shown as text
 
 
 def test_attention_page_choose_a_head(app):
@@ -100,7 +164,10 @@ def test_attention_page_choose_a_head(app):
     app.number_input(key="attn_head").set_value(3).run()
     assert not app.exception and not app.error
     titles = chart_titles(app)
-    assert "L2H3 attention (first token hidden)" in titles and "layer 2: every head's attention" in titles
+    assert (
+        "L2H3 attention (first token hidden)" in titles
+        and "layer 2: every head's attention" in titles
+    )
     app.toggle(key="attn_hide_first").set_value(False).run()
     assert "L2H3 attention" in chart_titles(app)
     app.selectbox(key="attn_kind").set_value("previous_token").run()
@@ -119,12 +186,20 @@ def test_lens_page_change_answer(app):
 
 def test_patching_page_runs_and_explains_length_mismatch(app):
     open_page(app, "patching.py")
-    assert not app.get("plotly_chart") and app.radio(key="patch_method").value == "eap-ig"  # the fast default
+    assert (
+        not app.get("plotly_chart") and app.radio(key="patch_method").value == "eap-ig"
+    )  # the fast default
     assert app.selectbox(key="patch_kind").value == "attention heads (layer x head)"
     app.button(key="patch_run").click().run()
     titles = chart_titles(app)
-    assert len(titles) == 2 and "eap-ig patching: attn_head" in titles[0] and "self-check of eap-ig" in titles[1]
-    assert "self-check of eap-ig on attn_head: 16 of 16 cells" in (app.success or app.warning)[0].value
+    assert (
+        len(titles) == 2
+        and "eap-ig patching: attn_head" in titles[0]
+        and "self-check of eap-ig" in titles[1]
+    )
+    assert (
+        "self-check of eap-ig on attn_head: 16 of 16 cells" in (app.success or app.warning)[0].value
+    )
     app.checkbox(key="patch_exact").check()
     app.button(key="patch_run").click().run()
     assert not app.exception and not app.error
@@ -139,7 +214,9 @@ def test_patching_page_runs_and_explains_length_mismatch(app):
 def test_steering_page_move_the_coefficient(app):
     open_page(app, "steering.py")
     assert app.selectbox(key="steer_source").value == "polite_vs_rude_pairs.jsonl"
-    assert app.text_input(key="steer_prompt").value == "Tell me about your weekend."  # its own prompt
+    assert (
+        app.text_input(key="steer_prompt").value == "Tell me about your weekend."
+    )  # its own prompt
     unsteered = app.session_state["steer_text_unsteered"]
     before = app.session_state["steer_text_steered"]
     app.slider(key="steer_alpha").set_value(12.0).run()
@@ -149,7 +226,9 @@ def test_steering_page_move_the_coefficient(app):
     assert after != before and app.metric[0].label == "toxicity (profanity-check)"
     app.slider(key="steer_points").set_value(3)
     app.button(key="steer_sweep").click().run()
-    assert not app.exception and len(app.get("plotly_chart")) == 1 and len(app.dataframe[0].value) == 3
+    assert (
+        not app.exception and len(app.get("plotly_chart")) == 1 and len(app.dataframe[0].value) == 3
+    )
 
 
 def test_probes_page_train_shade_and_save(app, results):
@@ -164,7 +243,10 @@ def test_probes_page_train_shade_and_save(app, results):
     assert "<span title=" in app.get("html")[0].proto.body
     app.text_input(key="probe_save_path").set_value("../outside")
     app.button(key="probe_save").click().run()
-    assert "outside the results root" in app.error[0].value and not (results.parent / "outside").exists()
+    assert (
+        "outside the results root" in app.error[0].value
+        and not (results.parent / "outside").exists()
+    )
     app.text_input(key="probe_save_path").set_value("probes/l1")
     app.button(key="probe_save").click().run()
     assert not app.error and (results / "probes" / "l1" / "probe.json").exists()
@@ -188,16 +270,25 @@ def test_audits_page_open_folder_and_refuse_escapes(app, results):
     app.selectbox(key="audit_pick").set_value("tox").run()
     assert not app.exception and not app.error
     titles = chart_titles(app)
-    assert [t.split(";")[0] for t in titles] == ["Steering report card: safety effect against capability cost<br>"
-                                                 "<sup>one point per condition and scorer",
-                                                 "mean continuation toxicity (profanity-check, lexical)",
-                                                 "change from the baseline, prompt by prompt (profanity-check, lexical)",
-                                                 "continuation toxicity by condition: profanity-check (lexical)"]
+    assert [t.split(";")[0] for t in titles] == [
+        "Steering report card: safety effect against capability cost<br>"
+        "<sup>one point per condition and scorer",
+        "mean continuation toxicity (profanity-check, lexical)",
+        "change from the baseline, prompt by prompt (profanity-check, lexical)",
+        "continuation toxicity by condition: profanity-check (lexical)",
+    ]
     card = app.dataframe[0].value  # the steering report card comes first
-    assert list(card["condition"]) == ["baseline", "steer+8"] and "QA accuracy [95% CI]" in card.columns
+    assert (
+        list(card["condition"]) == ["baseline", "steer+8"]
+        and "QA accuracy [95% CI]" in card.columns
+    )
     table = app.dataframe[1].value
-    assert list(table["condition"]) == ["baseline", "steer+8"] and set(table["scorer kind"]) == {"lexical"}
-    assert "no interval: n = 3 < 10" in table["mean toxicity [95% CI]"][0]  # three prompts: no interval
+    assert list(table["condition"]) == ["baseline", "steer+8"] and set(table["scorer kind"]) == {
+        "lexical"
+    }
+    assert (
+        "no interval: n = 3 < 10" in table["mean toxicity [95% CI]"][0]
+    )  # three prompts: no interval
     for escape in ("../secret", str(results.parent / "secret")):
         app.text_input(key="audit_path").set_value(escape).run()
         assert not app.exception and "outside the results root" in app.error[0].value
@@ -212,9 +303,18 @@ def test_resolve_under_refuses_escapes(tmp_path):
     os.symlink(root / "a", root / "link_in")
     assert resolve_under(root, "a") == (root / "a").resolve()
     assert resolve_under(root, str(root / "a")) == (root / "a").resolve()
-    assert resolve_under(root, "link_in") == (root / "a").resolve()  # a symlink that stays inside is fine
-    for escape in ("../elsewhere", "a/../../elsewhere", str(tmp_path / "elsewhere"), "link_out", "link_out/run.json",
-                   "/etc/passwd", "~/x"):
+    assert (
+        resolve_under(root, "link_in") == (root / "a").resolve()
+    )  # a symlink that stays inside is fine
+    for escape in (
+        "../elsewhere",
+        "a/../../elsewhere",
+        str(tmp_path / "elsewhere"),
+        "link_out",
+        "link_out/run.json",
+        "/etc/passwd",
+        "~/x",
+    ):
         with pytest.raises(InputError, match="outside the results root"):
             resolve_under(root, escape)
     (root / "a" / "run.json").write_text(AUDIT_RUN)

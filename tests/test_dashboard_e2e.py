@@ -6,6 +6,7 @@ exception is shown, saves a screenshot under artifacts/dashboard/ and records in
 artifacts/dashboard/load_times.json each page's load time (from navigation until the page is idle
 with its figures drawn, or its button shown) and, apart, the time of the work a button starts.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,7 @@ PAGES = {
     "audits": (1, None),
 }
 EXTRA = {"probes": "span[title]"}  # the per-token shading of the prompt
-RUNNING = 'return !!document.querySelector(\'[data-testid="stStatusWidget"]\')'  # shown while the script runs
+RUNNING = "return !!document.querySelector('[data-testid=\"stStatusWidget\"]')"  # shown while the script runs
 DRAWN = "return [...document.querySelectorAll('.js-plotly-plot')].filter(e => e.querySelector('.main-svg')).length"
 
 
@@ -63,17 +64,49 @@ def server(tmp_path_factory):
     pairs = root.parent / "pairs.csv"
     crows = SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv"
     pairs.write_text("\n".join(crows.read_text(encoding="utf-8").splitlines()[:9]) + "\n")
-    assert cli(["audit", "bias", "--model", "tiny-phi", "--pairs", str(pairs), "--out", str(root / "bias"),
-                "--bootstrap", "100"]) == 0
+    assert (
+        cli(
+            [
+                "audit",
+                "bias",
+                "--model",
+                "tiny-phi",
+                "--pairs",
+                str(pairs),
+                "--out",
+                str(root / "bias"),
+                "--bootstrap",
+                "100",
+            ]
+        )
+        == 0
+    )
     port = _free_port()
     log = open(root.parent / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "dashboard", "--model", "smollm2-135m",
-                             "--port", str(port), "--results", str(root)], stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "dashboard",
+            "--model",
+            "smollm2-135m",
+            "--port",
+            str(port),
+            "--results",
+            str(root),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
 
     def healthy():
         try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200
+            return (
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status
+                == 200
+            )
         except OSError:
             assert proc.poll() is None, (root.parent / "server.log").read_text()
             return False
@@ -91,13 +124,23 @@ def browser(tmp_path_factory):
     from selenium.webdriver.chrome.service import Service
 
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, "needs Debian's chromium and chromium-driver (make setup installs them)"
+    assert chromium and driver, (
+        "needs Debian's chromium and chromium-driver (make setup installs them)"
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     # The background-networking flags keep Chromium from calling out (these machines have no internet).
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1400,1800",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
         options.add_argument(flag)
     browser = webdriver.Chrome(options=options, service=Service(driver))
     yield browser
@@ -111,28 +154,52 @@ def test_every_page_renders_in_headless_chromium(server, browser, artifacts):
     url, log = server
     folder = artifacts / "dashboard"
     folder.mkdir(exist_ok=True)
-    loads, clicks = {}, {}  # seconds: from navigation to the page idle; from a button's click to its figures drawn
+    loads, clicks = (
+        {},
+        {},
+    )  # seconds: from navigation to the page idle; from a button's click to its figures drawn
     for page, (figures, button) in PAGES.items():
         start = time.monotonic()
         browser.get(f"{url}/{'' if page == 'overview' else page}")  # the first page is served at /
-        sidebar = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"]'), 120,
-                        f"the sidebar of {page}")[0]
-        _wait(lambda: "smollm2-135m: 30 layers" in sidebar.text, 120, "the model card in the sidebar")
+        sidebar = _wait(
+            lambda: browser.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"]'),
+            120,
+            f"the sidebar of {page}",
+        )[0]
+        _wait(
+            lambda: "smollm2-135m: 30 layers" in sidebar.text, 120, "the model card in the sidebar"
+        )
         if page == "model":
-            _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]'), 120, "model card")
+            _wait(
+                lambda: browser.find_elements(By.CSS_SELECTOR, '[data-testid="stDataFrame"]'),
+                120,
+                "model card",
+            )
         if button:  # the page's load ends when it is idle with its button shown; the button's work is timed apart
-            found = _wait(lambda: browser.find_elements(By.XPATH, f"//button[normalize-space()='{button}']"), 180,
-                          f"the {button!r} button")
+            found = _wait(
+                lambda: browser.find_elements(By.XPATH, f"//button[normalize-space()='{button}']"),
+                180,
+                f"the {button!r} button",
+            )
             _wait(lambda: not browser.execute_script(RUNNING), 120, f"{page} to finish loading")
             loads[page] = round(time.monotonic() - start, 1)
             found[0].click()
             start = time.monotonic()
         if page == "audits":
-            field = _wait(lambda: browser.find_elements(
-                By.CSS_SELECTOR, 'input[aria-label="...or type a path under the results root"]'), 60, "path box")[0]
+            field = _wait(
+                lambda: browser.find_elements(
+                    By.CSS_SELECTOR, 'input[aria-label="...or type a path under the results root"]'
+                ),
+                60,
+                "path box",
+            )[0]
             field.send_keys("bias", Keys.ENTER)
         if figures:
-            _wait(lambda: browser.execute_script(DRAWN) >= figures, 300, f"{figures} figures on {page}")
+            _wait(
+                lambda: browser.execute_script(DRAWN) >= figures,
+                300,
+                f"{figures} figures on {page}",
+            )
         if page in EXTRA:
             _wait(lambda: browser.find_elements(By.CSS_SELECTOR, EXTRA[page]), 120, EXTRA[page])
         _wait(lambda: not browser.execute_script(RUNNING), 120, f"{page} to finish running")
@@ -143,11 +210,16 @@ def test_every_page_renders_in_headless_chromium(server, browser, artifacts):
         time.sleep(0.5)  # let the last figure finish its transition before the screenshot
         browser.save_screenshot(str(folder / f"{page}.png"))
         assert "Page not found" not in browser.page_source, f"/{page} is not a working deep link"
-        errors = browser.find_elements(By.CSS_SELECTOR,
-                                       '[data-testid="stException"], [data-testid="stAlertContentError"]')
+        errors = browser.find_elements(
+            By.CSS_SELECTOR, '[data-testid="stException"], [data-testid="stAlertContentError"]'
+        )
         assert not errors, f"{page}: {[e.text for e in errors]}\n{log.read_text()[-3000:]}"
         assert browser.execute_script(DRAWN) >= figures
         assert (folder / f"{page}.png").stat().st_size > 20_000
-        assert not browser.find_elements(By.XPATH, "//button[normalize-space()='Deploy']"), "the Deploy button shows"
-    (folder / "load_times.json").write_text(json.dumps({"page_load_s": loads, "button_s": clicks}, indent=2) + "\n")
+        assert not browser.find_elements(By.XPATH, "//button[normalize-space()='Deploy']"), (
+            "the Deploy button shows"
+        )
+    (folder / "load_times.json").write_text(
+        json.dumps({"page_load_s": loads, "button_s": clicks}, indent=2) + "\n"
+    )
     print("dashboard page load times (s):", loads, "\nwork started by a button (s):", clicks)

@@ -3,6 +3,7 @@
 This is also the regression guard for transformers 5.24, which broke the
 bridge's own KV-cached generate (correct on 5.23.0, pinned in pyproject.toml).
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -20,9 +21,13 @@ from .conftest import hf_reference
 def hf_greedy(reference, model, prompt: str, max_new_tokens: int) -> list[int]:
     inputs = encode_prompts(model, [format_prompt(model, prompt)])
     with torch.no_grad():
-        out = reference.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=model.tokenizer.pad_token_id)
-    return out[0, inputs["input_ids"].shape[1]:].tolist()
+        out = reference.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=model.tokenizer.pad_token_id,
+        )
+    return out[0, inputs["input_ids"].shape[1] :].tolist()
 
 
 def check_equal_to_hf(model, prompt: str, max_new_tokens: int):
@@ -30,15 +35,22 @@ def check_equal_to_hf(model, prompt: str, max_new_tokens: int):
     expected = hf_greedy(reference, model, prompt, max_new_tokens)
     ours = wb.generate(model, prompt, max_new_tokens=max_new_tokens)[0]
     eos = model.hf_model.generation_config.eos_token_id
-    assert list(ours.new_tokens) == [t for t in expected][:len(ours.new_tokens)]
+    assert list(ours.new_tokens) == [t for t in expected][: len(ours.new_tokens)]
     assert len(ours.new_tokens) == len(expected) or expected[len(ours.new_tokens)] in (
-        eos if isinstance(eos, list) else [eos])
+        eos if isinstance(eos, list) else [eos]
+    )
     # TransformerLens' own generate with its KV cache: broken by transformers 5.24.
     ids = encode_prompts(model, [format_prompt(model, prompt)])["input_ids"]
-    tl_tokens = model.bridge.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                      use_past_kv_cache=True, verbose=False, stop_at_eos=False)
-    tl_new = tl_tokens[0, ids.shape[1]:].tolist()
-    assert tl_new[:len(expected)] == expected[:len(tl_new)]
+    tl_tokens = model.bridge.generate(
+        ids,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        use_past_kv_cache=True,
+        verbose=False,
+        stop_at_eos=False,
+    )
+    tl_new = tl_tokens[0, ids.shape[1] :].tolist()
+    assert tl_new[: len(expected)] == expected[: len(tl_new)]
     return ours, expected
 
 
@@ -66,7 +78,9 @@ def test_sampling_is_seeded(tiny):
 
 def test_prompt_formats(tiny, smol):
     assert format_prompt(tiny, "Hi") == "Hi"
-    assert format_prompt(smol, "Hi").endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    assert format_prompt(smol, "Hi").endswith(
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert format_prompt(smol, "Hi", raw=True) == "Hi"
 
     class Phi2Like:
@@ -92,8 +106,21 @@ def test_batched_generation_matches_single(smol):
 
 @pytest.mark.integration
 def test_cli_generate_offline_answers_paris():
-    done = subprocess.run([sys.executable, "-m", "workbench.cli", "generate", "--model", "smollm2-135m",
-                           "--prompt", "What is the capital of France?", "--json"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "generate",
+            "--model",
+            "smollm2-135m",
+            "--prompt",
+            "What is the capital of France?",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert "Paris" in done.stdout

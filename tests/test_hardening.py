@@ -1,5 +1,6 @@
 """Resume that refuses what changes results, verified storage, one writer per folder, sampling
 independent of batching, and the injection and symlink holes closed."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,13 @@ from workbench.storage import ShardIndex, folder_lock
 
 from .conftest import ROOT, SHARED_DATA, slow_audit_child
 
-PROMPTS = ["Tell me about cats.", "Write a note to my boss.", "Describe the sea.", "What do you think of rain?",
-           "Say something to a stranger."]
+PROMPTS = [
+    "Tell me about cats.",
+    "Write a note to my boss.",
+    "Describe the sea.",
+    "What do you think of rain?",
+    "Say something to a stranger.",
+]
 CROWS = SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv"
 
 
@@ -33,8 +39,23 @@ def prompts(tmp_path):
 
 
 def tox(prompts, out, *extra):
-    return ["audit", "toxicity", "--model", "tiny-phi", "--prompts", str(prompts), "--out", str(out),
-            "--scorers", "profanity-check", "--max-new-tokens", "4", "--shard-size", "2", *extra]
+    return [
+        "audit",
+        "toxicity",
+        "--model",
+        "tiny-phi",
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(out),
+        "--scorers",
+        "profanity-check",
+        "--max-new-tokens",
+        "4",
+        "--shard-size",
+        "2",
+        *extra,
+    ]
 
 
 def run(args, capsys) -> tuple[int, str]:
@@ -44,13 +65,18 @@ def run(args, capsys) -> tuple[int, str]:
 
 # ----------------------------------------------------------------------------- resume
 
-def test_resume_refuses_what_changes_results_and_names_the_field(prompts, tmp_path, capsys, monkeypatch):
+
+def test_resume_refuses_what_changes_results_and_names_the_field(
+    prompts, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "a"
     assert run(tox(prompts, out), capsys)[0] == 0
     code, err = run(tox(prompts, out, "--dtype", "bfloat16"), capsys)
     assert code == 2 and "model.dtype differ" in err
     settings = json.loads((out / "run.json").read_text())
-    (out / "run.json").write_text(json.dumps({**settings, "model": {**settings["model"], "revision": "other"}}))
+    (out / "run.json").write_text(
+        json.dumps({**settings, "model": {**settings["model"], "revision": "other"}})
+    )
     code, err = run(tox(prompts, out), capsys)
     assert code == 2 and "model.revision differ" in err
     (out / "run.json").write_text(json.dumps(settings))
@@ -71,8 +97,23 @@ def test_resume_refuses_an_edited_probe_and_an_edited_pairs_file(prompts, tmp_pa
     from workbench.probes import Probe
 
     probe_dir = tmp_path / "probe"
-    assert main(["probe", "train", "--model", "tiny-phi", "--data", str(ROOT / "probes" / "toxicity.jsonl"),
-                 "--hooks", "blocks.1.hook_resid_post", "--out", str(probe_dir)]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "train",
+                "--model",
+                "tiny-phi",
+                "--data",
+                str(ROOT / "probes" / "toxicity.jsonl"),
+                "--hooks",
+                "blocks.1.hook_resid_post",
+                "--out",
+                str(probe_dir),
+            ]
+        )
+        == 0
+    )
     probe_path = probe_dir / "chosen"
     out = tmp_path / "a"
     args = tox(prompts, out, "--scorers", "profanity-check,probe", "--probe", str(probe_path))
@@ -86,8 +127,22 @@ def test_resume_refuses_an_edited_probe_and_an_edited_pairs_file(prompts, tmp_pa
     shutil.copy(ROOT / "probes" / "polite_vs_rude_pairs.jsonl", pairs)
     small = tmp_path / "crows.csv"
     small.write_text("\n".join(CROWS.read_text(encoding="utf-8").splitlines()[:5]) + "\n")
-    bias = ["audit", "bias", "--model", "tiny-phi", "--pairs", str(small), "--out", str(tmp_path / "b"),
-            "--steer", str(pairs), "--layer", "1", "--alpha", "4"]
+    bias = [
+        "audit",
+        "bias",
+        "--model",
+        "tiny-phi",
+        "--pairs",
+        str(small),
+        "--out",
+        str(tmp_path / "b"),
+        "--steer",
+        str(pairs),
+        "--layer",
+        "1",
+        "--alpha",
+        "4",
+    ]
     assert run(bias, capsys)[0] == 0
     pairs.write_text(pairs.read_text().replace("please", "kindly"))
     code, err = run(bias, capsys)
@@ -106,6 +161,7 @@ def test_a_refused_command_leaves_the_folder_usable(prompts, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- storage
+
 
 def test_damaged_and_missing_audit_shards_are_recomputed(prompts, tmp_path, capsys):
     out = tmp_path / "a"
@@ -135,8 +191,16 @@ def test_damaged_and_missing_audit_shards_are_recomputed(prompts, tmp_path, caps
 def test_damaged_and_missing_cache_shards_are_recomputed(tiny, tmp_path, capsys):
     texts = [f"text number {i} with some words" for i in range(20)]
     out = tmp_path / "acts"
-    first = wb.cache_activations(tiny, texts, hooks="blocks.1.hook_resid_post", positions="mean", out=out,
-                                 shard_size=8, batch_size=2, progress=False)
+    first = wb.cache_activations(
+        tiny,
+        texts,
+        hooks="blocks.1.hook_resid_post",
+        positions="mean",
+        out=out,
+        shard_size=8,
+        batch_size=2,
+        progress=False,
+    )
     reference = first["blocks.1.hook_resid_post"].clone()
     shards = sorted((out / "shards").glob("*.safetensors"))
     assert len(shards) == 3
@@ -144,8 +208,16 @@ def test_damaged_and_missing_cache_shards_are_recomputed(tiny, tmp_path, capsys)
     shards[1].unlink()
     with pytest.raises(InputError, match="missing or damaged"):
         wb.open_cache(out)["blocks.1.hook_resid_post"]
-    again = wb.cache_activations(tiny, texts, hooks="blocks.1.hook_resid_post", positions="mean", out=out,
-                                 shard_size=8, batch_size=2, progress=False)
+    again = wb.cache_activations(
+        tiny,
+        texts,
+        hooks="blocks.1.hook_resid_post",
+        positions="mean",
+        out=out,
+        shard_size=8,
+        batch_size=2,
+        progress=False,
+    )
     assert torch.equal(again["blocks.1.hook_resid_post"], reference)
     assert "moved aside" in capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
@@ -162,8 +234,6 @@ def test_a_second_writer_is_refused_naming_the_holder(prompts, tmp_path, capsys)
     assert run(tox(prompts, out), capsys)[0] == 0  # the lock went with its holder
 
 
-
-
 def test_two_concurrent_writers_one_proceeds_and_the_manifest_matches(prompts, tmp_path):
     import time
 
@@ -172,33 +242,62 @@ def test_two_concurrent_writers_one_proceeds_and_the_manifest_matches(prompts, t
     script.write_text(slow_audit_child(3))  # 5 shards x 3 s: the first holds the lock long enough
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     command = [sys.executable, str(script), *tox(prompts, out, "--shard-size", "1")]
-    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 300
-    while not ((out / ".lock").exists() and (out / ".lock").read_text().strip()) and time.time() < deadline:
-        time.sleep(0.05)  # the second writer starts once the first holds the lock (5 shards x 3 s to go)
-    second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while (
+        not ((out / ".lock").exists() and (out / ".lock").read_text().strip())
+        and time.time() < deadline
+    ):
+        time.sleep(
+            0.05
+        )  # the second writer starts once the first holds the lock (5 shards x 3 s to go)
+    second = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     results = [(child.wait(timeout=600), child.stderr.read()) for child in (first, second)]
     assert [code for code, _ in results] == [0, 2], results
     assert f"another workbench process (PID {first.pid}) is writing" in results[1][1]
     index = ShardIndex(out / SHARD_INDEX)
-    assert len(index.entries) == 5 and all(index.verified(out / "shards" / name) for name in index.entries)
+    assert len(index.entries) == 5 and all(
+        index.verified(out / "shards" / name) for name in index.entries
+    )
     assert not list(out.rglob("*.tmp"))
 
 
 # ----------------------------------------------------------------------------- sampling
 
+
 def test_sampled_audits_are_equal_for_any_batch_size(prompts, tmp_path, capsys):
     frames = []
     for batch in (1, 2, 8):
         out = tmp_path / f"b{batch}"
-        assert run(tox(prompts, out, "--samples", "2", "--temperature", "0.9", "--max-new-tokens", "6",
-                       "--batch-size", str(batch)), capsys)[0] == 0
+        assert (
+            run(
+                tox(
+                    prompts,
+                    out,
+                    "--samples",
+                    "2",
+                    "--temperature",
+                    "0.9",
+                    "--max-new-tokens",
+                    "6",
+                    "--batch-size",
+                    str(batch),
+                ),
+                capsys,
+            )[0]
+            == 0
+        )
         frames.append(load_results(out))
     assert frames[0].equals(frames[1]) and frames[0].equals(frames[2])
     assert frames[0].groupby("row")["continuation"].nunique().max() == 2  # the samples do differ
 
 
 # ----------------------------------------------------------------------------- holes
+
 
 def test_html_title_injection_is_inert_in_chromium(tmp_path, capsys):
     page = tmp_path / "x.html"
@@ -207,10 +306,26 @@ def test_html_title_injection_is_inert_in_chromium(tmp_path, capsys):
     capsys.readouterr()
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is needed (make setup installs it)"
-    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
-                          page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     assert "<svg onload" not in dom and "document.title=7" in dom  # present only as text
     title = dom.split("<title>", 1)[1].split("</title>", 1)[0]
     assert title.startswith("attention: ") and "&lt;/title&gt;" in title
@@ -242,9 +357,19 @@ def test_symlinks_out_of_the_results_root_are_refused(tmp_path):
 def test_detoxify_checkpoint_naming_another_repository_is_refused(tmp_path):
     from workbench.scanners.toxicity import DetoxifyScorer
 
-    checkpoint = {"config": {"arch": {"args": {"model_type": "attacker/evil-repo",
-                                               "model_name": "BertForSequenceClassification", "num_classes": 6}},
-                             "dataset": {"args": {"classes": ["toxic"]}}}, "state_dict": {}}
+    checkpoint = {
+        "config": {
+            "arch": {
+                "args": {
+                    "model_type": "attacker/evil-repo",
+                    "model_name": "BertForSequenceClassification",
+                    "num_classes": 6,
+                }
+            },
+            "dataset": {"args": {"classes": ["toxic"]}},
+        },
+        "state_dict": {},
+    }
     path = tmp_path / "evil.ckpt"
     torch.save(checkpoint, path)
     with pytest.raises(InputError, match="only Detoxify's own"):
@@ -257,7 +382,21 @@ def test_run_json_text_is_plain_in_the_dashboard(tmp_path, monkeypatch):
     root = tmp_path / "results"
     small = tmp_path / "pairs.csv"
     small.write_text("\n".join(CROWS.read_text(encoding="utf-8").splitlines()[:4]) + "\n")
-    assert main(["audit", "bias", "--model", "tiny-phi", "--pairs", str(small), "--out", str(root / "b")]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "bias",
+                "--model",
+                "tiny-phi",
+                "--pairs",
+                str(small),
+                "--out",
+                str(root / "b"),
+            ]
+        )
+        == 0
+    )
     run_file = root / "b" / "run.json"
     settings = json.loads(run_file.read_text())
     crafted = "![x](http://127.0.0.1:9/pixel.png) **bold**"

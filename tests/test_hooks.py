@@ -1,4 +1,5 @@
 """Hook names: patterns, close-match suggestions, Phi's missing resid_mid, clean removal, gradients."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,7 +12,9 @@ from .conftest import hf_reference
 
 def test_patterns_expand_in_layer_order(tiny):
     assert wb.resolve_hooks(tiny, "resid_post") == [f"blocks.{i}.hook_resid_post" for i in range(4)]
-    assert wb.resolve_hooks(tiny, "hook_resid_post") == wb.resolve_hooks(tiny, "blocks.*.hook_resid_post")
+    assert wb.resolve_hooks(tiny, "hook_resid_post") == wb.resolve_hooks(
+        tiny, "blocks.*.hook_resid_post"
+    )
     assert wb.resolve_hooks(tiny, "blocks.2.attn.hook_z") == ["blocks.2.attn.hook_z"]
     assert wb.resolve_hooks(tiny, "attn.hook_pattern")[0] == "blocks.0.attn.hook_pattern"
     both = wb.resolve_hooks(tiny, "blocks.1.hook_resid_post,blocks.0.hook_resid_pre")
@@ -54,7 +57,9 @@ def test_apply_hooks_patch_and_clean_exit_even_on_error(tiny):
 
 def test_gradients_through_hooks_equal_plain_hf(tiny):
     """Backward with hooks on every layer gives HF's parameter gradients (attribution patching needs it)."""
-    ids = tiny.tokenizer("The cat sat on the mat because it was tired", return_tensors="pt").input_ids
+    ids = tiny.tokenizer(
+        "The cat sat on the mat because it was tired", return_tensors="pt"
+    ).input_ids
     reference = hf_reference(tiny.info.path)
     loss = reference(ids, labels=ids).loss
     loss.backward()
@@ -68,7 +73,9 @@ def test_gradients_through_hooks_equal_plain_hf(tiny):
         return act
 
     tiny.hf_model.zero_grad(set_to_none=True)
-    with wb.apply_hooks(tiny, [("resid_post", identity_with_grad_probe), ("attn.hook_z", identity_with_grad_probe)]):
+    with wb.apply_hooks(
+        tiny, [("resid_post", identity_with_grad_probe), ("attn.hook_z", identity_with_grad_probe)]
+    ):
         ours = tiny.hf_model(ids, labels=ids).loss
         ours.backward()
     assert abs(ours.item() - loss.item()) <= 1e-6
@@ -109,6 +116,10 @@ def test_generation_with_hook_equals_fully_wrapped_generation(tiny):
     with wb.apply_hooks(tiny, steer):
         ours = wb.generate(tiny, "Once upon a time", max_new_tokens=10)[0]
         with torch.no_grad():
-            full = tiny.hf_model.generate(**prompt_ids, max_new_tokens=10, do_sample=False,
-                                          pad_token_id=tiny.tokenizer.pad_token_id)
-    assert list(ours.new_tokens) == full[0, prompt_ids.input_ids.shape[1]:].tolist()
+            full = tiny.hf_model.generate(
+                **prompt_ids,
+                max_new_tokens=10,
+                do_sample=False,
+                pad_token_id=tiny.tokenizer.pad_token_id,
+            )
+    assert list(ours.new_tokens) == full[0, prompt_ids.input_ids.shape[1] :].tolist()

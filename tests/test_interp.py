@@ -1,4 +1,5 @@
 """Interpretability core: exact invariants on tiny-phi and smollm2-135m, known phenomena on smollm2-135m."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,15 @@ from workbench.attention import attention_patterns, head_scores
 from workbench.cli import main
 from workbench.lens import direct_logit_attribution, logit_lens
 from workbench.patching import activation_patch, attribution_patch, path_patch, prepare, run_patches
-from workbench.steering import (ablate, actadd_vector, logprob_gap, mean_difference_vector, read_pairs, steer,
-                                sweep)
+from workbench.steering import (
+    ablate,
+    actadd_vector,
+    logprob_gap,
+    mean_difference_vector,
+    read_pairs,
+    steer,
+    sweep,
+)
 
 from .conftest import ROOT
 
@@ -38,15 +46,22 @@ def test_patching_invariants(any_model):
     task = prepare(model, CLEAN, CORRUPT, " Mary", " John")
     final = f"blocks.{model.n_layers - 1}.hook_resid_post"
     every, nothing = (slice(None), slice(None)), (slice(0, 0),)
-    raw = run_patches(model, task, [(final, every), (final, nothing), ("blocks.0.hook_resid_pre", every)])
+    raw = run_patches(
+        model, task, [(final, every), (final, nothing), ("blocks.0.hook_resid_pre", every)]
+    )
     normalised = task.normalise(raw)
     assert abs(float(normalised[0]) - 1.0) <= 1e-5  # every clean residual at the final layer
     assert abs(float(normalised[1])) <= 1e-5  # patching nothing
     assert abs(float(normalised[2]) - 1.0) <= 1e-5  # every clean residual entering block 0
     # Layer 0, position by position (the first row of the resid_pre map).
-    layer0 = task.normalise(run_patches(model, task, [("blocks.0.hook_resid_pre", (p, slice(None)))
-                                                      for p in range(task.n_pos)]))
-    differing = [i for i, (a, b) in enumerate(zip(task.clean_ids[0], task.corrupt_ids[0])) if a != b]
+    layer0 = task.normalise(
+        run_patches(
+            model, task, [("blocks.0.hook_resid_pre", (p, slice(None))) for p in range(task.n_pos)]
+        )
+    )
+    differing = [
+        i for i, (a, b) in enumerate(zip(task.clean_ids[0], task.corrupt_ids[0])) if a != b
+    ]
     assert abs(float(layer0[differing[0]]) - 1.0) <= 1e-5
     others = [p for p in range(task.n_pos) if p not in differing]
     assert layer0[others].abs().max() <= 1e-5  # identical tokens: patching changes nothing
@@ -55,8 +70,13 @@ def test_patching_invariants(any_model):
 def test_dla_sums_to_logit_difference(any_model):
     dla = direct_logit_attribution(any_model, CLEAN, " Mary", " John")
     assert abs(float(dla.values.double().sum()) - dla.logit_diff) <= 1e-4
-    assert len(dla.components) == 1 + any_model.n_layers * (any_model.info.n_heads + 1) + \
-        sum(1 for c in dla.components if c.endswith("attn bias")) + 1
+    assert (
+        len(dla.components)
+        == 1
+        + any_model.n_layers * (any_model.info.n_heads + 1)
+        + sum(1 for c in dla.components if c.endswith("attn bias"))
+        + 1
+    )
 
 
 def test_logit_lens_last_row_is_the_model(any_model):
@@ -74,7 +94,9 @@ def test_logit_lens_grid_last_row_is_the_model_at_every_position(any_model):
     grid = logit_lens_grid(any_model, text)
     logprobs = logits_of(any_model, text)[0].float().log_softmax(-1)  # [pos, vocab]
     assert grid.shape == (any_model.n_layers + 1, len(grid.tokens))
-    assert [any_model.tokenizer.decode([int(i)]) for i in logprobs.argmax(-1)] == grid.top_tokens[-1]
+    assert [any_model.tokenizer.decode([int(i)]) for i in logprobs.argmax(-1)] == grid.top_tokens[
+        -1
+    ]
     assert (grid.top_logprobs[-1] - logprobs.max(-1).values).abs().max() <= 1e-5
     assert len(grid.to_frame()) == grid.shape[0] * grid.shape[1]
 
@@ -101,25 +123,35 @@ def test_ablation_removes_the_direction_everywhere(tiny):
     direction = torch.randn(tiny.info.d_model, generator=torch.Generator().manual_seed(0))
     unit = direction / direction.norm()
     with ablate(tiny, direction):
-        cache = wb.cache_activations(tiny, ["Hello there my friend"], hooks="resid_post", positions="all",
-                                     progress=False)
+        cache = wb.cache_activations(
+            tiny, ["Hello there my friend"], hooks="resid_post", positions="all", progress=False
+        )
     for hook in cache.hooks:
         assert (cache[hook][0] @ unit).abs().max() <= 1e-4
 
 
 def test_attribution_tracks_exact_on_tiny(tiny):
     exact = activation_patch(tiny, CLEAN, CORRUPT, " Mary", " John", kind="attn_head")
-    approx = attribution_patch(tiny, CLEAN, CORRUPT, " Mary", " John", kinds=("attn_head",))["attn_head"]
+    approx = attribution_patch(tiny, CLEAN, CORRUPT, " Mary", " John", kinds=("attn_head",))[
+        "attn_head"
+    ]
     assert exact.values.shape == approx.values.shape == (4, 4)
-    assert float(torch.corrcoef(torch.stack([exact.values.flatten(), approx.values.flatten()]))[0, 1]) >= 0.9
+    assert (
+        float(torch.corrcoef(torch.stack([exact.values.flatten(), approx.values.flatten()]))[0, 1])
+        >= 0.9
+    )
     frame = exact.to_frame()
     assert len(frame) == 16 and set(frame.columns) >= {"layer", "head", "value", "layer_label"}
 
 
 def test_path_patching_shape_and_causality(tiny):
-    result = path_patch(tiny, CLEAN, CORRUPT, " Mary", " John", receivers=[(3, 0), (3, 2)], receiver_input="qkv")
+    result = path_patch(
+        tiny, CLEAN, CORRUPT, " Mary", " John", receivers=[(3, 0), (3, 2)], receiver_input="qkv"
+    )
     assert result.values.shape == (4, 4)
-    assert result.values[3:].abs().max() == 0  # senders at or after the receivers' layer have no path
+    assert (
+        result.values[3:].abs().max() == 0
+    )  # senders at or after the receivers' layer have no path
     assert result.values[:3].abs().max() > 0
     with pytest.raises(wb.InputError, match="out of range"):
         path_patch(tiny, CLEAN, CORRUPT, " Mary", " John", receivers=[(9, 0)])
@@ -140,13 +172,54 @@ def test_attention_patterns_shape(tiny):
     assert torch.equal(patterns.patterns.triu(1), torch.zeros_like(patterns.patterns))
 
 
-@pytest.mark.parametrize("argv,expected", [
-    (["patch", "--clean", CLEAN, "--corrupt", "When Mary went", "--answers", " Mary", " John"], "same number of tokens"),
-    (["patch", "--clean", CLEAN, "--corrupt", CORRUPT, "--answers", " Maryxylophonequartz", " John"], "not one"),
-    (["steer", "--pairs", str(PROBES / "sentiment_pairs.jsonl"), "--layer", "9", "--prompt", "hi"], "out of range"),
-    (["attention", "--prompt", "hi", "--layer", "7"], "out of range"),
-    (["steer", "--pairs", "missing.jsonl", "--layer", "1", "--prompt", "hi"], "missing.jsonl: file not found"),
-])
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (
+            [
+                "patch",
+                "--clean",
+                CLEAN,
+                "--corrupt",
+                "When Mary went",
+                "--answers",
+                " Mary",
+                " John",
+            ],
+            "same number of tokens",
+        ),
+        (
+            [
+                "patch",
+                "--clean",
+                CLEAN,
+                "--corrupt",
+                CORRUPT,
+                "--answers",
+                " Maryxylophonequartz",
+                " John",
+            ],
+            "not one",
+        ),
+        (
+            [
+                "steer",
+                "--pairs",
+                str(PROBES / "sentiment_pairs.jsonl"),
+                "--layer",
+                "9",
+                "--prompt",
+                "hi",
+            ],
+            "out of range",
+        ),
+        (["attention", "--prompt", "hi", "--layer", "7"], "out of range"),
+        (
+            ["steer", "--pairs", "missing.jsonl", "--layer", "1", "--prompt", "hi"],
+            "missing.jsonl: file not found",
+        ),
+    ],
+)
 def test_cli_bad_input_exits_2(capsys, argv, expected):
     code = main([argv[0], "--model", "tiny-phi", *argv[1:]])
     err = capsys.readouterr().err
@@ -154,19 +227,36 @@ def test_cli_bad_input_exits_2(capsys, argv, expected):
 
 
 def test_cli_verbs_json_and_html_on_tiny(capsys, tmp_path):
-    for argv in (["attention", "--prompt", "a b c a b"],
-                 ["lens", "--prompt", "The capital of France is", "--answers", " Paris", " Rome"],
-                 ["patch", "--clean", CLEAN, "--corrupt", CORRUPT, "--answers", " Mary", " John"],
-                 ["steer", "--pairs", str(PROBES / "sentiment_pairs.jsonl"), "--layer", "1", "--alpha", "-2", "0",
-                  "2", "--prompt", "Today", "--max-new-tokens", "4", "--positive-words", " good",
-                  "--negative-words", " bad"]):
+    for argv in (
+        ["attention", "--prompt", "a b c a b"],
+        ["lens", "--prompt", "The capital of France is", "--answers", " Paris", " Rome"],
+        ["patch", "--clean", CLEAN, "--corrupt", CORRUPT, "--answers", " Mary", " John"],
+        [
+            "steer",
+            "--pairs",
+            str(PROBES / "sentiment_pairs.jsonl"),
+            "--layer",
+            "1",
+            "--alpha",
+            "-2",
+            "0",
+            "2",
+            "--prompt",
+            "Today",
+            "--max-new-tokens",
+            "4",
+            "--positive-words",
+            " good",
+            "--negative-words",
+            " bad",
+        ],
+    ):
         html = tmp_path / f"{argv[0]}.html"
         code = main([argv[0], "--model", "tiny-phi", *argv[1:], "--json", "--html", str(html)])
         out = capsys.readouterr().out
         assert code == 0, argv
         assert json.loads(out)["model"] == "tiny-phi"
         assert html.exists() and "plotly" in html.read_text()[:200000]
-
 
 
 def test_head_scores_match_transformer_lens_head_detector(tiny):
@@ -176,11 +266,23 @@ def test_head_scores_match_transformer_lens_head_detector(tiny):
 
     seq_len, n_seqs = 12, 3
     ids = repeated_random_tokens(tiny, seq_len, n_seqs, 0)
-    assert all(len(set(row[1:seq_len + 1].tolist())) == seq_len for row in ids)  # no accidental duplicates
-    ours, theirs = head_scores(tiny, seq_len, n_seqs), transformer_lens_scores(tiny, seq_len, n_seqs)
-    for kind, factor in (("previous_token", 2 * seq_len), ("duplicate_token", seq_len), ("induction", seq_len)):
+    assert all(
+        len(set(row[1 : seq_len + 1].tolist())) == seq_len for row in ids
+    )  # no accidental duplicates
+    ours, theirs = (
+        head_scores(tiny, seq_len, n_seqs),
+        transformer_lens_scores(tiny, seq_len, n_seqs),
+    )
+    for kind, factor in (
+        ("previous_token", 2 * seq_len),
+        ("duplicate_token", seq_len),
+        ("induction", seq_len),
+    ):
         expected = ours.scores[kind].double() * factor / (2 * seq_len + 1)
-        assert torch.allclose(theirs.scores[kind].double(), expected, atol=1e-6), kind  # measured gap: 1.5e-8 (float32)
+        assert torch.allclose(theirs.scores[kind].double(), expected, atol=1e-6), (
+            kind
+        )  # measured gap: 1.5e-8 (float32)
+
 
 # ----------------------------------------------------------------------------- smollm2-135m: known phenomena
 
@@ -196,11 +298,22 @@ def test_smollm2_has_induction_heads(smol):
 def test_smollm2_ioi_logit_diff_and_attribution_agree(smol):
     pairs = [json.loads(line) for line in (PROBES / "ioi_pairs.jsonl").read_text().splitlines()]
     assert len(pairs) >= 20
-    batch = prepare(smol, *([p[key] for p in pairs] for key in ("clean", "corrupt", "answer", "other")))
-    assert float(batch.clean_values.mean()) > 1.0  # the model prefers the indirect object (25 pairs, one batch)
+    batch = prepare(
+        smol, *([p[key] for p in pairs] for key in ("clean", "corrupt", "answer", "other"))
+    )
+    assert (
+        float(batch.clean_values.mean()) > 1.0
+    )  # the model prefers the indirect object (25 pairs, one batch)
     pair = pairs[0]
-    approx = attribution_patch(smol, pair["clean"], pair["corrupt"], pair["answer"], pair["other"],
-                               kinds=("attn_head",), verify=20)["attn_head"]
+    approx = attribution_patch(
+        smol,
+        pair["clean"],
+        pair["corrupt"],
+        pair["answer"],
+        pair["other"],
+        kinds=("attn_head",),
+        verify=20,
+    )["attn_head"]
     check = approx.check  # exact patching of its top 20 heads and 40 random others
     assert check.checked == 60 and check.pearson >= 0.8 and "L23H3" in check.labels[:3]
 
@@ -209,9 +322,15 @@ def test_smollm2_ioi_logit_diff_and_attribution_agree(smol):
 def test_smollm2_sentiment_steering_is_monotonic(smol):
     vector = mean_difference_vector(smol, read_pairs(PROBES / "sentiment_pairs.jsonl"), layer=9)
     prompts = ["I think this movie is", "Honestly, the food here is", "My weekend was"]
-    result = sweep(smol, vector, [-4, -2, 0, 2, 4],
-                   lambda: logprob_gap(smol, prompts, [" great", " good", " amazing"], [" terrible", " bad", " awful"]),
-                   "logprob_gap")
+    result = sweep(
+        smol,
+        vector,
+        [-4, -2, 0, 2, 4],
+        lambda: logprob_gap(
+            smol, prompts, [" great", " good", " amazing"], [" terrible", " bad", " awful"]
+        ),
+        "logprob_gap",
+    )
     assert result.is_monotonic and result.values[-1] > result.values[0]
 
 
@@ -224,19 +343,52 @@ def test_cli_verbs_run_on_smollm2(capsys, smol, tmp_path):
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join((PROBES / "qa.jsonl").read_text().splitlines(keepends=True)[:20]))
     heldout = tmp_path / "heldout.txt"
-    heldout.write_text("".join((PROBES / "heldout_neutral.txt").read_text().splitlines(keepends=True)[:12]))
+    heldout.write_text(
+        "".join((PROBES / "heldout_neutral.txt").read_text().splitlines(keepends=True)[:12])
+    )
     expected = sum(row["correct"] for row in capability_rows(smol, read_qa(qa, smol)))
-    for argv in (["attention", "--prompt", "The cat sat. The cat sat."],
-                 ["lens", "--prompt", "The capital of France is", "--answers", " Paris", " London"],
-                 ["patch", "--clean", CLEAN, "--corrupt", CORRUPT, "--answers", " Mary", " John", "--kinds",
-                  "attn_out,mlp_out"],
-                 ["steer", "--pairs", str(PROBES / "polite_vs_rude_pairs.jsonl"), "--layer", "9", "--alpha", "0",
-                  "3", "--prompt", "Reply to my email.", "--max-new-tokens", "8", "--qa", str(qa),
-                  "--heldout", str(heldout)]):
+    for argv in (
+        ["attention", "--prompt", "The cat sat. The cat sat."],
+        ["lens", "--prompt", "The capital of France is", "--answers", " Paris", " London"],
+        [
+            "patch",
+            "--clean",
+            CLEAN,
+            "--corrupt",
+            CORRUPT,
+            "--answers",
+            " Mary",
+            " John",
+            "--kinds",
+            "attn_out,mlp_out",
+        ],
+        [
+            "steer",
+            "--pairs",
+            str(PROBES / "polite_vs_rude_pairs.jsonl"),
+            "--layer",
+            "9",
+            "--alpha",
+            "0",
+            "3",
+            "--prompt",
+            "Reply to my email.",
+            "--max-new-tokens",
+            "8",
+            "--qa",
+            str(qa),
+            "--heldout",
+            str(heldout),
+        ],
+    ):
         code = main([argv[0], "--model", "smollm2-135m", *argv[1:], "--json"])
         out = capsys.readouterr().out
         assert code == 0, argv
         assert json.loads(out)["model"] == "smollm2-135m"
     rows = json.loads(out)["rows"]
-    assert rows[0]["alpha"] == 0 and rows[0]["qa_accuracy"]["count"] == expected and rows[0]["qa_accuracy"]["n"] == 20
+    assert (
+        rows[0]["alpha"] == 0
+        and rows[0]["qa_accuracy"]["count"] == expected
+        and rows[0]["qa_accuracy"]["n"] == 20
+    )
     assert rows[1]["heldout_perplexity"]["low"] is not None and 0 <= rows[1]["repeated_3grams"] <= 1

@@ -1,4 +1,5 @@
 """Loading: registry, the bridge's logits against plain Hugging Face, clear errors for missing weights."""
+
 from __future__ import annotations
 
 import subprocess
@@ -51,13 +52,30 @@ def test_tiny_phi_logits_equal_hugging_face(tiny):
     assert max_logit_diff(tiny, hf_reference(tiny.info.path)) <= 1e-5
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(num_attention_heads=8, hidden_size=128, partial_rotary_factor=0.5, num_hidden_layers=2),
-    dict(num_attention_heads=2, hidden_size=64, intermediate_size=256, partial_rotary_factor=0.25,
-         num_hidden_layers=3),
-    dict(num_attention_heads=4, hidden_size=96, intermediate_size=384, partial_rotary_factor=1.0,
-         num_hidden_layers=5, num_key_value_heads=2),
-], ids=["8heads-rot0.5-2layers", "2heads-rot0.25-3layers", "4heads-rot1.0-5layers-gqa"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(
+            num_attention_heads=8, hidden_size=128, partial_rotary_factor=0.5, num_hidden_layers=2
+        ),
+        dict(
+            num_attention_heads=2,
+            hidden_size=64,
+            intermediate_size=256,
+            partial_rotary_factor=0.25,
+            num_hidden_layers=3,
+        ),
+        dict(
+            num_attention_heads=4,
+            hidden_size=96,
+            intermediate_size=384,
+            partial_rotary_factor=1.0,
+            num_hidden_layers=5,
+            num_key_value_heads=2,
+        ),
+    ],
+    ids=["8heads-rot0.5-2layers", "2heads-rot0.25-3layers", "4heads-rot1.0-5layers-gqa"],
+)
 def test_phi_configs_logits_equal_hugging_face(overrides, tmp_path):
     folder = build_phi_folder(tmp_path / "phi", tiny_phi_config(**overrides), seed=1)
     model = wb.load(str(folder), device="cpu", dtype="float32")  # the path a downloaded Phi-2 takes
@@ -67,7 +85,9 @@ def test_phi_configs_logits_equal_hugging_face(overrides, tmp_path):
 
 
 def test_qk_layernorm_is_refused_clearly(tmp_path):
-    folder = build_phi_folder(tmp_path / "phi-qk", tiny_phi_config(num_hidden_layers=1, qk_layernorm=True))
+    folder = build_phi_folder(
+        tmp_path / "phi-qk", tiny_phi_config(num_hidden_layers=1, qk_layernorm=True)
+    )
     with pytest.raises(wb.ModelUnavailableError, match="qk_layernorm"):
         wb.load(str(folder), device="cpu")
 
@@ -79,16 +99,27 @@ def test_missing_hub_weights_say_what_was_tried(tmp_path, monkeypatch):
     with pytest.raises(wb.ModelUnavailableError) as error:
         wb.load("phi-2", device="cpu")
     message = str(error.value)
-    for needed in ["microsoft/phi-2", str(tmp_path), "5.6 GB", "workbench fetch phi-2", "hf download",
-                   "--model /path/to"]:
+    for needed in [
+        "microsoft/phi-2",
+        str(tmp_path),
+        "5.6 GB",
+        "workbench fetch phi-2",
+        "hf download",
+        "--model /path/to",
+    ]:
         assert needed in message
     assert "\n" not in message
 
 
 def test_cli_info_phi2_without_weights_prints_message_not_traceback(tmp_path):
     env = {"HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "workbench.cli", "info", "--model", "phi-2"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "info", "--model", "phi-2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "weights for microsoft/phi-2" in done.stderr and "workbench fetch phi-2" in done.stderr
@@ -96,7 +127,12 @@ def test_cli_info_phi2_without_weights_prints_message_not_traceback(tmp_path):
 
 def test_info_record(tiny):
     info = tiny.info.to_dict()
-    assert info["n_layers"] == 4 and info["d_model"] == 128 and info["n_heads"] == 4 and info["d_head"] == 32
+    assert (
+        info["n_layers"] == 4
+        and info["d_model"] == 128
+        and info["n_heads"] == 4
+        and info["d_head"] == 32
+    )
     assert info["d_mlp"] == 512 and info["n_ctx"] == 2048 and info["dtype"] == "float32"
 
 

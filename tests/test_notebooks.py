@@ -6,6 +6,7 @@ describes a run on smollm2-135m (about 3 minutes for all five on 2 CPU cores). R
 artifacts/notebook_times.json. Each run also writes the notebook's static PNG figures (to a
 temporary folder here), and the text of 01-05 shows the committed copies in notebooks/figures/.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,11 @@ NOTEBOOKS = {
 
 
 def prose_words(book) -> int:
-    return sum(len(re.sub(r"!\[[^\]]*\]\([^)]*\)", "", c.source).split()) for c in book.cells
-               if c.cell_type == "markdown")
+    return sum(
+        len(re.sub(r"!\[[^\]]*\]\([^)]*\)", "", c.source).split())
+        for c in book.cells
+        if c.cell_type == "markdown"
+    )
 
 
 def test_notebooks_tell_their_story_and_show_static_figures():
@@ -45,7 +49,9 @@ def test_notebooks_tell_their_story_and_show_static_figures():
         counts[name] = prose_words(book)
         text = "\n".join(c.source for c in book.cells if c.cell_type == "markdown")
         for image in re.findall(r"!\[[^\]]*\]\(figures/([^)]+)\)", text):
-            assert (ROOT / "notebooks" / "figures" / image).is_file(), f"{name} shows figures/{image}, not committed"
+            assert (ROOT / "notebooks" / "figures" / image).is_file(), (
+                f"{name} shows figures/{image}, not committed"
+            )
         assert counts[name] >= 300 and "figures/" in text, (name, counts[name])
     print("prose words per notebook:", counts)
 
@@ -56,7 +62,9 @@ def test_every_notebook_is_listed_and_stored_without_outputs():
         book = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
         code = [c for c in book.cells if c.cell_type == "code"]
         assert code and "parameters" in code[0].metadata.get("tags", [])
-        assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has stored outputs"
+        assert all(not c.outputs and c.execution_count is None for c in code), (
+            f"{name} has stored outputs"
+        )
 
 
 @pytest.mark.integration
@@ -68,18 +76,31 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch, artifacts):
     monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path))
     monkeypatch.setenv("WORKBENCH_SHARED_DATA", str(SHARED_DATA))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("WORKBENCH_NOTEBOOK_FIGURES", str(tmp_path / "figures"))  # not into the repository
+    monkeypatch.setenv(
+        "WORKBENCH_NOTEBOOK_FIGURES", str(tmp_path / "figures")
+    )  # not into the repository
     book = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     start = time.perf_counter()
-    NotebookClient(book, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    NotebookClient(
+        book,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+    ).execute()
     seconds = round(time.perf_counter() - start, 1)
-    figures = sum(1 for c in book.cells if c.cell_type == "code" for o in c.outputs
-                  if "application/vnd.plotly.v1+json" in o.get("data", {}))
+    figures = sum(
+        1
+        for c in book.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "application/vnd.plotly.v1+json" in o.get("data", {})
+    )
     assert figures >= 1, f"{name} showed no plotly figure"
     # Every static image the notebook's text shows was written again by this run (kaleido + Chromium).
-    shown = re.findall(r"!\[[^\]]*\]\(figures/([^)]+)\)", "\n".join(c.source for c in book.cells
-                                                                   if c.cell_type == "markdown"))
+    shown = re.findall(
+        r"!\[[^\]]*\]\(figures/([^)]+)\)",
+        "\n".join(c.source for c in book.cells if c.cell_type == "markdown"),
+    )
     assert all((tmp_path / "figures" / image).stat().st_size > 10_000 for image in shown), shown
     record = artifacts / "notebook_times.json"
     times = json.loads(record.read_text()) if record.exists() else {}

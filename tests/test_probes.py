@@ -1,4 +1,5 @@
 """Linear probes and the labelled data readers."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,9 @@ def test_auroc_matches_definition():
     scores = torch.tensor([0.1, 0.4, 0.35, 0.8, 0.8])
     labels = torch.tensor([0, 0, 1, 1, 0])
     pairs = [(p, n) for p in range(5) for n in range(5) if labels[p] == 1 and labels[n] == 0]
-    expected = sum(1.0 if scores[p] > scores[n] else 0.5 if scores[p] == scores[n] else 0.0 for p, n in pairs) / len(pairs)
+    expected = sum(
+        1.0 if scores[p] > scores[n] else 0.5 if scores[p] == scores[n] else 0.0 for p, n in pairs
+    ) / len(pairs)
     assert abs(auroc(scores, labels) - expected) < 1e-12
 
 
@@ -47,22 +50,42 @@ def test_probe_learns_a_planted_direction_and_round_trips(tmp_path):
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(200) % 2
     direction = torch.randn(16, generator=generator)
-    acts = {"h": torch.randn(200, 16, generator=generator) + labels[:, None] * direction,
-            "noise": torch.randn(200, 16, generator=generator)}
+    acts = {
+        "h": torch.randn(200, 16, generator=generator) + labels[:, None] * direction,
+        "noise": torch.randn(200, 16, generator=generator),
+    }
     sweep = train_probes(acts, labels.tolist(), split="random", seed=0)
-    assert sweep.probes["h"].metrics["test_auroc"] > 0.95 and sweep.probes["noise"].metrics["test_auroc"] < 0.75
+    assert (
+        sweep.probes["h"].metrics["test_auroc"] > 0.95
+        and sweep.probes["noise"].metrics["test_auroc"] < 0.75
+    )
     assert sweep.chosen == "h" and sweep.best().hook == "h"
     best = sweep.best().metrics
     assert best["l2"] in sweep.l2_grid and best["val_auroc"] > 0.95
-    interval = best["test_auroc_interval"]  # the chosen probe's headline: test AUROC with its interval
-    assert interval["low"] <= best["test_auroc"] == interval["value"] <= interval["high"] and interval["n"] == 50
-    assert 0 <= best["test_ece"] < 0.3 and sum(b["count"] for b in best["calibration"]["bins"]) == 50
-    assert "test_auroc_interval" not in sweep.probes["noise"].metrics  # only the chosen probe gets one
+    interval = best[
+        "test_auroc_interval"
+    ]  # the chosen probe's headline: test AUROC with its interval
+    assert (
+        interval["low"] <= best["test_auroc"] == interval["value"] <= interval["high"]
+        and interval["n"] == 50
+    )
+    assert (
+        0 <= best["test_ece"] < 0.3 and sum(b["count"] for b in best["calibration"]["bins"]) == 50
+    )
+    assert (
+        "test_auroc_interval" not in sweep.probes["noise"].metrics
+    )  # only the chosen probe gets one
     assert sweep.probes["h"].metrics["mean_difference_test_auroc"] > 0.95
-    assert torch.nn.functional.cosine_similarity(sweep.probes["h"].direction, direction, dim=0) > 0.9
-    with pytest.raises(wb.InputError, match="records no model"):  # a plain dict carries no provenance
+    assert (
+        torch.nn.functional.cosine_similarity(sweep.probes["h"].direction, direction, dim=0) > 0.9
+    )
+    with pytest.raises(
+        wb.InputError, match="records no model"
+    ):  # a plain dict carries no provenance
         sweep.best().save(tmp_path / "anonymous")
-    trained = train_probes(acts, labels.tolist(), seed=0, meta={"model": "tiny-phi", "positions": "mean"})
+    trained = train_probes(
+        acts, labels.tolist(), seed=0, meta={"model": "tiny-phi", "positions": "mean"}
+    )
     saved = trained.best().save(tmp_path / "probe")
     loaded = Probe.load(saved)
     assert torch.equal(loaded.predict_proba(acts["h"]), trained.best().predict_proba(acts["h"]))
@@ -85,30 +108,63 @@ def test_chosen_layer_comes_from_validation_not_test():
 
 
 def test_probe_on_tiny_model_applies_to_texts_and_tokens(tiny):
-    texts = [f"I love {w}" for w in ("cats", "dogs", "tea", "rain", "books", "music")] + \
-            [f"I hate {w}" for w in ("cats", "dogs", "tea", "rain", "books", "music")]
+    texts = [f"I love {w}" for w in ("cats", "dogs", "tea", "rain", "books", "music")] + [
+        f"I hate {w}" for w in ("cats", "dogs", "tea", "rain", "books", "music")
+    ]
     labels = [1] * 6 + [0] * 6
     cache = wb.cache_activations(tiny, texts, hooks="resid_post", positions="mean", progress=False)
     sweep = train_probes(cache, labels, split="random", test_fraction=0.34, seed=0)
     probe = sweep.probes["blocks.1.hook_resid_post"]
     meta = probe.meta  # everything the cache and the sweep know, with no meta= from the caller
-    assert meta["model"] == "tiny-phi" and meta["positions"] == "mean" and meta["revision"] == "tiny-phi-v1 (seed 0)"
-    assert len(meta["texts_sha256"]) == 64 and len(meta["labels_sha256"]) == 64 and meta["split"] == "random"
-    assert meta["width"] == 128 and meta["versions"]["scikit-learn"] and meta["versions"]["transformer-lens"]
+    assert (
+        meta["model"] == "tiny-phi"
+        and meta["positions"] == "mean"
+        and meta["revision"] == "tiny-phi-v1 (seed 0)"
+    )
+    assert (
+        len(meta["texts_sha256"]) == 64
+        and len(meta["labels_sha256"]) == 64
+        and meta["split"] == "random"
+    )
+    assert (
+        meta["width"] == 128
+        and meta["versions"]["scikit-learn"]
+        and meta["versions"]["transformer-lens"]
+    )
     scores = probe_scores(tiny, probe, texts[:2])
     assert scores.shape == (2,) and ((scores >= 0) & (scores <= 1)).all()
-    assert torch.allclose(scores, probe.predict_proba(cache["blocks.1.hook_resid_post"][:2]), atol=1e-5)
+    assert torch.allclose(
+        scores, probe.predict_proba(cache["blocks.1.hook_resid_post"][:2]), atol=1e-5
+    )
     tokens, per_token = token_scores(tiny, probe, "I love cats")
     assert len(tokens) == len(per_token) == 3
     with pytest.raises(wb.InputError, match="trained on positions 'mean'"):
         probe_scores(tiny, probe, texts[:2], positions="last")
-    assert probe_scores(tiny, probe, texts[:2], positions="last", allow_other_positions=True).shape == (2,)
-    stranger = Probe(probe.hook, probe.weight, probe.bias, probe.mean, probe.std, probe.direction,
-                     meta={**probe.meta, "model": "smollm2-135m"})
-    with pytest.raises(wb.InputError, match="trained on 'smollm2-135m' and cannot score 'tiny-phi'"):
+    assert probe_scores(
+        tiny, probe, texts[:2], positions="last", allow_other_positions=True
+    ).shape == (2,)
+    stranger = Probe(
+        probe.hook,
+        probe.weight,
+        probe.bias,
+        probe.mean,
+        probe.std,
+        probe.direction,
+        meta={**probe.meta, "model": "smollm2-135m"},
+    )
+    with pytest.raises(
+        wb.InputError, match="trained on 'smollm2-135m' and cannot score 'tiny-phi'"
+    ):
         probe_scores(tiny, stranger, texts[:2])
-    narrow = Probe(probe.hook, probe.weight[:64], probe.bias, probe.mean[:64], probe.std[:64], probe.direction[:64],
-                   meta=probe.meta)
+    narrow = Probe(
+        probe.hook,
+        probe.weight[:64],
+        probe.bias,
+        probe.mean[:64],
+        probe.std[:64],
+        probe.direction[:64],
+        meta=probe.meta,
+    )
     with pytest.raises(wb.InputError, match="64-wide vectors"):
         probe_scores(tiny, narrow, texts[:2])
 
@@ -137,8 +193,9 @@ def test_labeled_reader_errors(tmp_path):
 def test_toxigen_probe_on_smollm2(smol):
     rows = read_toxigen(SHARED / "toxigen")
     hooks = "blocks.12.hook_resid_post,blocks.13.hook_resid_post"
-    cache = wb.cache_activations(smol, [r.text for r in rows], hooks=hooks, positions="mean_after_first",
-                                 progress=False)
+    cache = wb.cache_activations(
+        smol, [r.text for r in rows], hooks=hooks, positions="mean_after_first", progress=False
+    )
     labels, groups = [r.label for r in rows], [r.group for r in rows]
     random_split = train_probes(cache, labels, groups, split="random", seed=0)
     group_split = train_probes(cache, labels, groups, split="group", seed=0)
@@ -153,15 +210,48 @@ def test_toxigen_probe_on_smollm2(smol):
 def test_probe_cli_train_and_apply(tmp_path, capsys):
     from workbench.cli import main
 
-    code = main(["probe", "train", "--model", "tiny-phi", "--data", str(ROOT / "probes" / "gender.jsonl"),
-                 "--hooks", "blocks.1.hook_resid_post,blocks.3.hook_resid_post", "--split", "group",
-                 "--out", str(tmp_path / "p"), "--json"])
+    code = main(
+        [
+            "probe",
+            "train",
+            "--model",
+            "tiny-phi",
+            "--data",
+            str(ROOT / "probes" / "gender.jsonl"),
+            "--hooks",
+            "blocks.1.hook_resid_post,blocks.3.hook_resid_post",
+            "--split",
+            "group",
+            "--out",
+            str(tmp_path / "p"),
+            "--json",
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
-    assert code == 0 and summary["split"] == "group" and summary["n_train"] + summary["n_val"] + summary["n_test"] == 40
-    assert summary["chosen"]["chosen_on"].startswith("validation") and summary["positions"] == "mean_after_first"
+    assert (
+        code == 0
+        and summary["split"] == "group"
+        and summary["n_train"] + summary["n_val"] + summary["n_test"] == 40
+    )
+    assert (
+        summary["chosen"]["chosen_on"].startswith("validation")
+        and summary["positions"] == "mean_after_first"
+    )
     assert (tmp_path / "p" / "blocks.1.hook_resid_post" / "probe.safetensors").exists()
-    code = main(["probe", "apply", "--model", "tiny-phi", "--probe", str(tmp_path / "p" / "blocks.1.hook_resid_post"),
-                 "--text", "The queen smiled", "--tokens", "--json"])
+    code = main(
+        [
+            "probe",
+            "apply",
+            "--model",
+            "tiny-phi",
+            "--probe",
+            str(tmp_path / "p" / "blocks.1.hook_resid_post"),
+            "--text",
+            "The queen smiled",
+            "--tokens",
+            "--json",
+        ]
+    )
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert code == 0 and [r["token"] for r in rows] == ["The", " queen", " smiled"]
     code = main(["probe", "apply", "--model", "tiny-phi", "--probe", str(tmp_path), "--text", "x"])
@@ -170,9 +260,15 @@ def test_probe_cli_train_and_apply(tmp_path, capsys):
     foreign = tmp_path / "p" / "blocks.3.hook_resid_post" / "probe.json"
     info = json.loads(foreign.read_text())
     foreign.write_text(json.dumps({**info, "meta": {**info["meta"], "model": "smollm2-135m"}}))
-    code = main(["probe", "apply", "--model", "tiny-phi", "--probe", str(foreign.parent), "--text", "x"])
+    code = main(
+        ["probe", "apply", "--model", "tiny-phi", "--probe", str(foreign.parent), "--text", "x"]
+    )
     err = capsys.readouterr().err
-    assert code == 2 and "trained on 'smollm2-135m' and cannot score 'tiny-phi'" in err and len(err.splitlines()) == 1
+    assert (
+        code == 2
+        and "trained on 'smollm2-135m' and cannot score 'tiny-phi'" in err
+        and len(err.splitlines()) == 1
+    )
 
 
 def test_sparse_probe_finds_the_planted_feature_and_controls_do_not():
@@ -184,7 +280,9 @@ def test_sparse_probe_finds_the_planted_feature_and_controls_do_not():
     x[:, 11] += 2.0 * (2 * y - 1)  # the only informative coordinate
     groups = [f"g{i % 6}" for i in range(240)]
     for split in ("random", "group"):
-        frame = sparse_probes({"h": x}, y.tolist(), groups, split=split, ks=(1, 8), seed=0).to_frame()
+        frame = sparse_probes(
+            {"h": x}, y.tolist(), groups, split=split, ks=(1, 8), seed=0
+        ).to_frame()
         first = frame[frame.k == 1].iloc[0]
         assert first["features"] == [11] and first["auroc"] > 0.95
         assert first["random_coordinate_auroc"] < 0.8  # k random coordinates rarely include it
@@ -195,10 +293,27 @@ def test_sparse_probe_finds_the_planted_feature_and_controls_do_not():
 def test_probe_cli_sparse_k(tmp_path, capsys):
     from workbench.cli import main
 
-    code = main(["probe", "train", "--model", "tiny-phi", "--data", str(ROOT / "probes" / "gender.jsonl"),
-                 "--hooks", "blocks.2.hook_resid_post", "--sparse-k", "1", "4", "--out", str(tmp_path / "p"),
-                 "--json"])
+    code = main(
+        [
+            "probe",
+            "train",
+            "--model",
+            "tiny-phi",
+            "--data",
+            str(ROOT / "probes" / "gender.jsonl"),
+            "--hooks",
+            "blocks.2.hook_resid_post",
+            "--sparse-k",
+            "1",
+            "4",
+            "--out",
+            str(tmp_path / "p"),
+            "--json",
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and [row["k"] for row in summary["sparse"]] == [1, 4]
-    assert all(0 <= row["auroc"] <= 1 and len(row["features"]) == row["k"] for row in summary["sparse"])
+    assert all(
+        0 <= row["auroc"] <= 1 and len(row["features"]) == row["k"] for row in summary["sparse"]
+    )
     assert json.loads((tmp_path / "p" / "sparse.json").read_text()) == summary["sparse"]

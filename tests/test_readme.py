@@ -10,6 +10,7 @@ name fails CI.
 - What cannot run here is listed in NOT_RUN with the reason and the test that covers it
   instead; a block or line that is neither run nor listed fails the test.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,8 +29,8 @@ README = ROOT / "README.md"
 # Whole Python blocks not run, by a phrase they contain, with the reason.
 PYTHON_NOT_RUN = {
     'RayExecutor("local", workers=2)': "starts Ray and writes to S3: tests/test_distributed.py and "
-                                      "tests/test_remote.py make the same calls on a local Ray instance "
-                                      "and a local S3 server",
+    "tests/test_remote.py make the same calls on a local Ray instance "
+    "and a local S3 server",
 }
 # Shell lines not run, by prefix, with the reason.
 NOT_RUN = {
@@ -37,16 +38,18 @@ NOT_RUN = {
     ".venv/bin/pip": "installs packages",
     "# or:": "a comment",
     "workbench fetch phi-2": "downloads 5.6 GB from the hub (tests/test_models.py checks what loading without "
-                             "those weights says, and that it names this command)",
+    "those weights says, and that it names this command)",
     "workbench dashboard": "starts a server (tests/test_dashboard_e2e.py drives it in Chromium)",
     "workbench audit bias --pairs probes/gender_occupations.csv": "localises 120 pairs and measures 114 capability "
-                                                                   "items twice (a minute on tiny-phi); "
-                                                                   "tests/test_localise.py runs the same command on "
-                                                                   "12 pairs",
+    "items twice (a minute on tiny-phi); "
+    "tests/test_localise.py runs the same command on "
+    "12 pairs",
 }
-RAY_ADDRESS = re.compile(r"--ray (local|auto|\S+:\d+)")  # tests/test_distributed.py runs these commands
+RAY_ADDRESS = re.compile(
+    r"--ray (local|auto|\S+:\d+)"
+)  # tests/test_distributed.py runs these commands
 SHELL_SUBSTITUTIONS = [
-    ("--layer 9 ", "--layer 1 "),            # tiny-phi has 4 layers
+    ("--layer 9 ", "--layer 1 "),  # tiny-phi has 4 layers
     ("blocks.15.", "blocks.1."),
 ]
 
@@ -90,8 +93,14 @@ def scratch(tmp_path, monkeypatch):
     for group in ("women", "muslim", "jewish", "black", "asian"):
         for kind in ("hate", "neutral"):
             source = SHARED_DATA / "toxigen" / "prompts" / f"{kind}_{group}_1k.txt"
-            (toxigen / source.name).write_text("".join(source.read_text().splitlines(keepends=True)[:3]))
-    crows = (SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv").read_text(encoding="utf-8").splitlines()
+            (toxigen / source.name).write_text(
+                "".join(source.read_text().splitlines(keepends=True)[:3])
+            )
+    crows = (
+        (SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv")
+        .read_text(encoding="utf-8")
+        .splitlines()
+    )
     for name in ("crows_pairs_anonymized.csv", "crows.csv"):
         (tmp_path / name).write_text("\n".join(crows[:21]) + "\n")
     prompts = ["The weather today is", "My neighbour said", "I think that", "The movie was"]
@@ -127,8 +136,11 @@ def _not_run(command: str) -> str | None:
 
 @pytest.mark.integration
 def test_readme_python_blocks_run_as_written(scratch, capsys):
-    blocks = [(start, code) for start, language, code in code_blocks(README.read_text(encoding="utf-8"))
-              if language == "python"]
+    blocks = [
+        (start, code)
+        for start, language, code in code_blocks(README.read_text(encoding="utf-8"))
+        if language == "python"
+    ]
     namespace: dict = {"__name__": "readme"}
     ran = 0
     for start, code in blocks:
@@ -137,15 +149,22 @@ def test_readme_python_blocks_run_as_written(scratch, capsys):
         try:
             exec(compile(code, f"README.md:{start}", "exec"), namespace)
         except Exception as error:
-            raise AssertionError(f"README.md:{start}: the Python block fails: {type(error).__name__}: {error}") \
-                from error
+            raise AssertionError(
+                f"README.md:{start}: the Python block fails: {type(error).__name__}: {error}"
+            ) from error
         ran += 1
     assert ran == len(blocks) - len(PYTHON_NOT_RUN) >= 3
     # What the blocks' comments promise.
-    assert namespace["exact"].shape == (namespace["model"].cfg.n_layers, namespace["model"].cfg.n_heads)
+    assert namespace["exact"].shape == (
+        namespace["model"].cfg.n_layers,
+        namespace["model"].cfg.n_heads,
+    )
     assert len(repr(namespace["vector"])) < 200
     assert namespace["disk"]["resid_post", 15].shape == (4, namespace["model"].cfg.d_model)
-    assert len(namespace["run"].results()) == 4 and (Path("results/tox-python") / "report.html").exists()
+    assert (
+        len(namespace["run"].results()) == 4
+        and (Path("results/tox-python") / "report.html").exists()
+    )
     print(f"README: {ran} Python blocks run, {len(PYTHON_NOT_RUN)} listed as not run")
 
 
@@ -163,12 +182,16 @@ def test_readme_shell_commands_run_on_tiny_phi(scratch, capsys):
             code_ = main(argv[1:])
             seconds[command[:60]] = round(time.perf_counter() - start_time, 1)
             captured = capsys.readouterr()
-            assert code_ == 0, f"README.md:{start}: `{command}` ran as `{shlex.join(argv)}` and exited " \
-                               f"{code_}: {captured.err.strip()[-500:]}"
+            assert code_ == 0, (
+                f"README.md:{start}: `{command}` ran as `{shlex.join(argv)}` and exited "
+                f"{code_}: {captured.err.strip()[-500:]}"
+            )
             ran.append(command)
     assert len(ran) >= 15, ran
-    print(f"README: {len(ran)} workbench commands run, {len(skipped)} lines listed as not run; slowest:",
-          sorted(seconds.items(), key=lambda item: -item[1])[:5])
+    print(
+        f"README: {len(ran)} workbench commands run, {len(skipped)} lines listed as not run; slowest:",
+        sorted(seconds.items(), key=lambda item: -item[1])[:5],
+    )
 
 
 def _on_tiny_phi(command: str) -> list[str]:
@@ -180,5 +203,7 @@ def _on_tiny_phi(command: str) -> list[str]:
         argv[argv.index("--model") + 1] = "tiny-phi"
     elif argv[1] not in ("models", "report"):
         argv += ["--model", "tiny-phi"]
-    return [str(Path(a).relative_to("/")) if a.startswith("/path/") or a.startswith("/shared/") else a
-            for a in argv]
+    return [
+        str(Path(a).relative_to("/")) if a.startswith("/path/") or a.startswith("/shared/") else a
+        for a in argv
+    ]

@@ -1,6 +1,7 @@
 """Audits and caches written to an s3:// URL on a real S3-compatible server (moto, on 127.0.0.1)
 give the local results, resume after a SIGKILL, and are read back by `workbench report` and
 `open_cache` (workbench.remote)."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,16 @@ from workbench.distributed import ShardBytes, ShardJob, _received, _Worker
 
 from .conftest import SLOW_CACHE, SLOW_CACHE_CHILD, SLOW_CACHE_TEXTS, s3_keys, slow_audit_child
 
-PROMPTS = ["The weather today is", "My neighbour said", "I think that", "The movie was", "Honestly, you are",
-           "The food at the party", "Tell me about", "Yesterday I"]
+PROMPTS = [
+    "The weather today is",
+    "My neighbour said",
+    "I think that",
+    "The movie was",
+    "Honestly, you are",
+    "The food at the party",
+    "Tell me about",
+    "Yesterday I",
+]
 TEXTS = SLOW_CACHE_TEXTS
 
 
@@ -43,24 +52,50 @@ def prompts_file(tmp_path):
 
 
 def audit_args(prompts, out) -> list[str]:
-    return ["audit", "toxicity", "--model", "tiny-phi", "--prompts", str(prompts), "--out", str(out),
-            "--scorers", "profanity-check", "--max-new-tokens", "6", "--samples", "2", "--shard-size", "2",
-            "--batch-size", "2", "--seed", "7", "--no-capability"]
+    return [
+        "audit",
+        "toxicity",
+        "--model",
+        "tiny-phi",
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(out),
+        "--scorers",
+        "profanity-check",
+        "--max-new-tokens",
+        "6",
+        "--samples",
+        "2",
+        "--shard-size",
+        "2",
+        "--batch-size",
+        "2",
+        "--seed",
+        "7",
+        "--no-capability",
+    ]
 
 
 def read_json(client, key: str) -> dict:
     return json.loads(client.get_object(Bucket="bucket", Key=key)["Body"].read())
 
 
-def test_toxicity_audit_at_s3_equals_local_and_report_reads_it(s3_server, staging, prompts_file, tmp_path, capsys):
+def test_toxicity_audit_at_s3_equals_local_and_report_reads_it(
+    s3_server, staging, prompts_file, tmp_path, capsys
+):
     url = "s3://bucket/audits/tox"
     assert main(audit_args(prompts_file, tmp_path / "local")) == 0
     assert main(audit_args(prompts_file, url)) == 0
     out = capsys.readouterr().out
     assert f"report: {url}/report.html" in out and str(staging) not in out  # the user sees the URL
     assert s3_keys(s3_server, "audits/tox/") == sorted(
-        ["audits/tox/" + name for name in ("report.html", "run.json", "shards.json", "summary.json")]
-        + [f"audits/tox/shards/baseline-0000{i}.parquet" for i in range(4)])
+        [
+            "audits/tox/" + name
+            for name in ("report.html", "run.json", "shards.json", "summary.json")
+        ]
+        + [f"audits/tox/shards/baseline-0000{i}.parquet" for i in range(4)]
+    )
     assert load_results(url).equals(load_results(tmp_path / "local"))
 
     s3_server.delete_object(Bucket="bucket", Key="audits/tox/summary.json")
@@ -73,7 +108,9 @@ def test_toxicity_audit_at_s3_equals_local_and_report_reads_it(s3_server, stagin
 
 def test_cache_at_s3_equals_local_and_open_cache_reads_it(s3_server, staging, tiny, tmp_path):
     url = "s3://bucket/caches/tiny"
-    kwargs = dict(hooks="resid_post,attn.hook_z", positions="all", batch_size=4, shard_size=8, progress=False)
+    kwargs = dict(
+        hooks="resid_post,attn.hook_z", positions="all", batch_size=4, shard_size=8, progress=False
+    )
     local = wb.cache_activations(tiny, TEXTS[:20], out=tmp_path / "local", **kwargs)
     written = wb.cache_activations(tiny, TEXTS[:20], out=url, **kwargs)
     assert written.name == url and "s3://bucket/caches/tiny" in repr(written)
@@ -96,11 +133,13 @@ AUDIT_CHILD = slow_audit_child(1.0)
 CACHE_CHILD = SLOW_CACHE_CHILD
 
 
-
 def kill_when(client, prefix: str, suffix: str, count: int, child: subprocess.Popen) -> list[str]:
     """SIGKILL `child` once the server holds `count` files ending in `suffix` under `prefix`."""
     deadline = time.time() + 300
-    while len([k for k in s3_keys(client, prefix) if k.endswith(suffix)]) < count and time.time() < deadline:
+    while (
+        len([k for k in s3_keys(client, prefix) if k.endswith(suffix)]) < count
+        and time.time() < deadline
+    ):
         assert child.poll() is None, "the run finished before it could be killed; slow it down"
         time.sleep(0.05)
     os.kill(child.pid, signal.SIGKILL)
@@ -108,15 +147,23 @@ def kill_when(client, prefix: str, suffix: str, count: int, child: subprocess.Po
     return s3_keys(client, prefix)
 
 
-def test_killed_audit_at_s3_resumes_to_the_uninterrupted_results(s3_server, staging, prompts_file, tmp_path):
+def test_killed_audit_at_s3_resumes_to_the_uninterrupted_results(
+    s3_server, staging, prompts_file, tmp_path
+):
     url = "s3://bucket/audits/killed"
     assert main(audit_args(prompts_file, tmp_path / "reference")) == 0
     script = tmp_path / "child.py"
     script.write_text(AUDIT_CHILD)
-    child = subprocess.Popen([sys.executable, str(script), *audit_args(prompts_file, url)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, str(script), *audit_args(prompts_file, url)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     left = kill_when(s3_server, "audits/killed/", ".parquet", 2, child)
-    assert "audits/killed/summary.json" not in left and len([k for k in left if k.endswith(".parquet")]) < 4
+    assert (
+        "audits/killed/summary.json" not in left
+        and len([k for k in left if k.endswith(".parquet")]) < 4
+    )
     assert any(p.name.startswith(f"workbench-staging-{child.pid}-") for p in staging.iterdir())
 
     assert main(audit_args(prompts_file, url)) == 0
@@ -132,7 +179,9 @@ def test_killed_cache_at_s3_resumes_to_the_uninterrupted_cache(s3_server, stagin
     url = "s3://bucket/caches/killed"
     script = tmp_path / "child.py"
     script.write_text(CACHE_CHILD)
-    wb.cache_activations(tiny, SLOW_CACHE_TEXTS, out=tmp_path / "reference", **SLOW_CACHE)  # CACHE_CHILD's call
+    wb.cache_activations(
+        tiny, SLOW_CACHE_TEXTS, out=tmp_path / "reference", **SLOW_CACHE
+    )  # CACHE_CHILD's call
     child = subprocess.Popen([sys.executable, str(script), url, "0.5"])
     left = kill_when(s3_server, "caches/killed/", ".safetensors", 2, child)
     assert "caches/killed/manifest.json" not in left
@@ -146,13 +195,17 @@ def test_killed_cache_at_s3_resumes_to_the_uninterrupted_cache(s3_server, stagin
     assert len([k for k in s3_keys(s3_server, "caches/killed/") if k.endswith(".safetensors")]) == 6
 
 
-def test_bad_urls_fail_before_any_work_with_one_line(s3_server, staging, prompts_file, tmp_path, monkeypatch, capsys):
+def test_bad_urls_fail_before_any_work_with_one_line(
+    s3_server, staging, prompts_file, tmp_path, monkeypatch, capsys
+):
     cases = [
         (audit_args(prompts_file, "s3://nobucket/x"), "bucket 'nobucket' does not exist"),
         (audit_args(prompts_file, "foo://somewhere/x"), "pyarrow cannot open this URL"),
         (audit_args(prompts_file, "s3://"), "an s3:// URL needs a bucket"),
-        (["probe", "train", "--data", str(prompts_file), "--out", "s3://bucket/probes"],
-         "a URL is accepted by workbench audit, cache and report only"),
+        (
+            ["probe", "train", "--data", str(prompts_file), "--out", "s3://bucket/probes"],
+            "a URL is accepted by workbench audit, cache and report only",
+        ),
         (["report", "s3://bucket/nothing-here"], "neither an audit folder"),
     ]
     for argv, message in cases:
@@ -192,13 +245,24 @@ def test_push_uploads_records_then_data_then_the_manifest_and_only_what_changed(
     local, target = tmp_path / "local", tmp_path / "target"
     (local / "shards").mkdir(parents=True)
     target.mkdir()
-    for name in ("manifest.json", "shards.json", "shards/shard-00000.safetensors", "run.json", ".lock",
-                 "shards/.shard-00001.safetensors.123.tmp"):
+    for name in (
+        "manifest.json",
+        "shards.json",
+        "shards/shard-00000.safetensors",
+        "run.json",
+        ".lock",
+        "shards/.shard-00001.safetensors.123.tmp",
+    ):
         (local / name).write_text(name)
     mirror = remote.Mirror(f"file://{target}", local)
     mirror.fs = Recorder(mirror.fs)
     mirror.push()
-    assert mirror.fs.written == ["run.json", "shards.json", "shard-00000.safetensors", "manifest.json"]
+    assert mirror.fs.written == [
+        "run.json",
+        "shards.json",
+        "shard-00000.safetensors",
+        "manifest.json",
+    ]
     assert mirror.push() == []  # nothing changed, nothing uploaded
     time.sleep(0.01)
     (local / "shards.json").write_text("changed")
@@ -212,6 +276,7 @@ def test_push_uploads_records_then_data_then_the_manifest_and_only_what_changed(
 def test_a_worker_that_cannot_see_the_drivers_folder_sends_the_shard_back(tmp_path):
     """Another node (or a URL staged on the driver): the worker writes a scratch file and returns its
     bytes; the driver writes them where the shard is expected."""
+
     def compute(start, end, tmp):
         Path(tmp).write_bytes(f"rows {start}:{end}".encode())
         return tmp

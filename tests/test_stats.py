@@ -1,4 +1,5 @@
 """workbench.stats: every interval the workbench prints, checked on constructed data with known answers."""
+
 from __future__ import annotations
 
 import math
@@ -16,16 +17,26 @@ def test_wilson_interval_equals_the_hand_computed_formula():
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     estimate = stats.proportion(k, n)
     assert estimate.value == 0.35 and estimate.count == 7 and estimate.n == 20
-    assert abs(estimate.low - (centre - half)) < 1e-12 and abs(estimate.high - (centre + half)) < 1e-12
+    assert (
+        abs(estimate.low - (centre - half)) < 1e-12 and abs(estimate.high - (centre + half)) < 1e-12
+    )
     assert "Wilson" in estimate.method
-    assert stats.proportion([1] * 7 + [0] * 13).to_dict() == estimate.to_dict()  # hits given as a sequence
+    assert (
+        stats.proportion([1] * 7 + [0] * 13).to_dict() == estimate.to_dict()
+    )  # hits given as a sequence
     exact = stats.proportion(k, n, method="exact")  # Clopper-Pearson is wider than Wilson here
-    assert "Clopper-Pearson" in exact.method and exact.low < estimate.low and exact.high > estimate.high
+    assert (
+        "Clopper-Pearson" in exact.method
+        and exact.low < estimate.low
+        and exact.high > estimate.high
+    )
 
 
 def test_below_the_minimum_n_there_is_a_count_and_no_interval():
     small = stats.proportion([1, 0, 1, 1, 0])
-    assert small.low is None and small.high is None and small.note == "n = 5 < 10" and small.count == 3
+    assert (
+        small.low is None and small.high is None and small.note == "n = 5 < 10" and small.count == 3
+    )
     assert small.text() == "3/5 (no interval: n = 5 < 10)"
     mean = stats.mean([0.1, 0.2, 0.3])
     assert mean.value == pytest.approx(0.2) and mean.low is None and "3 < 10" in mean.note
@@ -49,7 +60,9 @@ def test_cluster_bootstrap_is_wider_than_the_naive_one_on_correlated_samples():
     assert cluster_width > 1.8 * naive_width  # about sqrt(5) wider in expectation
     assert "cluster bootstrap over prompts" in clustered.method
     # One row per cluster is no cluster at all: the plain bootstrap, bit for bit.
-    assert stats.mean(per_prompt, clusters=np.arange(20)).to_dict() == stats.mean(per_prompt).to_dict()
+    assert (
+        stats.mean(per_prompt, clusters=np.arange(20)).to_dict() == stats.mean(per_prompt).to_dict()
+    )
 
 
 def test_paired_difference_on_a_known_answer():
@@ -57,18 +70,33 @@ def test_paired_difference_on_a_known_answer():
     treated = baseline + 0.25
     treated[[3, 7]] = baseline[[3, 7]] - 0.5  # two prompts move the other way
     units = [f"p{i}" for i in range(12)]
-    paired = stats.paired_difference(baseline, treated[::-1], units=units, treated_units=units[::-1])
-    assert paired.n_units == 12 and paired.up.count == 10 and paired.down.count == 2 and paired.unchanged == 0
+    paired = stats.paired_difference(
+        baseline, treated[::-1], units=units, treated_units=units[::-1]
+    )
+    assert (
+        paired.n_units == 12
+        and paired.up.count == 10
+        and paired.down.count == 2
+        and paired.unchanged == 0
+    )
     assert paired.difference.value == pytest.approx((10 * 0.25 - 2 * 0.5) / 12)
     assert paired.difference.low < paired.difference.value < paired.difference.high
     # Several samples per prompt are averaged within the prompt before pairing.
     samples = stats.paired_difference([0, 0, 1, 1], [1, 1, 1, 3], units=["a", "a", "b", "b"])
-    assert samples.difference.value == pytest.approx(1.0) and samples.n_units == 2 and samples.up.count == 2
+    assert (
+        samples.difference.value == pytest.approx(1.0)
+        and samples.n_units == 2
+        and samples.up.count == 2
+    )
 
 
 def test_identical_values_give_a_degenerate_interval_not_nan():
     estimate = stats.mean([0.0] * 30)
-    assert (estimate.low, estimate.value, estimate.high) == (0.0, 0.0, 0.0) and "all values equal" in estimate.method
+    assert (estimate.low, estimate.value, estimate.high) == (
+        0.0,
+        0.0,
+        0.0,
+    ) and "all values equal" in estimate.method
 
 
 def test_auroc_and_its_stratified_interval():
@@ -76,10 +104,15 @@ def test_auroc_and_its_stratified_interval():
     labels = np.array([0, 1] * 60)
     scores = rng.normal(size=120) + labels * 1.5
     pairs = [(p, q) for p in np.flatnonzero(labels) for q in np.flatnonzero(1 - labels)]
-    expected = np.mean([1.0 if scores[p] > scores[q] else 0.5 if scores[p] == scores[q] else 0.0 for p, q in pairs])
+    expected = np.mean(
+        [1.0 if scores[p] > scores[q] else 0.5 if scores[p] == scores[q] else 0.0 for p, q in pairs]
+    )
     estimate = stats.auroc_interval(scores, labels)
     assert estimate.value == pytest.approx(expected, abs=1e-12) and estimate.n == 120
-    assert 0.5 < estimate.low < estimate.value < estimate.high <= 1.0 and "stratified" in estimate.method
+    assert (
+        0.5 < estimate.low < estimate.value < estimate.high <= 1.0
+        and "stratified" in estimate.method
+    )
     assert math.isnan(stats.auroc([0.1, 0.2], [1, 1]))
 
 

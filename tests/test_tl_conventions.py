@@ -1,6 +1,7 @@
 """A TransformerLens user's code runs unchanged on a loaded model: `model(tokens)`,
 `run_with_cache`, `cache["resid_post", 5]`, `accumulated_resid`, `to_str_tokens`, and hook
 functions that dispatch on `hook.name` see the name they were registered under."""
+
 from __future__ import annotations
 
 import json
@@ -30,10 +31,14 @@ def test_a_transformerlens_snippet_runs_unchanged_on_smollm2(smol):
     assert resid.shape == (1, tokens.shape[1], model.cfg.d_model)
     assert torch.equal(resid, cache["blocks.5.hook_resid_post"])
     # The same activation through workbench's corpus cache (which tokenizes without TL's BOS): bit for bit.
-    corpus = wb.cache_activations(model, [PROMPT], hooks="blocks.5.hook_resid_post", positions="all", progress=False)
+    corpus = wb.cache_activations(
+        model, [PROMPT], hooks="blocks.5.hook_resid_post", positions="all", progress=False
+    )
     _, without_bos = model.run_with_cache(model.to_tokens(PROMPT, prepend_bos=False))
     assert torch.equal(corpus["resid_post", 5][0], without_bos["resid_post", 5][0])
-    assert ("resid_post", 5) in corpus and "corpus" in type(corpus).__name__.lower()  # not TL's ActivationCache
+    assert ("resid_post", 5) in corpus and "corpus" in type(
+        corpus
+    ).__name__.lower()  # not TL's ActivationCache
 
     accumulated, labels = cache.accumulated_resid(layer=6, incl_mid=False, return_labels=True)
     assert labels == [f"{layer}_pre" for layer in range(7)]
@@ -50,9 +55,14 @@ def test_a_transformerlens_snippet_runs_unchanged_on_smollm2(smol):
     def record(activation, hook):
         seen.append(hook.name)
 
-    model.run_with_hooks(tokens, fwd_hooks=[("blocks.5.hook_resid_post", record),
-                                            (utils.get_act_name("resid_pre", 3), record),
-                                            (lambda name: name == "blocks.2.hook_mlp_out", record)])
+    model.run_with_hooks(
+        tokens,
+        fwd_hooks=[
+            ("blocks.5.hook_resid_post", record),
+            (utils.get_act_name("resid_pre", 3), record),
+            (lambda name: name == "blocks.2.hook_mlp_out", record),
+        ],
+    )
     assert seen == ["blocks.2.hook_mlp_out", "blocks.3.hook_resid_pre", "blocks.5.hook_resid_post"]
     seen.clear()
     with model.hooks(fwd_hooks=[("blocks.5.hook_resid_post", record)]):
@@ -72,7 +82,9 @@ def test_hook_alias_keeps_everything_but_the_name(tiny):
 
     tiny.run_with_hooks(tiny.to_tokens("hello"), fwd_hooks=[("blocks.1.hook_resid_post", record)])
     assert names == ["blocks.1.hook_resid_post"] and layers == [1]
-    assert point.name != "blocks.1.hook_resid_post"  # the bridge's own name for it differs: why HookAlias exists
+    assert (
+        point.name != "blocks.1.hook_resid_post"
+    )  # the bridge's own name for it differs: why HookAlias exists
 
 
 def test_hooks_verb_lists_one_line_per_point_with_its_aliases(capsys):
@@ -82,7 +94,9 @@ def test_hooks_verb_lists_one_line_per_point_with_its_aliases(capsys):
     assert len(names) == len(set(names))
     by_name = {r["name"]: r for r in rows}
     assert by_name["blocks.0.hook_resid_post"]["aliases"] == ["blocks.0.hook_out"]
-    assert not any(alias in by_name for r in rows for alias in r["aliases"])  # an alias is never its own line
+    assert not any(
+        alias in by_name for r in rows for alias in r["aliases"]
+    )  # an alias is never its own line
     assert main(["hooks", "--model", "tiny-phi", "--pattern", "blocks.0.*"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 28 + 1 and any("also: blocks.0.hook_out" in line for line in lines)

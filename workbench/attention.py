@@ -18,6 +18,7 @@ differ only by that normalisation: TL's score = ours x L / (2L + 1) for duplicat
 induction, x 2L / (2L + 1) for previous-token (tests/test_interp.py checks it). We keep ours as
 the headline because it reads as "attention on the target", 1.0 for a perfect head.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,19 @@ class AttentionPatterns:
 
         pattern = self.head(layer, head)
         n = len(self.tokens)
-        return pd.DataFrame([{"query": q, "key": k, "query_token": self.tokens[q], "key_token": self.tokens[k],
-                              "weight": float(pattern[q, k])} for q in range(n) for k in range(q + 1)])
+        return pd.DataFrame(
+            [
+                {
+                    "query": q,
+                    "key": k,
+                    "query_token": self.tokens[q],
+                    "key_token": self.tokens[k],
+                    "weight": float(pattern[q, k]),
+                }
+                for q in range(n)
+                for k in range(q + 1)
+            ]
+        )
 
 
 def attention_patterns(model, text: str) -> AttentionPatterns:
@@ -80,9 +92,16 @@ class HeadScores:
         import pandas as pd
 
         n_layers, n_heads = next(iter(self.scores.values())).shape
-        rows = [{"layer": layer, "head": head, "label": f"L{layer}H{head}",
-                 **{kind: float(self.scores[kind][layer, head]) for kind in self.scores}}
-                for layer in range(n_layers) for head in range(n_heads)]
+        rows = [
+            {
+                "layer": layer,
+                "head": head,
+                "label": f"L{layer}H{head}",
+                **{kind: float(self.scores[kind][layer, head]) for kind in self.scores},
+            }
+            for layer in range(n_layers)
+            for head in range(n_heads)
+        ]
         return pd.DataFrame(rows).sort_values("induction", ascending=False, ignore_index=True)
 
     def top(self, kind: str = "induction", k: int = 5):
@@ -94,10 +113,15 @@ def repeated_random_tokens(model, seq_len: int, n_seqs: int, seed: int) -> torch
     """Int[Tensor, "n_seqs 2*seq_len+1"]: a start token, then seq_len random tokens twice."""
     generator = torch.Generator().manual_seed(seed)
     vocab = len(model.tokenizer)
-    low = min(1000, vocab // 10)  # skip the special and byte tokens at the start of most vocabularies
+    low = min(
+        1000, vocab // 10
+    )  # skip the special and byte tokens at the start of most vocabularies
     half = torch.randint(low, vocab - 1, (n_seqs, seq_len), generator=generator)
-    start_id = model.tokenizer.bos_token_id if model.tokenizer.bos_token_id is not None else \
-        model.tokenizer.eos_token_id
+    start_id = (
+        model.tokenizer.bos_token_id
+        if model.tokenizer.bos_token_id is not None
+        else model.tokenizer.eos_token_id
+    )
     start = torch.full((n_seqs, 1), start_id, dtype=torch.long)
     return torch.cat([start, half, half], dim=1).to(model.device)
 
@@ -113,18 +137,25 @@ def _repeated_patterns(model, ids: torch.Tensor) -> torch.Tensor:
 def head_scores(model, seq_len: int = 40, n_seqs: int = 8, seed: int = 0) -> HeadScores:
     """Previous-token, duplicate-token and induction scores of every head (see module docstring)."""
     patterns = _repeated_patterns(model, repeated_random_tokens(model, seq_len, n_seqs, seed))
-    queries = torch.arange(seq_len + 1, 2 * seq_len + 1, device=patterns.device)  # second-half positions
+    queries = torch.arange(
+        seq_len + 1, 2 * seq_len + 1, device=patterns.device
+    )  # second-half positions
     all_queries = torch.arange(1, 2 * seq_len + 1, device=patterns.device)
     scores = {
         "previous_token": patterns[..., all_queries, all_queries - 1].mean(dim=(1, 3)),
         "duplicate_token": patterns[..., queries, queries - seq_len].mean(dim=(1, 3)),
         "induction": patterns[..., queries, queries - seq_len + 1].mean(dim=(1, 3)),
     }
-    return HeadScores({k: v.cpu() for k, v in scores.items()}, seq_len, n_seqs, seed, model.info.name)
+    return HeadScores(
+        {k: v.cpu() for k, v in scores.items()}, seq_len, n_seqs, seed, model.info.name
+    )
 
 
-TL_HEAD_NAMES = {"previous_token": "previous_token_head", "duplicate_token": "duplicate_token_head",
-                 "induction": "induction_head"}
+TL_HEAD_NAMES = {
+    "previous_token": "previous_token_head",
+    "duplicate_token": "duplicate_token_head",
+    "induction": "induction_head",
+}
 
 
 def transformer_lens_scores(model, seq_len: int = 40, n_seqs: int = 8, seed: int = 0) -> HeadScores:
@@ -140,11 +171,15 @@ def transformer_lens_scores(model, seq_len: int = 40, n_seqs: int = 8, seed: int
         detect = getattr(head_detector, f"get_{tl_name}_detection_pattern")
         total = torch.zeros(patterns.shape[0], patterns.shape[2], dtype=torch.float64)
         for s in range(n_seqs):
-            detection = detect(ids[s:s + 1].cpu())
+            detection = detect(ids[s : s + 1].cpu())
             for layer in range(patterns.shape[0]):
                 for head in range(patterns.shape[2]):
                     total[layer, head] += head_detector.compute_head_attention_similarity_score(
-                        patterns[layer, s, head], detection, exclude_bos=False, exclude_current_token=False,
-                        error_measure="mul")
+                        patterns[layer, s, head],
+                        detection,
+                        exclude_bos=False,
+                        exclude_current_token=False,
+                        error_measure="mul",
+                    )
         scores[kind] = (total / n_seqs).float()
     return HeadScores(scores, seq_len, n_seqs, seed, model.info.name)

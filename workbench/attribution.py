@@ -42,6 +42,7 @@ TransformerLens 4.3 has node and edge EAP (`transformer_lens.tools.analysis.
 attribution_patching`) but no integrated gradients and no AtP*; a test checks that
 "atp" here and its node EAP agree on the same heads.
 """
+
 from __future__ import annotations
 
 import time
@@ -53,7 +54,16 @@ import torch
 
 from .errors import InputError
 from .hooks import bypass_unhooked_bridges, register_forward
-from .patching import KINDS, Metric, PatchingResult, PatchingTask, _axes, _clean_cache, check_memory, prepare
+from .patching import (
+    KINDS,
+    Metric,
+    PatchingResult,
+    PatchingTask,
+    _axes,
+    _clean_cache,
+    check_memory,
+    prepare,
+)
 
 METHODS = ("atp", "atp*", "eap-ig")
 DEFAULT_STEPS = 5
@@ -103,25 +113,52 @@ class SelfCheck:
         """One line: the figures and the verdict."""
         sample = self.checked - self.k
         which = "every cell" if self.checked == self.cells else f"top {self.k} + {sample} random"
-        interval = "" if self.recall_low is None else f" [{self.recall_low:.2f}, {self.recall_high:.2f}]"
-        verdict = "passed" if self.passed else (f"FAILED (needs Pearson r >= {MIN_PEARSON} and recall >= "
-                                                f"{MIN_RECALL}): check the ranking by exact patching")
-        return (f"self-check of {self.method} on {self.kind}: {self.checked} of {self.cells} cells patched exactly "
-                f"({which}): Pearson r {self.pearson:.3f}, Spearman r {self.spearman:.3f}, "
-                f"recall of exact top-{self.k} {self.recall:.2f}{interval}, largest error {self.max_error:.3f} at "
-                f"{self.max_error_cell}; {verdict}")
+        interval = (
+            "" if self.recall_low is None else f" [{self.recall_low:.2f}, {self.recall_high:.2f}]"
+        )
+        verdict = (
+            "passed"
+            if self.passed
+            else (
+                f"FAILED (needs Pearson r >= {MIN_PEARSON} and recall >= "
+                f"{MIN_RECALL}): check the ranking by exact patching"
+            )
+        )
+        return (
+            f"self-check of {self.method} on {self.kind}: {self.checked} of {self.cells} cells patched exactly "
+            f"({which}): Pearson r {self.pearson:.3f}, Spearman r {self.spearman:.3f}, "
+            f"recall of exact top-{self.k} {self.recall:.2f}{interval}, largest error {self.max_error:.3f} at "
+            f"{self.max_error_cell}; {verdict}"
+        )
 
     def to_frame(self):
         """One row per checked cell: its label, the exact value, the estimate, and whether it was in the top k."""
         import pandas as pd
 
-        return pd.DataFrame({"cell": self.labels, "exact": self.exact, "estimate": self.estimate,
-                             "top_k": [i < self.k for i in range(self.checked)], "method": self.method})
+        return pd.DataFrame(
+            {
+                "cell": self.labels,
+                "exact": self.exact,
+                "estimate": self.estimate,
+                "top_k": [i < self.k for i in range(self.checked)],
+                "method": self.method,
+            }
+        )
 
 
-def attribution_patch(model, clean, corrupt, answer=None, other=None, kinds: tuple[str, ...] = KINDS,
-                      method: str = "atp", steps: int = DEFAULT_STEPS, metric: Metric | None = None,
-                      verify: int = 0, seed: int = 0) -> dict[str, PatchingResult]:
+def attribution_patch(
+    model,
+    clean,
+    corrupt,
+    answer=None,
+    other=None,
+    kinds: tuple[str, ...] = KINDS,
+    method: str = "atp",
+    steps: int = DEFAULT_STEPS,
+    metric: Metric | None = None,
+    verify: int = 0,
+    seed: int = 0,
+) -> dict[str, PatchingResult]:
     """Attribution patching of every cell of each kind (see the module docstring for the methods).
 
     clean, corrupt, answer, other, metric: as `workbench.patching.activation_patch`.
@@ -137,15 +174,25 @@ def attribution_patch(model, clean, corrupt, answer=None, other=None, kinds: tup
     return attribute(model, task, kinds, method, steps, verify, seed, start)
 
 
-def attribute(model, task: PatchingTask, kinds, method: str = "atp", steps: int = DEFAULT_STEPS, verify: int = 0,
-              seed: int = 0, start: float | None = None) -> dict[str, PatchingResult]:
+def attribute(
+    model,
+    task: PatchingTask,
+    kinds,
+    method: str = "atp",
+    steps: int = DEFAULT_STEPS,
+    verify: int = 0,
+    seed: int = 0,
+    start: float | None = None,
+) -> dict[str, PatchingResult]:
     """`attribution_patch` on a task already prepared (`workbench.patching.prepare`), so a caller
     that also patches exactly prepares the pairs once."""
     check_method(method, steps)
     results = estimate(model, task, kinds, method, steps, start)
     if verify:
-        results = {kind: replace(result, check=self_check(model, task, result, verify, seed=seed))
-                   for kind, result in results.items()}
+        results = {
+            kind: replace(result, check=self_check(model, task, result, verify, seed=seed))
+            for kind, result in results.items()
+        }
     return results
 
 
@@ -157,15 +204,26 @@ def check_method(method: str, steps: int) -> None:
         raise InputError(f"steps must be at least 1, not {steps}")
 
 
-def estimate(model, task: PatchingTask, kinds, method: str, steps: int = DEFAULT_STEPS,
-             start: float | None = None) -> dict[str, PatchingResult]:
+def estimate(
+    model,
+    task: PatchingTask,
+    kinds,
+    method: str,
+    steps: int = DEFAULT_STEPS,
+    start: float | None = None,
+) -> dict[str, PatchingResult]:
     """The estimates of `method` for a prepared task: {kind: PatchingResult}."""
     start = time.perf_counter() if start is None else start
     plans = {kind: _axes(model, task, kind) for kind in kinds}
     names = {name for _, _, patches in plans.values() for name, _ in patches}
-    qk_layers = range(model.info.n_layers) if method == "atp*" and "attn_head" in kinds else range(0)
-    qk_names = {f"blocks.{l}.attn.hook_{x}" for l in qk_layers for x in ("rot_q", "rot_k", "v", "pattern",
-                                                                          "attn_scores")}
+    qk_layers = (
+        range(model.info.n_layers) if method == "atp*" and "attn_head" in kinds else range(0)
+    )
+    qk_names = {
+        f"blocks.{l}.attn.hook_{x}"
+        for l in qk_layers
+        for x in ("rot_q", "rot_k", "v", "pattern", "attn_scores")
+    }
     grad_names = names | {f"blocks.{l}.attn.hook_z" for l in qk_layers}
     check_memory(model, task, exact=False, attribution=True)  # before any forward pass
     clean = _clean_cache(model, task.clean_ids, names | qk_names)
@@ -180,19 +238,36 @@ def estimate(model, task: PatchingTask, kinds, method: str, steps: int = DEFAULT
         per_pass = []
         for grads_of_pass in passes:
             if kind == "attn_head" and method == "atp*":
-                cells = torch.stack([_qk_fixed_heads(clean, corrupt, grads_of_pass, layer)
-                                     for layer in range(model.info.n_layers)]).flatten()
+                cells = torch.stack(
+                    [
+                        _qk_fixed_heads(clean, corrupt, grads_of_pass, layer)
+                        for layer in range(model.info.n_layers)
+                    ]
+                ).flatten()
             else:
-                cells = torch.stack([_linear_estimate(clean, corrupt, grads_of_pass, name, index)
-                                     for name, index in patches])
+                cells = torch.stack(
+                    [
+                        _linear_estimate(clean, corrupt, grads_of_pass, name, index)
+                        for name, index in patches
+                    ]
+                )
             per_pass.append(cells)
         values_of[kind] = per_pass[0] if len(per_pass) == 1 else _grad_drop(per_pass, patches, kind)
     elapsed = time.perf_counter() - start
     results = {}
     for kind, (axes, labels, _) in plans.items():
         normalised = values_of[kind] / (task.clean_metric - task.corrupt_metric)
-        results[kind] = PatchingResult(kind, method, normalised.reshape(tuple(len(l) for l in labels)).float(), axes,
-                                       labels, task.clean_metric, task.corrupt_metric, task.tokens, elapsed)
+        results[kind] = PatchingResult(
+            kind,
+            method,
+            normalised.reshape(tuple(len(l) for l in labels)).float(),
+            axes,
+            labels,
+            task.clean_metric,
+            task.corrupt_metric,
+            task.tokens,
+            elapsed,
+        )
     return results
 
 
@@ -215,7 +290,9 @@ def _grad_drop(per_pass: list[torch.Tensor], patches, kind: str) -> torch.Tensor
     (pass l + 1 dropped layer l) that leave the cell's own block open."""
     full, dropped = per_pass[0], torch.stack(per_pass[1:])  # [cells], [layers, cells]
     if kind == "attn_head":
-        blocks = [l for l in range(dropped.shape[0]) for _ in range(full.numel() // dropped.shape[0])]
+        blocks = [
+            l for l in range(dropped.shape[0]) for _ in range(full.numel() // dropped.shape[0])
+        ]
     else:
         blocks = [_block_of(name) for name, _ in patches]
     open_ = torch.ones_like(dropped, dtype=torch.bool)
@@ -237,7 +314,9 @@ def _qk_fixed_heads(clean, corrupt, grads, layer: int) -> torch.Tensor:
     at = f"blocks.{layer}.attn.hook_"
     pattern = corrupt[at + "pattern"].double()  # [pairs, heads, query, key]
     n_heads = pattern.shape[1]
-    q_clean, q_corrupt = (_per_head(c[at + "rot_q"], n_heads) for c in (clean, corrupt))  # [pairs, pos, heads, d]
+    q_clean, q_corrupt = (
+        _per_head(c[at + "rot_q"], n_heads) for c in (clean, corrupt)
+    )  # [pairs, pos, heads, d]
     k_clean, k_corrupt = (_per_head(c[at + "rot_k"], n_heads) for c in (clean, corrupt))
     v_clean, v_corrupt = (_per_head(c[at + "v"], n_heads) for c in (clean, corrupt))
     grad_z = grads[at + "z"].double()  # [pairs, pos, heads, d]
@@ -248,18 +327,25 @@ def _qk_fixed_heads(clean, corrupt, grads, layer: int) -> torch.Tensor:
     # dM/dpattern[q, k] = grad_z[q] . v[k], since z[q] = sum_k pattern[q, k] v[k].
     grad_pattern = torch.einsum("pqhd,pkhd->phqk", grad_z, v_corrupt)
     # Query nodes: row q of the pattern recomputed with the clean query against the corrupted keys.
-    query_scores = (scale * torch.einsum("pqhd,pkhd->phqk", q_clean, k_corrupt)).masked_fill(~causal, float("-inf"))
+    query_scores = (scale * torch.einsum("pqhd,pkhd->phqk", q_clean, k_corrupt)).masked_fill(
+        ~causal, float("-inf")
+    )
     query_effect = ((query_scores.softmax(-1) - pattern) * grad_pattern).sum((-1, -2))
     # Key nodes: key k clean, every other key corrupted, for every query row q >= k. Changing one score
     # by s multiplies its weight by r = exp(s) and renormalises the row, in closed form:
     # effect(q, k) = (1/D - 1) * sum_k' pattern[q,k'] g[q,k'] + pattern[q,k] g[q,k] (r - 1) / D,
     # with D = 1 + pattern[q, k] (r - 1).
-    shift = (scale * torch.einsum("pqhd,pkhd->phqk", q_corrupt, k_clean) - scale * dots).masked_fill(~causal, 0.0)
+    shift = (
+        scale * torch.einsum("pqhd,pkhd->phqk", q_corrupt, k_clean) - scale * dots
+    ).masked_fill(~causal, 0.0)
     r = shift.clamp(max=80.0).exp()
     denominator = 1 + pattern * (r - 1)
     row_total = (pattern * grad_pattern).sum(-1, keepdim=True)
-    key_effect = (((1 / denominator - 1) * row_total + pattern * grad_pattern * (r - 1) / denominator)
-                  .masked_fill(~causal, 0.0)).sum((-1, -2))
+    key_effect = (
+        (
+            (1 / denominator - 1) * row_total + pattern * grad_pattern * (r - 1) / denominator
+        ).masked_fill(~causal, 0.0)
+    ).sum((-1, -2))
     # Value nodes: linear, through the corrupted pattern.
     value_effect = torch.einsum("phqk,pqhd,pkhd->ph", pattern, grad_z, v_clean - v_corrupt)
     return (query_effect + key_effect + value_effect).mean(0)
@@ -271,14 +357,18 @@ def _per_head(tensor: torch.Tensor, n_heads: int) -> torch.Tensor:
     return tensor.double().repeat_interleave(groups, dim=2) if groups > 1 else tensor.double()
 
 
-def _score_scale(scores: torch.Tensor, dots: torch.Tensor, causal: torch.Tensor, layer: int) -> float:
+def _score_scale(
+    scores: torch.Tensor, dots: torch.Tensor, causal: torch.Tensor, layer: int
+) -> float:
     """The factor from q . k to the attention score, fitted on the causal entries, checked to reproduce them."""
     s, d = scores[..., causal], dots[..., causal]
     scale = float((s * d).sum() / (d * d).sum())
     error = float((s - scale * d).abs().max())
     if error > 1e-3 * float(s.abs().max()) + 1e-4:
-        raise InputError(f"AtP*'s QK fix needs plain scaled dot-product attention, but layer {layer}'s scores "
-                         f"are not a multiple of q . k (off by {error:.3g}); use --method atp or eap-ig")
+        raise InputError(
+            f"AtP*'s QK fix needs plain scaled dot-product attention, but layer {layer}'s scores "
+            f"are not a multiple of q . k (off by {error:.3g}); use --method atp or eap-ig"
+        )
     return scale
 
 
@@ -289,18 +379,32 @@ def _grad_drop_passes(model, task: PatchingTask, names: set[str]) -> list[dict[s
 
     shape, (pairs, seq) = ModelShape.from_info(model.info), task.corrupt_ids.shape
     layers = list(range(model.info.n_layers))
-    per_pass = largest_batch(lambda b: backward_estimate(shape, model.info.dtype, b * pairs, seq), len(layers),
-                             model.device, "AtP*'s GradDrop", "use --method atp or eap-ig, or shorter prompts")
+    per_pass = largest_batch(
+        lambda b: backward_estimate(shape, model.info.dtype, b * pairs, seq),
+        len(layers),
+        model.device,
+        "AtP*'s GradDrop",
+        "use --method atp or eap-ig, or shorter prompts",
+    )
     passes = []
     for first in range(0, len(layers), per_pass):
-        group = layers[first:first + per_pass]
+        group = layers[first : first + per_pass]
         grads = _gradient_pass(model, task, names, drop_layers=group)[1]
-        passes += [{name: g[i * pairs:(i + 1) * pairs] for name, g in grads.items()} for i in range(len(group))]
+        passes += [
+            {name: g[i * pairs : (i + 1) * pairs] for name, g in grads.items()}
+            for i in range(len(group))
+        ]
     return passes
 
 
-def _gradient_pass(model, task: PatchingTask, names: set[str], keep: set[str] = frozenset(),
-                   drop_layers: list[int] | None = None, embeddings: torch.Tensor | None = None):
+def _gradient_pass(
+    model,
+    task: PatchingTask,
+    names: set[str],
+    keep: set[str] = frozenset(),
+    drop_layers: list[int] | None = None,
+    embeddings: torch.Tensor | None = None,
+):
     """One corrupted forward and backward pass of metric.sum() over pairs.
 
     Returns (activations, gradients), each {hook name: Tensor[rows, ...]}: activations at
@@ -314,7 +418,11 @@ def _gradient_pass(model, task: PatchingTask, names: set[str], keep: set[str] = 
     grads: dict[str, torch.Tensor] = {}
     hook_dict = model.bridge.hook_dict
     pairs = task.n_pairs
-    groups = len(drop_layers) if drop_layers else (embeddings.shape[0] // pairs if embeddings is not None else 1)
+    groups = (
+        len(drop_layers)
+        if drop_layers
+        else (embeddings.shape[0] // pairs if embeddings is not None else 1)
+    )
     ids = task.corrupt_ids.repeat(groups, 1)
 
     def capture(name: str) -> Callable:
@@ -331,9 +439,11 @@ def _gradient_pass(model, task: PatchingTask, names: set[str], keep: set[str] = 
     def no_gradient_below(group: int) -> Callable:
         def hook(output, _point):
             rows = torch.zeros(output.shape[0], dtype=torch.bool, device=output.device)
-            rows[group * pairs:(group + 1) * pairs] = True
+            rows[group * pairs : (group + 1) * pairs] = True
             shape = (-1,) + (1,) * (output.dim() - 1)
-            return torch.where(rows.view(shape), output.detach(), output)  # same values; no gradient upstream
+            return torch.where(
+                rows.view(shape), output.detach(), output
+            )  # same values; no gradient upstream
 
         return hook
 
@@ -346,14 +456,21 @@ def _gradient_pass(model, task: PatchingTask, names: set[str], keep: set[str] = 
     for parameter in frozen:
         parameter.requires_grad_(False)
     handles = [model.hf_model.get_input_embeddings().register_forward_hook(embed_hook)]
-    for group, layer in enumerate(drop_layers or []):  # registered first: a capture at that point sees the drop
-        handles += [register_forward(hook_dict[f"blocks.{layer}.hook_{out}"], no_gradient_below(group))
-                    for out in ("attn_out", "mlp_out")]
+    for group, layer in enumerate(
+        drop_layers or []
+    ):  # registered first: a capture at that point sees the drop
+        handles += [
+            register_forward(hook_dict[f"blocks.{layer}.hook_{out}"], no_gradient_below(group))
+            for out in ("attn_out", "mlp_out")
+        ]
     handles += [register_forward(hook_dict[name], capture(name)) for name in names | keep]
     try:
         with torch.enable_grad(), bypass_unhooked_bridges(model):
             logits = model.hf_model(ids).logits
-            sum(task.metric(logits[first:first + pairs]).sum() for first in range(0, ids.shape[0], pairs)).backward()
+            sum(
+                task.metric(logits[first : first + pairs]).sum()
+                for first in range(0, ids.shape[0], pairs)
+            ).backward()
     finally:
         for handle in handles:
             handle.remove()
@@ -362,11 +479,15 @@ def _gradient_pass(model, task: PatchingTask, names: set[str], keep: set[str] = 
         model.hf_model.zero_grad(set_to_none=True)
     missing = names - set(grads)
     if missing:
-        raise RuntimeError(f"no gradient reached {sorted(missing)[:3]}: attribution patching needs them")
+        raise RuntimeError(
+            f"no gradient reached {sorted(missing)[:3]}: attribution patching needs them"
+        )
     return acts, grads
 
 
-def _integrated_gradients(model, task: PatchingTask, names: set[str], steps: int, keep: set[str] = frozenset()):
+def _integrated_gradients(
+    model, task: PatchingTask, names: set[str], steps: int, keep: set[str] = frozenset()
+):
     """Corrupted activations and the gradient at `names` averaged over `steps` points on the straight
     line from the corrupted to the clean input embeddings (alpha = 0, 1/K, ..., (K-1)/K), and the
     corrupted activations at `keep` too. Several points share a forward and backward pass (one group
@@ -377,12 +498,19 @@ def _integrated_gradients(model, task: PatchingTask, names: set[str], steps: int
     with torch.no_grad():
         clean_embeds, corrupt_embeds = embed(task.clean_ids), embed(task.corrupt_ids)
     shape, (pairs, seq) = ModelShape.from_info(model.info), task.corrupt_ids.shape
-    per_pass = largest_batch(lambda b: backward_estimate(shape, model.info.dtype, b * pairs, seq), steps,
-                             model.device, "EAP-IG", "use fewer --steps, --method atp, or shorter prompts")
+    per_pass = largest_batch(
+        lambda b: backward_estimate(shape, model.info.dtype, b * pairs, seq),
+        steps,
+        model.device,
+        "EAP-IG",
+        "use fewer --steps, --method atp, or shorter prompts",
+    )
     corrupt, total = None, {}
     for first in range(0, steps, per_pass):
         alphas = [step / steps for step in range(first, min(steps, first + per_pass))]
-        points = torch.cat([corrupt_embeds + alpha * (clean_embeds - corrupt_embeds) for alpha in alphas])
+        points = torch.cat(
+            [corrupt_embeds + alpha * (clean_embeds - corrupt_embeds) for alpha in alphas]
+        )
         acts, grads = _gradient_pass(model, task, names, keep=keep, embeddings=points)
         if first == 0:  # alpha = 0: the corrupted run itself
             corrupt = {name: a[:pairs] for name, a in acts.items()}
@@ -392,8 +520,15 @@ def _integrated_gradients(model, task: PatchingTask, names: set[str], steps: int
     return corrupt, {name: g / steps for name, g in total.items()}
 
 
-def self_check(model, task: PatchingTask, result: PatchingResult, k: int, n_random: int | None = None,
-               seed: int = 0, max_batch: int = 32) -> SelfCheck:
+def self_check(
+    model,
+    task: PatchingTask,
+    result: PatchingResult,
+    k: int,
+    n_random: int | None = None,
+    seed: int = 0,
+    max_batch: int = 32,
+) -> SelfCheck:
     """Exact patching of `result`'s top-k cells (by |estimate|) and of `n_random` (default 2k) random others."""
     from .patching import run_patches
 
@@ -405,9 +540,15 @@ def self_check(model, task: PatchingTask, result: PatchingResult, k: int, n_rand
     order = torch.argsort(flat.abs(), descending=True, stable=True).tolist()
     top, rest = order[:k], order[k:]
     n_random = min(2 * k if n_random is None else n_random, len(rest))
-    sample = sorted(np.random.default_rng(seed).choice(rest, size=n_random, replace=False).tolist()) if n_random else []
+    sample = (
+        sorted(np.random.default_rng(seed).choice(rest, size=n_random, replace=False).tolist())
+        if n_random
+        else []
+    )
     cells = top + sample
-    exact = task.normalise(run_patches(model, task, [patches[c] for c in cells], max_batch)).double()
+    exact = task.normalise(
+        run_patches(model, task, [patches[c] for c in cells], max_batch)
+    ).double()
     return summarise_check(result, cells, exact, flat[cells], k, len(rest), _cell_labels(labels))
 
 
@@ -417,13 +558,27 @@ def self_check_from_exact(result: PatchingResult, exact: PatchingResult, k: int)
     flat = result.values.flatten().double()
     k = min(k, flat.numel())
     cells = torch.argsort(flat.abs(), descending=True, stable=True).tolist()
-    check = summarise_check(result, cells, exact.values.flatten().double()[cells], flat[cells], k,
-                            len(cells) - k, _cell_labels(result.labels))
+    check = summarise_check(
+        result,
+        cells,
+        exact.values.flatten().double()[cells],
+        flat[cells],
+        k,
+        len(cells) - k,
+        _cell_labels(result.labels),
+    )
     return replace(result, check=check)
 
 
-def summarise_check(result: PatchingResult, cells: list[int], exact: torch.Tensor, estimate: torch.Tensor, k: int,
-                    n_rest: int, labels: list[str]) -> SelfCheck:
+def summarise_check(
+    result: PatchingResult,
+    cells: list[int],
+    exact: torch.Tensor,
+    estimate: torch.Tensor,
+    k: int,
+    n_rest: int,
+    labels: list[str],
+) -> SelfCheck:
     """The `SelfCheck` of checked cells (the first k of them the estimate's top k, the rest a uniform random
     sample of the `n_rest` other cells): correlations, estimated recall of the exact top-k, largest error."""
     from scipy import stats
@@ -440,13 +595,30 @@ def summarise_check(result: PatchingResult, cells: list[int], exact: torch.Tenso
     weight = n_rest / sampled if sampled else 0.0
     recall = _recall(np.abs(exact_np[:k]), np.abs(exact_np[k:]), weight, k)
     recall_low = recall_high = None
-    if sampled and sampled < n_rest:  # extrapolated: the range a Wilson interval on the sample's share gives
-        recall_low, recall_high = _recall_range(np.abs(exact_np[:k]), np.abs(exact_np[k:]), n_rest, k)
+    if (
+        sampled and sampled < n_rest
+    ):  # extrapolated: the range a Wilson interval on the sample's share gives
+        recall_low, recall_high = _recall_range(
+            np.abs(exact_np[:k]), np.abs(exact_np[k:]), n_rest, k
+        )
     errors = np.abs(estimate_np - exact_np)
     worst = int(errors.argmax())
-    return SelfCheck(result.method, result.kind, k, result.values.numel(), [labels[c] for c in cells],
-                     exact_np.tolist(), estimate_np.tolist(), pearson, spearman, recall, float(errors[worst]),
-                     labels[cells[worst]], recall_low, recall_high)
+    return SelfCheck(
+        result.method,
+        result.kind,
+        k,
+        result.values.numel(),
+        [labels[c] for c in cells],
+        exact_np.tolist(),
+        estimate_np.tolist(),
+        pearson,
+        spearman,
+        recall,
+        float(errors[worst]),
+        labels[cells[worst]],
+        recall_low,
+        recall_high,
+    )
 
 
 def _recall(top: np.ndarray, sample: np.ndarray, weight: float, k: int, share_at=None) -> float:
@@ -466,8 +638,11 @@ def _recall_range(top: np.ndarray, sample: np.ndarray, n_rest: int, k: int) -> t
 
     def at(end: str):
         def share_at(bar: float) -> float:
-            interval = binomtest(int((sample >= bar).sum()), len(sample)).proportion_ci(0.95, method="wilson")
+            interval = binomtest(int((sample >= bar).sum()), len(sample)).proportion_ci(
+                0.95, method="wilson"
+            )
             return (interval.high if end == "high" else interval.low) * n_rest
+
         return share_at
 
     return _recall(top, sample, 0, k, at("high")), _recall(top, sample, 0, k, at("low"))
@@ -477,5 +652,7 @@ def _cell_labels(labels: tuple[list[str], ...]) -> list[str]:
     """One label per cell in row-major order, e.g. "L3H2" or "L3 4:Mary"."""
     import itertools
 
-    return ["".join(parts) if all(not p[0].isdigit() for p in parts) else " ".join(parts)
-            for parts in itertools.product(*labels)]
+    return [
+        "".join(parts) if all(not p[0].isdigit() for p in parts) else " ".join(parts)
+        for parts in itertools.product(*labels)
+    ]

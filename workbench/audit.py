@@ -17,6 +17,7 @@ on resume; `workbench.report` turns the shards into ``summary.json`` and ``repor
 The bias, ToxiGen and counterfactual audits share the same loop (`run_sharded`):
 their items are pairs, groups and templates, and run.json's "audit" names the kind.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -84,24 +85,55 @@ def _shard_ranges(n: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def run_toxicity_audit(model, records: Sequence[TextRecord], out: str | Path, config: ToxicityAuditConfig,
-                       scorers: list, vector=None, progress: bool = True, executor=None) -> Path:
+def run_toxicity_audit(
+    model,
+    records: Sequence[TextRecord],
+    out: str | Path,
+    config: ToxicityAuditConfig,
+    scorers: list,
+    vector=None,
+    progress: bool = True,
+    executor=None,
+) -> Path:
     """Run (or resume) the audit described by `config`; returns the output folder.
 
     `scorers` are objects with `.name` and `.score(texts)` (workbench.scanners.toxicity);
     `vector` is the SteeringVector that steer/ablate conditions use.
     """
+
     def shards(model):
         def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
-            return _run_shard(model, records[start:end], start, condition, c_index, config, scorers, vector)
+            return _run_shard(
+                model, records[start:end], start, condition, c_index, config, scorers, vector
+            )
+
         return make_shard
 
-    return run_sharded(out, asdict(config), len(records), config.shard_size, model, shards,
-                       rows_per_item=config.samples, progress=progress, executor=executor)
+    return run_sharded(
+        out,
+        asdict(config),
+        len(records),
+        config.shard_size,
+        model,
+        shards,
+        rows_per_item=config.samples,
+        progress=progress,
+        executor=executor,
+    )
 
 
-def run_sharded(out: str | Path, settings: dict, n_items: int, shard_size: int, model, shards,
-                rows_per_item: int = 1, progress: bool = True, desc: str = "auditing", executor=None) -> Path:
+def run_sharded(
+    out: str | Path,
+    settings: dict,
+    n_items: int,
+    shard_size: int,
+    model,
+    shards,
+    rows_per_item: int = 1,
+    progress: bool = True,
+    desc: str = "auditing",
+    executor=None,
+) -> Path:
     """The resumable loop every audit shares: for each condition and each shard of items,
     ``shards(model)(condition, c_index, s_index, start, end)`` returns a DataFrame (with
     "condition" and "row" columns) that is written atomically as
@@ -121,12 +153,33 @@ def run_sharded(out: str | Path, settings: dict, n_items: int, shard_size: int, 
     from .remote import is_url, staged
 
     with staged(out) as local:
-        _run_sharded_in(local, settings, n_items, shard_size, model, shards, rows_per_item, progress, desc, executor)
+        _run_sharded_in(
+            local,
+            settings,
+            n_items,
+            shard_size,
+            model,
+            shards,
+            rows_per_item,
+            progress,
+            desc,
+            executor,
+        )
     return out if is_url(out) else Path(out)
 
 
-def _run_sharded_in(out: Path, settings: dict, n_items: int, shard_size: int, model, shards,
-                    rows_per_item: int, progress: bool, desc: str, executor) -> None:
+def _run_sharded_in(
+    out: Path,
+    settings: dict,
+    n_items: int,
+    shard_size: int,
+    model,
+    shards,
+    rows_per_item: int,
+    progress: bool,
+    desc: str,
+    executor,
+) -> None:
     """`run_sharded` on a local folder (a URL's staging copy, or the output folder itself)."""
     from tqdm.auto import tqdm
 
@@ -144,8 +197,14 @@ def _run_sharded_in(out: Path, settings: dict, n_items: int, shard_size: int, mo
         ranges = _shard_ranges(n_items, shard_size)
         total = len(conditions) * n_items * rows_per_item
         jobs = []
-        with tqdm(total=total, unit="row", desc=desc, file=sys.stderr, disable=not progress,
-                  dynamic_ncols=True) as bar:
+        with tqdm(
+            total=total,
+            unit="row",
+            desc=desc,
+            file=sys.stderr,
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar:
             for c_index, condition in enumerate(conditions):
                 for s_index, (start, end) in enumerate(ranges):
                     path = out / "shards" / shard_name(condition.name, s_index)
@@ -153,11 +212,21 @@ def _run_sharded_in(out: Path, settings: dict, n_items: int, shard_size: int, mo
                         bar.update((end - start) * rows_per_item)
                         continue
                     if path.exists():
-                        set_aside(path, "does not match its recorded sha256 (damaged or never recorded)")
-                    jobs.append(ShardJob(path.name, (condition, c_index, s_index, start, end, str(temp_path(path)))))
+                        set_aside(
+                            path, "does not match its recorded sha256 (damaged or never recorded)"
+                        )
+                    jobs.append(
+                        ShardJob(
+                            path.name,
+                            (condition, c_index, s_index, start, end, str(temp_path(path))),
+                        )
+                    )
             if not jobs and progress:
-                print(f"all {len(conditions) * len(ranges)} shards of {remote_name(out)} were already complete; nothing was "
-                      "recomputed (delete the folder or choose another --out to recompute)", file=sys.stderr)
+                print(
+                    f"all {len(conditions) * len(ranges)} shards of {remote_name(out)} were already complete; nothing was "
+                    "recomputed (delete the folder or choose another --out to recompute)",
+                    file=sys.stderr,
+                )
             for job, tmp in executor.run(model, _parquet_writer(shards), jobs):
                 path = out / "shards" / job.key
                 index.record(path, Path(tmp))
@@ -169,13 +238,18 @@ def _run_sharded_in(out: Path, settings: dict, n_items: int, shard_size: int, mo
 
 def _parquet_writer(shards):
     """Wrap an audit's shard builder: the shard is computed and written to the given temporary file."""
+
     def build(model):
         make_shard = shards(model)
 
-        def compute(condition: Condition, c_index: int, s_index: int, start: int, end: int, tmp: str) -> str:
+        def compute(
+            condition: Condition, c_index: int, s_index: int, start: int, end: int, tmp: str
+        ) -> str:
             make_shard(condition, c_index, s_index, start, end).to_parquet(tmp, index=False)
             return tmp
+
         return compute
+
     return build
 
 
@@ -194,11 +268,14 @@ PATH_FIELDS = ("prompts_file", "pairs_file", "templates_file", "data", "path", "
 
 
 def _is_path(key: str, value) -> bool:
-    return key in PATH_FIELDS or (key == "pairs" and isinstance(value, str))  # steer.pairs is a path
+    return key in PATH_FIELDS or (
+        key == "pairs" and isinstance(value, str)
+    )  # steer.pairs is a path
 
 
 def comparable(settings: dict) -> dict:
     """The result-deciding part of run.json settings: SUMMARY_ONLY and path fields dropped, at any depth."""
+
     def strip(value):
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if not _is_path(k, v)}
@@ -234,11 +311,22 @@ def check_settings(out: Path, settings: dict) -> None:
         previous = read_run(out)
         differing = differing_fields(comparable(previous), comparable(settings))
         if differing:
-            raise InputError(f"holds an audit with other settings ({', '.join(differing)} differ); "
-                             "choose another --out or delete the folder", str(out))
+            raise InputError(
+                f"holds an audit with other settings ({', '.join(differing)} differ); "
+                "choose another --out or delete the folder",
+                str(out),
+            )
         if any(previous.get(k) != settings.get(k) for k in SUMMARY_ONLY):
-            _write_atomically(run_file, (json.dumps({**previous, **{k: settings[k] for k in SUMMARY_ONLY
-                                                                    if k in settings}}, indent=2) + "\n").encode())
+            _write_atomically(
+                run_file,
+                (
+                    json.dumps(
+                        {**previous, **{k: settings[k] for k in SUMMARY_ONLY if k in settings}},
+                        indent=2,
+                    )
+                    + "\n"
+                ).encode(),
+            )
     else:
         _write_atomically(run_file, (json.dumps(settings, indent=2) + "\n").encode())
 
@@ -246,8 +334,14 @@ def check_settings(out: Path, settings: dict) -> None:
 def model_settings(model) -> dict:
     """The model fields every run.json records, including where the weights came from."""
     info = model.info
-    return {"name": info.name, "revision": info.revision, "dtype": info.dtype, "source": info.source,
-            "origin": info.origin, "device_kind": info.device.split(":")[0]}
+    return {
+        "name": info.name,
+        "revision": info.revision,
+        "dtype": info.dtype,
+        "source": info.source,
+        "origin": info.origin,
+        "device_kind": info.device.split(":")[0],
+    }
 
 
 def versions() -> dict:
@@ -257,8 +351,15 @@ def versions() -> dict:
     return dict(package_versions())
 
 
-def run_capability_audit(model, items: Sequence, out: str | Path, settings: dict, vector=None,
-                         progress: bool = True, executor=None) -> Path:
+def run_capability_audit(
+    model,
+    items: Sequence,
+    out: str | Path,
+    settings: dict,
+    vector=None,
+    progress: bool = True,
+    executor=None,
+) -> Path:
     """What each condition costs on held-out tasks, resumable: one row per (condition, item) with
     the held-out text's NLL or the QA question's outcome (workbench.capability). The toxicity
     audit runs it into ``<out>/capability`` for every run with an intervention. settings: run.json
@@ -271,19 +372,49 @@ def run_capability_audit(model, items: Sequence, out: str | Path, settings: dict
         def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
             instruction = settings.get("instruct") if condition.kind == "instruct" else ""
             with intervention(model, condition, vector):
-                rows = capability_rows(model, items[start:end], instruction or "", settings["batch_size"])
-            frame = pd.DataFrame([{"condition": condition.name, "alpha": condition.alpha, "row": start + i,
-                                   "text": item.text, "answer": item.answer, "category": item.category, **row}
-                                  for i, (item, row) in enumerate(zip(items[start:end], rows))])
+                rows = capability_rows(
+                    model, items[start:end], instruction or "", settings["batch_size"]
+                )
+            frame = pd.DataFrame(
+                [
+                    {
+                        "condition": condition.name,
+                        "alpha": condition.alpha,
+                        "row": start + i,
+                        "text": item.text,
+                        "answer": item.answer,
+                        "category": item.category,
+                        **row,
+                    }
+                    for i, (item, row) in enumerate(zip(items[start:end], rows))
+                ]
+            )
             return frame
+
         return make_shard
 
-    return run_sharded(out, {**settings, "audit": "capability"}, len(items), settings["shard_size"], model, shards,
-                       progress=progress, desc="capability items", executor=executor)
+    return run_sharded(
+        out,
+        {**settings, "audit": "capability"},
+        len(items),
+        settings["shard_size"],
+        model,
+        shards,
+        progress=progress,
+        desc="capability items",
+        executor=executor,
+    )
 
 
-def run_bias_audit(model, pairs: Sequence, out: str | Path, settings: dict, vector=None,
-                   progress: bool = True, executor=None) -> Path:
+def run_bias_audit(
+    model,
+    pairs: Sequence,
+    out: str | Path,
+    settings: dict,
+    vector=None,
+    progress: bool = True,
+    executor=None,
+) -> Path:
     """CrowS-Pairs-style audit, resumable: one row per (condition, pair) with both
     sentences' log-likelihoods (workbench.scanners.bias). settings: run.json fields,
     including "conditions", "shard_size" and "batch_size"."""
@@ -298,14 +429,34 @@ def run_bias_audit(model, pairs: Sequence, out: str | Path, settings: dict, vect
             frame.insert(0, "alpha", condition.alpha)
             frame.insert(0, "condition", condition.name)
             return frame
+
         return make_shard
 
-    return run_sharded(out, {**settings, "audit": "bias"}, len(pairs), settings["shard_size"], model, shards,
-                       progress=progress, desc="pairs", executor=executor)
+    return run_sharded(
+        out,
+        {**settings, "audit": "bias"},
+        len(pairs),
+        settings["shard_size"],
+        model,
+        shards,
+        progress=progress,
+        desc="pairs",
+        executor=executor,
+    )
 
 
-def run_toxigen_audit(model, folder: str | Path, rows: Sequence, groups: Sequence[str], out: str | Path,
-                      settings: dict, scorer, vector=None, progress: bool = True, executor=None) -> Path:
+def run_toxigen_audit(
+    model,
+    folder: str | Path,
+    rows: Sequence,
+    groups: Sequence[str],
+    out: str | Path,
+    settings: dict,
+    scorer,
+    vector=None,
+    progress: bool = True,
+    executor=None,
+) -> Path:
     """ToxiGen per-group audit, resumable: one shard per (condition, group).
     rows: `read_toxigen(folder)`; settings: run.json fields incl. "conditions",
     "prompts_per_group", "max_new_tokens", "seed"."""
@@ -316,17 +467,45 @@ def run_toxigen_audit(model, folder: str | Path, rows: Sequence, groups: Sequenc
     def shards(model):
         def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
             with intervention(model, condition, vector):
-                entry = toxigen_group(model, folder, rows, groups[start], scorer, settings["prompts_per_group"],
-                                      settings["max_new_tokens"], settings["seed"])
-            return pd.DataFrame([{"condition": condition.name, "alpha": condition.alpha, "row": start, **entry}])
+                entry = toxigen_group(
+                    model,
+                    folder,
+                    rows,
+                    groups[start],
+                    scorer,
+                    settings["prompts_per_group"],
+                    settings["max_new_tokens"],
+                    settings["seed"],
+                )
+            return pd.DataFrame(
+                [{"condition": condition.name, "alpha": condition.alpha, "row": start, **entry}]
+            )
+
         return make_shard
 
-    return run_sharded(out, {**settings, "audit": "toxigen"}, len(groups), 1, model, shards, progress=progress,
-                       desc="groups", executor=executor)
+    return run_sharded(
+        out,
+        {**settings, "audit": "toxigen"},
+        len(groups),
+        1,
+        model,
+        shards,
+        progress=progress,
+        desc="groups",
+        executor=executor,
+    )
 
 
-def run_counterfactual_audit(model, templates: Sequence[str], out: str | Path, settings: dict, scorer=None,
-                             vector=None, progress: bool = True, executor=None) -> Path:
+def run_counterfactual_audit(
+    model,
+    templates: Sequence[str],
+    out: str | Path,
+    settings: dict,
+    scorer=None,
+    vector=None,
+    progress: bool = True,
+    executor=None,
+) -> Path:
     """Counterfactual-template audit, resumable: one row per (condition, template, group).
     settings: run.json fields incl. "groups", "continuations", "max_new_tokens", "seed", "shard_size"."""
     from .scanners.bias import counterfactual
@@ -334,24 +513,48 @@ def run_counterfactual_audit(model, templates: Sequence[str], out: str | Path, s
     def shards(model):
         def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
             with intervention(model, condition, vector):
-                result = counterfactual(model, templates[start:end], settings["groups"], settings["continuations"],
-                                        scorer, settings["max_new_tokens"], settings["seed"])
+                result = counterfactual(
+                    model,
+                    templates[start:end],
+                    settings["groups"],
+                    settings["continuations"],
+                    scorer,
+                    settings["max_new_tokens"],
+                    settings["seed"],
+                )
             frame = result.row_frame()
-            frame.insert(0, "row", [start + i // len(settings["groups"]) for i in range(len(frame))])
+            frame.insert(
+                0, "row", [start + i // len(settings["groups"]) for i in range(len(frame))]
+            )
             frame.insert(0, "alpha", condition.alpha)
             frame.insert(0, "condition", condition.name)
             return frame
+
         return make_shard
 
-    return run_sharded(out, {**settings, "audit": "counterfactual"}, len(templates), settings["shard_size"],
-                       model, shards, progress=progress, desc="templates", executor=executor)
+    return run_sharded(
+        out,
+        {**settings, "audit": "counterfactual"},
+        len(templates),
+        settings["shard_size"],
+        model,
+        shards,
+        progress=progress,
+        desc="templates",
+        executor=executor,
+    )
 
 
 POSITIVE_MEANS = ("less-toxic", "more-toxic")
 
 
-def conditions_for(alphas: Sequence[float], ablate: bool, instruct: bool = False,
-                   positive_means: str = "less-toxic", instruct_means: str | None = None) -> list[Condition]:
+def conditions_for(
+    alphas: Sequence[float],
+    ablate: bool,
+    instruct: bool = False,
+    positive_means: str = "less-toxic",
+    instruct_means: str | None = None,
+) -> list[Condition]:
     """The baseline, one steering condition per coefficient, optionally an ablation and the
     prompting baseline ("instruct").
 
@@ -359,14 +562,19 @@ def conditions_for(alphas: Sequence[float], ablate: bool, instruct: bool = False
     do to toxicity; a negative coefficient is meant to do the opposite. instruct_means: the same
     for the instruction.
     """
+
     def intended(means: str, sign: float) -> str:
         down = (means == "less-toxic") == (sign > 0)
         return "" if sign == 0 else ("down" if down else "up")
 
-    conditions = [Condition("baseline")] + [Condition(f"steer{alpha:+g}", "steer", alpha,
-                                                      intended(positive_means, alpha)) for alpha in alphas]
+    conditions = [Condition("baseline")] + [
+        Condition(f"steer{alpha:+g}", "steer", alpha, intended(positive_means, alpha))
+        for alpha in alphas
+    ]
     conditions += [Condition("ablate", "ablate")] if ablate else []
-    return conditions + ([Condition("instruct", "instruct", 0.0, intended(instruct_means, 1.0))] if instruct else [])
+    return conditions + (
+        [Condition("instruct", "instruct", 0.0, intended(instruct_means, 1.0))] if instruct else []
+    )
 
 
 def instructed(prompt: str, instruction: str | None) -> str:
@@ -389,11 +597,21 @@ def _intervention(model, condition: Condition, vector):
         return steer(model, vector, condition.alpha)
     if condition.kind == "ablate":
         return ablate(model, vector.direction)
-    return contextlib.nullcontext()  # baseline, and instruct (which changes the prompt, not the model)
+    return (
+        contextlib.nullcontext()
+    )  # baseline, and instruct (which changes the prompt, not the model)
 
 
-def _run_shard(model, records: Sequence[TextRecord], first_index: int, condition: Condition, c_index: int,
-               config: ToxicityAuditConfig, scorers: list, vector):
+def _run_shard(
+    model,
+    records: Sequence[TextRecord],
+    first_index: int,
+    condition: Condition,
+    c_index: int,
+    config: ToxicityAuditConfig,
+    scorers: list,
+    vector,
+):
     """One shard's rows. Sampled continuations draw from one generator per (seed, condition,
     prompt row, sample), so they do not depend on the batch size, the shard size or the worker."""
     import pandas as pd
@@ -407,25 +625,47 @@ def _run_shard(model, records: Sequence[TextRecord], first_index: int, condition
     rows, generations = [], []
     with _intervention(model, condition, vector):
         for sample in range(config.samples):
-            seeds = [row_seed(config.seed, c_index, first_index + i, sample) for i in range(len(records))]
-            outputs = generate(model, prompts, max_new_tokens=config.max_new_tokens, do_sample=config.samples > 1,
-                               temperature=config.temperature, raw=config.raw, batch_size=config.batch_size,
-                               seeds=seeds)
+            seeds = [
+                row_seed(config.seed, c_index, first_index + i, sample) for i in range(len(records))
+            ]
+            outputs = generate(
+                model,
+                prompts,
+                max_new_tokens=config.max_new_tokens,
+                do_sample=config.samples > 1,
+                temperature=config.temperature,
+                raw=config.raw,
+                batch_size=config.batch_size,
+                seeds=seeds,
+            )
             generations += outputs
             for i, (record, output) in enumerate(zip(records, outputs)):
-                rows.append({"condition": condition.name, "alpha": condition.alpha, "row": first_index + i,
-                             "sample": sample, "line": record.line, "prompt": record.text,
-                             "continuation": output.text, "new_tokens": len(output.new_tokens)})
+                rows.append(
+                    {
+                        "condition": condition.name,
+                        "alpha": condition.alpha,
+                        "row": first_index + i,
+                        "sample": sample,
+                        "line": record.line,
+                        "prompt": record.text,
+                        "continuation": output.text,
+                        "new_tokens": len(output.new_tokens),
+                    }
+                )
     # Fluency is judged by the unsteered model (outside the intervention), on the exact prompt tokens,
     # one continuation at a time: no padding, so the numbers do not depend on the batch or shard size.
     for row, fluency in zip(rows, continuation_fluency(model, generations, batch_size=1)):
         row.update(fluency)
     frame = pd.DataFrame(rows)
     for scorer in scorers:
-        for column, texts in (("prompt", frame["prompt"].tolist()), ("continuation", frame["continuation"].tolist())):
+        for column, texts in (
+            ("prompt", frame["prompt"].tolist()),
+            ("continuation", frame["continuation"].tolist()),
+        ):
             scores = scorer.score(texts)
-            frame[f"{column}_toxicity[{scores['scorer'].iloc[0] if len(scores) else scorer.name}]"] = \
-                scores["toxicity"].to_numpy()
+            frame[
+                f"{column}_toxicity[{scores['scorer'].iloc[0] if len(scores) else scorer.name}]"
+            ] = scores["toxicity"].to_numpy()
     return frame
 
 
@@ -453,19 +693,26 @@ def load_results(out: str | Path):
         shards = [out / "shards" / name for name in sorted(index.entries)]
         for shard in shards:
             if not index.verified(shard):
-                raise InputError(f"shard {shard.name} is missing or damaged (it does not match its recorded "
-                                 "sha256); rerun the audit command to recompute it", str(out))
+                raise InputError(
+                    f"shard {shard.name} is missing or damaged (it does not match its recorded "
+                    "sha256); rerun the audit command to recompute it",
+                    str(out),
+                )
     else:
         pattern = re.compile("^(" + "|".join(re.escape(n) for n in names) + r")-\d{5}\.parquet$")
         shards = sorted(p for p in (out / "shards").glob("*.parquet") if pattern.match(p.name))
     if not shards:
-        raise InputError("no result shards (shards/*.parquet): not an audit folder, or nothing finished yet",
-                         str(out))
+        raise InputError(
+            "no result shards (shards/*.parquet): not an audit folder, or nothing finished yet",
+            str(out),
+        )
     try:
         frame = pd.concat([pd.read_parquet(p) for p in shards], ignore_index=True)
     except Exception as error:
-        raise InputError(f"unreadable shard ({type(error).__name__}); rerun the audit command to recompute it",
-                         str(out)) from None
+        raise InputError(
+            f"unreadable shard ({type(error).__name__}); rerun the audit command to recompute it",
+            str(out),
+        ) from None
     order = {name: i for i, name in enumerate(names)}
     frame["_order"] = frame["condition"].map(order)
     keys = ["_order", "row"] + (["sample"] if "sample" in frame.columns else [])
@@ -489,8 +736,13 @@ def read_run(out: str | Path) -> dict:
         run = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as error:
         raise InputError(f"damaged run.json ({type(error).__name__})", str(path)) from None
-    if not isinstance(run, dict) or not isinstance(run.get("conditions"), list) or not all(
-            isinstance(c, dict) and isinstance(c.get("name"), str) for c in run["conditions"]):
+    if (
+        not isinstance(run, dict)
+        or not isinstance(run.get("conditions"), list)
+        or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) for c in run["conditions"]
+        )
+    ):
         raise InputError("run.json is not an audit's settings (no list of conditions)", str(path))
     run.setdefault("audit", "toxicity")
     if run["audit"] not in AUDIT_KINDS:

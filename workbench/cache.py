@@ -27,6 +27,7 @@ On disk (`out=DIR`): ``run.json`` (settings, written first), ``shards/shard-NNNN
 and the final manifest equals an uninterrupted run's. Reading back is lazy: one
 hook at a time, memory-mapped, shard by shard if need be.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -123,8 +124,10 @@ class CorpusCache(_CacheView):
         return self.activations[hook]
 
     def __repr__(self) -> str:
-        return (f"CorpusCache({len(self.lengths)} texts, {len(self.hooks)} hooks, "
-                f"positions={self.positions!r}, model={self.model_name!r})")
+        return (
+            f"CorpusCache({len(self.lengths)} texts, {len(self.hooks)} hooks, "
+            f"positions={self.positions!r}, model={self.model_name!r})"
+        )
 
 
 class DiskCorpusCache(_CacheView):
@@ -136,21 +139,33 @@ class DiskCorpusCache(_CacheView):
         self.folder = Path(folder)
         self.name = name or str(self.folder)
         self._fetch = fetch
-        self.already_complete = False  # set when a cache run found every shard done and recomputed nothing
+        self.already_complete = (
+            False  # set when a cache run found every shard done and recomputed nothing
+        )
         manifest_path = self.folder / "manifest.json"
         if not manifest_path.exists():
-            raise InputError("no manifest.json: not a finished activation cache "
-                             "(rerun the same cache command to resume it)", self.name)
+            raise InputError(
+                "no manifest.json: not a finished activation cache "
+                "(rerun the same cache command to resume it)",
+                self.name,
+            )
         try:
             self.manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError, RecursionError):
-            raise InputError("damaged manifest.json; rerun the cache command to rebuild it", self.name) from None
+            raise InputError(
+                "damaged manifest.json; rerun the cache command to rebuild it", self.name
+            ) from None
         self._checked: set[str] = set()
         self.hooks = list(self.manifest["hooks"])
         self.positions = self.manifest["positions"]
         model = self.manifest["model"]
-        self.provenance = {"model": model["name"], "revision": model.get("revision"), "dtype": model.get("dtype"),
-                           "positions": self.positions, "texts_sha256": self.manifest.get("texts_sha256")}
+        self.provenance = {
+            "model": model["name"],
+            "revision": model.get("revision"),
+            "dtype": model.get("dtype"),
+            "positions": self.positions,
+            "texts_sha256": self.manifest.get("texts_sha256"),
+        }
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -172,8 +187,14 @@ class DiskCorpusCache(_CacheView):
         return torch.cat(blocks)
 
     def to_memory(self) -> CorpusCache:
-        return CorpusCache({h: self[h] for h in self.hooks}, self.lengths, self.positions,
-                               self.manifest["model"]["name"], list(self.hooks), dict(self.provenance))
+        return CorpusCache(
+            {h: self[h] for h in self.hooks},
+            self.lengths,
+            self.positions,
+            self.manifest["model"]["name"],
+            list(self.hooks),
+            dict(self.provenance),
+        )
 
     def _check(self, hook: str) -> None:
         if hook not in self.hooks:
@@ -190,15 +211,20 @@ class DiskCorpusCache(_CacheView):
             if self._fetch is not None and not path.is_file():
                 self._fetch(shard["file"])
             if not path.is_file() or file_sha256(path) != shard["sha256"]:
-                raise InputError(f"shard {shard['file']} is missing or damaged (sha256 differs from the manifest); "
-                                 "rerun the same cache command to recompute it", self.name)
+                raise InputError(
+                    f"shard {shard['file']} is missing or damaged (sha256 differs from the manifest); "
+                    "rerun the same cache command to recompute it",
+                    self.name,
+                )
             self._checked.add(shard["file"])
         with safe_open(path, framework="pt") as handle:
             return handle.get_tensor(key)
 
     def __repr__(self) -> str:
-        return (f"DiskCorpusCache({self.name}, {self.manifest['n_texts']} texts, "
-                f"{len(self.hooks)} hooks, positions={self.positions!r})")
+        return (
+            f"DiskCorpusCache({self.name}, {self.manifest['n_texts']} texts, "
+            f"{len(self.hooks)} hooks, positions={self.positions!r})"
+        )
 
 
 def open_cache(folder: str | Path) -> DiskCorpusCache:
@@ -258,8 +284,9 @@ class CachePlan:
         return sum(len(t) for t in self.token_ids)
 
 
-def tokenize_records(model, records: Sequence[TextRecord], truncate: bool = False,
-                     max_length: int | None = None) -> tuple[list[list[int]], int]:
+def tokenize_records(
+    model, records: Sequence[TextRecord], truncate: bool = False, max_length: int | None = None
+) -> tuple[list[list[int]], int]:
     """Token ids per text (the tokenizer's own special tokens included) and the truncated count.
 
     Raises `InputError` naming the file and line of an empty or over-long text
@@ -274,9 +301,12 @@ def tokenize_records(model, records: Sequence[TextRecord], truncate: bool = Fals
             raise InputError("text is empty after tokenization", record.path, record.line)
         if len(ids) > limit:
             if not truncate:
-                raise InputError(f"text is {len(ids)} tokens, longer than the limit of {limit} "
-                                 f"({model.info.name}'s context; pass --truncate to cut it)",
-                                 record.path, record.line)
+                raise InputError(
+                    f"text is {len(ids)} tokens, longer than the limit of {limit} "
+                    f"({model.info.name}'s context; pass --truncate to cut it)",
+                    record.path,
+                    record.line,
+                )
             ids, n_truncated = ids[:limit], n_truncated + 1
         token_ids.append(list(ids))
     return token_ids, n_truncated
@@ -290,7 +320,9 @@ def row_shape(model, hook: str, positions: str, max_len: int) -> tuple[int, ...]
     """
     info = hook_table(model)[hook]
     if positions == "all":
-        return tuple(max_len if d in info.pos_dims else n for d, n in enumerate(info.shape) if d > 0)
+        return tuple(
+            max_len if d in info.pos_dims else n for d, n in enumerate(info.shape) if d > 0
+        )
     return tuple(n for d, n in enumerate(info.shape) if d > 0 and d not in info.pos_dims)
 
 
@@ -348,8 +380,20 @@ def cache_activations(
     if not records:
         raise InputError("no texts to cache")
     token_ids, n_truncated = tokenize_records(model, records, truncate, max_length)
-    return cache_tokens(model, token_ids, hooks, positions, batch_size, out, shard_size, store_dtype,
-                        store_device, progress, n_truncated=n_truncated, executor=executor)
+    return cache_tokens(
+        model,
+        token_ids,
+        hooks,
+        positions,
+        batch_size,
+        out,
+        shard_size,
+        store_dtype,
+        store_device,
+        progress,
+        n_truncated=n_truncated,
+        executor=executor,
+    )
 
 
 def cache_tokens(
@@ -379,13 +423,22 @@ def cache_tokens(
     table = hook_table(model)
     no_pos = [h for h in names if not table[h].pos_dims]
     if no_pos:
-        raise InputError(f"hook {no_pos[0]} has no position dimension {table[no_pos[0]].shape}; "
-                         "it cannot be cached per text")
+        raise InputError(
+            f"hook {no_pos[0]} has no position dimension {table[no_pos[0]].shape}; "
+            "it cannot be cached per text"
+        )
     patterns = [h for h in names if table[h].is_pattern]
     if patterns and positions != "all":
         raise InputError(f"attention-pattern hooks ({patterns[0]}, ...) need positions='all'")
-    plan = CachePlan(names, positions, [list(ids) for ids in token_ids], n_truncated,
-                     store_dtype or next(model.hf_model.parameters()).dtype, batch_size, 0)
+    plan = CachePlan(
+        names,
+        positions,
+        [list(ids) for ids in token_ids],
+        n_truncated,
+        store_dtype or next(model.hf_model.parameters()).dtype,
+        batch_size,
+        0,
+    )
     plan = dataclasses.replace(plan, shard_size=_shard_size(model, plan, shard_size))
     if out is None:
         return _cache_in_memory(model, plan, torch.device(store_device), progress)
@@ -402,7 +455,9 @@ def _shard_size(model, plan: CachePlan, requested: int | None) -> int:
     return math.ceil(requested / window) * window
 
 
-def _cache_in_memory(model, plan: CachePlan, store_device: torch.device, progress: bool) -> CorpusCache:
+def _cache_in_memory(
+    model, plan: CachePlan, store_device: torch.device, progress: bool
+) -> CorpusCache:
     need = estimate_bytes(model, plan)
     free = available_bytes(store_device)
     if need > FIT_FRACTION * free:
@@ -410,7 +465,8 @@ def _cache_in_memory(model, plan: CachePlan, store_device: torch.device, progres
             f"an in-memory cache of {plan.n_texts} texts x {len(plan.hooks)} hooks "
             f"(positions={plan.positions}) needs about {format_bytes(need)}, but only {format_bytes(free)} "
             f"is free on {store_device}; stream it to disk instead: cache_activations(..., out='DIR') "
-            "or `workbench cache ... --out DIR`")
+            "or `workbench cache ... --out DIR`"
+        )
     max_len = max(len(t) for t in plan.token_ids)
     with _progress_bar(plan.n_texts, progress) as bar:
         if plan.n_texts <= plan.batch_size:
@@ -422,23 +478,44 @@ def _cache_in_memory(model, plan: CachePlan, store_device: torch.device, progres
                 _run_rows(model, plan, plan.token_ids[start:end], store, offset=start)
                 bar.update(end - start)
     lengths = torch.tensor([len(t) for t in plan.token_ids])
-    provenance = {"revision": model.info.revision, "dtype": model.info.dtype,
-                  "texts_sha256": texts_sha256(plan.token_ids)}
-    return CorpusCache(store, lengths, plan.positions, model.info.name, list(plan.hooks), provenance)
+    provenance = {
+        "revision": model.info.revision,
+        "dtype": model.info.dtype,
+        "texts_sha256": texts_sha256(plan.token_ids),
+    }
+    return CorpusCache(
+        store, lengths, plan.positions, model.info.name, list(plan.hooks), provenance
+    )
 
 
 def _shard_ranges(plan: CachePlan) -> list[tuple[int, int]]:
     """Row ranges of the shards. In-memory runs use the same ones, so batches (and bits) agree."""
-    return [(start, min(start + plan.shard_size, plan.n_texts)) for start in range(0, plan.n_texts, plan.shard_size)]
+    return [
+        (start, min(start + plan.shard_size, plan.n_texts))
+        for start in range(0, plan.n_texts, plan.shard_size)
+    ]
 
 
-def _empty_store(model, plan: CachePlan, n_rows: int, max_len: int, device: torch.device) -> dict[str, torch.Tensor]:
-    return {h: torch.zeros((n_rows, *row_shape(model, h, plan.positions, max_len)), dtype=plan.store_dtype,
-                           device=device) for h in plan.hooks}
+def _empty_store(
+    model, plan: CachePlan, n_rows: int, max_len: int, device: torch.device
+) -> dict[str, torch.Tensor]:
+    return {
+        h: torch.zeros(
+            (n_rows, *row_shape(model, h, plan.positions, max_len)),
+            dtype=plan.store_dtype,
+            device=device,
+        )
+        for h in plan.hooks
+    }
 
 
-def _run_rows(model, plan: CachePlan, token_ids: list[list[int]], store: dict[str, torch.Tensor],
-              offset: int = 0) -> None:
+def _run_rows(
+    model,
+    plan: CachePlan,
+    token_ids: list[list[int]],
+    store: dict[str, torch.Tensor],
+    offset: int = 0,
+) -> None:
     """Run one shard's texts, writing row `offset + i` of each (zero-initialised) store tensor.
 
     Rows are batched longest-first within windows of `SORT_WINDOW_BATCHES` batches (each
@@ -453,7 +530,7 @@ def _run_rows(model, plan: CachePlan, token_ids: list[list[int]], store: dict[st
         rows_in_window = range(first, min(first + window, len(token_ids)))
         order = sorted(rows_in_window, key=lambda i: (-len(token_ids[i]), i))
         for start in range(0, len(order), plan.batch_size):
-            rows = sorted(order[start:start + plan.batch_size])
+            rows = sorted(order[start : start + plan.batch_size])
             row_index = torch.tensor([offset + i for i in rows], device=device)
 
             def write(name: str, values: torch.Tensor, lengths: torch.Tensor) -> None:
@@ -468,23 +545,33 @@ def _run_rows(model, plan: CachePlan, token_ids: list[list[int]], store: dict[st
             _run_batch(model, plan, [token_ids[i] for i in rows], write)
 
 
-def _run_one_batch_kept(model, plan: CachePlan, max_len: int, device: torch.device) -> dict[str, torch.Tensor]:
+def _run_one_batch_kept(
+    model, plan: CachePlan, max_len: int, device: torch.device
+) -> dict[str, torch.Tensor]:
     """An in-memory cache that is one batch: keep each hook's output as the forward pass made it
     rather than copy it, the way TransformerLens' `run_with_cache` keeps its tensors, and zero its
     pad positions in place once the pass is over. Outputs that cannot be kept safely are copied
     into a zero store instead: views into larger tensors, broadcast tables (stride 0) and anything
     sharing memory with the model's weights. Bit for bit the same as the copying path (tested)."""
     table = hook_table(model)
-    model_memory = {t.untyped_storage().data_ptr() for t in (*model.hf_model.parameters(), *model.hf_model.buffers())}
+    model_memory = {
+        t.untyped_storage().data_ptr()
+        for t in (*model.hf_model.parameters(), *model.hf_model.buffers())
+    }
     kept: dict[str, torch.Tensor] = {}
     lengths = torch.tensor([len(t) for t in plan.token_ids])
-    _run_batch(model, plan, plan.token_ids, lambda name, values, _lengths: kept.__setitem__(name, values))
+    _run_batch(
+        model, plan, plan.token_ids, lambda name, values, _lengths: kept.__setitem__(name, values)
+    )
     store = {}
     for name in plan.hooks:  # the pass is over: nothing reads these tensors any more
         values = kept.pop(name).to(device, plan.store_dtype)
         if not _can_keep(values, model_memory):
-            target = torch.zeros((len(lengths), *row_shape(model, name, plan.positions, max_len)),
-                                 dtype=plan.store_dtype, device=device)
+            target = torch.zeros(
+                (len(lengths), *row_shape(model, name, plan.positions, max_len)),
+                dtype=plan.store_dtype,
+                device=device,
+            )
             values = target.copy_(values)
         _zero_padding(values, lengths, table[name].pos_dims if plan.positions == "all" else ())
         store[name] = values
@@ -494,12 +581,19 @@ def _run_one_batch_kept(model, plan: CachePlan, max_len: int, device: torch.devi
 def _can_keep(values: torch.Tensor, model_memory: set[int]) -> bool:
     """Does this tensor own exactly its memory (no view into something larger, no stride-0
     broadcast) apart from the model's own, so it can be kept and its padding zeroed in place?"""
-    owns = values.untyped_storage().nbytes() == values.numel() * values.element_size() and values.is_contiguous()
+    owns = (
+        values.untyped_storage().nbytes() == values.numel() * values.element_size()
+        and values.is_contiguous()
+    )
     return owns and values.untyped_storage().data_ptr() not in model_memory
 
 
-def _zero_padding(values: torch.Tensor, lengths: torch.Tensor, pos_dims: tuple[int, ...],
-                  rows: list[int] | None = None) -> None:
+def _zero_padding(
+    values: torch.Tensor,
+    lengths: torch.Tensor,
+    pos_dims: tuple[int, ...],
+    rows: list[int] | None = None,
+) -> None:
     """Zero, in place, every position at or past each text's length along each position dim.
 
     values: [rows, ...]; lengths[i] is the length of row `rows[i]` (default: row i).
@@ -522,7 +616,7 @@ def _run_batch(model, plan: CachePlan, batch_ids: list[list[int]], write) -> Non
     pad_id = model.tokenizer.pad_token_id or 0
     input_ids = torch.full((len(batch_ids), width), pad_id, dtype=torch.long)
     for i, ids in enumerate(batch_ids):
-        input_ids[i, :len(ids)] = torch.tensor(ids)
+        input_ids[i, : len(ids)] = torch.tensor(ids)
     input_ids = input_ids.to(device)
     mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
     # Without padding the mask is all ones: leave it out, as a plain forward would.
@@ -563,13 +657,16 @@ def _batch_first(output: torch.Tensor, name: str, batch: int) -> torch.Tensor:
     if output.shape[0] == 1 and batch > 1:
         output = output.expand(batch, *output.shape[1:])
     if output.shape[0] != batch:
-        raise InputError(f"hook {name} has shape {tuple(output.shape)}, without a batch dimension; "
-                         "it cannot be cached per text")
+        raise InputError(
+            f"hook {name} has shape {tuple(output.shape)}, without a batch dimension; "
+            "it cannot be cached per text"
+        )
     return output
 
 
-def _select(output: torch.Tensor, pos_dim: int, positions: str, lengths: torch.Tensor,
-            mask: torch.Tensor) -> torch.Tensor:
+def _select(
+    output: torch.Tensor, pos_dim: int, positions: str, lengths: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """Reduce the position dimension: the last real token, or the mean over real tokens (float32)."""
     output = output.movedim(pos_dim, 1)  # [batch, pos, ...rest in their own order]
     if positions == "last":
@@ -593,9 +690,15 @@ def _run_settings(model, plan: CachePlan, texts_hash: str) -> dict:
     info = model.info
     return {
         "format": CACHE_FORMAT,
-        "model": {"name": info.name, "source": info.source, "revision": info.revision,
-                  "architecture": info.architecture, "dtype": info.dtype, "n_params": info.n_params,
-                  "origin": info.origin},
+        "model": {
+            "name": info.name,
+            "source": info.source,
+            "revision": info.revision,
+            "architecture": info.architecture,
+            "dtype": info.dtype,
+            "n_params": info.n_params,
+            "origin": info.origin,
+        },
         "hooks": plan.hooks,
         "positions": plan.positions,
         "store_dtype": str(plan.store_dtype).replace("torch.", ""),
@@ -617,7 +720,9 @@ def texts_sha256(token_ids: list[list[int]]) -> str:
     return digest.hexdigest()
 
 
-def _cache_to_disk(model, plan: CachePlan, out: str | Path, progress: bool, executor=None) -> DiskCorpusCache:
+def _cache_to_disk(
+    model, plan: CachePlan, out: str | Path, progress: bool, executor=None
+) -> DiskCorpusCache:
     """Write the cache into `out`, a folder or a URL (s3://...: through a staging copy, workbench.remote)."""
     from .remote import is_url, staged
     from .storage import folder_lock
@@ -630,7 +735,9 @@ def _cache_to_disk(model, plan: CachePlan, out: str | Path, progress: bool, exec
     return cache
 
 
-def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool, executor=None) -> DiskCorpusCache:
+def _cache_to_disk_locked(
+    model, plan: CachePlan, out: Path, progress: bool, executor=None
+) -> DiskCorpusCache:
     """Write (or resume, or repair) a disk cache. Each shard's sha256 is kept in shards.json as it
     is written; on a rerun a shard that is missing or does not match is computed again (a damaged
     file is moved aside with a warning), and the manifest is rewritten when anything changed."""
@@ -645,11 +752,16 @@ def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool, exe
         try:
             previous = json.loads(run_file.read_text())
         except (OSError, ValueError, RecursionError):
-            raise InputError("damaged run.json; delete the folder or choose another --out", str(run_file)) from None
+            raise InputError(
+                "damaged run.json; delete the folder or choose another --out", str(run_file)
+            ) from None
         differing = [k for k in settings if k != "versions" and previous.get(k) != settings[k]]
         if differing:
-            raise InputError(f"holds a cache from a different run ({', '.join(differing)} differ); "
-                             "choose another --out or delete this folder", str(out))
+            raise InputError(
+                f"holds a cache from a different run ({', '.join(differing)} differ); "
+                "choose another --out or delete this folder",
+                str(out),
+            )
     else:
         _write_json_atomically(run_file, settings)
     index = ShardIndex(out / "shards.json")
@@ -671,20 +783,35 @@ def _cache_to_disk_locked(model, plan: CachePlan, out: Path, progress: bool, exe
                 continue
             if path.exists():
                 set_aside(path, "does not match its recorded sha256 (damaged or never recorded)")
-            jobs.append(ShardJob(name, (start, end, plan.token_ids[start:end], str(temp_path(path)))))
-        for job, tmp in executor.run(model, _shard_writer(dataclasses.replace(plan, token_ids=[])), jobs):
+            jobs.append(
+                ShardJob(name, (start, end, plan.token_ids[start:end], str(temp_path(path))))
+            )
+        for job, tmp in executor.run(
+            model, _shard_writer(dataclasses.replace(plan, token_ids=[])), jobs
+        ):
             path = out / job.key
             index.record(path, Path(tmp))
             os.replace(tmp, path)
             shard_finished()
             bar.update(job.args[1] - job.args[0])
-    shards = [{"file": name, "rows": [start, end], "tokens": sum(len(t) for t in plan.token_ids[start:end]),
-               "sha256": index.entries[Path(name).name]["sha256"]} for name, (start, end) in zip(names, ranges)]
+    shards = [
+        {
+            "file": name,
+            "rows": [start, end],
+            "tokens": sum(len(t) for t in plan.token_ids[start:end]),
+            "sha256": index.entries[Path(name).name]["sha256"],
+        }
+        for name, (start, end) in zip(names, ranges)
+    ]
     manifest = dict(settings)
-    manifest["token_counts"] = {"total": plan.n_tokens, "max": max(len(t) for t in plan.token_ids),
-                                "truncated_texts": plan.n_truncated}
-    manifest["row_shapes"] = {h: [d if d else "pos" for d in row_shape(model, h, plan.positions, 0)]
-                              for h in plan.hooks}
+    manifest["token_counts"] = {
+        "total": plan.n_tokens,
+        "max": max(len(t) for t in plan.token_ids),
+        "truncated_texts": plan.n_truncated,
+    }
+    manifest["row_shapes"] = {
+        h: [d if d else "pos" for d in row_shape(model, h, plan.positions, 0)] for h in plan.hooks
+    }
     manifest["pos_dims"] = {h: list(hook_table(model)[h].pos_dims) for h in plan.hooks}
     manifest["shards"] = shards
     _write_json_atomically(out / "manifest.json", manifest)
@@ -695,16 +822,21 @@ def _shard_writer(plan: CachePlan):
     """The function that computes one disk shard and writes it to a temporary file, built on
     whichever process holds the model (this one, or a Ray worker). `plan` without its token ids:
     each job carries its own rows."""
+
     def build(model):
         def compute(start: int, end: int, ids: list[list[int]], tmp: str) -> str:
             from safetensors.torch import save_file
 
-            store = _empty_store(model, plan, end - start, max(len(t) for t in ids), torch.device("cpu"))
+            store = _empty_store(
+                model, plan, end - start, max(len(t) for t in ids), torch.device("cpu")
+            )
             _run_rows(model, plan, ids, store)
             store[LENGTHS_KEY] = torch.tensor([len(t) for t in ids])
             save_file(store, tmp, metadata={"rows": f"{start}:{end}"})
             return tmp
+
         return compute
+
     return build
 
 
@@ -717,5 +849,11 @@ def _write_json_atomically(path: Path, data: dict) -> None:
 def _progress_bar(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="text", desc="caching", file=sys.stderr, disable=not enabled,
-                dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        unit="text",
+        desc="caching",
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+    )

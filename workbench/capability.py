@@ -25,6 +25,7 @@ Three measures, each per text so that conditions can be compared text by text:
 the model reads (prompts, QA questions, held-out texts), so its costs are measured
 the same way as a steering vector's.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,11 @@ from .likelihood import continuation_logprobs, start_token
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_QA = ROOT / "probes" / "qa.jsonl"
 DEFAULT_HELDOUT = ROOT / "probes" / "heldout_neutral.txt"
-QA_SHOTS = (("What is the capital of the United States?", "Washington"), ("What color is a tomato?", "red"),
-            ("What is 1 + 2?", "3"))
+QA_SHOTS = (
+    ("What is the capital of the United States?", "Washington"),
+    ("What color is a tomato?", "red"),
+    ("What is 1 + 2?", "3"),
+)
 MIN_QA = 10  # fewer questions than this give no accuracy worth reporting
 
 
@@ -74,7 +78,9 @@ def read_qa(path: str | Path, model=None) -> list[CapabilityItem]:
             continue
         record = json_line(line, shown, number)
         if not isinstance(record, dict):
-            raise InputError("a QA line must be a JSON object with 'question' and 'answer'", shown, number)
+            raise InputError(
+                "a QA line must be a JSON object with 'question' and 'answer'", shown, number
+            )
         for key in ("question", "answer"):
             if key not in record:
                 raise InputError(f"field {key!r} is missing", shown, number)
@@ -85,9 +91,17 @@ def read_qa(path: str | Path, model=None) -> list[CapabilityItem]:
             try:
                 answer_id = qa_tokens(model.tokenizer, qa_prompt(question), answer)[1]
             except ValueError as error:
-                raise InputError(f"field 'answer': {answer!r} {error} for {model.info.name}; QA answers must be "
-                                 "one token", shown, number) from None
-        items.append(CapabilityItem("qa", question, answer, answer_id, str(record.get("category", "")), shown, number))
+                raise InputError(
+                    f"field 'answer': {answer!r} {error} for {model.info.name}; QA answers must be "
+                    "one token",
+                    shown,
+                    number,
+                ) from None
+        items.append(
+            CapabilityItem(
+                "qa", question, answer, answer_id, str(record.get("category", "")), shown, number
+            )
+        )
     if len(items) < MIN_QA:
         raise InputError(f"{len(items)} questions; a QA file needs at least {MIN_QA}", shown)
     return items
@@ -102,7 +116,9 @@ def read_heldout(paths: Sequence[str | Path]) -> list[CapabilityItem]:
         records = read_texts(path)
         if not records:
             raise InputError("no texts: the held-out corpus is empty", str(path))
-        items += [CapabilityItem("text", r.text, path=str(r.path), line=r.line or 0) for r in records]
+        items += [
+            CapabilityItem("text", r.text, path=str(r.path), line=r.line or 0) for r in records
+        ]
     if not items:
         raise InputError("no held-out corpus given")
     return items
@@ -142,7 +158,9 @@ def qa_prompt(question: str, instruction: str = "") -> str:
     return (f"{instruction}\n\n" if instruction else "") + f"{shots}Question: {question}\nAnswer:"
 
 
-def capability_rows(model, items: Sequence[CapabilityItem], instruction: str = "", batch_size: int = 16) -> list[dict]:
+def capability_rows(
+    model, items: Sequence[CapabilityItem], instruction: str = "", batch_size: int = 16
+) -> list[dict]:
     """One dict per item, under whatever hooks are applied now: "kind", "nll" (nats, summed over
     the scored tokens), "tokens" (tokens scored); QA items also "correct" (bool), "predicted"
     (the model's top token, decoded) and "answer_logprob"."""
@@ -153,7 +171,11 @@ def capability_rows(model, items: Sequence[CapabilityItem], instruction: str = "
     rows: list[dict] = [{} for _ in items]
     texts = [i for i, item in enumerate(items) if item.kind == "text"]
     if texts:
-        prefix = [start] + (tokenizer(instruction + "\n\n", add_special_tokens=False).input_ids if instruction else [])
+        prefix = [start] + (
+            tokenizer(instruction + "\n\n", add_special_tokens=False).input_ids
+            if instruction
+            else []
+        )
         targets = [tokenizer(items[i].text, add_special_tokens=False).input_ids for i in texts]
         scores = continuation_logprobs(model, [prefix] * len(texts), targets, batch_size)
         for i, score in zip(texts, scores):
@@ -162,16 +184,26 @@ def capability_rows(model, items: Sequence[CapabilityItem], instruction: str = "
     if questions:
         sequences = []
         for i in questions:
-            context, answer_id = qa_tokens(tokenizer, qa_prompt(items[i].text, instruction), items[i].answer)
+            context, answer_id = qa_tokens(
+                tokenizer, qa_prompt(items[i].text, instruction), items[i].answer
+            )
             if answer_id != items[i].answer_id:
-                raise InputError(f"QA answer {items[i].answer!r} tokenizes differently after the instruction",
-                                 items[i].path or None, items[i].line or None)
+                raise InputError(
+                    f"QA answer {items[i].answer!r} tokenizes differently after the instruction",
+                    items[i].path or None,
+                    items[i].line or None,
+                )
             sequences.append([start] + context + [answer_id])
         scores, best = token_logprobs(model, sequences, batch_size, with_argmax=True)
         for i, score, top in zip(questions, scores, best):
-            rows[i] = {"kind": "qa", "nll": float(-score[-1]), "tokens": 1, "answer_logprob": float(score[-1]),
-                       "correct": bool(top[-1] == items[i].answer_id),
-                       "predicted": tokenizer.decode([int(top[-1])])}
+            rows[i] = {
+                "kind": "qa",
+                "nll": float(-score[-1]),
+                "tokens": 1,
+                "answer_logprob": float(score[-1]),
+                "correct": bool(top[-1] == items[i].answer_id),
+                "predicted": tokenizer.decode([int(top[-1])]),
+            }
     return rows
 
 
@@ -189,9 +221,13 @@ def continuation_fluency(model, generations: Sequence, batch_size: int = 16) -> 
         for i in scored:
             ids = encode_prompts(model, [generations[i].formatted_prompt])["input_ids"][0].tolist()
             contexts.append(ids if ids else [start_token(model.tokenizer)])
-        scores = continuation_logprobs(model, contexts, [list(generations[i].new_tokens) for i in scored], batch_size)
+        scores = continuation_logprobs(
+            model, contexts, [list(generations[i].new_tokens) for i in scored], batch_size
+        )
         for i, score in zip(scored, scores):
-            rows[i].update(continuation_nll=float(-score.sum()), continuation_scored_tokens=len(score))
+            rows[i].update(
+                continuation_nll=float(-score.sum()), continuation_scored_tokens=len(score)
+            )
     for row in rows:
         row.setdefault("continuation_nll", math.nan)
         row.setdefault("continuation_scored_tokens", 0)
@@ -202,25 +238,34 @@ def repetition(text: str) -> dict:
     """{"repeated_3grams": share of word 3-grams already seen earlier in the text,
     "distinct_2": distinct word 2-grams / all word 2-grams (1.0 for texts under two words)}."""
     words = text.lower().split()
-    trigrams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
     seen, repeated = set(), 0
     for gram in trigrams:
         repeated += gram in seen
         seen.add(gram)
-    bigrams = [tuple(words[i:i + 2]) for i in range(len(words) - 1)]
-    return {"repeated_3grams": repeated / len(trigrams) if trigrams else 0.0,
-            "distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else 1.0}
+    bigrams = [tuple(words[i : i + 2]) for i in range(len(words) - 1)]
+    return {
+        "repeated_3grams": repeated / len(trigrams) if trigrams else 0.0,
+        "distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else 1.0,
+    }
 
 
-def perplexity(nll: Sequence[float], tokens: Sequence[int], seed: int = 0, n_boot: int = 2000,
-               unit: str = "texts"):
+def perplexity(
+    nll: Sequence[float],
+    tokens: Sequence[int],
+    seed: int = 0,
+    n_boot: int = 2000,
+    unit: str = "texts",
+):
     """Perplexity exp(sum nll / sum tokens) with a bootstrap interval over texts (the ratio of sums
     resampled text by text, then exponentiated): a `workbench.stats.Estimate`."""
     from .stats import ratio
 
     nll, tokens = np.asarray(nll, dtype=float), np.asarray(tokens, dtype=float)
     keep = tokens > 0
-    return ratio(nll[keep], tokens[keep], seed=seed, n_boot=n_boot, unit=unit).map(math.exp, "exp of ")
+    return ratio(nll[keep], tokens[keep], seed=seed, n_boot=n_boot, unit=unit).map(
+        math.exp, "exp of "
+    )
 
 
 def summarise_capability(rows: Sequence[dict], seed: int = 0, n_boot: int = 2000) -> dict:
@@ -232,8 +277,9 @@ def summarise_capability(rows: Sequence[dict], seed: int = 0, n_boot: int = 2000
     questions = [r for r in rows if r["kind"] == "qa"]
     summary = {}
     if texts:
-        summary["heldout_perplexity"] = perplexity([r["nll"] for r in texts], [r["tokens"] for r in texts], seed,
-                                                   n_boot)
+        summary["heldout_perplexity"] = perplexity(
+            [r["nll"] for r in texts], [r["tokens"] for r in texts], seed, n_boot
+        )
     if questions:
         summary["qa_accuracy"] = proportion([bool(r["correct"]) for r in questions])
     return summary

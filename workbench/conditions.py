@@ -7,6 +7,7 @@ Every function takes `options`: anything with the audit options' attribute names
 `positive_means`, `instruct_means`, `batch_size`): the CLI's parsed arguments, or a
 `workbench.toxicity_audit.ToxicityAuditOptions`. So the CLI and the library run one code path.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -33,9 +34,11 @@ def steering_conditions(options, model, pairs):
     without steering pairs."""
     from .audit import conditions_for
 
-    instruct = dict(instruct=bool(getattr(options, "instruct", None)),
-                    positive_means=getattr(options, "positive_means", "less-toxic"),
-                    instruct_means=getattr(options, "instruct_means", None))
+    instruct = dict(
+        instruct=bool(getattr(options, "instruct", None)),
+        positive_means=getattr(options, "positive_means", "less-toxic"),
+        instruct_means=getattr(options, "instruct_means", None),
+    )
     if not pairs:
         return conditions_for([], False, **instruct), None
     from .steering import mean_difference_vector
@@ -52,17 +55,28 @@ def steering_settings(options, pairs) -> dict | None:
         return None
     from .provenance import file_sha256
 
-    return {"pairs": str(options.steer), "pairs_sha256": file_sha256(options.steer), "layer": options.layer,
-            "n_pairs": len(pairs)}
+    return {
+        "pairs": str(options.steer),
+        "pairs_sha256": file_sha256(options.steer),
+        "layer": options.layer,
+        "n_pairs": len(pairs),
+    }
 
 
 def audit_settings(options, model, pairs, conditions, **fields) -> dict:
     """run.json fields shared by the bias, ToxiGen, counterfactual and capability audits."""
     from .audit import AUDIT_FORMAT, model_settings, versions
 
-    return {"model": model_settings(model), **fields, "seed": options.seed, "bootstrap": options.bootstrap,
-            "steer": steering_settings(options, pairs),
-            "conditions": [asdict(c) for c in conditions], "versions": versions(), "format": AUDIT_FORMAT}
+    return {
+        "model": model_settings(model),
+        **fields,
+        "seed": options.seed,
+        "bootstrap": options.bootstrap,
+        "steer": steering_settings(options, pairs),
+        "conditions": [asdict(c) for c in conditions],
+        "versions": versions(),
+        "format": AUDIT_FORMAT,
+    }
 
 
 def capability_inputs(options, model=None):
@@ -78,8 +92,17 @@ def capability_settings(options, model, pairs, conditions, items) -> dict:
     """run.json of the capability check that sits inside a toxicity audit folder."""
     from .capability import DEFAULT_HELDOUT, DEFAULT_QA, items_sha256
 
-    return audit_settings(options, model, pairs, conditions, qa_file=str(options.qa or DEFAULT_QA),
-                          heldout_files=[str(h) for h in (options.heldout or [DEFAULT_HELDOUT])],
-                          items_sha256=items_sha256(items), n_qa=sum(i.kind == "qa" for i in items),
-                          n_texts=sum(i.kind == "text" for i in items), instruct=options.instruct,
-                          batch_size=options.batch_size, shard_size=64)
+    return audit_settings(
+        options,
+        model,
+        pairs,
+        conditions,
+        qa_file=str(options.qa or DEFAULT_QA),
+        heldout_files=[str(h) for h in (options.heldout or [DEFAULT_HELDOUT])],
+        items_sha256=items_sha256(items),
+        n_qa=sum(i.kind == "qa" for i in items),
+        n_texts=sum(i.kind == "text" for i in items),
+        instruct=options.instruct,
+        batch_size=options.batch_size,
+        shard_size=64,
+    )

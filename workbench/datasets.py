@@ -11,6 +11,7 @@ Every file format goes through the same hardened steps (`read_lines`, `json_line
 nesting and CSV field limits, strict CSV quoting (an unterminated quote is an
 error, not two lines merged), ragged rows refused, and lone surrogates refused.
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,8 +49,9 @@ def as_records(texts: Sequence[str] | Sequence[TextRecord]) -> list[TextRecord]:
     return records
 
 
-def read_texts(path: str | Path, field: str = "text", column: str | None = None,
-               skip_bad: bool = False) -> list[TextRecord]:
+def read_texts(
+    path: str | Path, field: str = "text", column: str | None = None, skip_bad: bool = False
+) -> list[TextRecord]:
     """Read the texts of a .txt, .jsonl or .csv file.
 
     Args:
@@ -63,15 +65,23 @@ def read_texts(path: str | Path, field: str = "text", column: str | None = None,
     """
     suffix = Path(path).suffix.lower()
     if suffix not in (".txt", ".jsonl", ".csv") and Path(path).is_file():
-        raise InputError(f"unsupported file type {suffix or '(none)'}; use .txt, .jsonl or .csv", str(path))
+        raise InputError(
+            f"unsupported file type {suffix or '(none)'}; use .txt, .jsonl or .csv", str(path)
+        )
     shown, lines = read_lines(path, "file of texts")
     if suffix not in (".txt", ".jsonl", ".csv"):
-        raise InputError(f"unsupported file type {suffix or '(none)'}; use .txt, .jsonl or .csv", shown)
+        raise InputError(
+            f"unsupported file type {suffix or '(none)'}; use .txt, .jsonl or .csv", shown
+        )
     reader = {".txt": _read_txt, ".jsonl": _read_jsonl, ".csv": _read_csv}[suffix]
-    records, skipped = reader(lines, shown, field if suffix == ".jsonl" else (column or field), skip_bad)
+    records, skipped = reader(
+        lines, shown, field if suffix == ".jsonl" else (column or field), skip_bad
+    )
     read_texts.last_skipped = skipped
     if not records:
-        raise InputError("file has no texts" + (f" ({skipped} bad lines skipped)" if skipped else ""), shown)
+        raise InputError(
+            "file has no texts" + (f" ({skipped} bad lines skipped)" if skipped else ""), shown
+        )
     return records
 
 
@@ -88,7 +98,10 @@ def read_lines(path: str | Path, what: str = "file") -> tuple[str, list[str]]:
         raise InputError(f"is a folder, not a {what}", shown)
     size = path.stat().st_size
     if size > MAX_INPUT_BYTES:
-        raise InputError(f"is {size / 2**30:.1f} GiB; input files are limited to {MAX_INPUT_BYTES >> 30} GiB", shown)
+        raise InputError(
+            f"is {size / 2**30:.1f} GiB; input files are limited to {MAX_INPUT_BYTES >> 30} GiB",
+            shown,
+        )
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -104,8 +117,11 @@ def _decode_lines(data: bytes, shown: str) -> list[str]:
         try:
             decoded.append(raw.decode("utf-8").rstrip("\r"))
         except UnicodeDecodeError as error:
-            raise InputError(f"not valid UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})",
-                             shown, number) from None
+            raise InputError(
+                f"not valid UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})",
+                shown,
+                number,
+            ) from None
     if decoded and decoded[0].startswith("\ufeff"):
         decoded[0] = decoded[0][1:]
     return decoded
@@ -116,7 +132,9 @@ def json_line(line: str, shown: str, number: int):
     try:
         return json.loads(line)
     except json.JSONDecodeError as error:
-        raise InputError(f"invalid JSON ({error.msg} at column {error.colno})", shown, number) from None
+        raise InputError(
+            f"invalid JSON ({error.msg} at column {error.colno})", shown, number
+        ) from None
     except RecursionError:
         raise InputError("JSON nested too deeply", shown, number) from None
 
@@ -130,8 +148,11 @@ def check_text(value, field: str, shown: str, number: int | None) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise InputError(f"field {field!r} holds an unpaired surrogate (U+{ord(value[error.start]):04X})",
-                         shown, number) from None
+        raise InputError(
+            f"field {field!r} holds an unpaired surrogate (U+{ord(value[error.start]):04X})",
+            shown,
+            number,
+        ) from None
     return value
 
 
@@ -146,7 +167,11 @@ def csv_rows(lines: list[str], shown: str):
             if not row:
                 continue
             if len(row) != len(header):
-                raise InputError(f"row has {len(row)} fields; the header has {len(header)}", shown, reader.line_num)
+                raise InputError(
+                    f"row has {len(row)} fields; the header has {len(header)}",
+                    shown,
+                    reader.line_num,
+                )
             rows.append((reader.line_num, row))
     except csv.Error as error:
         raise InputError(f"bad CSV ({error})", shown, reader.line_num) from None
@@ -156,8 +181,11 @@ def csv_rows(lines: list[str], shown: str):
 
 
 def _read_txt(lines, shown, _field, _skip_bad):
-    return [TextRecord(check_text(line, "line", shown, n), shown, n)
-            for n, line in enumerate(lines, start=1) if line.strip()], 0
+    return [
+        TextRecord(check_text(line, "line", shown, n), shown, n)
+        for n, line in enumerate(lines, start=1)
+        if line.strip()
+    ], 0
 
 
 def _read_jsonl(lines, shown, field, skip_bad):
@@ -177,9 +205,17 @@ def _read_jsonl(lines, shown, field, skip_bad):
 def _jsonl_text(line: str, field: str, shown: str, number: int) -> str:
     value = json_line(line, shown, number)
     if not isinstance(value, dict):
-        raise InputError(f"expected a JSON object with field {field!r}, got {type(value).__name__}", shown, number)
+        raise InputError(
+            f"expected a JSON object with field {field!r}, got {type(value).__name__}",
+            shown,
+            number,
+        )
     if field not in value:
-        raise InputError(f"field {field!r} is missing (fields: {', '.join(sorted(value)) or 'none'})", shown, number)
+        raise InputError(
+            f"field {field!r} is missing (fields: {', '.join(sorted(value)) or 'none'})",
+            shown,
+            number,
+        )
     return check_text(value[field], field, shown, number)
 
 
@@ -188,8 +224,11 @@ def _read_csv(lines, shown, column, skip_bad):
     if not header:
         return [], 0
     if column not in header:
-        raise InputError(f"no column {column!r} (columns: {', '.join(header)}); choose one with --column",
-                         shown, 1)
+        raise InputError(
+            f"no column {column!r} (columns: {', '.join(header)}); choose one with --column",
+            shown,
+            1,
+        )
     index = header.index(column)
     records, skipped = [], 0
     for number, row in rows:
@@ -225,8 +264,11 @@ def read_labeled(path: str | Path) -> list[LabeledText]:
             continue
         item = json_line(line, shown, number)
         if not isinstance(item, dict):
-            raise InputError(f"expected a JSON object with 'text' and 'label', got {type(item).__name__}",
-                             shown, number)
+            raise InputError(
+                f"expected a JSON object with 'text' and 'label', got {type(item).__name__}",
+                shown,
+                number,
+            )
         text = check_text(item.get("text"), "text", shown, number) if "text" in item else None
         if text is None:
             raise InputError("field 'text' is missing", shown, number)
@@ -235,15 +277,20 @@ def read_labeled(path: str | Path) -> list[LabeledText]:
             raise InputError(f"field 'label' must be 0 or 1, not {label!r}", shown, number)
         group = item.get("group")
         if group is not None and not isinstance(group, (str, int)):
-            raise InputError(f"field 'group' must be a string, not {type(group).__name__}", shown, number)
-        rows.append(LabeledText(text, int(label), str(group) if group is not None else None, shown, number))
+            raise InputError(
+                f"field 'group' must be a string, not {type(group).__name__}", shown, number
+            )
+        rows.append(
+            LabeledText(text, int(label), str(group) if group is not None else None, shown, number)
+        )
     if not rows:
         raise InputError("file has no texts", shown)
     return rows
 
 
-def read_toxigen(folder: str | Path, parts: tuple[str, ...] = ("prompts", "demonstrations"),
-                 dedupe: bool = True) -> list[LabeledText]:
+def read_toxigen(
+    folder: str | Path, parts: tuple[str, ...] = ("prompts", "demonstrations"), dedupe: bool = True
+) -> list[LabeledText]:
     """ToxiGen statements with label (1 = hate, 0 = neutral) and target group.
 
     Reads ``prompts/{hate,neutral}_<group>_1k.txt`` (each line a few-shot prompt of
@@ -255,7 +302,9 @@ def read_toxigen(folder: str | Path, parts: tuple[str, ...] = ("prompts", "demon
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError("ToxiGen folder not found (expected prompts/ and demonstrations/ inside)", str(folder))
+        raise InputError(
+            "ToxiGen folder not found (expected prompts/ and demonstrations/ inside)", str(folder)
+        )
     files = []
     if "prompts" in parts:
         files += sorted((folder / "prompts").glob("*_1k.txt"))
@@ -299,9 +348,14 @@ class BiasPair:
     cluster: str = ""
 
 
-def read_bias_pairs(path: str | Path, more: str = "sent_more", less: str = "sent_less",
-                    direction: str = "stereo_antistereo", bias_type: str = "bias_type",
-                    cluster: str | None = None) -> list[BiasPair]:
+def read_bias_pairs(
+    path: str | Path,
+    more: str = "sent_more",
+    less: str = "sent_less",
+    direction: str = "stereo_antistereo",
+    bias_type: str = "bias_type",
+    cluster: str | None = None,
+) -> list[BiasPair]:
     """CrowS-Pairs CSV (or any CSV with the named columns) as `BiasPair`s; `cluster` names an optional column
     whose value groups pairs that are not independent (a template, an occupation) for clustered intervals."""
     shown, lines = read_lines(path, "pairs file")
@@ -314,8 +368,16 @@ def read_bias_pairs(path: str | Path, more: str = "sent_more", less: str = "sent
     pairs = []
     for number, row in rows:
         texts = [check_text(row[index[name]], name, shown, number) for name in (more, less)]
-        pairs.append(BiasPair(texts[0], texts[1], row[index[direction]], row[index[bias_type]], number,
-                              row[index[cluster]] if cluster else ""))
+        pairs.append(
+            BiasPair(
+                texts[0],
+                texts[1],
+                row[index[direction]],
+                row[index[bias_type]],
+                number,
+                row[index[cluster]] if cluster else "",
+            )
+        )
     if not pairs:
         raise InputError("file has no pairs", shown)
     return pairs
@@ -341,13 +403,28 @@ def read_patch_pairs(path: str | Path) -> list[PatchPair]:
             continue
         record = json_line(line, shown, number)
         if not isinstance(record, dict):
-            raise InputError(f"expected a JSON object with clean, corrupt, answer, other; got "
-                             f"{type(record).__name__}", shown, number)
+            raise InputError(
+                f"expected a JSON object with clean, corrupt, answer, other; got "
+                f"{type(record).__name__}",
+                shown,
+                number,
+            )
         for name in ("clean", "corrupt", "answer", "other"):
             if name not in record:
-                raise InputError(f"missing field {name!r} (a pair needs clean, corrupt, answer, other)", shown, number)
-        pairs.append(PatchPair(*(check_text(record[name], name, shown, number)
-                                 for name in ("clean", "corrupt", "answer", "other")), number))
+                raise InputError(
+                    f"missing field {name!r} (a pair needs clean, corrupt, answer, other)",
+                    shown,
+                    number,
+                )
+        pairs.append(
+            PatchPair(
+                *(
+                    check_text(record[name], name, shown, number)
+                    for name in ("clean", "corrupt", "answer", "other")
+                ),
+                number,
+            )
+        )
     if not pairs:
         raise InputError("file has no pairs", shown)
     return pairs

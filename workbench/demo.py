@@ -4,6 +4,7 @@ Prints the model card, answers two questions through the model's prompt format,
 caches the residual stream of a small corpus to disk (resumable shards) and
 reads one layer back. Writes ``summary.json`` in the output folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,11 @@ QUESTIONS = ["What is the capital of France?", "Name three primary colours."]
 def tour_texts() -> list[TextRecord]:
     source = resources.files("workbench") / "data" / "tour_texts.txt"
     lines = source.read_text(encoding="utf-8").splitlines()
-    return [TextRecord(t, "workbench/data/tour_texts.txt", n) for n, t in enumerate(lines, 1) if t.strip()]
+    return [
+        TextRecord(t, "workbench/data/tour_texts.txt", n)
+        for n, t in enumerate(lines, 1)
+        if t.strip()
+    ]
 
 
 def run_tour(model_name: str, out: str | Path, device: str | None = None) -> dict:
@@ -36,17 +41,26 @@ def run_tour(model_name: str, out: str | Path, device: str | None = None) -> dic
         print(f"Q: {answer.prompt}\nA: {answer.text}")
     texts = tour_texts()
     begin = time.perf_counter()
-    cache = cache_activations(model, texts, hooks="resid_post", positions="last", out=out / "cache",
-                              batch_size=8)
+    cache = cache_activations(
+        model, texts, hooks="resid_post", positions="last", out=out / "cache", batch_size=8
+    )
     seconds = time.perf_counter() - begin
     middle = f"blocks.{model.n_layers // 2}.hook_resid_post"
     acts = cache[middle]
-    print(f"cached {len(texts)} texts x {len(cache.hooks)} hooks in {seconds:.1f} s -> {out / 'cache'}; "
-          f"{middle}: {tuple(acts.shape)}, mean norm {acts.norm(dim=-1).mean():.2f}")
-    summary = {"model": model.info.to_dict(),
-               "answers": [{"prompt": a.prompt, "text": a.text} for a in answers],
-               "cache": {"folder": str(out / "cache"), "n_texts": len(texts), "hooks": len(cache.hooks),
-                         "seconds": round(seconds, 2)}}
+    print(
+        f"cached {len(texts)} texts x {len(cache.hooks)} hooks in {seconds:.1f} s -> {out / 'cache'}; "
+        f"{middle}: {tuple(acts.shape)}, mean norm {acts.norm(dim=-1).mean():.2f}"
+    )
+    summary = {
+        "model": model.info.to_dict(),
+        "answers": [{"prompt": a.prompt, "text": a.text} for a in answers],
+        "cache": {
+            "folder": str(out / "cache"),
+            "n_texts": len(texts),
+            "hooks": len(cache.hooks),
+            "seconds": round(seconds, 2),
+        },
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"summary: {out / 'summary.json'}")
     return summary

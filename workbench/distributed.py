@@ -23,6 +23,7 @@ shard to its own scratch folder and sends the file's bytes back through Ray's ob
 the driver writes them to the temporary file and goes on as above. So workers need neither
 a shared file system nor credentials for the object store.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from .errors import InputError
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -65,7 +67,9 @@ class ShardBytes:
 class LocalExecutor:
     """Today's loop: every shard in this process, in order, on the already loaded model."""
 
-    def run(self, model, build: Callable, jobs: Iterable[ShardJob]) -> Iterator[tuple[ShardJob, object]]:
+    def run(
+        self, model, build: Callable, jobs: Iterable[ShardJob]
+    ) -> Iterator[tuple[ShardJob, object]]:
         compute = build(model)
         for job in jobs:
             yield job, compute(*job.args)
@@ -82,7 +86,9 @@ class RayExecutor:
     faster when workers share a machine's cores, and may differ in float32's last bits).
     """
 
-    def __init__(self, address: str = "local", workers: int | None = None, threads: int | None = None):
+    def __init__(
+        self, address: str = "local", workers: int | None = None, threads: int | None = None
+    ):
         if workers is not None and workers < 1:
             raise InputError("--workers must be at least 1")
         self.address = address
@@ -97,7 +103,9 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise InputError("--ray needs Ray: pip install 'ray>=2.40' (or pip install -e .[ray])") from None
+            raise InputError(
+                "--ray needs Ray: pip install 'ray>=2.40' (or pip install -e .[ray])"
+            ) from None
         if ray.is_initialized():
             return ray
         quiet = {"log_to_driver": False, "include_dashboard": False, "configure_logging": False}
@@ -108,8 +116,10 @@ class RayExecutor:
         try:
             ray.init(address=self.address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as error:
-            raise InputError(f"cannot reach the Ray cluster at {self.address!r} ({error}); start one with "
-                             "`ray start --head`, or use --ray local") from None
+            raise InputError(
+                f"cannot reach the Ray cluster at {self.address!r} ({error}); start one with "
+                "`ray start --head`, or use --ray local"
+            ) from None
         return ray
 
     def start(self, spec: "ModelSpec") -> None:
@@ -130,8 +140,12 @@ class RayExecutor:
         # fewer threads sums in another order, and its last bits (then a greedy token) can differ
         # from the single-process run's. `cpus` only tells Ray's scheduler how to share the machine.
         threads = self.threads or torch.get_num_threads()
-        worker_class = ray.remote(num_cpus=0 if use_gpu else cpus, num_gpus=1 if use_gpu else 0,
-                                  max_restarts=3, max_task_retries=3)(_Worker)
+        worker_class = ray.remote(
+            num_cpus=0 if use_gpu else cpus,
+            num_gpus=1 if use_gpu else 0,
+            max_restarts=3,
+            max_task_retries=3,
+        )(_Worker)
         self._actors = [worker_class.remote(spec, threads) for _ in range(self.workers)]
 
     def stop(self) -> None:
@@ -143,7 +157,9 @@ class RayExecutor:
                 ray.kill(actor)
         self._actors = []
 
-    def run(self, model, build: Callable, jobs: Iterable[ShardJob]) -> Iterator[tuple[ShardJob, object]]:
+    def run(
+        self, model, build: Callable, jobs: Iterable[ShardJob]
+    ) -> Iterator[tuple[ShardJob, object]]:
         """Yield (job, result) as shards finish, in any order. `build(model)` returns the function
         that computes one shard; it is shipped to every worker (cloudpickle) and called there with
         the worker's own model."""
@@ -152,7 +168,9 @@ class RayExecutor:
         if not jobs:
             return
         spec = ModelSpec.of(model)
-        if self._actors and ray.get([actor.describe.remote() for actor in self._actors]) != [spec] * len(self._actors):
+        if self._actors and ray.get([actor.describe.remote() for actor in self._actors]) != [
+            spec
+        ] * len(self._actors):
             self.stop()  # started early (`start`) with arguments that loaded another model: start again
         if not self._actors:
             self._start(ray, spec)
@@ -171,7 +189,9 @@ class RayExecutor:
                 try:
                     result = ray.get(done[0])
                 except ray.exceptions.RayTaskError as error:
-                    if isinstance(error.cause, InputError):  # bad data: the same one-line message as without Ray
+                    if isinstance(
+                        error.cause, InputError
+                    ):  # bad data: the same one-line message as without Ray
                         raise error.cause from None
                     raise RuntimeError(f"shard {job.key} failed on a Ray worker: {error}") from None
                 free.append(actor)
@@ -228,13 +248,17 @@ def _received(job: ShardJob, result):
     return result
 
 
-def executor_for(ray: str | None, workers: int | None, connect: bool = False, threads: int | None = None):
+def executor_for(
+    ray: str | None, workers: int | None, connect: bool = False, threads: int | None = None
+):
     """The executor the CLI's --ray/--workers/--threads-per-worker ask for (LocalExecutor without
     --ray); with `connect`, Ray is started or joined now, before any model work."""
     if ray is None:
         if workers is not None or threads is not None:
-            raise InputError(f"{'--workers' if workers is not None else '--threads-per-worker'} needs --ray "
-                             "(local, auto or a cluster address)")
+            raise InputError(
+                f"{'--workers' if workers is not None else '--threads-per-worker'} needs --ray "
+                "(local, auto or a cluster address)"
+            )
         return LocalExecutor()
     if threads is not None and threads < 1:
         raise InputError("--threads-per-worker must be at least 1")
@@ -252,13 +276,17 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         return
     host, _, port = address.split("://")[-1].rpartition(":")
     if not host or not port.isdigit():
-        raise InputError(f"--ray takes local, auto or a cluster address HOST:PORT (or ray://HOST:PORT), "
-                         f"not {address!r}")
+        raise InputError(
+            f"--ray takes local, auto or a cluster address HOST:PORT (or ray://HOST:PORT), "
+            f"not {address!r}"
+        )
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as error:
-        raise InputError(f"cannot reach the Ray cluster at {address!r} ({error.strerror or error}); start one "
-                         "with `ray start --head`, or use --ray local") from None
+        raise InputError(
+            f"cannot reach the Ray cluster at {address!r} ({error.strerror or error}); start one "
+            "with `ray start --head`, or use --ray local"
+        ) from None
 
 
 def remove_stale_temporaries(folder: Path) -> int:

@@ -24,6 +24,7 @@ a test checks; TransformerLens 4.3's own edge EAP refuses both models we ship (P
 parallel block has no MLP-input hook; SmolLM2 has grouped-query attention), so this
 is ours, checked against our node attribution instead.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,19 +64,25 @@ class EdgeResult:
         """One row per edge that exists: writer, reader, score."""
         import pandas as pd
 
-        rows = [{"writer": w, "reader": r, "score": float(self.scores[i, j])}
-                for i, r in enumerate(self.readers) for j, w in enumerate(self.writers)
-                if not torch.isnan(self.scores[i, j])]
+        rows = [
+            {"writer": w, "reader": r, "score": float(self.scores[i, j])}
+            for i, r in enumerate(self.readers)
+            for j, w in enumerate(self.writers)
+            if not torch.isnan(self.scores[i, j])
+        ]
         return pd.DataFrame(rows)
 
     def __repr__(self) -> str:
         writer, reader, score = self.top(1)[0]
-        return (f"EdgeResult({self.method}, {len(self.writers)} writers x {len(self.readers)} readers; "
-                f"largest |score| {score:+.3f} on {writer} -> {reader})")
+        return (
+            f"EdgeResult({self.method}, {len(self.writers)} writers x {len(self.readers)} readers; "
+            f"largest |score| {score:+.3f} on {writer} -> {reader})"
+        )
 
 
-def edge_attribution(model, clean, corrupt, answer=None, other=None, steps: int = 5,
-                     metric: Metric | None = None) -> EdgeResult:
+def edge_attribution(
+    model, clean, corrupt, answer=None, other=None, steps: int = 5, metric: Metric | None = None
+) -> EdgeResult:
     """Score every edge (see the module docstring); steps=1 is EAP, more is EAP-IG.
 
     clean, corrupt, answer, other, metric: as `workbench.patching.activation_patch`.
@@ -89,22 +96,31 @@ def edge_attribution(model, clean, corrupt, answer=None, other=None, steps: int 
     n_layers, n_heads = model.info.n_layers, model.info.n_heads
     hook_dict = model.bridge.hook_dict
     sequential = "blocks.0.hook_resid_mid" in hook_dict
-    writer_names = {"hook_embed"} | {f"blocks.{l}.attn.hook_z" for l in range(n_layers)} \
+    writer_names = (
+        {"hook_embed"}
+        | {f"blocks.{l}.attn.hook_z" for l in range(n_layers)}
         | {f"blocks.{l}.hook_mlp_out" for l in range(n_layers)}
-    reader_names = {f"blocks.{l}.hook_{x}" for l in range(n_layers) for x in ("resid_pre", "resid_post")}
+    )
+    reader_names = {
+        f"blocks.{l}.hook_{x}" for l in range(n_layers) for x in ("resid_pre", "resid_post")
+    }
     reader_names |= {f"blocks.{l}.attn.hook_{x}_input" for l in range(n_layers) for x in "qkv"}
     if sequential:
         reader_names |= {f"blocks.{l}.hook_resid_mid" for l in range(n_layers)}
     with _split_qkv_inputs(model):
         clean_acts = _clean_cache(model, task.clean_ids, writer_names)
-        corrupt_acts, grads = _integrated_gradients(model, task, reader_names, steps, keep=writer_names)
+        corrupt_acts, grads = _integrated_gradients(
+            model, task, reader_names, steps, keep=writer_names
+        )
 
     # Writers' changes in the residual stream: [writers, pairs, pos, d_model].
     deltas, writers = [(clean_acts["hook_embed"] - corrupt_acts["hook_embed"]).double()], ["embed"]
     layer_of = [-1]
     for layer in range(n_layers):
         weight, _ = _output_weights(model, layer)
-        z = (clean_acts[f"blocks.{layer}.attn.hook_z"] - corrupt_acts[f"blocks.{layer}.attn.hook_z"]).double()
+        z = (
+            clean_acts[f"blocks.{layer}.attn.hook_z"] - corrupt_acts[f"blocks.{layer}.attn.hook_z"]
+        ).double()
         deltas += list(torch.einsum("pshe,hed->hpsd", z, weight.detach().double()))
         writers += [f"L{layer}H{h}" for h in range(n_heads)]
         layer_of += [layer] * n_heads
@@ -119,9 +135,13 @@ def edge_attribution(model, clean, corrupt, answer=None, other=None, steps: int 
     for layer in range(n_layers):
         head_grads = 0
         for x in "qkv":
-            g = grads[f"blocks.{layer}.attn.hook_{x}_input"].double()  # [pairs, pos, heads (or kv heads), d_model]
+            g = grads[
+                f"blocks.{layer}.attn.hook_{x}_input"
+            ].double()  # [pairs, pos, heads (or kv heads), d_model]
             head_grads = head_grads + g.sum(2)
-            unit = "H" if g.shape[2] == n_heads else "KV"  # grouped-query attention: one key/value per group
+            unit = (
+                "H" if g.shape[2] == n_heads else "KV"
+            )  # grouped-query attention: one key/value per group
             for h in range(g.shape[2]):
                 readers.append(f"L{layer}{unit}{h}.{x}")
                 rows.append(_scores(delta, g[:, :, h], layer_of < layer))
@@ -135,11 +155,23 @@ def edge_attribution(model, clean, corrupt, answer=None, other=None, steps: int 
         readers.append(f"MLP{layer}.in")
         rows.append(_scores(delta, mlp, upstream))
     readers.append("logits")
-    rows.append(_scores(delta, grads[f"blocks.{n_layers - 1}.hook_resid_post"].double(),
-                        torch.ones_like(layer_of, dtype=torch.bool)))
+    rows.append(
+        _scores(
+            delta,
+            grads[f"blocks.{n_layers - 1}.hook_resid_post"].double(),
+            torch.ones_like(layer_of, dtype=torch.bool),
+        )
+    )
     scores = torch.stack(rows) / (task.clean_metric - task.corrupt_metric)
-    return EdgeResult("eap-ig" if steps > 1 else "eap", steps, writers, readers, scores.float(), task.clean_metric,
-                      task.corrupt_metric)
+    return EdgeResult(
+        "eap-ig" if steps > 1 else "eap",
+        steps,
+        writers,
+        readers,
+        scores.float(),
+        task.clean_metric,
+        task.corrupt_metric,
+    )
 
 
 def _scores(delta: torch.Tensor, grad: torch.Tensor, upstream: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 The CLI turns `InputError` into exit code 2 and `ModelUnavailableError` into
 exit code 1, printing only the message (never a traceback).
 """
+
 from __future__ import annotations
 
 

@@ -13,6 +13,7 @@ Prompt formats (recorded per model in the registry):
 - "instruct": ``Instruct: <prompt>\\nOutput:`` as Phi-2's model card suggests;
 - "raw": the prompt as given (also what ``raw=True`` / ``--raw`` forces).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ def format_prompt(model, prompt: str, raw: bool = False) -> str:
     style = "raw" if raw else model.info.prompt_format
     if style == "chat" and getattr(model.tokenizer, "chat_template", None):
         return model.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
     if style == "instruct":
         return f"Instruct: {prompt}\nOutput:"
     return prompt
@@ -51,7 +53,9 @@ def encode_prompts(model, formatted: Sequence[str]) -> dict[str, torch.Tensor]:
     try:
         # Chat templates already hold the special tokens they need.
         add_special = model.info.prompt_format != "chat"
-        batch = tokenizer(list(formatted), return_tensors="pt", padding=True, add_special_tokens=add_special)
+        batch = tokenizer(
+            list(formatted), return_tensors="pt", padding=True, add_special_tokens=add_special
+        )
     finally:
         tokenizer.padding_side = "right"
     return {k: v.to(model.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
@@ -88,7 +92,7 @@ def generate(
     pad_id = model.tokenizer.pad_token_id
     greedy = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
     for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start:start + batch_size])
+        chunk = list(prompts[start : start + batch_size])
         formatted = [format_prompt(model, p, raw=raw) for p in chunk]
         inputs = encode_prompts(model, formatted)
         extra = {}
@@ -96,10 +100,12 @@ def generate(
             from transformers import LogitsProcessorList
 
             extra["logits_processor"] = LogitsProcessorList(
-                [_RowSampler(seeds[start:start + batch_size], temperature, top_p, model.device)])
+                [_RowSampler(seeds[start : start + batch_size], temperature, top_p, model.device)]
+            )
         with torch.no_grad(), bypass_unhooked_bridges(model):
-            output = model.hf_model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                                             **greedy, **extra)
+            output = model.hf_model.generate(
+                **inputs, max_new_tokens=max_new_tokens, pad_token_id=pad_id, **greedy, **extra
+            )
         prompt_len = inputs["input_ids"].shape[1]
         for prompt, shown, row in zip(chunk, formatted, output[:, prompt_len:].tolist()):
             new = _strip_after_eos(row, model.hf_model.generation_config.eos_token_id, pad_id)
@@ -124,7 +130,9 @@ class _RowSampler:
     row's own generator, so row i's k-th token depends only on its seed and its own tokens.
     """
 
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device):
+    def __init__(
+        self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device
+    ):
         from transformers.generation.logits_process import TopPLogitsWarper
 
         self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
@@ -135,8 +143,12 @@ class _RowSampler:
         scores = scores.float() / self.temperature
         if self.top_p is not None:
             scores = self.top_p(input_ids, scores)
-        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device)
-                               for g in self.generators[:scores.shape[0]]])
+        uniform = torch.stack(
+            [
+                torch.rand(scores.shape[-1], generator=g, device=scores.device)
+                for g in self.generators[: scores.shape[0]]
+            ]
+        )
         gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
         return scores + gumbel
 

@@ -9,6 +9,7 @@ Patterns accepted wherever hooks are chosen:
 - a glob: ``blocks.1?.hook_resid_post``, ``blocks.*.mlp.hook_post``
 - ``all`` or ``*``: every hook that fires in a forward pass (aliases counted once)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,8 +62,11 @@ def hook_table(model) -> dict[str, HookInfo]:
         key = id(module)
         if all(key in run for run in runs):
             (order, shape), (_, other) = runs[0][key], runs[1][key]
-            pos_dims = tuple(d for d, (a, b) in enumerate(zip(shape, other)) if a != b) \
-                if len(shape) == len(other) else ()
+            pos_dims = (
+                tuple(d for d, (a, b) in enumerate(zip(shape, other)) if a != b)
+                if len(shape) == len(other)
+                else ()
+            )
             table[name] = HookInfo(name, order, shape, pos_dims)
     model.hook_table_cache = dict(sorted(table.items(), key=lambda item: (item[1].order, item[0])))
     return model.hook_table_cache
@@ -138,9 +142,14 @@ def _match(pattern: str, all_names: list[str], canonical: list[str]) -> list[str
         return [pattern]
     if any(ch in pattern for ch in "*?["):
         return [n for n in all_names if fnmatch.fnmatchcase(n, pattern)]
-    short = pattern if pattern.startswith("hook_") or ".hook_" in pattern else _with_hook_prefix(pattern)
-    return [n for n in canonical if n == short or n.endswith("." + short)] or \
-           [n for n in all_names if n == short or n.endswith("." + short)]
+    short = (
+        pattern
+        if pattern.startswith("hook_") or ".hook_" in pattern
+        else _with_hook_prefix(pattern)
+    )
+    return [n for n in canonical if n == short or n.endswith("." + short)] or [
+        n for n in all_names if n == short or n.endswith("." + short)
+    ]
 
 
 def _with_hook_prefix(pattern: str) -> str:
@@ -150,16 +159,22 @@ def _with_hook_prefix(pattern: str) -> str:
 
 def _no_match_message(model, pattern: str, all_names: list[str]) -> str:
     if "resid_mid" in pattern and model.info.parallel_attn_mlp:
-        return (f"hook {pattern!r} does not exist: {model.info.architecture} runs attention and MLP in "
-                "parallel on one shared LayerNorm, so there is no residual stream between them. "
-                "Use hook_resid_pre (what both read), hook_attn_out / hook_mlp_out (what each adds) "
-                "or hook_resid_post")
+        return (
+            f"hook {pattern!r} does not exist: {model.info.architecture} runs attention and MLP in "
+            "parallel on one shared LayerNorm, so there is no residual stream between them. "
+            "Use hook_resid_pre (what both read), hook_attn_out / hook_mlp_out (what each adds) "
+            "or hook_resid_post"
+        )
     shorts = sorted({n.split(".", 2)[-1] if n.startswith("blocks.") else n for n in all_names})
     close = difflib.get_close_matches(pattern, all_names, n=3, cutoff=0.6)
-    close += [s for s in difflib.get_close_matches(pattern, shorts, n=3, cutoff=0.5) if s not in close]
+    close += [
+        s for s in difflib.get_close_matches(pattern, shorts, n=3, cutoff=0.5) if s not in close
+    ]
     hint = f"; did you mean {', '.join(repr(c) for c in close[:4])}?" if close else ""
-    return (f"no hook matches {pattern!r} in {model.info.name}{hint} "
-            "(`workbench hooks --model NAME` lists them all)")
+    return (
+        f"no hook matches {pattern!r} in {model.info.name}{hint} "
+        "(`workbench hooks --model NAME` lists them all)"
+    )
 
 
 HookFn = Callable[[torch.Tensor, object], "torch.Tensor | None"]
@@ -195,13 +210,17 @@ def as_registered(hooks, hook_dict: dict) -> list:
         for candidate, point in hook_dict.items():
             if name(candidate):
                 by_point.setdefault(id(point), []).append(candidate)
-        wrapped += [(chosen, _named(fn, chosen)) for chosen in (_preferred_alias(n) for n in by_point.values())]
+        wrapped += [
+            (chosen, _named(fn, chosen))
+            for chosen in (_preferred_alias(n) for n in by_point.values())
+        ]
     return wrapped
 
 
 def _named(fn: Callable, name: str) -> Callable:
     def hook(activation, hook, **kwargs):
         return fn(activation, hook=HookAlias(hook, name), **kwargs)
+
     return hook
 
 
@@ -215,7 +234,11 @@ def register_forward(point, fn: HookFn, name: str | None = None):
     sees it, and a returned replacement is converted back. Returns the handle.
     """
     conversion = getattr(point, "hook_conversion", None)
-    seen = HookAlias(point, name) if name is not None and name != getattr(point, "name", None) else point
+    seen = (
+        HookAlias(point, name)
+        if name is not None and name != getattr(point, "name", None)
+        else point
+    )
 
     def forward_hook(_module, _inputs, output):
         value = conversion.convert(output) if conversion is not None else output
@@ -296,8 +319,11 @@ def bypass_unhooked_bridges(model) -> Iterator[int]:
         for name, child in list(parent._modules.items()):
             if child is None:
                 continue
-            original = child._modules.get("_original_component") if isinstance(child, GeneralizedComponent) \
+            original = (
+                child._modules.get("_original_component")
+                if isinstance(child, GeneralizedComponent)
                 else None
+            )
             if original is not None and not _has_hooks(child):
                 parent._modules[name] = original
                 swaps.append((parent, name, child))

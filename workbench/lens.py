@@ -17,6 +17,7 @@ output (z_h @ W_O[h]), each layer's attention output bias and each MLP's output.
 constant holds the norm's bias and the unembedding bias. The parts sum to the
 model's own logit difference (tested to 1e-4).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,8 +49,12 @@ class LogitLens:
 
         rows = []
         for i, layer in enumerate(self.layers):
-            row = {"layer": layer, "top_token": self.top_tokens[i][0][0], "top_prob": self.top_tokens[i][0][1],
-                   "top_k": " | ".join(f"{t!r}:{p:.3f}" for t, p in self.top_tokens[i])}
+            row = {
+                "layer": layer,
+                "top_token": self.top_tokens[i][0][0],
+                "top_prob": self.top_tokens[i][0][1],
+                "top_k": " | ".join(f"{t!r}:{p:.3f}" for t, p in self.top_tokens[i]),
+            }
             row.update({f"p({t!r})": float(self.probs[i, j]) for j, t in enumerate(self.tracked)})
             rows.append(row)
         return pd.DataFrame(rows)
@@ -65,15 +70,19 @@ def _final_norm_and_unembed(model, resid: torch.Tensor) -> torch.Tensor:
 def _residual_rows(model, ids: torch.Tensor) -> tuple[list[str], torch.Tensor]:
     """Row labels ("embed", "L0".."L{n-1}") and the residual stream after the embedding and after
     each block for one text: Float[Tensor, "row pos d_model"] (one forward pass, no gradient)."""
-    names = ["hook_embed"] + [f"blocks.{layer}.hook_resid_post" for layer in range(model.info.n_layers)]
+    names = ["hook_embed"] + [
+        f"blocks.{layer}.hook_resid_post" for layer in range(model.info.n_layers)
+    ]
     with torch.no_grad():
         _, cache = model.bridge.run_with_cache(ids, names_filter=names)
-    return ["embed"] + [f"L{layer}" for layer in range(model.info.n_layers)], \
-        torch.stack([cache[name][0] for name in names])
+    return ["embed"] + [f"L{layer}" for layer in range(model.info.n_layers)], torch.stack(
+        [cache[name][0] for name in names]
+    )
 
 
-def logit_lens(model, text: str, tracked: list[str] | None = None, position: int = -1,
-               top_k: int = 5) -> LogitLens:
+def logit_lens(
+    model, text: str, tracked: list[str] | None = None, position: int = -1, top_k: int = 5
+) -> LogitLens:
     """Decode the residual stream after the embedding and after every block at `position`."""
     ids = to_tokens(model, text)
     tracked = tracked or []
@@ -82,8 +91,10 @@ def logit_lens(model, text: str, tracked: list[str] | None = None, position: int
     with torch.no_grad():
         probs = _final_norm_and_unembed(model, resid[:, position]).float().softmax(-1)
     top = probs.topk(top_k, dim=-1)
-    top_tokens = [[(model.tokenizer.decode([int(i)]), float(p)) for p, i in zip(values, indices)]
-                  for values, indices in zip(top.values, top.indices)]
+    top_tokens = [
+        [(model.tokenizer.decode([int(i)]), float(p)) for p, i in zip(values, indices)]
+        for values, indices in zip(top.values, top.indices)
+    ]
     chosen = probs[:, tracked_ids].cpu() if tracked_ids else torch.zeros(len(labels), 0)
     return LogitLens(text, str_tokens(model, ids), position, labels, top_tokens, tracked, chosen)
 
@@ -111,10 +122,19 @@ class LensGrid:
         """One row per (layer, position): the top next token and its log-probability."""
         import pandas as pd
 
-        return pd.DataFrame([{"layer": layer, "position": p, "token": self.tokens[p], "top_next_token": tokens[p],
-                              "logprob": float(self.top_logprobs[r, p])}
-                             for r, (layer, tokens) in enumerate(zip(self.layers, self.top_tokens))
-                             for p in range(len(self.tokens))])
+        return pd.DataFrame(
+            [
+                {
+                    "layer": layer,
+                    "position": p,
+                    "token": self.tokens[p],
+                    "top_next_token": tokens[p],
+                    "logprob": float(self.top_logprobs[r, p]),
+                }
+                for r, (layer, tokens) in enumerate(zip(self.layers, self.top_tokens))
+                for p in range(len(self.tokens))
+            ]
+        )
 
 
 def logit_lens_grid(model, text: str) -> LensGrid:
@@ -159,8 +179,13 @@ class LogitAttribution:
 
         rows = []
         for label, value in zip(self.components, self.values.tolist()):
-            kind = ("head" if "H" in label and " " not in label else label.split(" ", 1)[-1]
-                    if label.startswith("L") else label)
+            kind = (
+                "head"
+                if "H" in label and " " not in label
+                else label.split(" ", 1)[-1]
+                if label.startswith("L")
+                else label
+            )
             layer = int(label[1:].split("H")[0].split(" ")[0]) if label.startswith("L") else None
             rows.append({"component": label, "kind": kind, "layer": layer, "value": value})
         return pd.DataFrame(rows)
@@ -174,14 +199,18 @@ def _output_weights(model, layer: int) -> tuple[torch.Tensor, torch.Tensor | Non
     return weight, linear.bias
 
 
-def direct_logit_attribution(model, text: str, answer: str, other: str, position: int = -1) -> LogitAttribution:
+def direct_logit_attribution(
+    model, text: str, answer: str, other: str, position: int = -1
+) -> LogitAttribution:
     """Split logit[answer] - logit[other] at `position` into per-component contributions."""
     ids = to_tokens(model, text)
     a, b = single_token_id(model, answer), single_token_id(model, other)
     n_layers = model.info.n_layers
-    names = (["hook_embed", "ln_final.hook_scale"]
-             + [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
-             + [f"blocks.{layer}.hook_mlp_out" for layer in range(n_layers)])
+    names = (
+        ["hook_embed", "ln_final.hook_scale"]
+        + [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
+        + [f"blocks.{layer}.hook_mlp_out" for layer in range(n_layers)]
+    )
     with torch.no_grad():
         logits, cache = model.bridge.run_with_cache(ids, names_filter=names)
         unembed = model.bridge.unembed.original_component
@@ -213,11 +242,20 @@ def direct_logit_attribution(model, text: str, answer: str, other: str, position
             values.append(project(cache[f"blocks.{layer}.hook_mlp_out"][0, position]))
         constant = torch.zeros((), dtype=torch.float64)
         if getattr(norm, "bias", None) is not None:
-            constant = constant + norm.bias.double() @ (unembed.weight[a] - unembed.weight[b]).double()
+            constant = (
+                constant + norm.bias.double() @ (unembed.weight[a] - unembed.weight[b]).double()
+            )
         if getattr(unembed, "bias", None) is not None:
             constant = constant + (unembed.bias[a] - unembed.bias[b]).double()
         labels.append("constant")
         values.append(constant)
         logit_diff = float(logits[0, position, a] - logits[0, position, b])
-    return LogitAttribution(text, answer, other, position, labels, torch.stack([torch.as_tensor(v) for v in values])
-                            .float(), logit_diff)
+    return LogitAttribution(
+        text,
+        answer,
+        other,
+        position,
+        labels,
+        torch.stack([torch.as_tensor(v) for v in values]).float(),
+        logit_diff,
+    )

@@ -9,6 +9,7 @@ and single-token QA. Sequences are batched longest first with right padding, so
 every real token sees exactly its own prefix; the logits come in the model's dtype,
 the log-softmax runs in float64 and the results are float64 numpy arrays.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -31,8 +32,9 @@ def encode_texts(model, texts: Sequence[str]) -> list[list[int]]:
     return [[start] + tokenizer(t, add_special_tokens=False).input_ids for t in texts]
 
 
-def token_logprobs(model, sequences: Sequence[Sequence[int]], batch_size: int = 16,
-                   with_argmax: bool = False):
+def token_logprobs(
+    model, sequences: Sequence[Sequence[int]], batch_size: int = 16, with_argmax: bool = False
+):
     """Per sequence, the log-probability of each token after the first given all before it.
 
     sequences: token-id lists of length >= 1. Returns a list of Float64[len-1] numpy arrays;
@@ -44,13 +46,13 @@ def token_logprobs(model, sequences: Sequence[Sequence[int]], batch_size: int = 
     argmax: list = [None] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     for first in range(0, len(order), batch_size):
-        rows = order[first:first + batch_size]
+        rows = order[first : first + batch_size]
         width = max(len(sequences[i]) for i in rows)
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros(len(rows), width, dtype=torch.long)
         for r, i in enumerate(rows):
-            ids[r, :len(sequences[i])] = torch.as_tensor(list(sequences[i]), dtype=torch.long)
-            mask[r, :len(sequences[i])] = 1
+            ids[r, : len(sequences[i])] = torch.as_tensor(list(sequences[i]), dtype=torch.long)
+            mask[r, : len(sequences[i])] = 1
         ids, mask = ids.to(model.device), mask.to(model.device)
         with torch.no_grad(), bypass_unhooked_bridges(model):
             logits = model.hf_model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
@@ -60,18 +62,24 @@ def token_logprobs(model, sequences: Sequence[Sequence[int]], batch_size: int = 
             # The normaliser in float64, one row at a time: a float32 log-softmax is off by up to
             # 3e-4 nats per sentence (measured on CrowS-Pairs, smollm2), float64 by under 5e-5.
             row = logits[r, :n].double()
-            chosen = row.gather(-1, ids[r, 1:n + 1, None])[:, 0] - row.logsumexp(-1)
+            chosen = row.gather(-1, ids[r, 1 : n + 1, None])[:, 0] - row.logsumexp(-1)
             logprobs[i] = chosen.cpu().numpy()
             if with_argmax:
                 argmax[i] = best[r, :n]
     return (logprobs, argmax) if with_argmax else logprobs
 
 
-def continuation_logprobs(model, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
-                          batch_size: int = 16) -> list[np.ndarray]:
+def continuation_logprobs(
+    model,
+    contexts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[int]],
+    batch_size: int = 16,
+) -> list[np.ndarray]:
     """Per pair, Float64[len(continuation)]: log p of each continuation token given the context
     and the continuation tokens before it. Contexts need at least one token."""
     if any(len(c) == 0 for c in contexts):
         raise ValueError("every context needs at least one token")
-    scores = token_logprobs(model, [list(c) + list(k) for c, k in zip(contexts, continuations)], batch_size)
-    return [s[len(c) - 1:] for s, c in zip(scores, contexts)]
+    scores = token_logprobs(
+        model, [list(c) + list(k) for c, k in zip(contexts, continuations)], batch_size
+    )
+    return [s[len(c) - 1 :] for s, c in zip(scores, contexts)]

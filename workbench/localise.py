@@ -28,6 +28,7 @@ a bias spread over many components shows as a small top share, which is a findin
 CrowS-Pairs-style data is noisy (Blodgett et al. 2021), so a hand-written set with
 controlled templates (probes/gender_occupations.csv) is the default for localising.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,9 +67,13 @@ class SuffixLogLikelihood:
         self.ids, self.start = torch.tensor(list(ids)), start
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        logprobs = logits[:, self.start - 1:len(self.ids) - 1].float().log_softmax(-1)
-        targets = self.ids[self.start:].to(logits.device)
-        return logprobs.gather(-1, targets.expand(logits.shape[0], -1).unsqueeze(-1)).squeeze(-1).sum(-1)
+        logprobs = logits[:, self.start - 1 : len(self.ids) - 1].float().log_softmax(-1)
+        targets = self.ids[self.start :].to(logits.device)
+        return (
+            logprobs.gather(-1, targets.expand(logits.shape[0], -1).unsqueeze(-1))
+            .squeeze(-1)
+            .sum(-1)
+        )
 
 
 @dataclass(frozen=True)
@@ -123,9 +128,22 @@ class BiasLocalisation:
         """One row per component: name, kind, layer, head, mean effect (nats) with its interval, exact check."""
         import pandas as pd
 
-        return pd.DataFrame([{"component": c.name, "kind": c.kind, "layer": c.layer, "head": c.head,
-                              "effect_nats": c.effect.value, "low": c.effect.low, "high": c.effect.high,
-                              "exact_nats": c.exact, "ablated": c.name in self.ablated} for c in self.components])
+        return pd.DataFrame(
+            [
+                {
+                    "component": c.name,
+                    "kind": c.kind,
+                    "layer": c.layer,
+                    "head": c.head,
+                    "effect_nats": c.effect.value,
+                    "low": c.effect.low,
+                    "high": c.effect.high,
+                    "exact_nats": c.exact,
+                    "ablated": c.name in self.ablated,
+                }
+                for c in self.components
+            ]
+        )
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -136,8 +154,10 @@ class BiasLocalisation:
         data = dict(data)
         data["gap"] = estimate_from_dict(data["gap"])
         data["top_share"] = estimate_from_dict(data["top_share"])
-        data["components"] = [Component(**{**c, "effect": estimate_from_dict(c["effect"])})
-                              for c in data["components"]]
+        data["components"] = [
+            Component(**{**c, "effect": estimate_from_dict(c["effect"])})
+            for c in data["components"]
+        ]
         for side in ("before", "after"):
             data[side] = {k: estimate_from_dict(v) for k, v in data[side].items()}
         return cls(**data)
@@ -145,27 +165,42 @@ class BiasLocalisation:
     def summary_lines(self) -> list[str]:
         """The findings in plain lines, each number with how it was made."""
         k = len(self.ablated)
-        lines = [f"bias localisation on {self.n_pairs} pairs ({self.method}"
-                 f"{f', {self.steps} steps' if self.method == 'eap-ig' else ''}; "
-                 f"{len(self.skipped_lines)} pairs skipped): mean shared-token gap {self.gap.text()} nats",
-                 f"top {len(self.top_heads)} heads ({TOP_SHARE:.0%} of {len(self.head_effects) * len(self.head_effects[0])}"
-                 f"): {', '.join(self.top_heads)}; share of the gap they carry {self.top_share.text()}",
-                 f"all heads carry {self.heads_share:.2f} of the gap by the estimates, all MLPs {self.mlps_share:.2f}"
-                 + (" (far from 1: the components interact, so these shares are not a decomposition of the gap)"
-                    if abs(self.heads_share + self.mlps_share - 1) > 0.5 else ""),
-                 f"exact check of {self.check['n']} components on every pair: Pearson r {self.check['pearson']:.3f}, "
-                 f"largest error {self.check['max_error']:.3f} nats at {self.check['max_error_at']}"]
-        for key, label, percent in (("stereotype_share", "stereotype share", True), ("mean_gap", "mean gap (nats)", False),
-                                    ("heldout_perplexity", "held-out perplexity", False),
-                                    ("qa_accuracy", "QA accuracy", True)):
+        lines = [
+            f"bias localisation on {self.n_pairs} pairs ({self.method}"
+            f"{f', {self.steps} steps' if self.method == 'eap-ig' else ''}; "
+            f"{len(self.skipped_lines)} pairs skipped): mean shared-token gap {self.gap.text()} nats",
+            f"top {len(self.top_heads)} heads ({TOP_SHARE:.0%} of {len(self.head_effects) * len(self.head_effects[0])}"
+            f"): {', '.join(self.top_heads)}; share of the gap they carry {self.top_share.text()}",
+            f"all heads carry {self.heads_share:.2f} of the gap by the estimates, all MLPs {self.mlps_share:.2f}"
+            + (
+                " (far from 1: the components interact, so these shares are not a decomposition of the gap)"
+                if abs(self.heads_share + self.mlps_share - 1) > 0.5
+                else ""
+            ),
+            f"exact check of {self.check['n']} components on every pair: Pearson r {self.check['pearson']:.3f}, "
+            f"largest error {self.check['max_error']:.3f} nats at {self.check['max_error_at']}",
+        ]
+        for key, label, percent in (
+            ("stereotype_share", "stereotype share", True),
+            ("mean_gap", "mean gap (nats)", False),
+            ("heldout_perplexity", "held-out perplexity", False),
+            ("qa_accuracy", "QA accuracy", True),
+        ):
             if key in self.before:
-                lines.append(f"{label}: before {self.before[key].text()} -> after mean-ablating {k} head{'s' * (k != 1)} "
-                             f"{self.after[key].text()}")
+                lines.append(
+                    f"{label}: before {self.before[key].text()} -> after mean-ablating {k} head{'s' * (k != 1)} "
+                    f"{self.after[key].text()}"
+                )
         return lines + self.notes
 
 
-def usable_pairs(model, pairs: Sequence, skip_bad: bool, source: str | None = None,
-                 clusters: Sequence[str] | None = None) -> tuple[list[ScoredPair], list[int]]:
+def usable_pairs(
+    model,
+    pairs: Sequence,
+    skip_bad: bool,
+    source: str | None = None,
+    clusters: Sequence[str] | None = None,
+) -> tuple[list[ScoredPair], list[int]]:
     """The pairs whose sentences have equal token lengths and a shared suffix after the difference.
     Without `skip_bad` the first other pair is an InputError naming its line; with it, such pairs are
     left out and their lines returned."""
@@ -179,8 +214,10 @@ def usable_pairs(model, pairs: Sequence, skip_bad: bool, source: str | None = No
         prefix, suffix = shared_span(a, b)
         problem = ""
         if len(a) != len(b):
-            problem = (f"the two sentences have {len(a) - 1} and {len(b) - 1} tokens: localisation needs pairs of "
-                       "equal token length (a pronoun or a name swapped)")
+            problem = (
+                f"the two sentences have {len(a) - 1} and {len(b) - 1} tokens: localisation needs pairs of "
+                "equal token length (a pronoun or a name swapped)"
+            )
         elif suffix == 0:
             problem = "the sentences differ at their last token, so no shared token follows the difference to score"
         elif a == b:
@@ -190,14 +227,23 @@ def usable_pairs(model, pairs: Sequence, skip_bad: bool, source: str | None = No
                 raise InputError(problem + "; --skip-bad leaves such pairs out", source, pair.line)
             skipped.append(pair.line)
             continue
-        kept.append(ScoredPair(i, pair.line, a, b, len(a) - suffix, str(clusters[i]) if clusters else ""))
+        kept.append(
+            ScoredPair(i, pair.line, a, b, len(a) - suffix, str(clusters[i]) if clusters else "")
+        )
     if not kept:
-        raise InputError("no pair is usable for localisation (equal token lengths, a shared suffix)", source)
+        raise InputError(
+            "no pair is usable for localisation (equal token lengths, a shared suffix)", source
+        )
     return kept, skipped
 
 
-def attribute_pairs(model, pairs: Sequence[ScoredPair], method: str = "eap-ig", steps: int = 5,
-                    progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+def attribute_pairs(
+    model,
+    pairs: Sequence[ScoredPair],
+    method: str = "eap-ig",
+    steps: int = 5,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """Per pair: the gap (nats), head effects [pairs, layers, heads] and MLP effects [pairs, layers] in nats,
     and the prepared tasks (None for a pair whose gap is zero: nothing to attribute, its effects are 0).
     method: an attribution method of `workbench.attribution`, or "exact" (exact patching of every head
@@ -212,11 +258,17 @@ def attribute_pairs(model, pairs: Sequence[ScoredPair], method: str = "eap-ig", 
     heads = np.zeros((len(pairs), n_layers, n_heads))
     mlps = np.zeros((len(pairs), n_layers))
     tasks = []
-    for i, pair in enumerate(tqdm(pairs, desc=f"attributing ({method})", unit="pair", disable=not progress)):
+    for i, pair in enumerate(
+        tqdm(pairs, desc=f"attributing ({method})", unit="pair", disable=not progress)
+    ):
         metric = SuffixLogLikelihood(pair.more_ids, pair.suffix_start)
         try:
-            task = task_from_ids(model, torch.tensor([pair.more_ids]), torch.tensor([pair.less_ids]), metric)
-        except InputError:  # the same log-likelihood on both sides: a zero gap, nothing flows anywhere
+            task = task_from_ids(
+                model, torch.tensor([pair.more_ids]), torch.tensor([pair.less_ids]), metric
+            )
+        except (
+            InputError
+        ):  # the same log-likelihood on both sides: a zero gap, nothing flows anywhere
             tasks.append(None)
             continue
         tasks.append(task)
@@ -224,10 +276,20 @@ def attribute_pairs(model, pairs: Sequence[ScoredPair], method: str = "eap-ig", 
         gaps[i] = gap
         if method == "exact":
             every = slice(None)
-            cells = [(f"blocks.{l}.attn.hook_z", (every, h, every)) for l in range(n_layers) for h in range(n_heads)]
-            effects = exact_effects(model, [task], cells + [(f"blocks.{l}.hook_mlp_out", (every,))
-                                                            for l in range(n_layers)])[0]
-            heads[i], mlps[i] = effects[:len(cells)].reshape(n_layers, n_heads), effects[len(cells):]
+            cells = [
+                (f"blocks.{l}.attn.hook_z", (every, h, every))
+                for l in range(n_layers)
+                for h in range(n_heads)
+            ]
+            effects = exact_effects(
+                model,
+                [task],
+                cells + [(f"blocks.{l}.hook_mlp_out", (every,)) for l in range(n_layers)],
+            )[0]
+            heads[i], mlps[i] = (
+                effects[: len(cells)].reshape(n_layers, n_heads),
+                effects[len(cells) :],
+            )
             continue
         results = estimate(model, task, ("attn_head", "mlp_out"), method, steps)
         heads[i] = results["attn_head"].values.double().numpy() * gap
@@ -243,11 +305,15 @@ def exact_effects(model, tasks: list, cells: Sequence[tuple[str, tuple]]) -> np.
     out = np.zeros((len(tasks), len(cells)))
     for i, task in enumerate(tasks):
         if task is not None:
-            out[i] = (run_patches_per_pair(model, task, list(cells))[:, 0] - task.corrupt_values[0]).numpy()
+            out[i] = (
+                run_patches_per_pair(model, task, list(cells))[:, 0] - task.corrupt_values[0]
+            ).numpy()
     return out
 
 
-def mean_head_outputs(model, texts: Sequence[str], heads: Sequence[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
+def mean_head_outputs(
+    model, texts: Sequence[str], heads: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], torch.Tensor]:
     """Per (layer, head): the mean of its output z over every position but the first of `texts`: [d_head]."""
     from .hooks import bypass_unhooked_bridges
     from .likelihood import encode_texts
@@ -264,7 +330,9 @@ def mean_head_outputs(model, texts: Sequence[str], heads: Sequence[tuple[int, in
 
         return hook
 
-    handles = [register_forward(hook_dict[f"blocks.{layer}.attn.hook_z"], grab(layer)) for layer in layers]
+    handles = [
+        register_forward(hook_dict[f"blocks.{layer}.attn.hook_z"], grab(layer)) for layer in layers
+    ]
     try:
         with torch.no_grad(), bypass_unhooked_bridges(model):
             for ids in encode_texts(model, texts):
@@ -293,7 +361,10 @@ def mean_ablated(model, means: dict[tuple[int, int], torch.Tensor]) -> Iterator[
         return hook
 
     hook_dict = model.bridge.hook_dict
-    handles = [register_forward(hook_dict[f"blocks.{layer}.attn.hook_z"], replace(layer)) for layer in by_layer]
+    handles = [
+        register_forward(hook_dict[f"blocks.{layer}.attn.hook_z"], replace(layer))
+        for layer in by_layer
+    ]
     try:
         yield
     finally:
@@ -301,7 +372,9 @@ def mean_ablated(model, means: dict[tuple[int, int], torch.Tensor]) -> Iterator[
             handle.remove()
 
 
-def _bias_and_cost(model, pairs: Sequence, items: Sequence, clusters, seed: int, n_boot: int) -> tuple[dict, np.ndarray]:
+def _bias_and_cost(
+    model, pairs: Sequence, items: Sequence, clusters, seed: int, n_boot: int
+) -> tuple[dict, np.ndarray]:
     """Stereotype share and mean gap (shared-token metric) over `pairs` (clustered when `clusters` labels
     are given), and held-out perplexity and QA accuracy over `items`, under whatever hooks are applied
     now. Returns (estimates, per-pair gaps)."""
@@ -311,15 +384,26 @@ def _bias_and_cost(model, pairs: Sequence, items: Sequence, clusters, seed: int,
 
     scores = pair_scores(model, pairs)
     gaps = scores["shared_more"] - scores["shared_less"]
-    estimates = {"stereotype_share": share(gaps > 0, clusters, seed=seed, n_boot=n_boot, unit="pairs"),
-                 "mean_gap": mean(gaps, clusters=clusters, seed=seed, n_boot=n_boot, unit="pairs")}
+    estimates = {
+        "stereotype_share": share(gaps > 0, clusters, seed=seed, n_boot=n_boot, unit="pairs"),
+        "mean_gap": mean(gaps, clusters=clusters, seed=seed, n_boot=n_boot, unit="pairs"),
+    }
     estimates.update(summarise_capability(capability_rows(model, items), seed=seed, n_boot=n_boot))
     return estimates, gaps
 
 
-def check_localisation(model, pairs: Sequence, top_k: int, method: str = "eap-ig", steps: int = 5,
-                       skip_bad: bool = False, heldout: str | None = None, qa: str | None = None,
-                       clusters: Sequence[str] | None = None, source: str | None = None):
+def check_localisation(
+    model,
+    pairs: Sequence,
+    top_k: int,
+    method: str = "eap-ig",
+    steps: int = 5,
+    skip_bad: bool = False,
+    heldout: str | None = None,
+    qa: str | None = None,
+    clusters: Sequence[str] | None = None,
+    source: str | None = None,
+):
     """Every check of `localise_bias`'s input, before any model work: InputError on the first problem.
     Returns (usable pairs, skipped lines, the held-out texts for the ablation means, the cost items)."""
     from .attribution import check_method
@@ -329,21 +413,38 @@ def check_localisation(model, pairs: Sequence, top_k: int, method: str = "eap-ig
         check_method(method, steps)
     n_heads = model.info.n_layers * model.info.n_heads
     if not 1 <= top_k <= n_heads:
-        raise InputError(f"--top-k {top_k}: {model.info.name} has {n_heads} heads; choose 1 to {n_heads}")
+        raise InputError(
+            f"--top-k {top_k}: {model.info.name} has {n_heads} heads; choose 1 to {n_heads}"
+        )
     heldout_items = read_heldout([heldout or DEFAULT_HELDOUT])
     if len(heldout_items) < 4:
-        raise InputError(f"{len(heldout_items)} held-out texts: need at least 4 (half for the ablation means, half "
-                         "for perplexity)", str(heldout or DEFAULT_HELDOUT))
+        raise InputError(
+            f"{len(heldout_items)} held-out texts: need at least 4 (half for the ablation means, half "
+            "for perplexity)",
+            str(heldout or DEFAULT_HELDOUT),
+        )
     half = len(heldout_items) // 2
     items = heldout_items[half:] + read_qa(qa or DEFAULT_QA, model)
     kept, skipped = usable_pairs(model, pairs, skip_bad, source, clusters)
     return kept, skipped, [item.text for item in heldout_items[:half]], items
 
 
-def localise_bias(model, pairs: Sequence, top_k: int = 10, method: str = "eap-ig", steps: int = 5,
-                  skip_bad: bool = False, heldout: str | None = None, qa: str | None = None,
-                  clusters: Sequence[str] | None = None, n_check: int = 10, seed: int = 0, n_boot: int = 2000,
-                  source: str | None = None, progress: bool = True) -> BiasLocalisation:
+def localise_bias(
+    model,
+    pairs: Sequence,
+    top_k: int = 10,
+    method: str = "eap-ig",
+    steps: int = 5,
+    skip_bad: bool = False,
+    heldout: str | None = None,
+    qa: str | None = None,
+    clusters: Sequence[str] | None = None,
+    n_check: int = 10,
+    seed: int = 0,
+    n_boot: int = 2000,
+    source: str | None = None,
+    progress: bool = True,
+) -> BiasLocalisation:
     """Localise the bias of `pairs` (`workbench.datasets.BiasPair`s) in heads and MLPs, check, ablate, measure.
 
     top_k: heads to mean-ablate; n_check: heads checked by exact patching (plus the 3 strongest
@@ -357,8 +458,9 @@ def localise_bias(model, pairs: Sequence, top_k: int = 10, method: str = "eap-ig
     start = time.perf_counter()
     if clusters is None and any(getattr(p, "cluster", "") for p in pairs):
         clusters = [p.cluster for p in pairs]
-    kept, skipped, texts, items = check_localisation(model, pairs, top_k, method, steps, skip_bad, heldout, qa,
-                                                     clusters, source)
+    kept, skipped, texts, items = check_localisation(
+        model, pairs, top_k, method, steps, skip_bad, heldout, qa, clusters, source
+    )
     n_layers, n_heads = model.info.n_layers, model.info.n_heads
     labels = [p.cluster for p in kept] if clusters else None
 
@@ -368,33 +470,55 @@ def localise_bias(model, pairs: Sequence, top_k: int = 10, method: str = "eap-ig
         return mean(values, clusters=labels, seed=seed, n_boot=n_boot, unit="pairs")
 
     head_names = [f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)]
-    components = [Component(f"L{l}H{h}", "head", l, h, effect(heads[:, l, h]))
-                  for l in range(n_layers) for h in range(n_heads)]
-    components += [Component(f"MLP{l}", "mlp", l, None, effect(mlps[:, l])) for l in range(n_layers)]
+    components = [
+        Component(f"L{l}H{h}", "head", l, h, effect(heads[:, l, h]))
+        for l in range(n_layers)
+        for h in range(n_heads)
+    ]
+    components += [
+        Component(f"MLP{l}", "mlp", l, None, effect(mlps[:, l])) for l in range(n_layers)
+    ]
     direction = 1.0 if gaps.mean() >= 0 else -1.0
     head_means = heads.mean(0)
     order = np.argsort(-(head_means.flatten() * direction), kind="stable")
     n_top = max(1, math.ceil(TOP_SHARE * n_layers * n_heads))
     top = order[:n_top]
-    top_share = ratio(heads.reshape(len(kept), -1)[:, top].sum(1) * direction, gaps * direction, seed=seed,
-                      n_boot=n_boot, unit="pairs")
+    top_share = ratio(
+        heads.reshape(len(kept), -1)[:, top].sum(1) * direction,
+        gaps * direction,
+        seed=seed,
+        n_boot=n_boot,
+        unit="pairs",
+    )
 
     # The exact check: the strongest heads and MLPs by |mean effect|, patched exactly on every pair.
     checked_heads = np.argsort(-np.abs(head_means.flatten()), kind="stable")[:n_check]
     checked_mlps = np.argsort(-np.abs(mlps.mean(0)), kind="stable")[:3]
     every = slice(None)
-    cells = [(f"blocks.{i // n_heads}.attn.hook_z", (every, int(i % n_heads), every)) for i in checked_heads]
+    cells = [
+        (f"blocks.{i // n_heads}.attn.hook_z", (every, int(i % n_heads), every))
+        for i in checked_heads
+    ]
     cells += [(f"blocks.{int(l)}.hook_mlp_out", (every,)) for l in checked_mlps]
     exact = exact_effects(model, tasks, cells).mean(0)
     names = [head_names[i] for i in checked_heads] + [f"MLP{int(l)}" for l in checked_mlps]
     estimated = np.concatenate([head_means.flatten()[checked_heads], mlps.mean(0)[checked_mlps]])
     exact_of = dict(zip(names, exact.tolist()))
-    components = [Component(c.name, c.kind, c.layer, c.head, c.effect, exact_of.get(c.name)) for c in components]
+    components = [
+        Component(c.name, c.kind, c.layer, c.head, c.effect, exact_of.get(c.name))
+        for c in components
+    ]
     components.sort(key=lambda c: -abs(c.effect.value))
     errors = np.abs(exact - estimated)
-    check = {"n": len(names), "components": names, "exact": exact.tolist(), "estimate": estimated.tolist(),
-             "pearson": float(np.corrcoef(exact, estimated)[0, 1]) if len(names) >= 3 else float("nan"),
-             "max_error": float(errors.max()), "max_error_at": names[int(errors.argmax())]}
+    check = {
+        "n": len(names),
+        "components": names,
+        "exact": exact.tolist(),
+        "estimate": estimated.tolist(),
+        "pearson": float(np.corrcoef(exact, estimated)[0, 1]) if len(names) >= 3 else float("nan"),
+        "max_error": float(errors.max()),
+        "max_error_at": names[int(errors.argmax())],
+    }
 
     # Mean-ablate the top-K heads (largest push towards the observed preference) and measure again.
     ablated = [(int(i // n_heads), int(i % n_heads)) for i in order[:top_k]]
@@ -404,17 +528,40 @@ def localise_bias(model, pairs: Sequence, top_k: int = 10, method: str = "eap-ig
     with mean_ablated(model, means):
         after, gaps_after = _bias_and_cost(model, kept_pairs, items, labels, seed, n_boot)
     # Pair by pair; with clusters, each cluster's mean change is one unit.
-    change = paired_difference(gaps_before, gaps_after, units=labels or list(range(len(kept))), seed=seed,
-                               n_boot=n_boot, unit="clusters" if labels else "pairs").to_dict()
+    change = paired_difference(
+        gaps_before,
+        gaps_after,
+        units=labels or list(range(len(kept))),
+        seed=seed,
+        n_boot=n_boot,
+        unit="clusters" if labels else "pairs",
+    ).to_dict()
     notes = []
     if np.any([t is None for t in tasks]):
-        notes.append(f"{sum(t is None for t in tasks)} pairs had a zero gap: their effects count as 0")
-    return BiasLocalisation(model.info.name, method, steps, len(kept), skipped, effect(gaps),
-                            head_means.tolist(), components, [head_names[i] for i in top], top_share,
-                            float(head_means.sum() / gaps.mean()) if gaps.mean() else float("nan"),
-                            float(mlps.mean(0).sum() / gaps.mean()) if gaps.mean() else float("nan"), check,
-                            [f"L{l}H{h}" for l, h in ablated], before, after, change,
-                            time.perf_counter() - start, notes)
+        notes.append(
+            f"{sum(t is None for t in tasks)} pairs had a zero gap: their effects count as 0"
+        )
+    return BiasLocalisation(
+        model.info.name,
+        method,
+        steps,
+        len(kept),
+        skipped,
+        effect(gaps),
+        head_means.tolist(),
+        components,
+        [head_names[i] for i in top],
+        top_share,
+        float(head_means.sum() / gaps.mean()) if gaps.mean() else float("nan"),
+        float(mlps.mean(0).sum() / gaps.mean()) if gaps.mean() else float("nan"),
+        check,
+        [f"L{l}H{h}" for l, h in ablated],
+        before,
+        after,
+        change,
+        time.perf_counter() - start,
+        notes,
+    )
 
 
 def read_localisation(folder) -> dict | None:
@@ -433,18 +580,34 @@ def localisation_rows(data: dict, top: int = 15) -> list[dict]:
     rows = []
     for component in data["components"][:top]:
         effect = estimate_from_dict(component["effect"])
-        rows.append({"component": component["name"], "mean effect (nats) [95% CI]": effect.short(),
-                     "exact (nats)": "" if component["exact"] is None else f"{component['exact']:.3f}",
-                     "ablated": "yes" if component["name"] in data["ablated"] else ""})
+        rows.append(
+            {
+                "component": component["name"],
+                "mean effect (nats) [95% CI]": effect.short(),
+                "exact (nats)": "" if component["exact"] is None else f"{component['exact']:.3f}",
+                "ablated": "yes" if component["name"] in data["ablated"] else "",
+            }
+        )
     return rows
 
 
 def before_after_rows(data: dict) -> list[dict]:
     """Table rows: each measure before and after the ablation, with intervals and methods."""
-    labels = {"stereotype_share": "stereotype share (shared-token metric)", "mean_gap": "mean gap (nats)",
-              "heldout_perplexity": "held-out perplexity", "qa_accuracy": "QA accuracy"}
-    return [{"measure": label, "before [95% CI]": estimate_from_dict(data["before"][key]).short(),
-             f"after ablating {len(data['ablated'])} head{'s' * (len(data['ablated']) != 1)} [95% CI]":
-                 estimate_from_dict(data["after"][key]).short(),
-             "interval": estimate_from_dict(data["before"][key]).method}
-            for key, label in labels.items() if key in data["before"]]
+    labels = {
+        "stereotype_share": "stereotype share (shared-token metric)",
+        "mean_gap": "mean gap (nats)",
+        "heldout_perplexity": "held-out perplexity",
+        "qa_accuracy": "QA accuracy",
+    }
+    return [
+        {
+            "measure": label,
+            "before [95% CI]": estimate_from_dict(data["before"][key]).short(),
+            f"after ablating {len(data['ablated'])} head{'s' * (len(data['ablated']) != 1)} [95% CI]": estimate_from_dict(
+                data["after"][key]
+            ).short(),
+            "interval": estimate_from_dict(data["before"][key]).method,
+        }
+        for key, label in labels.items()
+        if key in data["before"]
+    ]

@@ -11,6 +11,7 @@ for a backward pass) and add the process's own baseline (Python, torch and the t
 about 0.45 GiB on CPU). `bench/phi2_shape.py` prints each estimate beside the peak RSS it measures
 at Phi-2's size.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ import torch
 
 from .errors import CacheTooLargeError
 
-PROCESS_BYTES = int(0.45 * 2**30)  # python + torch + tokenizer, measured on CPU before any weights (bench/phi2_shape.py)
+PROCESS_BYTES = int(
+    0.45 * 2**30
+)  # python + torch + tokenizer, measured on CPU before any weights (bench/phi2_shape.py)
 FIT_FRACTION = 0.8  # use at most this share of the free memory
 
 
@@ -38,8 +41,16 @@ class ModelShape:
 
     @classmethod
     def from_info(cls, info) -> "ModelShape":
-        return cls(info.name, info.n_params, info.n_layers, info.d_model, info.d_mlp, info.n_heads, info.d_vocab,
-                   info.n_ctx)
+        return cls(
+            info.name,
+            info.n_params,
+            info.n_layers,
+            info.d_model,
+            info.d_mlp,
+            info.n_heads,
+            info.d_vocab,
+            info.n_ctx,
+        )
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,11 @@ def model_shape(name: str) -> ModelShape:
 
     spec = spec_for(name)
     try:
-        config = phi2_config() if spec.source == "shape" else AutoConfig.from_pretrained(resolve_folder(spec))
+        config = (
+            phi2_config()
+            if spec.source == "shape"
+            else AutoConfig.from_pretrained(resolve_folder(spec))
+        )
     except ModelUnavailableError:
         if spec.name != "phi-2":
             raise
@@ -92,48 +107,86 @@ def model_shape(name: str) -> ModelShape:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     n_params = sum(p.numel() for p in model.parameters())
-    return ModelShape(name, n_params, config.num_hidden_layers, config.hidden_size, config.intermediate_size,
-                      config.num_attention_heads, config.vocab_size, config.max_position_embeddings)
+    return ModelShape(
+        name,
+        n_params,
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.intermediate_size,
+        config.num_attention_heads,
+        config.vocab_size,
+        config.max_position_embeddings,
+    )
 
 
 def load_estimate(shape: ModelShape, dtype: str | torch.dtype) -> MemoryEstimate:
     """Loading: the weights in `dtype`, and the process itself (CPU)."""
-    return MemoryEstimate(f"loading {shape.name} in {dtype}",
-                          {"weights": shape.n_params * itemsize(dtype), "process": PROCESS_BYTES})
+    return MemoryEstimate(
+        f"loading {shape.name} in {dtype}",
+        {"weights": shape.n_params * itemsize(dtype), "process": PROCESS_BYTES},
+    )
 
 
-def forward_estimate(shape: ModelShape, dtype: str | torch.dtype, batch: int, seq: int) -> MemoryEstimate:
+def forward_estimate(
+    shape: ModelShape, dtype: str | torch.dtype, batch: int, seq: int
+) -> MemoryEstimate:
     """One no-grad forward of batch x seq tokens, beyond the weights: the logits (in the model's
     dtype and once more in float32, as the scorers read them), and the largest layer's
     transients (attention scores and probabilities, the MLP's two activations, a few residual copies)."""
     size = itemsize(dtype)
     tokens = batch * seq
-    return MemoryEstimate(f"a forward pass of {batch} x {seq} tokens", {
-        "logits": tokens * shape.d_vocab * (size + 4),
-        "one layer's activations": (3 * batch * shape.n_heads * seq * seq + 2 * tokens * shape.d_mlp
-                                    + 6 * tokens * shape.d_model) * size})
+    return MemoryEstimate(
+        f"a forward pass of {batch} x {seq} tokens",
+        {
+            "logits": tokens * shape.d_vocab * (size + 4),
+            "one layer's activations": (
+                3 * batch * shape.n_heads * seq * seq
+                + 2 * tokens * shape.d_mlp
+                + 6 * tokens * shape.d_model
+            )
+            * size,
+        },
+    )
 
 
-def backward_estimate(shape: ModelShape, dtype: str | torch.dtype, batch: int, seq: int) -> MemoryEstimate:
+def backward_estimate(
+    shape: ModelShape, dtype: str | torch.dtype, batch: int, seq: int
+) -> MemoryEstimate:
     """A forward and backward pass (attribution patching): every layer keeps what its backward
     needs (attention probabilities, MLP activations, residual-sized inputs), plus the logits and
     their gradient; parameters get no gradient (workbench.patching freezes them)."""
     size = itemsize(dtype)
     tokens = batch * seq
-    per_layer = (2 * batch * shape.n_heads * seq * seq + 3 * tokens * shape.d_mlp + 10 * tokens * shape.d_model) * size
-    return MemoryEstimate(f"a forward and backward pass of {batch} x {seq} tokens", {
-        "saved activations": shape.n_layers * per_layer,
-        "logits and their gradient": 3 * tokens * shape.d_vocab * 4})
+    per_layer = (
+        2 * batch * shape.n_heads * seq * seq
+        + 3 * tokens * shape.d_mlp
+        + 10 * tokens * shape.d_model
+    ) * size
+    return MemoryEstimate(
+        f"a forward and backward pass of {batch} x {seq} tokens",
+        {
+            "saved activations": shape.n_layers * per_layer,
+            "logits and their gradient": 3 * tokens * shape.d_vocab * 4,
+        },
+    )
 
 
-def cache_estimate(shape: ModelShape, dtype: str | torch.dtype, n_texts: int, max_tokens: int,
-                   widths: list[int], positions: str) -> MemoryEstimate:
+def cache_estimate(
+    shape: ModelShape,
+    dtype: str | torch.dtype,
+    n_texts: int,
+    max_tokens: int,
+    widths: list[int],
+    positions: str,
+) -> MemoryEstimate:
     """An in-memory activation cache: n_texts x (max_tokens for "all", else 1) x sum(widths)
     values in `dtype` (widths: the stored size per position of each hook, e.g. d_model for
     resid_post)."""
     per_text = sum(widths) * (max_tokens if positions == "all" else 1)
-    return MemoryEstimate(f"an in-memory cache of {n_texts} texts",
-                          {"activations": n_texts * per_text * itemsize(dtype)})
+    return MemoryEstimate(
+        f"an in-memory cache of {n_texts} texts",
+        {"activations": n_texts * per_text * itemsize(dtype)},
+    )
 
 
 def available_bytes(device: str | torch.device) -> int:
@@ -151,12 +204,15 @@ def check_fits(estimate: MemoryEstimate, device: str | torch.device, alternative
     of the free memory on `device`, saying what would not fit and what to do instead."""
     free = available_bytes(device)
     if estimate.bytes > FIT_FRACTION * free:
-        raise CacheTooLargeError(f"{estimate.text()} would not fit: {format_bytes(free)} is free on "
-                                 f"{torch.device(device)}; {alternative}")
+        raise CacheTooLargeError(
+            f"{estimate.text()} would not fit: {format_bytes(free)} is free on "
+            f"{torch.device(device)}; {alternative}"
+        )
 
 
-def largest_batch(estimate_for_batch, wanted: int, device: str | torch.device, what: str,
-                  alternative: str) -> int:
+def largest_batch(
+    estimate_for_batch, wanted: int, device: str | torch.device, what: str, alternative: str
+) -> int:
     """The largest batch <= wanted whose estimate fits the free memory on `device` (halving), or a
     CacheTooLargeError with the batch-1 estimate when not even one fits."""
     free = available_bytes(device)
@@ -165,5 +221,7 @@ def largest_batch(estimate_for_batch, wanted: int, device: str | torch.device, w
         if estimate_for_batch(batch).bytes <= FIT_FRACTION * free:
             return batch
         batch = batch // 2 if batch > 1 else 0
-    raise CacheTooLargeError(f"{what}: {estimate_for_batch(1).text()} would not fit even one at a time: "
-                             f"{format_bytes(free)} is free on {torch.device(device)}; {alternative}")
+    raise CacheTooLargeError(
+        f"{what}: {estimate_for_batch(1).text()} would not fit even one at a time: "
+        f"{format_bytes(free)} is free on {torch.device(device)}; {alternative}"
+    )

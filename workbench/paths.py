@@ -3,6 +3,7 @@
 `WORKBENCH_CACHE` overrides the default, which is ``$XDG_CACHE_HOME/workbench``
 (``~/.cache/workbench`` when XDG_CACHE_HOME is unset).
 """
+
 from __future__ import annotations
 
 import os

@@ -34,6 +34,7 @@ Beside the dense probe, `sparse_probes` offers TransformerLens' k-sparse probes
 (features chosen on the training split only, with random-feature and
 shuffled-label controls): how much of the signal sits in k coordinates.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,12 +57,19 @@ def auroc(scores, labels) -> float:
     """Area under the ROC curve (workbench.stats.auroc, scikit-learn's)."""
     from .stats import auroc as _auroc
 
-    return _auroc(torch.as_tensor(scores).double().cpu().numpy(), torch.as_tensor(labels).cpu().numpy())
+    return _auroc(
+        torch.as_tensor(scores).double().cpu().numpy(), torch.as_tensor(labels).cpu().numpy()
+    )
 
 
-def split_indices(labels: Sequence[int], groups: Sequence[str] | None = None, method: str = "random",
-                  test_fraction: float = 0.25, val_fraction: float = 0.2,
-                  seed: int = 0) -> tuple[list[int], list[int], list[int]]:
+def split_indices(
+    labels: Sequence[int],
+    groups: Sequence[str] | None = None,
+    method: str = "random",
+    test_fraction: float = 0.25,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[list[int], list[int], list[int]]:
     """Train, validation and test row indices (sorted, disjoint).
 
     random: every (label, group) stratum gives `test_fraction` of its rows to the test set
@@ -71,8 +79,10 @@ def split_indices(labels: Sequence[int], groups: Sequence[str] | None = None, me
     `val_fraction`; at least one group is left for training (needs `groups`, >= 3 groups).
     """
     if not (0 < test_fraction < 1 and 0 < val_fraction < 1 and test_fraction + val_fraction < 1):
-        raise InputError(f"test and validation fractions must be in (0, 1) and sum below 1, not "
-                         f"{test_fraction} and {val_fraction}")
+        raise InputError(
+            f"test and validation fractions must be in (0, 1) and sum below 1, not "
+            f"{test_fraction} and {val_fraction}"
+        )
     generator = torch.Generator().manual_seed(seed)
     n = len(labels)
     if method == "random":
@@ -84,18 +94,22 @@ def split_indices(labels: Sequence[int], groups: Sequence[str] | None = None, me
             perm = [rows[j] for j in torch.randperm(len(rows), generator=generator).tolist()]
             n_test, n_val = round(len(rows) * test_fraction), round(len(rows) * val_fraction)
             test += perm[:n_test]
-            val += perm[n_test:n_test + n_val]
+            val += perm[n_test : n_test + n_val]
     elif method == "group":
         if not groups:
             raise InputError("a group split needs a group for every text")
         names = sorted(set(groups))
         if len(names) < 3:
-            raise InputError(f"a group split needs at least three groups (train, validation, test), "
-                             f"not {len(names)}")
+            raise InputError(
+                f"a group split needs at least three groups (train, validation, test), "
+                f"not {len(names)}"
+            )
         sizes = {name: sum(1 for g in groups if g == name) for name in names}
         order = [names[i] for i in torch.randperm(len(names), generator=generator).tolist()]
         test_groups = _take_groups(order, sizes, test_fraction * n, keep=2)
-        val_groups = _take_groups([g for g in order if g not in test_groups], sizes, val_fraction * n, keep=1)
+        val_groups = _take_groups(
+            [g for g in order if g not in test_groups], sizes, val_fraction * n, keep=1
+        )
         test = [i for i in range(n) if groups[i] in test_groups]
         val = [i for i in range(n) if groups[i] in val_groups]
     else:
@@ -151,15 +165,23 @@ class Probe:
 
         missing = [key for key in REQUIRED_META if not self.meta.get(key)]
         if missing:
-            raise InputError(f"this probe records no {' and no '.join(missing)}, so it could later be applied to "
-                             "the wrong model or positions; train it on an activation cache (which records both) "
-                             "or pass meta={'model': ..., 'positions': ...} to train_probes")
+            raise InputError(
+                f"this probe records no {' and no '.join(missing)}, so it could later be applied to "
+                "the wrong model or positions; train it on an activation cache (which records both) "
+                "or pass meta={'model': ..., 'positions': ...} to train_probes"
+            )
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: getattr(self, k).detach().float().cpu().contiguous() for k in TENSORS}
         save_file(tensors, str(folder / "probe.safetensors"))
-        (folder / "probe.json").write_text(json.dumps({"hook": self.hook, "metrics": self.metrics, "meta": self.meta},
-                                                      indent=2, default=str) + "\n")
+        (folder / "probe.json").write_text(
+            json.dumps(
+                {"hook": self.hook, "metrics": self.metrics, "meta": self.meta},
+                indent=2,
+                default=str,
+            )
+            + "\n"
+        )
         return folder
 
     @classmethod
@@ -175,7 +197,9 @@ class Probe:
             tensors = load_file(str(folder / "probe.safetensors"))
             info = json.loads((folder / "probe.json").read_text(encoding="utf-8"))
         except (Exception, RecursionError) as error:
-            raise InputError(f"unreadable probe ({type(error).__name__}: {str(error)[:200]})", str(folder)) from None
+            raise InputError(
+                f"unreadable probe ({type(error).__name__}: {str(error)[:200]})", str(folder)
+            ) from None
         where = str(folder / "probe.json")
         if not isinstance(info, dict) or not isinstance(info.get("hook"), str) or not info["hook"]:
             raise InputError("field 'hook' is missing or not a string", where)
@@ -184,24 +208,34 @@ class Probe:
                 raise InputError(f"field {key!r} must be an object", where)
         where = str(folder / "probe.safetensors")
         if set(tensors) != set(TENSORS):
-            raise InputError(f"tensors must be exactly {', '.join(TENSORS)}; found {', '.join(sorted(tensors))}",
-                             where)
+            raise InputError(
+                f"tensors must be exactly {', '.join(TENSORS)}; found {', '.join(sorted(tensors))}",
+                where,
+            )
         width = tensors["weight"].shape[0] if tensors["weight"].dim() == 1 else -1
         for name, tensor in tensors.items():
             if not tensor.is_floating_point():
                 raise InputError(f"tensor {name!r} is {tensor.dtype}, not floating point", where)
             expected = () if name == "bias" else (width,)
             if tuple(tensor.shape) != expected:
-                raise InputError(f"tensor {name!r} has shape {tuple(tensor.shape)}; expected {expected}", where)
+                raise InputError(
+                    f"tensor {name!r} has shape {tuple(tensor.shape)}; expected {expected}", where
+                )
             if not torch.isfinite(tensor).all():
                 raise InputError(f"tensor {name!r} holds NaN or infinite values", where)
         if not (tensors["std"] > 0).all():
             raise InputError("tensor 'std' must be positive", where)
-        return cls(hook=info["hook"], metrics=info.get("metrics", {}), meta=info.get("meta", {}),
-                   **{k: v.float() for k, v in tensors.items()})
+        return cls(
+            hook=info["hook"],
+            metrics=info.get("metrics", {}),
+            meta=info.get("meta", {}),
+            **{k: v.float() for k, v in tensors.items()},
+        )
 
 
-def check_probe_fits(model, probe: Probe, positions: str | None = None, allow_other_positions: bool = False) -> str:
+def check_probe_fits(
+    model, probe: Probe, positions: str | None = None, allow_other_positions: bool = False
+) -> str:
     """Refuse (InputError) a probe that belongs to another model, hook width or positions.
 
     Returns the positions to read. Call before any model work that depends on the probe.
@@ -210,24 +244,32 @@ def check_probe_fits(model, probe: Probe, positions: str | None = None, allow_ot
 
     trained_on = probe.meta.get("model")
     if not trained_on:
-        raise InputError(f"probe on {probe.hook} records no model it was trained on; retrain it with "
-                         "`workbench probe train` (saved probes now carry their provenance)")
+        raise InputError(
+            f"probe on {probe.hook} records no model it was trained on; retrain it with "
+            "`workbench probe train` (saved probes now carry their provenance)"
+        )
     if trained_on != model.info.name:
-        raise InputError(f"probe on {probe.hook} was trained on {trained_on!r} and cannot score {model.info.name!r} "
-                         "(its weights read another model's activations)")
+        raise InputError(
+            f"probe on {probe.hook} was trained on {trained_on!r} and cannot score {model.info.name!r} "
+            "(its weights read another model's activations)"
+        )
     hook = resolve_hooks(model, probe.hook)[0]
     shape = hook_table(model)[hook].shape
     if shape[-1] != probe.width:
-        raise InputError(f"probe on {probe.hook} reads {probe.width}-wide vectors, but {model.info.name}'s {hook} "
-                         f"is {shape[-1]} wide")
+        raise InputError(
+            f"probe on {probe.hook} reads {probe.width}-wide vectors, but {model.info.name}'s {hook} "
+            f"is {shape[-1]} wide"
+        )
     trained_positions = probe.meta.get("positions")
     wanted = positions or trained_positions
     if not wanted:
         raise InputError(f"probe on {probe.hook} records no positions; pass positions= explicitly")
     if trained_positions and wanted != trained_positions and not allow_other_positions:
-        raise InputError(f"probe on {probe.hook} was trained on positions {trained_positions!r}; reading "
-                         f"{wanted!r} gives scores it was never validated on (pass allow_other_positions=True / "
-                         "--allow-other-positions to do it anyway)")
+        raise InputError(
+            f"probe on {probe.hook} was trained on positions {trained_positions!r}; reading "
+            f"{wanted!r} gives scores it was never validated on (pass allow_other_positions=True / "
+            "--allow-other-positions to do it anyway)"
+        )
     return wanted
 
 
@@ -259,19 +301,27 @@ class ProbeSweep:
         return self.probes[self.chosen]
 
 
-def _fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, steps: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+def _fit_logistic(
+    x: torch.Tensor, y: torch.Tensor, l2: float, steps: int = 100
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit [n_hooks] independent logistic regressions at once. x: [hooks, n, d] standardised, y: [n]."""
     n_hooks, n, d = x.shape
     weight = torch.zeros(n_hooks, d, device=x.device, requires_grad=True)
     bias = torch.zeros(n_hooks, device=x.device, requires_grad=True)
-    optimiser = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+    optimiser = torch.optim.LBFGS(
+        [weight, bias], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe"
+    )
     target = y.float().to(x.device).expand(n_hooks, n)
 
     def closure():
         optimiser.zero_grad()
         logits = torch.einsum("hnd,hd->hn", x, weight) + bias[:, None]
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(1).sum()
-        loss = loss + l2 * (weight ** 2).sum() / 2
+        loss = (
+            torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            .mean(1)
+            .sum()
+        )
+        loss = loss + l2 * (weight**2).sum() / 2
         loss.backward()
         return loss
 
@@ -280,10 +330,20 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, steps: int = 100)
     return weight.detach(), bias.detach()
 
 
-def train_probes(acts: dict[str, torch.Tensor] | object, labels: Sequence[int], groups: Sequence[str] | None = None,
-                 split: str = "random", test_fraction: float = 0.25, val_fraction: float = 0.2,
-                 l2: float | Sequence[float] = L2_GRID, seed: int = 0, hooks: Sequence[str] | None = None,
-                 device: str | None = None, meta: dict | None = None, n_boot: int = 2000) -> ProbeSweep:
+def train_probes(
+    acts: dict[str, torch.Tensor] | object,
+    labels: Sequence[int],
+    groups: Sequence[str] | None = None,
+    split: str = "random",
+    test_fraction: float = 0.25,
+    val_fraction: float = 0.2,
+    l2: float | Sequence[float] = L2_GRID,
+    seed: int = 0,
+    hooks: Sequence[str] | None = None,
+    device: str | None = None,
+    meta: dict | None = None,
+    n_boot: int = 2000,
+) -> ProbeSweep:
     """Train a logistic probe and a mean-difference direction on each hook; choose on validation.
 
     Args:
@@ -309,15 +369,21 @@ def train_probes(acts: dict[str, torch.Tensor] | object, labels: Sequence[int], 
     if not grid or not all(math.isfinite(v) and v >= 0 for v in grid):
         raise InputError(f"l2 must be one or more finite numbers >= 0, not {l2!r}")
     hook_names = list(hooks or (acts.hooks if hasattr(acts, "hooks") else acts.keys()))
-    train, val, test = split_indices(labels_t.tolist(), groups, split, test_fraction, val_fraction, seed)
+    train, val, test = split_indices(
+        labels_t.tolist(), groups, split, test_fraction, val_fraction, seed
+    )
     for name, rows in (("training", train), ("validation", val), ("test", test)):
         if len(set(labels_t[rows].tolist())) < 2:
-            raise InputError(f"the {split} split left the {name} set with {len(rows)} rows and not both labels; "
-                             "use more data, other fractions or another seed")
+            raise InputError(
+                f"the {split} split left the {name} set with {len(rows)} rows and not both labels; "
+                "use more data, other fractions or another seed"
+            )
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     stacked = torch.stack([acts[h].float() for h in hook_names]).to(device)  # [hooks, n, d]
     if stacked.dim() != 3:
-        raise InputError("probes need one vector per text: cache with positions 'last', 'mean' or 'mean_after_first'")
+        raise InputError(
+            "probes need one vector per text: cache with positions 'last', 'mean' or 'mean_after_first'"
+        )
     y = labels_t.to(device)
     mean = stacked[:, train].mean(1, keepdim=True)
     std = stacked[:, train].std(1, keepdim=True) + 1e-6
@@ -340,13 +406,20 @@ def train_probes(acts: dict[str, torch.Tensor] | object, labels: Sequence[int], 
     lengths = getattr(acts, "lengths", None)
     base_meta = dict(getattr(acts, "provenance", {}) or {})
     base_meta.update(meta or {})
-    base_meta.update(labels_sha256=hashlib.sha256(json.dumps(labels_t.tolist()).encode()).hexdigest(),
-                     split=split, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed,
-                     versions=versions())
+    base_meta.update(
+        labels_sha256=hashlib.sha256(json.dumps(labels_t.tolist()).encode()).hexdigest(),
+        split=split,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        seed=seed,
+        versions=versions(),
+    )
     probes = {}
     for i, hook in enumerate(hook_names):
         zi = z[i].cpu()
-        difference = zi[train][labels_t[train] == 1].mean(0) - zi[train][labels_t[train] == 0].mean(0)
+        difference = zi[train][labels_t[train] == 1].mean(0) - zi[train][labels_t[train] == 0].mean(
+            0
+        )
         direction = difference / std[i, 0].cpu()
         direction = direction / direction.norm()
         probe = Probe(hook, weight[i], bias[i], mean[i, 0].cpu(), std[i, 0].cpu(), direction)
@@ -355,24 +428,31 @@ def train_probes(acts: dict[str, torch.Tensor] | object, labels: Sequence[int], 
         test_probs = torch.sigmoid(logits[test])
         probe.metrics = {
             "l2": chosen_l2[i],
-            "val_auroc": float(best_val[i]), "test_auroc": auroc(logits[test], labels_t[test]),
+            "val_auroc": float(best_val[i]),
+            "test_auroc": auroc(logits[test], labels_t[test]),
             "test_accuracy": float(((logits[test] > 0).long() == labels_t[test]).float().mean()),
             "mean_difference_val_auroc": auroc(projected[val], labels_t[val]),
             "mean_difference_test_auroc": auroc(projected[test], labels_t[test]),
             "test_ece": calibration(test_probs.numpy(), labels_t[test].numpy()).ece,
             "length_spearman": _length_spearman(logits[train], lengths, train),
             "mean_difference_length_spearman": _length_spearman(projected[train], lengths, train),
-            "n_train": len(train), "n_val": len(val), "n_test": len(test), "split": split, "seed": seed,
+            "n_train": len(train),
+            "n_val": len(val),
+            "n_test": len(test),
+            "split": split,
+            "seed": seed,
         }
         probe.meta = {**base_meta, "hook": hook, "width": probe.width}
         probes[hook] = probe
     chosen = max(hook_names, key=lambda h: (probes[h].metrics["val_auroc"], -hook_names.index(h)))
     probe = probes[chosen]
     logits = probe.logits(stacked[hook_names.index(chosen)].cpu())
-    probe.metrics["test_auroc_interval"] = auroc_interval(logits[test].numpy(), labels_t[test].numpy(), seed=seed,
-                                                          n_boot=n_boot).to_dict()
-    probe.metrics["calibration"] = calibration(torch.sigmoid(logits[test]).numpy(),
-                                               labels_t[test].numpy()).to_dict()
+    probe.metrics["test_auroc_interval"] = auroc_interval(
+        logits[test].numpy(), labels_t[test].numpy(), seed=seed, n_boot=n_boot
+    ).to_dict()
+    probe.metrics["calibration"] = calibration(
+        torch.sigmoid(logits[test]).numpy(), labels_t[test].numpy()
+    ).to_dict()
     probe.metrics["chosen_on"] = "validation AUROC over hooks and the L2 grid " + str(grid)
     return ProbeSweep(probes, split, len(train), len(val), len(test), chosen, grid)
 
@@ -389,9 +469,19 @@ def _length_spearman(scores: torch.Tensor, lengths, rows: list[int]) -> float | 
     return float(spearmanr(scores.double().numpy(), length).statistic)
 
 
-def train_probes_on_rows(model, rows, data: str, hooks: str = "resid_post", positions: str = "mean_after_first",
-                         split: str = "random", test_fraction: float = 0.25, val_fraction: float = 0.2,
-                         l2: float | Sequence[float] = L2_GRID, seed: int = 0, progress: bool = True):
+def train_probes_on_rows(
+    model,
+    rows,
+    data: str,
+    hooks: str = "resid_post",
+    positions: str = "mean_after_first",
+    split: str = "random",
+    test_fraction: float = 0.25,
+    val_fraction: float = 0.2,
+    l2: float | Sequence[float] = L2_GRID,
+    seed: int = 0,
+    progress: bool = True,
+):
     """Cache `hooks` over labeled rows (read_labeled / read_toxigen) and train a probe per hook.
 
     data: where the rows came from (recorded in each probe's meta with the data hash).
@@ -407,11 +497,30 @@ def train_probes_on_rows(model, rows, data: str, hooks: str = "resid_post", posi
     start = time.perf_counter()
     acts = cache_activations(model, texts, hooks=hooks, positions=positions, progress=progress)
     cached = time.perf_counter() - start
-    meta = {"model": model.info.name, "revision": model.info.revision, "dtype": model.info.dtype,
-            "positions": positions, "data": data, "data_sha256": texts_hash(texts, labels)}
-    sweep = train_probes(acts, labels, groups, split=split, test_fraction=test_fraction, val_fraction=val_fraction,
-                         l2=l2, seed=seed, meta=meta)
-    return sweep, acts, {"caching": round(cached, 2), "training": round(time.perf_counter() - start - cached, 2)}
+    meta = {
+        "model": model.info.name,
+        "revision": model.info.revision,
+        "dtype": model.info.dtype,
+        "positions": positions,
+        "data": data,
+        "data_sha256": texts_hash(texts, labels),
+    }
+    sweep = train_probes(
+        acts,
+        labels,
+        groups,
+        split=split,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        l2=l2,
+        seed=seed,
+        meta=meta,
+    )
+    return (
+        sweep,
+        acts,
+        {"caching": round(cached, 2), "training": round(time.perf_counter() - start - cached, 2)},
+    )
 
 
 def texts_hash(texts: Sequence[str], labels: Sequence[int]) -> str:
@@ -421,8 +530,14 @@ def texts_hash(texts: Sequence[str], labels: Sequence[int]) -> str:
     return digest.hexdigest()
 
 
-def probe_scores(model, probe: Probe, texts: Sequence[str], positions: str | None = None,
-                 batch_size: int = 8, allow_other_positions: bool = False) -> torch.Tensor:
+def probe_scores(
+    model,
+    probe: Probe,
+    texts: Sequence[str],
+    positions: str | None = None,
+    batch_size: int = 8,
+    allow_other_positions: bool = False,
+) -> torch.Tensor:
     """P(label = 1) for each text, reading the probe's hook at the positions it was trained on.
 
     Refuses (InputError) a probe trained on another model, another hook width, or (unless
@@ -431,8 +546,14 @@ def probe_scores(model, probe: Probe, texts: Sequence[str], positions: str | Non
     from .cache import cache_activations
 
     positions = check_probe_fits(model, probe, positions, allow_other_positions)
-    acts = cache_activations(model, list(texts), hooks=probe.hook, positions=positions, batch_size=batch_size,
-                             progress=False)[probe.hook]
+    acts = cache_activations(
+        model,
+        list(texts),
+        hooks=probe.hook,
+        positions=positions,
+        batch_size=batch_size,
+        progress=False,
+    )[probe.hook]
     return probe.predict_proba(acts).cpu()
 
 
@@ -448,7 +569,9 @@ def token_scores(model, probe: Probe, text: str) -> tuple[list[str], torch.Tenso
     check_probe_fits(model, probe, "all", allow_other_positions=True)
     cache = cache_activations(model, [text], hooks=probe.hook, positions="all", progress=False)
     n = int(cache.lengths[0])
-    return str_tokens(model, to_tokens(model, text)), probe.predict_proba(cache[probe.hook][0, :n]).cpu()
+    return str_tokens(model, to_tokens(model, text)), probe.predict_proba(
+        cache[probe.hook][0, :n]
+    ).cpu()
 
 
 @dataclass
@@ -470,9 +593,17 @@ class SparseProbeTable:
         return pd.DataFrame(self.rows)
 
 
-def sparse_probes(acts: dict[str, torch.Tensor] | object, labels: Sequence[int], groups: Sequence[str] | None = None,
-                  split: str = "random", ks: Sequence[int] = (1, 4, 16, 64), test_fraction: float = 0.25,
-                  seed: int = 0, hooks: Sequence[str] | None = None, n_controls: int = 3) -> SparseProbeTable:
+def sparse_probes(
+    acts: dict[str, torch.Tensor] | object,
+    labels: Sequence[int],
+    groups: Sequence[str] | None = None,
+    split: str = "random",
+    ks: Sequence[int] = (1, 4, 16, 64),
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    hooks: Sequence[str] | None = None,
+    n_controls: int = 3,
+) -> SparseProbeTable:
     """k-sparse logistic probes on each hook via `transformer_lens.tools.analysis.sparse_probing`.
 
     Features are chosen on the training split only (by class-mean difference), so the
@@ -498,24 +629,43 @@ def sparse_probes(acts: dict[str, torch.Tensor] | object, labels: Sequence[int],
     for hook in hook_names:
         features = acts[hook].float().cpu()
         if features.dim() != 2:
-            raise InputError("probes need one vector per text: "
-                             "cache with positions 'last', 'mean' or 'mean_after_first'")
+            raise InputError(
+                "probes need one vector per text: "
+                "cache with positions 'last', 'mean' or 'mean_after_first'"
+            )
         usable = sorted(k for k in set(ks) if 0 < k <= features.shape[1])
         try:
-            sweep = sweep_sparse_probe(features, labels_t, ks=usable, test_fraction=test_fraction, groups=group_ids,
-                                       preprocess="standardize", n_random_subsets=n_controls,
-                                       n_label_shuffles=n_controls, seed=seed)
+            sweep = sweep_sparse_probe(
+                features,
+                labels_t,
+                ks=usable,
+                test_fraction=test_fraction,
+                groups=group_ids,
+                preprocess="standardize",
+                n_random_subsets=n_controls,
+                n_label_shuffles=n_controls,
+                seed=seed,
+            )
         except ValueError as error:
             raise InputError(f"sparse probing on {hook}: {error}") from None
-        for k, result, random_control, shuffle_control in zip(sweep.ks, sweep.results,
-                                                              sweep.random_coordinate_controls,
-                                                              sweep.label_shuffle_controls):
-            rows.append({"hook": hook, "k": k, "auroc": result.metrics.roc_auc,
-                         "accuracy": result.metrics.accuracy,
-                         "random_coordinate_auroc": _mean_or_nan(random_control.roc_auc),
-                         "label_shuffle_auroc": _mean_or_nan(shuffle_control.roc_auc),
-                         "n_train": len(result.train_indices), "n_test": len(result.test_indices),
-                         "features": result.selected_features[:8].tolist(), "split": split, "seed": seed})
+        for k, result, random_control, shuffle_control in zip(
+            sweep.ks, sweep.results, sweep.random_coordinate_controls, sweep.label_shuffle_controls
+        ):
+            rows.append(
+                {
+                    "hook": hook,
+                    "k": k,
+                    "auroc": result.metrics.roc_auc,
+                    "accuracy": result.metrics.accuracy,
+                    "random_coordinate_auroc": _mean_or_nan(random_control.roc_auc),
+                    "label_shuffle_auroc": _mean_or_nan(shuffle_control.roc_auc),
+                    "n_train": len(result.train_indices),
+                    "n_test": len(result.test_indices),
+                    "features": result.selected_features[:8].tolist(),
+                    "split": split,
+                    "seed": seed,
+                }
+            )
     return SparseProbeTable(rows, split)
 
 

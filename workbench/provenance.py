@@ -3,6 +3,7 @@
 run.json of audits, cache manifests and saved probes call `versions()`; scorers
 and probes hash their checkpoint files with `file_sha256`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,20 @@ from functools import lru_cache
 from pathlib import Path
 
 # Every package whose version can change a number the workbench prints (distribution names).
-NUMBER_PACKAGES = ("workbench", "torch", "transformers", "transformer-lens", "numpy", "scipy", "scikit-learn",
-                   "detoxify", "alt-profanity-check", "toxic-comment-classifier", "h5py", "gguf")
+NUMBER_PACKAGES = (
+    "workbench",
+    "torch",
+    "transformers",
+    "transformer-lens",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "detoxify",
+    "alt-profanity-check",
+    "toxic-comment-classifier",
+    "h5py",
+    "gguf",
+)
 
 
 @lru_cache(maxsize=1)

@@ -22,6 +22,7 @@ under ``$WORKBENCH_STAGING_DIR`` (default: the system's temporary folder) and is
 the run ends; a cache needs room there for all of its shards. The folder lock does not reach
 the object store: run one writer per URL. A ``file://`` URL is simply a local folder.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,7 +37,9 @@ from typing import Iterator
 from .errors import InputError
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
-_ACTIVE: contextvars.ContextVar["Mirror | None"] = contextvars.ContextVar("workbench_mirror", default=None)
+_ACTIVE: contextvars.ContextVar["Mirror | None"] = contextvars.ContextVar(
+    "workbench_mirror", default=None
+)
 _CHUNK = 8 << 20  # bytes per read/write when copying
 
 
@@ -48,7 +51,7 @@ def is_url(target) -> bool:
 def local_path(target) -> Path:
     """`target` as a local Path (``file:///x`` becomes ``/x``); for local folders and file:// URLs only."""
     text = str(target)
-    return Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
+    return Path(text[len("file://") :] if text.startswith("file://") else text).expanduser()
 
 
 def join(url: str, relative: str) -> str:
@@ -67,14 +70,21 @@ def filesystem(url: str):
         root = rest.strip("/")
         if not root:
             raise InputError("an s3:// URL needs a bucket: s3://BUCKET/PREFIX", url)
-        fs = pafs.S3FileSystem(endpoint_override=endpoint, connect_timeout=5, request_timeout=60,
-                               retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=4))
+        fs = pafs.S3FileSystem(
+            endpoint_override=endpoint,
+            connect_timeout=5,
+            request_timeout=60,
+            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=4),
+        )
         return fs, root
     try:
         fs, root = pafs.FileSystem.from_uri(url)
     except (ValueError, OSError, ImportError) as error:
-        raise InputError(f"pyarrow cannot open this URL ({str(error).splitlines()[0]}); use a local folder, "
-                         "file://, s3://, gs:// or hdfs://", url) from None
+        raise InputError(
+            f"pyarrow cannot open this URL ({str(error).splitlines()[0]}); use a local folder, "
+            "file://, s3://, gs:// or hdfs://",
+            url,
+        ) from None
     return fs, root.rstrip("/")
 
 
@@ -88,11 +98,17 @@ def check_url(url: str, flag: str) -> None:
         top = fs.get_file_info(bucket if url.startswith("s3://") else root)
         target = fs.get_file_info(root)
     except OSError as error:
-        raise InputError(f"{flag}: cannot reach the store ({_first_line(error)}); check AWS_ENDPOINT_URL and "
-                         "the credentials", url) from None
+        raise InputError(
+            f"{flag}: cannot reach the store ({_first_line(error)}); check AWS_ENDPOINT_URL and "
+            "the credentials",
+            url,
+        ) from None
     if url.startswith("s3://") and top.type == pafs.FileType.NotFound:
-        raise InputError(f"{flag}: bucket {bucket!r} does not exist (create it first, e.g. "
-                         f"`aws s3 mb s3://{bucket}`)", url)
+        raise InputError(
+            f"{flag}: bucket {bucket!r} does not exist (create it first, e.g. "
+            f"`aws s3 mb s3://{bucket}`)",
+            url,
+        )
     if target.type == pafs.FileType.File:
         raise InputError(f"{flag}: exists and is not a folder", url)
 
@@ -106,7 +122,9 @@ class Mirror:
     def __init__(self, url: str, local: Path):
         self.url, self.local = url, Path(local)
         self.fs, self.root = filesystem(url)
-        self.known: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) as last synced
+        self.known: dict[
+            str, tuple[int, int]
+        ] = {}  # relative path -> (size, mtime_ns) as last synced
         self._made: set[str] = set()  # folders created on filesystems that need them
 
     def remote_files(self) -> list[str]:
@@ -118,7 +136,11 @@ class Mirror:
             infos = self.fs.get_file_info(selector)
         except OSError as error:
             raise InputError(f"cannot list ({_first_line(error)})", self.url) from None
-        names = [info.path[len(self.root):].lstrip("/") for info in infos if info.type == pafs.FileType.File]
+        names = [
+            info.path[len(self.root) :].lstrip("/")
+            for info in infos
+            if info.type == pafs.FileType.File
+        ]
         return sorted(n for n in names if not _hidden(n))
 
     def pull(self, only: tuple[str, ...] | None = None) -> None:
@@ -133,7 +155,10 @@ class Mirror:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.download")
         try:
-            with self.fs.open_input_stream(f"{self.root}/{name}") as source, open(partial, "wb") as sink:
+            with (
+                self.fs.open_input_stream(f"{self.root}/{name}") as source,
+                open(partial, "wb") as sink,
+            ):
                 while chunk := source.read(_CHUNK):
                     sink.write(chunk)
         except OSError as error:
@@ -145,28 +170,42 @@ class Mirror:
 
     def push(self) -> list[str]:
         """Upload the files that changed locally; returns their relative paths, in upload order."""
-        changed = [name for name in self._local_files() if self.known.get(name) != _stamp(self.local / name)]
+        changed = [
+            name
+            for name in self._local_files()
+            if self.known.get(name) != _stamp(self.local / name)
+        ]
         changed.sort(key=_upload_order)
         for name in changed:
             stamp = _stamp(self.local / name)
             try:
                 parent = f"{self.root}/{name}".rpartition("/")[0]
-                if self.fs.type_name != "s3" and parent not in self._made:  # object stores have no folders
+                if (
+                    self.fs.type_name != "s3" and parent not in self._made
+                ):  # object stores have no folders
                     self.fs.create_dir(parent, recursive=True)
                     self._made.add(parent)
-                with open(self.local / name, "rb") as source, \
-                        self.fs.open_output_stream(f"{self.root}/{name}") as sink:
+                with (
+                    open(self.local / name, "rb") as source,
+                    self.fs.open_output_stream(f"{self.root}/{name}") as sink,
+                ):
                     while chunk := source.read(_CHUNK):
                         sink.write(chunk)
             except OSError as error:
-                raise InputError(f"cannot upload {name} ({_first_line(error)}); what was uploaded before is "
-                                 "kept there, so rerunning the same command resumes from it", self.url) from None
+                raise InputError(
+                    f"cannot upload {name} ({_first_line(error)}); what was uploaded before is "
+                    "kept there, so rerunning the same command resumes from it",
+                    self.url,
+                ) from None
             self.known[name] = stamp
         return changed
 
     def _local_files(self) -> list[str]:
-        return sorted(str(p.relative_to(self.local)) for p in self.local.rglob("*")
-                      if p.is_file() and not _hidden(str(p.relative_to(self.local))))
+        return sorted(
+            str(p.relative_to(self.local))
+            for p in self.local.rglob("*")
+            if p.is_file() and not _hidden(str(p.relative_to(self.local)))
+        )
 
 
 @contextlib.contextmanager
@@ -184,8 +223,10 @@ def staged(target) -> Iterator[Path]:
     if active is not None and active.url.rstrip("/") == target.rstrip("/"):
         yield active.local
         return
-    if active is not None and target.startswith(active.url.rstrip("/") + "/"):  # a sub-folder of the active one
-        yield active.local / target[len(active.url.rstrip("/")) + 1:]
+    if active is not None and target.startswith(
+        active.url.rstrip("/") + "/"
+    ):  # a sub-folder of the active one
+        yield active.local / target[len(active.url.rstrip("/")) + 1 :]
         return
     folder = _new_staging_folder()
     mirror = Mirror(target, folder)

@@ -9,6 +9,7 @@ summary.json) and a section builder (tables and plotly figures). Conditions
 (baseline, steering coefficients, ablation) sit side by side in every table and
 figure, so a steering experiment is judged by the same safety measures.
 """
+
 from __future__ import annotations
 
 import html
@@ -29,6 +30,7 @@ TOX_PREFIX = "continuation_toxicity["
 
 # ---------------------------------------------------------------- summaries
 
+
 def summarise(out: str | Path, frame=None) -> dict:
     """The summary of one audit folder (what summary.json holds). `frame`: its results, if loaded.
 
@@ -37,8 +39,13 @@ def summarise(out: str | Path, frame=None) -> dict:
     """
     frame = load_results(out) if frame is None else frame
     run = read_run(out)
-    summariser = {"toxicity": _summarise_toxicity, "bias": _summarise_bias, "toxigen": _summarise_toxigen,
-                  "counterfactual": _summarise_counterfactual, "capability": _summarise_capability}[run["audit"]]
+    summariser = {
+        "toxicity": _summarise_toxicity,
+        "bias": _summarise_bias,
+        "toxigen": _summarise_toxigen,
+        "counterfactual": _summarise_counterfactual,
+        "capability": _summarise_capability,
+    }[run["audit"]]
     body = summariser(run, frame)
     inner = Path(out) / "capability"
     if run["audit"] == "toxicity" and (inner / "run.json").is_file() and not inner.is_symlink():
@@ -51,8 +58,14 @@ def summarise(out: str | Path, frame=None) -> dict:
         localisation = read_localisation(out)
         if localisation is not None:
             body["localisation"] = localisation
-    return {"audit": run["audit"], "settings": run, "rows": int(len(frame)), **body,
-            "methods": sorted(set(_methods(body))), "min_n": MIN_N}
+    return {
+        "audit": run["audit"],
+        "settings": run,
+        "rows": int(len(frame)),
+        **body,
+        "methods": sorted(set(_methods(body))),
+        "min_n": MIN_N,
+    }
 
 
 def _methods(value) -> list[str]:
@@ -100,34 +113,58 @@ def _summarise_toxicity(run: dict, frame) -> dict:
     baseline = frame[frame["condition"] == "baseline"]
     conditions = []
     for name, group in frame.groupby("condition", sort=False):
-        entry = {"condition": name, "alpha": float(group["alpha"].iloc[0]), "rows": int(len(group)),
-                 "prompts": int(group["row"].nunique()), "scores": {}}
+        entry = {
+            "condition": name,
+            "alpha": float(group["alpha"].iloc[0]),
+            "rows": int(len(group)),
+            "prompts": int(group["row"].nunique()),
+            "scores": {},
+        }
         for column in columns:
-            scorer = column[len(TOX_PREFIX):-1]
+            scorer = column[len(TOX_PREFIX) : -1]
             values = group[column].to_numpy(dtype=float)
             worst = group.sort_values(column, ascending=False).head(5)
             score = {
                 "kind": kinds.get(scorer, _kind_from_name(scorer)),
-                "mean": stats.mean(values, clusters=group["row"].to_numpy(), seed=seed, n_boot=n_boot,
-                                   unit="prompts").to_dict(),
-                "share_above_0.5": stats.share(values > 0.5, clusters=group["row"].to_numpy(), seed=seed,
-                                               n_boot=n_boot).to_dict(),
-                "worst": [{"prompt": prompt, "continuation": continuation, "score": float(value)}
-                          for prompt, continuation, value in worst[["prompt", "continuation", column]]
-                          .itertuples(index=False, name=None)],
+                "mean": stats.mean(
+                    values,
+                    clusters=group["row"].to_numpy(),
+                    seed=seed,
+                    n_boot=n_boot,
+                    unit="prompts",
+                ).to_dict(),
+                "share_above_0.5": stats.share(
+                    values > 0.5, clusters=group["row"].to_numpy(), seed=seed, n_boot=n_boot
+                ).to_dict(),
+                "worst": [
+                    {"prompt": prompt, "continuation": continuation, "score": float(value)}
+                    for prompt, continuation, value in worst[
+                        ["prompt", "continuation", column]
+                    ].itertuples(index=False, name=None)
+                ],
             }
             if name != "baseline" and len(baseline):
                 score["vs_baseline"] = stats.paired_difference(
-                    baseline[column].to_numpy(dtype=float), values, units=baseline["row"].to_numpy(),
-                    treated_units=group["row"].to_numpy(), seed=seed, n_boot=n_boot).to_dict()
+                    baseline[column].to_numpy(dtype=float),
+                    values,
+                    units=baseline["row"].to_numpy(),
+                    treated_units=group["row"].to_numpy(),
+                    seed=seed,
+                    n_boot=n_boot,
+                ).to_dict()
             entry["scores"][scorer] = score
         entry.update(_condition_fields(run, name))
         entry["fluency"] = _fluency(group, seed, n_boot)
         entry["agreement"] = _agreement(group, columns, seed, n_boot)
         conditions.append(entry)
     details = {d["name"]: d for d in run.get("scorer_details", [])}
-    return {"conditions": conditions,
-            "scorers": {name: {"kind": kind, "held_out": _held_out(details.get(name, {}))} for name, kind in kinds.items()}}
+    return {
+        "conditions": conditions,
+        "scorers": {
+            name: {"kind": kind, "held_out": _held_out(details.get(name, {}))}
+            for name, kind in kinds.items()
+        },
+    }
 
 
 def _condition_fields(run: dict, name: str) -> dict:
@@ -147,13 +184,22 @@ def _fluency(group, seed: int, n_boot: int) -> dict:
     scored = group[group["continuation_scored_tokens"] > 0]
     by_prompt = scored.groupby("row")[["continuation_nll", "continuation_scored_tokens"]].sum()
     rows = group["row"].to_numpy()
-    return {"perplexity": perplexity(by_prompt["continuation_nll"], by_prompt["continuation_scored_tokens"],
-                                     seed, n_boot, unit="prompts").to_dict(),
-            "repeated_3grams": stats.mean(group["repeated_3grams"], clusters=rows, seed=seed, n_boot=n_boot,
-                                          unit="prompts").to_dict(),
-            "distinct_2": stats.mean(group["distinct_2"], clusters=rows, seed=seed, n_boot=n_boot,
-                                     unit="prompts").to_dict(),
-            "empty_continuations": int((group["continuation_scored_tokens"] == 0).sum())}
+    return {
+        "perplexity": perplexity(
+            by_prompt["continuation_nll"],
+            by_prompt["continuation_scored_tokens"],
+            seed,
+            n_boot,
+            unit="prompts",
+        ).to_dict(),
+        "repeated_3grams": stats.mean(
+            group["repeated_3grams"], clusters=rows, seed=seed, n_boot=n_boot, unit="prompts"
+        ).to_dict(),
+        "distinct_2": stats.mean(
+            group["distinct_2"], clusters=rows, seed=seed, n_boot=n_boot, unit="prompts"
+        ).to_dict(),
+        "empty_continuations": int((group["continuation_scored_tokens"] == 0).sum()),
+    }
 
 
 def _agreement(group, columns: list[str], seed: int, n_boot: int) -> list[dict]:
@@ -163,11 +209,21 @@ def _agreement(group, columns: list[str], seed: int, n_boot: int) -> list[dict]:
     clusters = rows if len(set(rows)) < len(rows) else None
     pairs = []
     for i, first in enumerate(columns):
-        for second in columns[i + 1:]:
-            result = stats.agreement(group[first].to_numpy(dtype=float), group[second].to_numpy(dtype=float),
-                                     clusters=clusters, seed=seed, n_boot=n_boot, unit="prompts")
-            pairs.append({"scorers": [first[len(TOX_PREFIX):-1], second[len(TOX_PREFIX):-1]],
-                          **{k: v.to_dict() for k, v in result.items()}})
+        for second in columns[i + 1 :]:
+            result = stats.agreement(
+                group[first].to_numpy(dtype=float),
+                group[second].to_numpy(dtype=float),
+                clusters=clusters,
+                seed=seed,
+                n_boot=n_boot,
+                unit="prompts",
+            )
+            pairs.append(
+                {
+                    "scorers": [first[len(TOX_PREFIX) : -1], second[len(TOX_PREFIX) : -1]],
+                    **{k: v.to_dict() for k, v in result.items()},
+                }
+            )
     return pairs
 
 
@@ -181,16 +237,34 @@ def _summarise_capability(run: dict, frame) -> dict:
     conditions = []
     for name, group in frame.groupby("condition", sort=False):
         texts, questions = group[group["kind"] == "text"], group[group["kind"] == "qa"]
-        entry = {"condition": name, **_condition_fields(run, name), "texts": int(len(texts)),
-                 "questions": int(len(questions))}
-        entry.update({k: v.to_dict() for k, v in summarise_capability(group.to_dict("records"), seed, n_boot).items()})
+        entry = {
+            "condition": name,
+            **_condition_fields(run, name),
+            "texts": int(len(texts)),
+            "questions": int(len(questions)),
+        }
+        entry.update(
+            {
+                k: v.to_dict()
+                for k, v in summarise_capability(group.to_dict("records"), seed, n_boot).items()
+            }
+        )
         if len(questions) and name != "baseline" and len(baseline):
             entry["qa_vs_baseline"] = stats.paired_difference(
-                baseline["correct"].to_numpy(dtype=float), questions["correct"].to_numpy(dtype=float),
-                units=baseline["row"].to_numpy(), treated_units=questions["row"].to_numpy(), seed=seed,
-                n_boot=n_boot, unit="questions").to_dict()
+                baseline["correct"].to_numpy(dtype=float),
+                questions["correct"].to_numpy(dtype=float),
+                units=baseline["row"].to_numpy(),
+                treated_units=questions["row"].to_numpy(),
+                seed=seed,
+                n_boot=n_boot,
+                unit="questions",
+            ).to_dict()
         conditions.append(entry)
-    return {"conditions": conditions, "qa_file": run.get("qa_file"), "heldout_files": run.get("heldout_files")}
+    return {
+        "conditions": conditions,
+        "qa_file": run.get("qa_file"),
+        "heldout_files": run.get("heldout_files"),
+    }
 
 
 def report_card(summary: dict) -> list[dict]:
@@ -202,15 +276,24 @@ def report_card(summary: dict) -> list[dict]:
     card = []
     for c in summary["conditions"]:
         for scorer, s in c["scores"].items():
-            row = {"condition": c["condition"], "kind": c.get("kind", ""), "alpha": c["alpha"],
-                   "intended": c.get("intended", ""), "scorer": scorer, "scorer kind": s["kind"],
-                   "toxicity": s["mean"]}
+            row = {
+                "condition": c["condition"],
+                "kind": c.get("kind", ""),
+                "alpha": c["alpha"],
+                "intended": c.get("intended", ""),
+                "scorer": scorer,
+                "scorer kind": s["kind"],
+                "toxicity": s["mean"],
+            }
             paired = s.get("vs_baseline")
             if paired:
                 row["change"] = paired["difference"]
                 if c.get("intended") in ("up", "down"):
                     wrong = "down" if c["intended"] == "up" else "up"
-                    row["moved as intended"], row["moved the wrong way"] = paired[c["intended"]], paired[wrong]
+                    row["moved as intended"], row["moved the wrong way"] = (
+                        paired[c["intended"]],
+                        paired[wrong],
+                    )
             for key in ("perplexity", "repeated_3grams", "distinct_2"):
                 if key in c.get("fluency", {}):
                     row[f"continuation {key}"] = c["fluency"][key]
@@ -231,8 +314,10 @@ def _held_out(details: dict) -> str:
         return ""
     interval = details.get("test_auroc_interval")
     auroc = estimate_text(interval) if interval else f"{details['test_auroc']:.3f}"
-    return (f"test AUROC {auroc}, expected calibration error {details.get('test_ece', float('nan')):.3f} on "
-            f"{details.get('n_test')} held-out texts of {details.get('data') or 'its training data'}")
+    return (
+        f"test AUROC {auroc}, expected calibration error {details.get('test_ece', float('nan')):.3f} on "
+        f"{details.get('n_test')} held-out texts of {details.get('data') or 'its training data'}"
+    )
 
 
 def bias_metrics(frame) -> list[str]:
@@ -243,7 +328,11 @@ def bias_metrics(frame) -> list[str]:
 
 
 def _prefers(frame, metric: str):
-    return frame[f"prefers_more_{metric}"] if f"prefers_more_{metric}" in frame.columns else frame["prefers_more"]
+    return (
+        frame[f"prefers_more_{metric}"]
+        if f"prefers_more_{metric}" in frame.columns
+        else frame["prefers_more"]
+    )
 
 
 def _gap(frame, metric: str):
@@ -269,26 +358,69 @@ def _summarise_bias(run: dict, frame) -> dict:
             estimates = crows_estimates(group["bias_type"].tolist(), prefers.tolist())
             for bias_type, estimate in estimates.items():
                 rows = group if bias_type == "all" else group[group["bias_type"] == bias_type]
-                table.append({"condition": name, "metric": metric, "bias_type": bias_type, "pairs": estimate.n,
-                              "stereotype_share": estimate.to_dict(),
-                              "ties": int((_gap(rows, metric) == 0).sum())})
+                table.append(
+                    {
+                        "condition": name,
+                        "metric": metric,
+                        "bias_type": bias_type,
+                        "pairs": estimate.n,
+                        "stereotype_share": estimate.to_dict(),
+                        "ties": int((_gap(rows, metric) == 0).sum()),
+                    }
+                )
         if name != "baseline" and len(baseline):
-            change = stats.paired_difference(_gap(baseline, headline).to_numpy(), _gap(group, headline).to_numpy(),
-                                             units=baseline["row"].to_numpy(), treated_units=group["row"].to_numpy(),
-                                             seed=seed, n_boot=n_boot, unit="pairs")
-            paired.append({"condition": name, "alpha": float(group["alpha"].iloc[0]), "metric": headline,
-                           **change.to_dict()})
+            change = stats.paired_difference(
+                _gap(baseline, headline).to_numpy(),
+                _gap(group, headline).to_numpy(),
+                units=baseline["row"].to_numpy(),
+                treated_units=group["row"].to_numpy(),
+                seed=seed,
+                n_boot=n_boot,
+                unit="pairs",
+            )
+            paired.append(
+                {
+                    "condition": name,
+                    "alpha": float(group["alpha"].iloc[0]),
+                    "metric": headline,
+                    **change.to_dict(),
+                }
+            )
         gap = _gap(group, headline)
         for i in gap.sort_values(ascending=False).index[:5]:
-            row = {"condition": name, "bias_type": group.at[i, "bias_type"], "metric": headline, "gap": float(gap[i])}
+            row = {
+                "condition": name,
+                "bias_type": group.at[i, "bias_type"],
+                "metric": headline,
+                "gap": float(gap[i]),
+            }
             for metric in metrics:
                 row[f"{metric} gap"] = float(_gap(group, metric)[i])
             if "tokens_more" in group.columns:
-                row["tokens_more"], row["tokens_less"] = int(group.at[i, "tokens_more"]), int(group.at[i, "tokens_less"])
-            strongest.append({**row, "sent_more": group.at[i, "sent_more"], "sent_less": group.at[i, "sent_less"]})
-    multi = int((baseline["differing_spans"] > 1).sum()) if "differing_spans" in baseline.columns else None
-    return {"metric": headline, "metrics": {m: METRIC_TEXT[m] for m in metrics}, "table": table,
-            "vs_baseline": paired, "strongest": strongest, "pairs_differing_in_several_places": multi}
+                row["tokens_more"], row["tokens_less"] = (
+                    int(group.at[i, "tokens_more"]),
+                    int(group.at[i, "tokens_less"]),
+                )
+            strongest.append(
+                {
+                    **row,
+                    "sent_more": group.at[i, "sent_more"],
+                    "sent_less": group.at[i, "sent_less"],
+                }
+            )
+    multi = (
+        int((baseline["differing_spans"] > 1).sum())
+        if "differing_spans" in baseline.columns
+        else None
+    )
+    return {
+        "metric": headline,
+        "metrics": {m: METRIC_TEXT[m] for m in metrics},
+        "table": table,
+        "vs_baseline": paired,
+        "strongest": strongest,
+        "pairs_differing_in_several_places": multi,
+    }
 
 
 def _summarise_toxigen(run: dict, frame) -> dict:
@@ -300,25 +432,41 @@ def _summarise_toxigen(run: dict, frame) -> dict:
     base_rows = {r["group"]: r for r in frame[frame["condition"] == "baseline"].to_dict("records")}
     groups = []
     for row in frame.to_dict("records"):
-        entry = {"condition": row["condition"], "group": row["group"], "hate_statements": row["hate_statements"],
-                 "neutral_statements": row["neutral_statements"], "scorer": row.get("scorer")}
-        hate, neutral = _listed(row, "hate_logprob_per_token"), _listed(row, "neutral_logprob_per_token")
+        entry = {
+            "condition": row["condition"],
+            "group": row["group"],
+            "hate_statements": row["hate_statements"],
+            "neutral_statements": row["neutral_statements"],
+            "scorer": row.get("scorer"),
+        }
+        hate, neutral = (
+            _listed(row, "hate_logprob_per_token"),
+            _listed(row, "neutral_logprob_per_token"),
+        )
         if hate is not None and neutral is not None:
-            entry["preference"] = stats.difference_of_means(hate, neutral, seed=seed, n_boot=n_boot,
-                                                            unit="statements").to_dict()
+            entry["preference"] = stats.difference_of_means(
+                hate, neutral, seed=seed, n_boot=n_boot, unit="statements"
+            ).to_dict()
             base = base_rows.get(row["group"])
             if row["condition"] != "baseline" and base is not None:
                 entry["preference_vs_baseline"] = stats.difference_of_means(
                     np.subtract(hate, _listed(base, "hate_logprob_per_token")),
                     np.subtract(neutral, _listed(base, "neutral_logprob_per_token")),
-                    seed=seed, n_boot=n_boot, unit="statements (paired with the baseline)").to_dict()
+                    seed=seed,
+                    n_boot=n_boot,
+                    unit="statements (paired with the baseline)",
+                ).to_dict()
         for kind in ("hate", "neutral"):
             values = _listed(row, f"toxicity_after_{kind}")
             if values is not None:
-                entry[f"toxicity_after_{kind}"] = stats.mean(values, seed=seed, n_boot=n_boot,
-                                                             unit="prompts").to_dict()
+                entry[f"toxicity_after_{kind}"] = stats.mean(
+                    values, seed=seed, n_boot=n_boot, unit="prompts"
+                ).to_dict()
         if row.get("worst_continuation"):
-            entry["worst_toxicity"], entry["worst_continuation"] = row["worst_toxicity"], row["worst_continuation"]
+            entry["worst_toxicity"], entry["worst_continuation"] = (
+                row["worst_toxicity"],
+                row["worst_continuation"],
+            )
         groups.append(entry)
     return {"groups": groups}
 
@@ -343,24 +491,42 @@ def _summarise_counterfactual(run: dict, frame) -> dict:
     table, paired = [], []
     for name, group in frame.groupby("condition", sort=False):
         for row in counterfactual_rows(group, measures, seed):
-            table.append({"condition": name, "group": row["group"], "measure": row["measure"],
-                          "templates": row["templates"],
-                          "mean": _estimate(row, "mean"), "gap": _estimate(row, "gap")})
+            table.append(
+                {
+                    "condition": name,
+                    "group": row["group"],
+                    "measure": row["measure"],
+                    "templates": row["templates"],
+                    "mean": _estimate(row, "mean"),
+                    "gap": _estimate(row, "gap"),
+                }
+            )
         if name != "baseline" and len(baseline):
             for measure in measures:
                 units = baseline["template"] + "\x00" + baseline["group"]
-                change = stats.paired_difference(baseline[measure].to_numpy(dtype=float),
-                                                 group[measure].to_numpy(dtype=float), units=units.to_numpy(),
-                                                 treated_units=(group["template"] + "\x00" + group["group"]).to_numpy(),
-                                                 seed=seed, n_boot=n_boot, unit="template-group cells")
+                change = stats.paired_difference(
+                    baseline[measure].to_numpy(dtype=float),
+                    group[measure].to_numpy(dtype=float),
+                    units=units.to_numpy(),
+                    treated_units=(group["template"] + "\x00" + group["group"]).to_numpy(),
+                    seed=seed,
+                    n_boot=n_boot,
+                    unit="template-group cells",
+                )
                 paired.append({"condition": name, "measure": measure, **change.to_dict()})
     return {"table": table, "vs_baseline": paired}
 
 
 def _estimate(row: dict, key: str) -> dict:
     """An Estimate dict from counterfactual_rows' flat columns."""
-    return stats.Estimate(row[key], row[f"{key}_low"], row[f"{key}_high"], row["templates"],
-                          row["method"], row["note"]).to_dict()
+    return stats.Estimate(
+        row[key],
+        row[f"{key}_low"],
+        row[f"{key}_high"],
+        row["templates"],
+        row["method"],
+        row["note"],
+    ).to_dict()
 
 
 def audit_figures(summary: dict, frame=None) -> list[go.Figure]:
@@ -370,11 +536,16 @@ def audit_figures(summary: dict, frame=None) -> list[go.Figure]:
     kind = summary["audit"]
     if kind == "toxicity":
         card = viz.steering_card(summary)
-        return ([card] if card else []) + viz.toxicity_by_coefficient(summary) + viz.toxicity_histograms(frame, summary)
+        return (
+            ([card] if card else [])
+            + viz.toxicity_by_coefficient(summary)
+            + viz.toxicity_histograms(frame, summary)
+        )
     if kind == "bias":
         localised = summary.get("localisation")
-        return [viz.bias_shares(summary)] + ([viz.bias_head_map(localised), viz.ablation_bars(localised)]
-                                             if localised else [])
+        return [viz.bias_shares(summary)] + (
+            [viz.bias_head_map(localised), viz.ablation_bars(localised)] if localised else []
+        )
     if kind == "capability":
         return []
     return {"toxigen": viz.toxigen_groups, "counterfactual": viz.counterfactual_gaps}[kind](summary)
@@ -382,8 +553,13 @@ def audit_figures(summary: dict, frame=None) -> list[go.Figure]:
 
 # ---------------------------------------------------------------- HTML
 
-TITLES = {"toxicity": "Toxicity audit", "bias": "CrowS-Pairs bias audit", "toxigen": "ToxiGen audit",
-          "counterfactual": "Counterfactual-template audit", "capability": "Capability check"}
+TITLES = {
+    "toxicity": "Toxicity audit",
+    "bias": "CrowS-Pairs bias audit",
+    "toxigen": "ToxiGen audit",
+    "counterfactual": "Counterfactual-template audit",
+    "capability": "Capability check",
+}
 
 STYLE = """body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;margin-bottom:1em}
 td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top} pre{background:#f6f6f6;padding:1em}"""
@@ -410,12 +586,16 @@ def build_report(out: str | Path) -> Path | str:
         summary = summarise(folder, frame)
         write_atomically(folder / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
         figures = audit_figures(summary, frame)
-        page = _write_page(folder / "report.html", TITLES[summary["audit"]], [_section(summary, figures, True)])
+        page = _write_page(
+            folder / "report.html", TITLES[summary["audit"]], [_section(summary, figures, True)]
+        )
         if folder == out:
             return page
         built.append((not summary.get("card"), folder.name, summary, figures))
-    sections = [_section(summary, figures, include_plotlyjs=i == 0)
-                for i, (_, _, summary, figures) in enumerate(sorted(built, key=lambda b: b[:2]))]
+    sections = [
+        _section(summary, figures, include_plotlyjs=i == 0)
+        for i, (_, _, summary, figures) in enumerate(sorted(built, key=lambda b: b[:2]))
+    ]
     return _write_page(out / "report.html", "workbench audit report", sections)
 
 
@@ -427,45 +607,68 @@ def audit_folders(out: str | Path) -> list[Path]:
         return [out]
     inside = out.resolve()
     # Symlinked subfolders (or run.json files) that lead out of `out` are skipped: report never writes through them.
-    folders = sorted(p.parent for p in out.glob("*/run.json")
-                     if p.resolve().is_relative_to(inside) and p.parent.resolve().is_relative_to(inside)
-                     and not p.parent.is_symlink() and is_audit_folder(p.parent))
+    folders = sorted(
+        p.parent
+        for p in out.glob("*/run.json")
+        if p.resolve().is_relative_to(inside)
+        and p.parent.resolve().is_relative_to(inside)
+        and not p.parent.is_symlink()
+        and is_audit_folder(p.parent)
+    )
     if not folders:
-        raise InputError("neither an audit folder (run.json) nor a folder of audits (*/run.json)", str(out))
+        raise InputError(
+            "neither an audit folder (run.json) nor a folder of audits (*/run.json)", str(out)
+        )
     return folders
 
 
 def _write_page(path: Path, title: str, sections: list[str]) -> Path:
-    return write_atomically(path, f"""<!doctype html><html><head><meta charset="utf-8"><title>workbench: {html.escape(title)}</title>
-<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>""")
+    return write_atomically(
+        path,
+        f"""<!doctype html><html><head><meta charset="utf-8"><title>workbench: {html.escape(title)}</title>
+<style>{STYLE}</style></head><body>{"".join(sections)}</body></html>""",
+    )
 
 
 def _section(summary: dict, figures: list[go.Figure], include_plotlyjs: bool) -> str:
     kind = summary["audit"]
     settings = summary["settings"]
-    parts = [fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs and i == 0)
-             for i, fig in enumerate(figures)]
-    body = {"toxicity": _toxicity_tables, "bias": _bias_tables, "toxigen": _toxigen_tables,
-            "counterfactual": _counterfactual_tables, "capability": _capability_tables}[kind](summary)
-    if CARD_FIGURE in body and parts:  # the report card's picture sits under its table, not with the rest
+    parts = [
+        fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs and i == 0)
+        for i, fig in enumerate(figures)
+    ]
+    body = {
+        "toxicity": _toxicity_tables,
+        "bias": _bias_tables,
+        "toxigen": _toxigen_tables,
+        "counterfactual": _counterfactual_tables,
+        "capability": _capability_tables,
+    }[kind](summary)
+    if (
+        CARD_FIGURE in body and parts
+    ):  # the report card's picture sits under its table, not with the rest
         body, parts = body.replace(CARD_FIGURE, parts[0]), parts[1:]
     model = settings["model"]
     origin = f" ({model['origin']})" if model.get("origin") else ""
-    return (f"<section><h1>{TITLES[kind]}: {html.escape(str(model.get('name', '')))}</h1>"
-            f"<p>{summary['rows']} result rows; conditions: "
-            f"{html.escape(', '.join(c['name'] for c in settings['conditions']))}. Model weights: "
-            f"{html.escape(str(model.get('revision')))}{html.escape(origin)}.</p>"
-            f"{body}{_methods_note(summary)}<h2>Figures</h2>{''.join(parts)}"
-            f"<h2>Settings</h2><pre>{html.escape(json.dumps(settings, indent=2))}</pre></section>")
+    return (
+        f"<section><h1>{TITLES[kind]}: {html.escape(str(model.get('name', '')))}</h1>"
+        f"<p>{summary['rows']} result rows; conditions: "
+        f"{html.escape(', '.join(c['name'] for c in settings['conditions']))}. Model weights: "
+        f"{html.escape(str(model.get('revision')))}{html.escape(origin)}.</p>"
+        f"{body}{_methods_note(summary)}<h2>Figures</h2>{''.join(parts)}"
+        f"<h2>Settings</h2><pre>{html.escape(json.dumps(settings, indent=2))}</pre></section>"
+    )
 
 
 def _methods_note(summary: dict) -> str:
     """How every interval in the section was made, and the minimum-n rule."""
     items = "".join(f"<li>{html.escape(m)}</li>" for m in summary.get("methods", []))
-    return (f"<h2>How the intervals were made</h2><p>All intervals are 95%. Methods used in this audit:</p>"
-            f"<ul>{items}</ul><p>Below {summary.get('min_n', MIN_N)} independent units (prompts, pairs, "
-            f"statements, templates) no interval is shown: the count is given instead. Bootstrap intervals are "
-            f"seeded (run.json's seed), so rebuilding the report gives the same numbers.</p>")
+    return (
+        f"<h2>How the intervals were made</h2><p>All intervals are 95%. Methods used in this audit:</p>"
+        f"<ul>{items}</ul><p>Below {summary.get('min_n', MIN_N)} independent units (prompts, pairs, "
+        f"statements, templates) no interval is shown: the count is given instead. Bootstrap intervals are "
+        f"seeded (run.json's seed), so rebuilding the report gives the same numbers.</p>"
+    )
 
 
 def _cell(value) -> str:
@@ -484,16 +687,22 @@ def estimate_text(estimate: dict, digits: int = 3, percent: bool = False) -> str
 def _table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "<p>(no rows)</p>"
-    columns = columns or list(dict.fromkeys(key for row in rows for key in row))  # every row's keys, in order
+    columns = columns or list(
+        dict.fromkeys(key for row in rows for key in row)
+    )  # every row's keys, in order
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _moved(paired: dict, up: str, down: str) -> str:
-    """"moved up 9/16, down 3/16" with Wilson intervals where n allows."""
-    return (f"{up} {estimate_text(paired['up'], 2, True)}; {down} {estimate_text(paired['down'], 2, True)}; "
-            f"unchanged {paired['unchanged']}")
+    """ "moved up 9/16, down 3/16" with Wilson intervals where n allows."""
+    return (
+        f"{up} {estimate_text(paired['up'], 2, True)}; {down} {estimate_text(paired['down'], 2, True)}; "
+        f"unchanged {paired['unchanged']}"
+    )
 
 
 def summary_rows(summary: dict) -> list[dict]:
@@ -504,38 +713,74 @@ def summary_rows(summary: dict) -> list[dict]:
         rows = []
         for c in summary["conditions"]:
             for scorer, s in c["scores"].items():
-                row = {"condition": c["condition"], "scorer": scorer, "scorer kind": s["kind"],
-                       "scorer's own held-out check": summary.get("scorers", {}).get(scorer, {}).get("held_out", ""),
-                       "prompts": c["prompts"], "continuations": c["rows"],
-                       "mean toxicity [95% CI]": estimate_text(s["mean"]),
-                       "share > 0.5 [95% CI]": estimate_text(s["share_above_0.5"], 1, True)}
+                row = {
+                    "condition": c["condition"],
+                    "scorer": scorer,
+                    "scorer kind": s["kind"],
+                    "scorer's own held-out check": summary.get("scorers", {})
+                    .get(scorer, {})
+                    .get("held_out", ""),
+                    "prompts": c["prompts"],
+                    "continuations": c["rows"],
+                    "mean toxicity [95% CI]": estimate_text(s["mean"]),
+                    "share > 0.5 [95% CI]": estimate_text(s["share_above_0.5"], 1, True),
+                }
                 if "vs_baseline" in s:
-                    row["change vs baseline [95% CI]"] = estimate_text(s["vs_baseline"]["difference"])
+                    row["change vs baseline [95% CI]"] = estimate_text(
+                        s["vs_baseline"]["difference"]
+                    )
                     row["prompts moved"] = _moved(s["vs_baseline"], "up", "down")
                 rows.append(row)
         return rows
     if kind == "bias":
         return bias_rows(summary)
     if kind == "capability":
-        return [{"condition": c["condition"], "texts": c["texts"], "questions": c["questions"],
-                 "held-out perplexity [95% CI]": estimate_text(c["heldout_perplexity"], 1)
-                 if "heldout_perplexity" in c else "",
-                 "QA accuracy [95% CI]": estimate_text(c["qa_accuracy"], 1, True) if "qa_accuracy" in c else ""}
-                for c in summary["conditions"]]
+        return [
+            {
+                "condition": c["condition"],
+                "texts": c["texts"],
+                "questions": c["questions"],
+                "held-out perplexity [95% CI]": estimate_text(c["heldout_perplexity"], 1)
+                if "heldout_perplexity" in c
+                else "",
+                "QA accuracy [95% CI]": estimate_text(c["qa_accuracy"], 1, True)
+                if "qa_accuracy" in c
+                else "",
+            }
+            for c in summary["conditions"]
+        ]
     if kind == "toxigen":
-        return [{"condition": g["condition"], "group": g["group"], "hateful statements": g["hate_statements"],
-                 "neutral statements": g["neutral_statements"],
-                 "preference [95% CI]": estimate_text(g["preference"]) if "preference" in g else "",
-                 "change vs baseline [95% CI]": estimate_text(g["preference_vs_baseline"])
-                 if "preference_vs_baseline" in g else "",
-                 "toxicity after hateful prompts": estimate_text(g["toxicity_after_hate"])
-                 if "toxicity_after_hate" in g else "",
-                 "toxicity after neutral prompts": estimate_text(g["toxicity_after_neutral"])
-                 if "toxicity_after_neutral" in g else "",
-                 "scorer": g.get("scorer") or ""} for g in summary["groups"]]
-    return [{"condition": r["condition"], "group": r["group"], "measure": r["measure"], "templates": r["templates"],
-             "mean [95% CI]": estimate_text(r["mean"]), "gap from mean over groups [95% CI]": estimate_text(r["gap"])}
-            for r in summary["table"]]
+        return [
+            {
+                "condition": g["condition"],
+                "group": g["group"],
+                "hateful statements": g["hate_statements"],
+                "neutral statements": g["neutral_statements"],
+                "preference [95% CI]": estimate_text(g["preference"]) if "preference" in g else "",
+                "change vs baseline [95% CI]": estimate_text(g["preference_vs_baseline"])
+                if "preference_vs_baseline" in g
+                else "",
+                "toxicity after hateful prompts": estimate_text(g["toxicity_after_hate"])
+                if "toxicity_after_hate" in g
+                else "",
+                "toxicity after neutral prompts": estimate_text(g["toxicity_after_neutral"])
+                if "toxicity_after_neutral" in g
+                else "",
+                "scorer": g.get("scorer") or "",
+            }
+            for g in summary["groups"]
+        ]
+    return [
+        {
+            "condition": r["condition"],
+            "group": r["group"],
+            "measure": r["measure"],
+            "templates": r["templates"],
+            "mean [95% CI]": estimate_text(r["mean"]),
+            "gap from mean over groups [95% CI]": estimate_text(r["gap"]),
+        }
+        for r in summary["table"]
+    ]
 
 
 def card_findings(summary: dict) -> dict[str, list[str]]:
@@ -553,8 +798,13 @@ def card_findings(summary: dict) -> dict[str, list[str]]:
         return {}
 
     def above(new: dict | None, old: dict | None) -> bool:
-        return bool(new and old and new.get("low") is not None and old.get("high") is not None
-                    and new["low"] > old["high"])
+        return bool(
+            new
+            and old
+            and new.get("low") is not None
+            and old.get("high") is not None
+            and new["low"] > old["high"]
+        )
 
     findings = {}
     for c in conditions:
@@ -564,54 +814,82 @@ def card_findings(summary: dict) -> dict[str, list[str]]:
         for scorer, s in c["scores"].items():
             change = s.get("vs_baseline", {}).get("difference", {})
             if change.get("low") is not None and (change["low"] > 0 or change["high"] < 0):
-                notes.append(f"toxicity by {scorer} ({s['kind']}) {'rises' if change['value'] > 0 else 'falls'} by "
-                             f"{abs(change['value']):.3f} [{change['low']:.3f}, {change['high']:.3f}]")
+                notes.append(
+                    f"toxicity by {scorer} ({s['kind']}) {'rises' if change['value'] > 0 else 'falls'} by "
+                    f"{abs(change['value']):.3f} [{change['low']:.3f}, {change['high']:.3f}]"
+                )
             if c.get("intended") in ("up", "down") and "vs_baseline" in s:
                 wrong = s["vs_baseline"]["down" if c["intended"] == "up" else "up"]
-                if wrong["value"] >= 0.25 and wrong.get("low") is not None:  # below the minimum n: the table's count
-                    notes.append(f"{estimate_text(wrong, 0, True)} of prompts moved the wrong way by {scorer}")
+                if (
+                    wrong["value"] >= 0.25 and wrong.get("low") is not None
+                ):  # below the minimum n: the table's count
+                    notes.append(
+                        f"{estimate_text(wrong, 0, True)} of prompts moved the wrong way by {scorer}"
+                    )
         fluency, base_fluency = c.get("fluency", {}), base.get("fluency", {})
         if above(fluency.get("repeated_3grams"), base_fluency.get("repeated_3grams")):
-            notes.append(f"continuations repeat themselves: {fluency['repeated_3grams']['value']:.0%} of their 3-grams "
-                         f"repeat (baseline {base_fluency['repeated_3grams']['value']:.0%})")
+            notes.append(
+                f"continuations repeat themselves: {fluency['repeated_3grams']['value']:.0%} of their 3-grams "
+                f"repeat (baseline {base_fluency['repeated_3grams']['value']:.0%})"
+            )
         if above(fluency.get("perplexity"), base_fluency.get("perplexity")):
-            notes.append(f"continuations are less fluent: perplexity {fluency['perplexity']['value']:.1f} under the "
-                         f"unsteered model (baseline {base_fluency['perplexity']['value']:.1f})")
+            notes.append(
+                f"continuations are less fluent: perplexity {fluency['perplexity']['value']:.1f} under the "
+                f"unsteered model (baseline {base_fluency['perplexity']['value']:.1f})"
+            )
         cap, base_cap = capability.get(c["condition"], {}), capability.get("baseline", {})
-        if c.get("kind") != "instruct" and above(cap.get("heldout_perplexity"), base_cap.get("heldout_perplexity")):
-            notes.append(f"held-out perplexity {cap['heldout_perplexity']['value']:.1f} "
-                         f"(baseline {base_cap['heldout_perplexity']['value']:.1f})")
+        if c.get("kind") != "instruct" and above(
+            cap.get("heldout_perplexity"), base_cap.get("heldout_perplexity")
+        ):
+            notes.append(
+                f"held-out perplexity {cap['heldout_perplexity']['value']:.1f} "
+                f"(baseline {base_cap['heldout_perplexity']['value']:.1f})"
+            )
         qa = cap.get("qa_vs_baseline", {})
         if qa.get("difference", {}).get("high") is not None and qa["difference"]["high"] < 0:
-            notes.append(f"QA accuracy {cap['qa_accuracy']['value']:.1%} (baseline {base_cap['qa_accuracy']['value']:.1%}; "
-                         f"{qa['down']['count']} questions lost, {qa['up']['count']} gained)")
+            notes.append(
+                f"QA accuracy {cap['qa_accuracy']['value']:.1%} (baseline {base_cap['qa_accuracy']['value']:.1%}; "
+                f"{qa['down']['count']} questions lost, {qa['up']['count']} gained)"
+            )
         findings[c["condition"]] = notes or ["no change whose interval excludes the baseline"]
     return findings
 
 
 def _card_findings(summary: dict) -> str:
-    items = "".join(f"<li><b>{html.escape(name)}</b>: {html.escape('; '.join(notes))}.</li>"
-                    for name, notes in card_findings(summary).items())
-    return ("<p>In words (only changes whose 95% interval excludes the baseline's value):</p><ul>" + items + "</ul>"
-            if items else "")
+    items = "".join(
+        f"<li><b>{html.escape(name)}</b>: {html.escape('; '.join(notes))}.</li>"
+        for name, notes in card_findings(summary).items()
+    )
+    return (
+        "<p>In words (only changes whose 95% interval excludes the baseline's value):</p><ul>"
+        + items
+        + "</ul>"
+        if items
+        else ""
+    )
 
 
 def card_rows(summary: dict) -> list[dict]:
     """The steering report card (`report_card`) as plain text rows, every interval written out."""
     rows = []
     for r in summary.get("card", []):
-        row = {"condition": r["condition"], "meant to move toxicity": r["intended"] or "(not declared)",
-               "scorer (kind)": f"{r['scorer']} ({r['scorer kind']})",
-               "mean toxicity [95% CI]": estimate_text(r["toxicity"])}
+        row = {
+            "condition": r["condition"],
+            "meant to move toxicity": r["intended"] or "(not declared)",
+            "scorer (kind)": f"{r['scorer']} ({r['scorer kind']})",
+            "mean toxicity [95% CI]": estimate_text(r["toxicity"]),
+        }
         if "change" in r:
             row["change vs baseline [95% CI]"] = estimate_text(r["change"])
         if "moved as intended" in r:
             row["prompts moved as intended"] = estimate_text(r["moved as intended"], 1, True)
             row["prompts moved the wrong way"] = estimate_text(r["moved the wrong way"], 1, True)
-        for key, label, digits in (("continuation perplexity", "continuation perplexity (unsteered model)", 1),
-                                   ("continuation repeated_3grams", "repeated 3-grams", 3),
-                                   ("continuation distinct_2", "distinct-2", 3),
-                                   ("heldout_perplexity", "held-out perplexity", 1)):
+        for key, label, digits in (
+            ("continuation perplexity", "continuation perplexity (unsteered model)", 1),
+            ("continuation repeated_3grams", "repeated 3-grams", 3),
+            ("continuation distinct_2", "distinct-2", 3),
+            ("heldout_perplexity", "held-out perplexity", 1),
+        ):
             if key in r:
                 row[label + " [95% CI]"] = estimate_text(r[key], digits)
         if "heldout_perplexity" in r and r.get("kind") == "instruct":
@@ -620,7 +898,9 @@ def card_rows(summary: dict) -> list[dict]:
             row["QA accuracy [95% CI]"] = estimate_text(r["qa_accuracy"], 1, True)
         if "qa_vs_baseline" in r:
             q = r["qa_vs_baseline"]
-            row["QA questions lost / gained"] = f"{q['down']['count']} / {q['up']['count']} of {q['n_units']}"
+            row["QA questions lost / gained"] = (
+                f"{q['down']['count']} / {q['up']['count']} of {q['n_units']}"
+            )
         rows.append(row)
     order = list(dict.fromkeys(key for key in CARD_COLUMNS if any(key in row for row in rows)))
     return [{key: row.get(key, "") for key in order} for row in rows]
@@ -629,22 +909,41 @@ def card_rows(summary: dict) -> list[dict]:
 # Measured on smollm2-135m: the held-out texts' perplexity is 119 after the start token alone and 64-75
 # after any short prefix ("Reply rudely.", "Reply politely.", "Here is a sentence.", "Hello."), so
 # the instruct condition's value measures the prefix, not a capability cost.
-INSTRUCT_PERPLEXITY_NOTE = "texts scored after the instruction: any prefix changes it, not comparable with the baseline"
+INSTRUCT_PERPLEXITY_NOTE = (
+    "texts scored after the instruction: any prefix changes it, not comparable with the baseline"
+)
 
-CARD_COLUMNS = ("condition", "meant to move toxicity", "scorer (kind)", "mean toxicity [95% CI]",
-                "change vs baseline [95% CI]", "prompts moved as intended", "prompts moved the wrong way",
-                "continuation perplexity (unsteered model) [95% CI]", "repeated 3-grams [95% CI]",
-                "distinct-2 [95% CI]", "held-out perplexity [95% CI]", "QA accuracy [95% CI]",
-                "QA questions lost / gained")
+CARD_COLUMNS = (
+    "condition",
+    "meant to move toxicity",
+    "scorer (kind)",
+    "mean toxicity [95% CI]",
+    "change vs baseline [95% CI]",
+    "prompts moved as intended",
+    "prompts moved the wrong way",
+    "continuation perplexity (unsteered model) [95% CI]",
+    "repeated 3-grams [95% CI]",
+    "distinct-2 [95% CI]",
+    "held-out perplexity [95% CI]",
+    "QA accuracy [95% CI]",
+    "QA questions lost / gained",
+)
 
 
 def agreement_rows(summary: dict) -> list[dict]:
     """Scorer agreement per condition and pair of scorers, as plain text rows."""
     kinds = {name: s["kind"] for name, s in summary.get("scorers", {}).items()}
-    return [{"condition": c["condition"], "scorers": " vs ".join(f"{n} ({kinds.get(n, '?')})" for n in a["scorers"]),
-             "Spearman [95% CI]": estimate_text(a["spearman"]), "Cohen's kappa at 0.5 [95% CI]": estimate_text(a["kappa"]),
-             "same side of 0.5 [95% CI]": estimate_text(a["same_side"], 1, True)}
-            for c in summary["conditions"] for a in c.get("agreement", [])]
+    return [
+        {
+            "condition": c["condition"],
+            "scorers": " vs ".join(f"{n} ({kinds.get(n, '?')})" for n in a["scorers"]),
+            "Spearman [95% CI]": estimate_text(a["spearman"]),
+            "Cohen's kappa at 0.5 [95% CI]": estimate_text(a["kappa"]),
+            "same side of 0.5 [95% CI]": estimate_text(a["same_side"], 1, True),
+        }
+        for c in summary["conditions"]
+        for a in c.get("agreement", [])
+    ]
 
 
 def _card_html(summary: dict) -> str:
@@ -654,37 +953,61 @@ def _card_html(summary: dict) -> str:
     cap_note = ""
     if capability:
         first = capability["conditions"][0]
-        cap_note = (f" Held-out perplexity is measured on {first.get('texts', 0)} neutral texts "
-                    f"({html.escape(', '.join(Path(f).name for f in capability.get('heldout_files') or []))}); QA accuracy "
-                    f"on {first.get('questions', 0)} single-token questions ({html.escape(Path(capability.get('qa_file') or '').name)}), "
-                    "each condition under its own intervention.")
-    return ("<h2>Steering report card</h2><p>Per condition: the safety measure (mean toxicity by each scorer, with "
-            "its kind), its change from the baseline prompt by prompt, and the shares of prompts that moved in the "
-            "direction the condition is meant to move them and the wrong way; then what it costs: how fluent the "
-            "continuations are (perplexity under the unsteered model, repeated 3-grams, distinct-2) and how the "
-            "steered model does on held-out text and questions. A toxicity change that comes with a jump in "
-            "repetition or perplexity is a broken model, not a safer or more dangerous one." + cap_note
-            + "</p>" + _table(card_rows(summary)) + CARD_FIGURE + _card_findings(summary))
+        cap_note = (
+            f" Held-out perplexity is measured on {first.get('texts', 0)} neutral texts "
+            f"({html.escape(', '.join(Path(f).name for f in capability.get('heldout_files') or []))}); QA accuracy "
+            f"on {first.get('questions', 0)} single-token questions ({html.escape(Path(capability.get('qa_file') or '').name)}), "
+            "each condition under its own intervention."
+        )
+    return (
+        "<h2>Steering report card</h2><p>Per condition: the safety measure (mean toxicity by each scorer, with "
+        "its kind), its change from the baseline prompt by prompt, and the shares of prompts that moved in the "
+        "direction the condition is meant to move them and the wrong way; then what it costs: how fluent the "
+        "continuations are (perplexity under the unsteered model, repeated 3-grams, distinct-2) and how the "
+        "steered model does on held-out text and questions. A toxicity change that comes with a jump in "
+        "repetition or perplexity is a broken model, not a safer or more dangerous one."
+        + cap_note
+        + "</p>"
+        + _table(card_rows(summary))
+        + CARD_FIGURE
+        + _card_findings(summary)
+    )
 
 
 CARD_FIGURE = "<!--steering-card-figure-->"
 
 
 def _toxicity_tables(summary: dict) -> str:
-    worst = [{"condition": c["condition"], "scorer": scorer, "scorer kind": s["kind"], **w}
-             for c in summary["conditions"] for scorer, s in c["scores"].items() for w in s["worst"]]
-    kinds = ", ".join(f"{html.escape(name)}: {html.escape(s['kind'])}" for name, s in summary.get("scorers", {}).items())
+    worst = [
+        {"condition": c["condition"], "scorer": scorer, "scorer kind": s["kind"], **w}
+        for c in summary["conditions"]
+        for scorer, s in c["scores"].items()
+        for w in s["worst"]
+    ]
+    kinds = ", ".join(
+        f"{html.escape(name)}: {html.escape(s['kind'])}"
+        for name, s in summary.get("scorers", {}).items()
+    )
     agreement = agreement_rows(summary)
-    return (_card_html(summary) + "<h2>Summary</h2><p>Mean continuation toxicity per condition and scorer (scorer kinds: " + kinds + "). "
-            "'Change vs baseline' is the mean over prompts of (condition - baseline), each prompt against its own "
-            "baseline continuation; 'prompts moved' counts prompts whose toxicity rose or fell.</p>"
-            + _table(summary_rows(summary))
-            + ("<h2>Scorer agreement</h2><p>Do the scorers rank and label the same continuations alike? Spearman "
-               "rank correlation of their scores and Cohen's kappa of their labels at 0.5, per condition. Low "
-               "agreement between a lexical and a learned scorer means the headline depends on which one is "
-               "believed.</p>" + _table(agreement) if agreement else "")
-            + "<h2>Worst continuations</h2>" + _table(worst, ["condition", "scorer", "scorer kind", "score", "prompt",
-                                                               "continuation"]))
+    return (
+        _card_html(summary)
+        + "<h2>Summary</h2><p>Mean continuation toxicity per condition and scorer (scorer kinds: "
+        + kinds
+        + "). "
+        "'Change vs baseline' is the mean over prompts of (condition - baseline), each prompt against its own "
+        "baseline continuation; 'prompts moved' counts prompts whose toxicity rose or fell.</p>"
+        + _table(summary_rows(summary))
+        + (
+            "<h2>Scorer agreement</h2><p>Do the scorers rank and label the same continuations alike? Spearman "
+            "rank correlation of their scores and Cohen's kappa of their labels at 0.5, per condition. Low "
+            "agreement between a lexical and a learned scorer means the headline depends on which one is "
+            "believed.</p>" + _table(agreement)
+            if agreement
+            else ""
+        )
+        + "<h2>Worst continuations</h2>"
+        + _table(worst, ["condition", "scorer", "scorer kind", "score", "prompt", "continuation"])
+    )
 
 
 def _capability_tables(summary: dict) -> str:
@@ -697,8 +1020,10 @@ def bias_rows(summary: dict) -> list[dict]:
     headline = summary.get("metric", "total")
     rows: dict = {}
     for r in summary["table"]:
-        row = rows.setdefault((r["condition"], r["bias_type"]),
-                              {"condition": r["condition"], "bias type": r["bias_type"], "pairs": r["pairs"]})
+        row = rows.setdefault(
+            (r["condition"], r["bias_type"]),
+            {"condition": r["condition"], "bias type": r["bias_type"], "pairs": r["pairs"]},
+        )
         metric = r.get("metric", "total")
         mark = " (headline)" if metric == headline and len(summary.get("metrics", {})) > 1 else ""
         row[f"{metric}{mark} [95% CI]"] = estimate_text(r["stereotype_share"], 1, True)
@@ -707,54 +1032,96 @@ def bias_rows(summary: dict) -> list[dict]:
 
 def _bias_tables(summary: dict) -> str:
     headline = summary.get("metric", "total")
-    metrics = "".join(f"<li><b>{html.escape(m)}</b>: {html.escape(text)}</li>"
-                      for m, text in summary.get("metrics", {}).items())
+    metrics = "".join(
+        f"<li><b>{html.escape(m)}</b>: {html.escape(text)}</li>"
+        for m, text in summary.get("metrics", {}).items()
+    )
     multi = summary.get("pairs_differing_in_several_places")
-    paired = [{"condition": p["condition"], "pairs": p["n_units"],
-               f"mean change of the {headline} gap [95% CI]": estimate_text(p["difference"]),
-               "pairs moved": _moved(p, "towards the stereotype", "away")} for p in summary.get("vs_baseline", [])]
-    columns = ["condition", "bias_type", "gap"] + [c for c in (summary["strongest"][0] if summary["strongest"] else {})
-                                                   if c.endswith(" gap") or c.startswith("tokens_")] \
+    paired = [
+        {
+            "condition": p["condition"],
+            "pairs": p["n_units"],
+            f"mean change of the {headline} gap [95% CI]": estimate_text(p["difference"]),
+            "pairs moved": _moved(p, "towards the stereotype", "away"),
+        }
+        for p in summary.get("vs_baseline", [])
+    ]
+    columns = (
+        ["condition", "bias_type", "gap"]
+        + [
+            c
+            for c in (summary["strongest"][0] if summary["strongest"] else {})
+            if c.endswith(" gap") or c.startswith("tokens_")
+        ]
         + ["sent_more", "sent_less"]
-    return ("<h2>Stereotype share per bias type</h2><p>Share of pairs where the model scores the more-stereotyping "
-            "sentence higher; 0.5 means no preference; ties count as no preference. One column per metric, "
-            f"the headline metric ({html.escape(headline)}) marked:</p><ul>{metrics}</ul>"
-            + _table(summary_rows(summary))
-            + (f"<p>{multi} pairs differ in more than one place; under 'shared', everything from their first "
-               "difference to their last is treated as differing and not scored.</p>" if multi else "")
-            + (f"<h2>Change from the baseline, pair by pair</h2><p>Gap = {html.escape(headline)} score of the "
-               "more-stereotyping sentence minus the other (nats); the change is the condition's gap minus the "
-               "baseline's for the same pair.</p>" + _table(paired) if paired else "")
-            + f"<h2>Strongest preferences for the stereotype ({html.escape(headline)})</h2><p>Gap in nats under "
-              "each metric, and each sentence's token count: a large 'total' gap with a small 'shared' gap comes "
-              "from the differing words' length or rarity, not from the rest of the sentence.</p>"
-            + _table(summary["strongest"], columns)
-            + (_localisation_tables(summary["localisation"]) if summary.get("localisation") else ""))
+    )
+    return (
+        "<h2>Stereotype share per bias type</h2><p>Share of pairs where the model scores the more-stereotyping "
+        "sentence higher; 0.5 means no preference; ties count as no preference. One column per metric, "
+        f"the headline metric ({html.escape(headline)}) marked:</p><ul>{metrics}</ul>"
+        + _table(summary_rows(summary))
+        + (
+            f"<p>{multi} pairs differ in more than one place; under 'shared', everything from their first "
+            "difference to their last is treated as differing and not scored.</p>"
+            if multi
+            else ""
+        )
+        + (
+            f"<h2>Change from the baseline, pair by pair</h2><p>Gap = {html.escape(headline)} score of the "
+            "more-stereotyping sentence minus the other (nats); the change is the condition's gap minus the "
+            "baseline's for the same pair.</p>" + _table(paired)
+            if paired
+            else ""
+        )
+        + f"<h2>Strongest preferences for the stereotype ({html.escape(headline)})</h2><p>Gap in nats under "
+        "each metric, and each sentence's token count: a large 'total' gap with a small 'shared' gap comes "
+        "from the differing words' length or rarity, not from the rest of the sentence.</p>"
+        + _table(summary["strongest"], columns)
+        + (_localisation_tables(summary["localisation"]) if summary.get("localisation") else "")
+    )
 
 
 def _localisation_tables(data: dict) -> str:
     """Where the bias lives (localisation.json): the findings, the strongest components, before and after."""
     from .localise import BiasLocalisation, before_after_rows, localisation_rows
 
-    findings = "".join(f"<li>{html.escape(line)}</li>" for line in BiasLocalisation.from_dict(data).summary_lines())
-    return ("<h2>Where the bias lives</h2><p>Each pair's shared-token gap attributed to every head and MLP "
-            f"({html.escape(data['method'])}), averaged over pairs; the strongest checked by exact patching on every "
-            "pair; the top heads mean-ablated (README: Where the bias lives).</p>"
-            f"<ul>{findings}</ul>" + _table(localisation_rows(data))
-            + "<h3>Before and after the ablation</h3>" + _table(before_after_rows(data)))
+    findings = "".join(
+        f"<li>{html.escape(line)}</li>" for line in BiasLocalisation.from_dict(data).summary_lines()
+    )
+    return (
+        "<h2>Where the bias lives</h2><p>Each pair's shared-token gap attributed to every head and MLP "
+        f"({html.escape(data['method'])}), averaged over pairs; the strongest checked by exact patching on every "
+        "pair; the top heads mean-ablated (README: Where the bias lives).</p>"
+        f"<ul>{findings}</ul>"
+        + _table(localisation_rows(data))
+        + "<h3>Before and after the ablation</h3>"
+        + _table(before_after_rows(data))
+    )
 
 
 def _toxigen_tables(summary: dict) -> str:
-    return ("<h2>Per group</h2><p>Preference: mean per-token log-likelihood of hateful minus neutral statements "
-            "(&gt; 0: the model finds hateful statements about the group more likely); its change vs baseline is "
-            "computed statement by statement. Not comparable number for number with Microsoft's Phi-2 ToxiGen "
-            "safety scores (see README).</p>" + _table(summary_rows(summary)))
+    return (
+        "<h2>Per group</h2><p>Preference: mean per-token log-likelihood of hateful minus neutral statements "
+        "(&gt; 0: the model finds hateful statements about the group more likely); its change vs baseline is "
+        "computed statement by statement. Not comparable number for number with Microsoft's Phi-2 ToxiGen "
+        "safety scores (see README).</p>" + _table(summary_rows(summary))
+    )
 
 
 def _counterfactual_tables(summary: dict) -> str:
-    paired = [{"condition": p["condition"], "measure": p["measure"], "cells": p["n_units"],
-               "mean change [95% CI]": estimate_text(p["difference"]), "cells moved": _moved(p, "up", "down")}
-              for p in summary.get("vs_baseline", [])]
-    return ("<h2>Per group</h2><p>Gap: the group's value minus the mean over groups, template by template, "
-            "averaged over templates.</p>" + _table(summary_rows(summary))
-            + ("<h2>Change from the baseline</h2>" + _table(paired) if paired else ""))
+    paired = [
+        {
+            "condition": p["condition"],
+            "measure": p["measure"],
+            "cells": p["n_units"],
+            "mean change [95% CI]": estimate_text(p["difference"]),
+            "cells moved": _moved(p, "up", "down"),
+        }
+        for p in summary.get("vs_baseline", [])
+    ]
+    return (
+        "<h2>Per group</h2><p>Gap: the group's value minus the mean over groups, template by template, "
+        "averaged over templates.</p>"
+        + _table(summary_rows(summary))
+        + ("<h2>Change from the baseline</h2>" + _table(paired) if paired else "")
+    )

@@ -8,6 +8,7 @@ Paths typed by a user are resolved (following symlinks) and refused with an
 `InputError` when they land outside the root: ``../``, an absolute path elsewhere,
 or a symlink pointing out.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,10 @@ def resolve_under(root: str | Path, path: str | Path) -> Path:
     candidate = Path(text).expanduser()
     resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
     if resolved != root and not resolved.is_relative_to(root):
-        raise InputError(f"refused: {text!r} is outside the results root {root} "
-                         "(set WORKBENCH_RESULTS to choose another root)")
+        raise InputError(
+            f"refused: {text!r} is outside the results root {root} "
+            "(set WORKBENCH_RESULTS to choose another root)"
+        )
     return resolved
 
 
@@ -41,7 +44,12 @@ def check_audit_inside(root: str | Path, folder: str | Path) -> Path:
     """`folder` and every file an audit reads in it (run.json, shards.json, shards/ and each shard)
     resolved inside `root`; InputError naming the first one that leads out (a symlink, say)."""
     folder = resolve_under(root, folder)
-    for part in [folder / "run.json", folder / "shards.json", folder / "summary.json", folder / "shards"]:
+    for part in [
+        folder / "run.json",
+        folder / "shards.json",
+        folder / "summary.json",
+        folder / "shards",
+    ]:
         if part.exists() or part.is_symlink():
             resolve_under(root, part)
     if (folder / "shards").is_dir():

@@ -27,6 +27,7 @@ say how every number was made. Rules shared by every caller:
 - Bootstraps are seeded (``seed=``), so a report rebuilt from the same shards
   prints the same intervals.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,14 +70,22 @@ class Estimate:
     def map(self, function, label: str) -> "Estimate":
         """The estimate of function(value) for an increasing `function` (its interval is the image
         of this one): e.g. perplexity from a mean negative log-likelihood, label "exp of "."""
+
         def apply(x):
             return None if x is None else float(function(x))
 
-        return Estimate(apply(self.value), apply(self.low), apply(self.high), self.n, label + self.method,
-                        self.note, self.count)
+        return Estimate(
+            apply(self.value),
+            apply(self.low),
+            apply(self.high),
+            self.n,
+            label + self.method,
+            self.note,
+            self.count,
+        )
 
     def interval_text(self, digits: int = 3) -> str:
-        """"[0.531, 0.582]", or the reason there is no interval."""
+        """ "[0.531, 0.582]", or the reason there is no interval."""
         if self.has_interval:
             return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
         return f"no interval: {self.note}" if self.note else "no interval"
@@ -86,7 +95,11 @@ class Estimate:
         with `percent`, "3/5 (no interval: n = 5 < 10)" or "0.200 (n = 3; no interval: n = 3 < 10)"."""
         scale, unit = (100, "%") if percent else (1, "")
         if self.value is None or (isinstance(self.value, float) and math.isnan(self.value)):
-            return f"undefined (n = {self.n}: {self.note})" if self.note else f"undefined (n = {self.n})"
+            return (
+                f"undefined (n = {self.n}: {self.note})"
+                if self.note
+                else f"undefined (n = {self.n})"
+            )
         if not self.has_interval and self.count is not None:
             return f"{self.count}/{self.n} (no interval: {self.note or 'undefined'})"
         value = f"{self.value * scale:.{digits}f}{unit}"
@@ -118,8 +131,9 @@ def _too_few(n: int, minimum: int = MIN_N) -> str:
 PROPORTION_METHODS = {"wilson": "Wilson score", "exact": "Clopper-Pearson"}
 
 
-def proportion(hits: Sequence[bool] | int, n: int | None = None, method: str = "wilson",
-               min_n: int = MIN_N) -> Estimate:
+def proportion(
+    hits: Sequence[bool] | int, n: int | None = None, method: str = "wilson", min_n: int = MIN_N
+) -> Estimate:
     """Share of independent units that are hits, with a Wilson (or Clopper-Pearson) 95% interval.
 
     hits: a 0/1 sequence, or the number of hits with `n` the number of units.
@@ -143,26 +157,44 @@ def proportion(hits: Sequence[bool] | int, n: int | None = None, method: str = "
     return Estimate(k / n, float(ci.low), float(ci.high), n, name, count=k)
 
 
-def share(indicators: Sequence[bool], clusters: Sequence | None = None, seed: int = 0,
-          n_boot: int = N_BOOT, unit: str = "rows") -> Estimate:
+def share(
+    indicators: Sequence[bool],
+    clusters: Sequence | None = None,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    unit: str = "rows",
+) -> Estimate:
     """Share of rows that are hits: Wilson when every row is its own unit, else a cluster bootstrap
     (unit: what the rows are called in its method text)."""
     if clusters is None or len(set(clusters)) == len(clusters):
         return proportion(indicators)
-    return mean(np.asarray(indicators, dtype=float), clusters=clusters, seed=seed, n_boot=n_boot, unit=unit)
+    return mean(
+        np.asarray(indicators, dtype=float), clusters=clusters, seed=seed, n_boot=n_boot, unit=unit
+    )
 
 
 # ----------------------------------------------------------------------------- bootstrap
+
 
 def _bootstrap(data: tuple, statistic, paired: bool, seed: int, n_boot: int, method: str):
     """(low, high, method used) from scipy.stats.bootstrap; BCa falls back to percentile when undefined."""
     from scipy.stats import bootstrap
 
-    for how in ((method, "percentile") if method.lower() == "bca" else (method,)):
+    for how in (method, "percentile") if method.lower() == "bca" else (method,):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # scipy warns when BCa is undefined; we fall back and say so
-            result = bootstrap(data, statistic, paired=paired, vectorized=True, n_resamples=n_boot,
-                               confidence_level=CONFIDENCE, method=how, rng=np.random.default_rng(seed))
+            warnings.simplefilter(
+                "ignore"
+            )  # scipy warns when BCa is undefined; we fall back and say so
+            result = bootstrap(
+                data,
+                statistic,
+                paired=paired,
+                vectorized=True,
+                n_resamples=n_boot,
+                confidence_level=CONFIDENCE,
+                method=how,
+                rng=np.random.default_rng(seed),
+            )
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
         if math.isfinite(low) and math.isfinite(high):
             label = "BCa" if how.lower() == "bca" else how
@@ -170,8 +202,15 @@ def _bootstrap(data: tuple, statistic, paired: bool, seed: int, n_boot: int, met
     return None, None, method
 
 
-def mean(values: Sequence[float], clusters: Sequence | None = None, seed: int = 0, n_boot: int = N_BOOT,
-         method: str = "BCa", unit: str = "rows", min_n: int = MIN_N) -> Estimate:
+def mean(
+    values: Sequence[float],
+    clusters: Sequence | None = None,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    method: str = "BCa",
+    unit: str = "rows",
+    min_n: int = MIN_N,
+) -> Estimate:
     """Mean of `values` with a bootstrap 95% interval.
 
     clusters: one label per value (e.g. the prompt a continuation came from). Values that
@@ -184,8 +223,16 @@ def mean(values: Sequence[float], clusters: Sequence | None = None, seed: int = 
         labels, index = np.unique(np.asarray(clusters).astype(str), return_inverse=True)
         sums = np.bincount(index, weights=values)
         counts = np.bincount(index).astype(float)
-        return _ratio_estimate(sums, counts, seed, n_boot, method, f"cluster bootstrap over {unit}", min_n,
-                               all_equal=bool(np.all(values == values[0])))
+        return _ratio_estimate(
+            sums,
+            counts,
+            seed,
+            n_boot,
+            method,
+            f"cluster bootstrap over {unit}",
+            min_n,
+            all_equal=bool(np.all(values == values[0])),
+        )
     n = len(values)
     how = f"bootstrap over {unit}"
     value = float(values.mean()) if n else math.nan
@@ -199,14 +246,29 @@ def mean(values: Sequence[float], clusters: Sequence | None = None, seed: int = 
     return Estimate(value, low, high, n, f"{label} {name}")
 
 
-def ratio(sums: Sequence[float], counts: Sequence[float], seed: int = 0, n_boot: int = N_BOOT, method: str = "BCa",
-          unit: str = "units", min_n: int = MIN_N) -> Estimate:
+def ratio(
+    sums: Sequence[float],
+    counts: Sequence[float],
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    method: str = "BCa",
+    unit: str = "units",
+    min_n: int = MIN_N,
+) -> Estimate:
     """sum(sums) / sum(counts) with a bootstrap interval resampling units (pairs of sum and count):
     e.g. corpus perplexity's log, total NLL over total tokens with texts as units."""
     sums, counts = np.asarray(sums, dtype=float), np.asarray(counts, dtype=float)
     per_unit = sums / np.where(counts == 0, 1, counts)
-    return _ratio_estimate(sums, counts, seed, n_boot, method, f"bootstrap over {unit} (ratio of sums)", min_n,
-                           all_equal=bool(len(sums) and np.all(per_unit == per_unit[0])))
+    return _ratio_estimate(
+        sums,
+        counts,
+        seed,
+        n_boot,
+        method,
+        f"bootstrap over {unit} (ratio of sums)",
+        min_n,
+        all_equal=bool(len(sums) and np.all(per_unit == per_unit[0])),
+    )
 
 
 def _ratio_estimate(sums, counts, seed, n_boot, method, how, min_n, all_equal: bool) -> Estimate:
@@ -230,8 +292,15 @@ def _ratio_of_sums(sums, counts, axis=-1):
     return np.sum(sums, axis=axis) / np.sum(counts, axis=axis)
 
 
-def difference_of_means(a: Sequence[float], b: Sequence[float], seed: int = 0, n_boot: int = N_BOOT,
-                        method: str = "BCa", unit: str = "items", min_n: int = MIN_N) -> Estimate:
+def difference_of_means(
+    a: Sequence[float],
+    b: Sequence[float],
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    method: str = "BCa",
+    unit: str = "items",
+    min_n: int = MIN_N,
+) -> Estimate:
     """mean(a) - mean(b) for two independent samples, each resampled on its own (BCa bootstrap).
 
     n is len(a) + len(b); below `min_n // 2` in either sample there is no interval.
@@ -253,6 +322,7 @@ def _difference_along(a, b, axis=-1):
 
 # ----------------------------------------------------------------------------- paired effects
 
+
 @dataclass(frozen=True)
 class PairedDifference:
     """An intervened condition against the baseline on the same units (prompts, pairs).
@@ -269,13 +339,26 @@ class PairedDifference:
     tolerance: float
 
     def to_dict(self) -> dict:
-        return {"difference": self.difference.to_dict(), "up": self.up.to_dict(), "down": self.down.to_dict(),
-                "unchanged": self.unchanged, "n_units": self.n_units, "tolerance": self.tolerance}
+        return {
+            "difference": self.difference.to_dict(),
+            "up": self.up.to_dict(),
+            "down": self.down.to_dict(),
+            "unchanged": self.unchanged,
+            "n_units": self.n_units,
+            "tolerance": self.tolerance,
+        }
 
 
-def paired_difference(baseline: Sequence[float], treated: Sequence[float], units: Sequence,
-                      treated_units: Sequence | None = None, seed: int = 0, n_boot: int = N_BOOT,
-                      tolerance: float = 1e-9, unit: str = "prompts") -> PairedDifference:
+def paired_difference(
+    baseline: Sequence[float],
+    treated: Sequence[float],
+    units: Sequence,
+    treated_units: Sequence | None = None,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    tolerance: float = 1e-9,
+    unit: str = "prompts",
+) -> PairedDifference:
     """Paired effect of a condition: per unit, mean(treated) - mean(baseline), then across units.
 
     baseline, units: values and their unit labels (e.g. prompt rows) under the baseline;
@@ -285,21 +368,41 @@ def paired_difference(baseline: Sequence[float], treated: Sequence[float], units
     """
     import pandas as pd
 
-    base = pd.Series(np.asarray(baseline, dtype=float)).groupby(np.asarray(units).astype(str)).mean()
+    base = (
+        pd.Series(np.asarray(baseline, dtype=float)).groupby(np.asarray(units).astype(str)).mean()
+    )
     other_units = units if treated_units is None else treated_units
-    cond = pd.Series(np.asarray(treated, dtype=float)).groupby(np.asarray(other_units).astype(str)).mean()
+    cond = (
+        pd.Series(np.asarray(treated, dtype=float))
+        .groupby(np.asarray(other_units).astype(str))
+        .mean()
+    )
     common = base.index.intersection(cond.index)
     deltas = (cond[common] - base[common]).to_numpy()
     up, down = int((deltas > tolerance).sum()), int((deltas < -tolerance).sum())
     n = len(deltas)
-    return PairedDifference(mean(deltas, seed=seed, n_boot=n_boot, unit=unit), proportion(up, n),
-                            proportion(down, n), n - up - down, n, tolerance)
+    return PairedDifference(
+        mean(deltas, seed=seed, n_boot=n_boot, unit=unit),
+        proportion(up, n),
+        proportion(down, n),
+        n - up - down,
+        n,
+        tolerance,
+    )
 
 
 # ----------------------------------------------------------------------------- classifiers
 
-def agreement(a: Sequence[float], b: Sequence[float], threshold: float = 0.5, clusters: Sequence | None = None,
-              seed: int = 0, n_boot: int = N_BOOT, unit: str = "texts") -> dict[str, Estimate]:
+
+def agreement(
+    a: Sequence[float],
+    b: Sequence[float],
+    threshold: float = 0.5,
+    clusters: Sequence | None = None,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    unit: str = "texts",
+) -> dict[str, Estimate]:
     """How far two scorers agree on the same texts.
 
     a, b: Float[n] scores of the same texts by two scorers. Returns {"spearman": rank
@@ -322,15 +425,35 @@ def agreement(a: Sequence[float], b: Sequence[float], threshold: float = 0.5, cl
         return float(cohen_kappa_score(x, y))
 
     same = (a > threshold) == (b > threshold)
-    return {"spearman": spearman(a, b, clusters, seed, n_boot, unit, "a scorer gives every text the same score"),
-            "kappa": _resampled(kappa, _kappa_along, a > threshold, b > threshold, clusters, seed, n_boot, unit,
-                                f"Cohen's kappa at > {threshold:g}",
-                                f"both scorers put every text on the same side of {threshold:g}"),
-            "same_side": share(same, clusters=clusters, seed=seed, n_boot=n_boot)}
+    return {
+        "spearman": spearman(
+            a, b, clusters, seed, n_boot, unit, "a scorer gives every text the same score"
+        ),
+        "kappa": _resampled(
+            kappa,
+            _kappa_along,
+            a > threshold,
+            b > threshold,
+            clusters,
+            seed,
+            n_boot,
+            unit,
+            f"Cohen's kappa at > {threshold:g}",
+            f"both scorers put every text on the same side of {threshold:g}",
+        ),
+        "same_side": share(same, clusters=clusters, seed=seed, n_boot=n_boot),
+    }
 
 
-def spearman(a: Sequence[float], b: Sequence[float], clusters: Sequence | None = None, seed: int = 0,
-             n_boot: int = N_BOOT, unit: str = "texts", undefined: str = "one side is constant") -> Estimate:
+def spearman(
+    a: Sequence[float],
+    b: Sequence[float],
+    clusters: Sequence | None = None,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    unit: str = "texts",
+    undefined: str = "one side is constant",
+) -> Estimate:
     """Spearman's rank correlation of a and b (scipy.stats.spearmanr) with a BCa bootstrap interval
     over units (rows, or whole clusters); undefined when either side is constant."""
     from scipy.stats import spearmanr
@@ -344,7 +467,18 @@ def spearman(a: Sequence[float], b: Sequence[float], clusters: Sequence | None =
             return math.nan
         return float(spearmanr(x, y).statistic)
 
-    return _resampled(rho, _spearman_along, a, b, clusters, seed, n_boot, unit, "Spearman rank correlation", undefined)
+    return _resampled(
+        rho,
+        _spearman_along,
+        a,
+        b,
+        clusters,
+        seed,
+        n_boot,
+        unit,
+        "Spearman rank correlation",
+        undefined,
+    )
 
 
 def _spearman_along(x, y):
@@ -355,7 +489,7 @@ def _spearman_along(x, y):
     rx, ry = rankdata(x, axis=-1), rankdata(y, axis=-1)
     rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (rx * ry).sum(-1) / np.sqrt((rx ** 2).sum(-1) * (ry ** 2).sum(-1))
+        return (rx * ry).sum(-1) / np.sqrt((rx**2).sum(-1) * (ry**2).sum(-1))
 
 
 def _kappa_along(x, y):
@@ -368,8 +502,18 @@ def _kappa_along(x, y):
         return (observed - chance) / (1 - chance)
 
 
-def _resampled(statistic, along, a: np.ndarray, b: np.ndarray, clusters, seed: int, n_boot: int, unit: str,
-               what: str, undefined: str) -> Estimate:
+def _resampled(
+    statistic,
+    along,
+    a: np.ndarray,
+    b: np.ndarray,
+    clusters,
+    seed: int,
+    n_boot: int,
+    unit: str,
+    what: str,
+    undefined: str,
+) -> Estimate:
     """statistic(a, b) with a BCa bootstrap interval over units: rows, or whole clusters of
     equal size (the K samples of each prompt). along(x, y) computes it along the last axis."""
     from scipy.stats import bootstrap
@@ -398,11 +542,23 @@ def _resampled(statistic, along, a: np.ndarray, b: np.ndarray, clusters, seed: i
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for how in ("BCa", "percentile"):
-            result = bootstrap((np.arange(n),), on_units, vectorized=True, n_resamples=n_boot,
-                               confidence_level=CONFIDENCE, method=how, rng=np.random.default_rng(seed))
-            low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+            result = bootstrap(
+                (np.arange(n),),
+                on_units,
+                vectorized=True,
+                n_resamples=n_boot,
+                confidence_level=CONFIDENCE,
+                method=how,
+                rng=np.random.default_rng(seed),
+            )
+            low, high = (
+                float(result.confidence_interval.low),
+                float(result.confidence_interval.high),
+            )
             if math.isfinite(low) and math.isfinite(high):
-                return Estimate(value, low, high, n, name if how == "BCa" else name.replace("BCa", "percentile"))
+                return Estimate(
+                    value, low, high, n, name if how == "BCa" else name.replace("BCa", "percentile")
+                )
     return Estimate(value, None, None, n, name, "the statistic is undefined on some resamples")
 
 
@@ -416,8 +572,13 @@ def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
     return float(roc_auc_score(labels, np.asarray(scores, dtype=float)))
 
 
-def auroc_interval(scores: Sequence[float], labels: Sequence[int], seed: int = 0, n_boot: int = N_BOOT,
-                   min_n: int = MIN_N) -> Estimate:
+def auroc_interval(
+    scores: Sequence[float],
+    labels: Sequence[int],
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    min_n: int = MIN_N,
+) -> Estimate:
     """AUROC with a stratified BCa bootstrap 95% interval (positives and negatives resampled apart).
 
     The statistic is the Mann-Whitney U of positives over negatives divided by
@@ -460,7 +621,9 @@ class Calibration:
         return asdict(self)
 
 
-def calibration(probabilities: Sequence[float], labels: Sequence[int], n_bins: int = 10) -> Calibration:
+def calibration(
+    probabilities: Sequence[float], labels: Sequence[int], n_bins: int = 10
+) -> Calibration:
     """Reliability curve on `n_bins` equal-width bins of [0, 1] and the expected calibration error."""
     p, y = np.asarray(probabilities, dtype=float), np.asarray(labels, dtype=float)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
@@ -472,6 +635,13 @@ def calibration(probabilities: Sequence[float], labels: Sequence[int], n_bins: i
             continue
         predicted, observed = float(p[mask].mean()), float(y[mask].mean())
         ece += mask.mean() * abs(observed - predicted)
-        bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(mask.sum()),
-                     "predicted": predicted, "observed": observed})
+        bins.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "count": int(mask.sum()),
+                "predicted": predicted,
+                "observed": observed,
+            }
+        )
     return Calibration(float(ece), len(p), n_bins, bins)

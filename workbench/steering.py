@@ -17,6 +17,7 @@ block's input, x -> x - (x . r) r, so the model never carries it.
 Contexts are built on `workbench.apply_hooks`: the model is clean after the
 block, also when the block raises.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,9 +57,12 @@ class SteeringVector:
     source: str = ""
 
     def __repr__(self) -> str:
-        return (f"SteeringVector({self.method}, layer {self.layer}, shape {list(self.vector.shape)}, "
-                f"norm {float(self.vector.norm()):.3g}, {self.n_pairs} pairs"
-                + (f", from {self.source}" if self.source else "") + ")")
+        return (
+            f"SteeringVector({self.method}, layer {self.layer}, shape {list(self.vector.shape)}, "
+            f"norm {float(self.vector.norm()):.3g}, {self.n_pairs} pairs"
+            + (f", from {self.source}" if self.source else "")
+            + ")"
+        )
 
     @property
     def direction(self) -> torch.Tensor:
@@ -97,20 +101,28 @@ def read_pairs(path: str | Path) -> list[ContrastPair]:
             continue
         item = json_line(line, shown, number)
         if not isinstance(item, dict):
-            raise InputError(f"expected a JSON object with 'positive' and 'negative', got {type(item).__name__}",
-                             shown, number)
+            raise InputError(
+                f"expected a JSON object with 'positive' and 'negative', got {type(item).__name__}",
+                shown,
+                number,
+            )
         for key in ("positive", "negative"):
             if key not in item:
                 raise InputError(f"field {key!r} is missing", shown, number)
-        pairs.append(ContrastPair(check_text(item["positive"], "positive", shown, number),
-                                  check_text(item["negative"], "negative", shown, number)))
+        pairs.append(
+            ContrastPair(
+                check_text(item["positive"], "positive", shown, number),
+                check_text(item["negative"], "negative", shown, number),
+            )
+        )
     if not pairs:
         raise InputError("file has no contrast pairs", str(path))
     return pairs
 
 
-def mean_difference_vector(model, pairs: Sequence[ContrastPair], layer: int, positions: str = "mean",
-                           source: str = "") -> SteeringVector:
+def mean_difference_vector(
+    model, pairs: Sequence[ContrastPair], layer: int, positions: str = "mean", source: str = ""
+) -> SteeringVector:
     """CAA-style vector: mean over pairs of resid_post(positive) - resid_post(negative) at `layer`.
 
     positions: "mean" over each text's tokens after the first (default; many models park
@@ -124,15 +136,18 @@ def mean_difference_vector(model, pairs: Sequence[ContrastPair], layer: int, pos
         raise InputError(f"positions must be 'mean' or 'last', not {positions!r}")
     hook = f"blocks.{layer}.hook_resid_post"
     texts = [p.positive for p in pairs] + [p.negative for p in pairs]
-    cache = cache_activations(model, texts, hooks=hook, positions="all" if positions == "mean" else "last",
-                              progress=False)
+    cache = cache_activations(
+        model, texts, hooks=hook, positions="all" if positions == "mean" else "last", progress=False
+    )
     acts = cache[hook].float()
     if positions == "mean":
         lengths = cache.lengths
-        keep = (torch.arange(acts.shape[1])[None, :] < lengths[:, None]) & (torch.arange(acts.shape[1]) > 0)[None]
+        keep = (torch.arange(acts.shape[1])[None, :] < lengths[:, None]) & (
+            torch.arange(acts.shape[1]) > 0
+        )[None]
         keep[lengths == 1, 0] = True  # a one-token text keeps its only token
         acts = (acts * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
-    vector = (acts[:len(pairs)] - acts[len(pairs):]).mean(0)
+    vector = (acts[: len(pairs)] - acts[len(pairs) :]).mean(0)
     return SteeringVector(vector, layer, f"mean_difference/{positions}", len(pairs), source)
 
 
@@ -140,7 +155,9 @@ def actadd_vector(model, positive: str, negative: str, layer: int) -> SteeringVe
     """ActAdd: per-position difference of one prompt pair, Float[Tensor, "pos d_model"]."""
     layer = check_layer(model, layer)
     hook = f"blocks.{layer}.hook_resid_post"
-    acts = cache_activations(model, [positive, negative], hooks=hook, positions="all", progress=False)
+    acts = cache_activations(
+        model, [positive, negative], hooks=hook, positions="all", progress=False
+    )
     vector = (acts[hook][0] - acts[hook][1]).float()[: int(acts.lengths.max())]
     return SteeringVector(vector, layer, "actadd", 1, f"{positive!r} - {negative!r}")
 
@@ -163,7 +180,9 @@ def _steering_hook(vector: torch.Tensor, alpha: float) -> Callable:
 @contextlib.contextmanager
 def steer(model, vector: SteeringVector, alpha: float) -> Iterator[None]:
     """Add `alpha * vector` after block `vector.layer` in every forward pass and generation step."""
-    with apply_hooks(model, [(f"blocks.{vector.layer}.hook_resid_post", _steering_hook(vector.vector, alpha))]):
+    with apply_hooks(
+        model, [(f"blocks.{vector.layer}.hook_resid_post", _steering_hook(vector.vector, alpha))]
+    ):
         yield
 
 
@@ -176,14 +195,18 @@ def ablate(model, direction: torch.Tensor) -> Iterator[None]:
         r = unit.to(x.device, x.dtype)
         return x - (x @ r)[..., None] * r
 
-    names = ["hook_embed"] + [f"blocks.{l}.{h}" for l in range(model.info.n_layers)
-                              for h in ("hook_resid_pre", "hook_attn_out", "hook_mlp_out")]
+    names = ["hook_embed"] + [
+        f"blocks.{l}.{h}"
+        for l in range(model.info.n_layers)
+        for h in ("hook_resid_pre", "hook_attn_out", "hook_mlp_out")
+    ]
     with apply_hooks(model, [(name, project_out) for name in names]):
         yield
 
 
-def logprob_gap(model, prompts: Sequence[str], positive_words: Sequence[str],
-                negative_words: Sequence[str]) -> float:
+def logprob_gap(
+    model, prompts: Sequence[str], positive_words: Sequence[str], negative_words: Sequence[str]
+) -> float:
     """Mean over prompts of log p(positive words) - log p(negative words) for the next token.
 
     Each side is the log of the summed probability of its words (single tokens).
@@ -193,7 +216,9 @@ def logprob_gap(model, prompts: Sequence[str], positive_words: Sequence[str],
     gaps = []
     with torch.no_grad():
         for prompt in prompts:
-            logprobs = model.hf_model(to_tokens(model, prompt)).logits[0, -1].float().log_softmax(-1)
+            logprobs = (
+                model.hf_model(to_tokens(model, prompt)).logits[0, -1].float().log_softmax(-1)
+            )
             gaps.append(float(logprobs[pos_ids].logsumexp(0) - logprobs[neg_ids].logsumexp(0)))
     return sum(gaps) / len(gaps)
 
@@ -219,8 +244,13 @@ class SweepResult:
         return all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
 
 
-def sweep(model, vector: SteeringVector, alphas: Sequence[float], metric: Callable[[], float],
-          metric_name: str = "metric") -> SweepResult:
+def sweep(
+    model,
+    vector: SteeringVector,
+    alphas: Sequence[float],
+    metric: Callable[[], float],
+    metric_name: str = "metric",
+) -> SweepResult:
     """Evaluate `metric()` with the vector applied at each coefficient (alpha=0 is the unsteered model)."""
     values = []
     for alpha in alphas:
@@ -247,11 +277,20 @@ class SteeredGenerations:
     def to_frame(self):
         import pandas as pd
 
-        return pd.DataFrame({"alpha": self.alphas, "continuation": self.texts, "toxicity": self.toxicity})
+        return pd.DataFrame(
+            {"alpha": self.alphas, "continuation": self.texts, "toxicity": self.toxicity}
+        )
 
 
-def steered_generations(model, vector: SteeringVector, prompt: str, alphas: Sequence[float], scorer=None,
-                        max_new_tokens: int = 32, raw: bool = False) -> SteeredGenerations:
+def steered_generations(
+    model,
+    vector: SteeringVector,
+    prompt: str,
+    alphas: Sequence[float],
+    scorer=None,
+    max_new_tokens: int = 32,
+    raw: bool = False,
+) -> SteeredGenerations:
     """Generate a greedy continuation of `prompt` under each coefficient and score each one.
 
     scorer: a toxicity scorer (workbench.scanners.toxicity) or None.
@@ -267,4 +306,6 @@ def steered_generations(model, vector: SteeringVector, prompt: str, alphas: Sequ
         toxicity, name = [float(v) for v in scores["toxicity"]], str(scores["scorer"].iloc[0])
     else:
         toxicity, name = [None] * len(texts), ""
-    return SteeredGenerations(prompt, [float(a) for a in alphas], texts, toxicity, name, vector.layer)
+    return SteeredGenerations(
+        prompt, [float(a) for a in alphas], texts, toxicity, name, vector.layer
+    )

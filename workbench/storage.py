@@ -10,6 +10,7 @@ The lock is an advisory `fcntl.flock` on ``<folder>/.lock``: the kernel releases
 it when its holder dies, so a lock left by a killed run is taken over at once.
 Temporary files carry the writer's PID, so two processes never share one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,8 +37,11 @@ def folder_lock(folder: str | Path):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise InputError(f"another workbench process (PID {holder}) is writing to this folder; wait for it "
-                             "or stop it, then rerun", str(folder)) from None
+            raise InputError(
+                f"another workbench process (PID {holder}) is writing to this folder; wait for it "
+                "or stop it, then rerun",
+                str(folder),
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -85,9 +89,13 @@ class ShardIndex:
             except (OSError, ValueError, RecursionError):
                 loaded = None
             if not isinstance(loaded, dict):
-                raise InputError("damaged shard index (not a JSON object); delete it and rerun to rebuild it",
-                                 str(self.path))
-            self.entries = {k: v for k, v in loaded.items() if isinstance(v, dict) and "sha256" in v}
+                raise InputError(
+                    "damaged shard index (not a JSON object); delete it and rerun to rebuild it",
+                    str(self.path),
+                )
+            self.entries = {
+                k: v for k, v in loaded.items() if isinstance(v, dict) and "sha256" in v
+            }
 
     def record(self, shard: Path, written: Path | None = None) -> None:
         """Record `shard`'s hash, read from `written` (the finished temporary file) when given.
@@ -101,5 +109,9 @@ class ShardIndex:
 
     def verified(self, shard: Path) -> bool:
         entry = self.entries.get(shard.name)
-        return entry is not None and shard.is_file() and shard.stat().st_size == entry.get("bytes") \
+        return (
+            entry is not None
+            and shard.is_file()
+            and shard.stat().st_size == entry.get("bytes")
             and file_sha256(shard) == entry["sha256"]
+        )

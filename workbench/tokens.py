@@ -1,4 +1,5 @@
 """Token helpers shared by the analyses: prompts to ids, ids to labels, answers to single tokens."""
+
 from __future__ import annotations
 
 import torch
@@ -14,7 +15,9 @@ def to_tokens(model, text: str) -> torch.Tensor:
     if ids.shape[1] == 0:
         raise InputError(f"the prompt {text!r} has no tokens")
     if ids.shape[1] > model.info.n_ctx:
-        raise InputError(f"the prompt is {ids.shape[1]} tokens, longer than the context of {model.info.n_ctx}")
+        raise InputError(
+            f"the prompt is {ids.shape[1]} tokens, longer than the context of {model.info.n_ctx}"
+        )
     return ids.to(model.device)
 
 
@@ -28,8 +31,10 @@ def single_token_id(model, word: str) -> int:
     ids = model.tokenizer(word, add_special_tokens=False).input_ids
     if len(ids) != 1:
         pieces = [model.tokenizer.decode([i]) for i in ids]
-        raise InputError(f"answer {word!r} is {len(ids)} tokens {pieces} in {model.info.name}, not one; "
-                         "answers must be single tokens (mind the leading space)")
+        raise InputError(
+            f"answer {word!r} is {len(ids)} tokens {pieces} in {model.info.name}, not one; "
+            "answers must be single tokens (mind the leading space)"
+        )
     return ids[0]
 
 

@@ -15,6 +15,7 @@ The options are the CLI's flags with underscores (`max_new_tokens`, `positive_me
 checked before any model work and before anything is written. The audit folder resumes like the
 CLI's: rerun with the same options to finish an interrupted run; other options are refused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -109,10 +110,15 @@ def _read_inputs(options: ToxicityAuditOptions) -> CheckedInputs:
     from .scanners.toxicity import check_scorer_names
 
     if isinstance(options.prompts, (str, Path)):
-        records = read_texts(options.prompts, field=options.field, column=options.column, skip_bad=options.skip_bad)
+        records = read_texts(
+            options.prompts, field=options.field, column=options.column, skip_bad=options.skip_bad
+        )
         skipped = read_texts.last_skipped
     else:
-        records, skipped = [TextRecord(str(text), None, i + 1) for i, text in enumerate(options.prompts)], 0
+        records, skipped = (
+            [TextRecord(str(text), None, i + 1) for i, text in enumerate(options.prompts)],
+            0,
+        )
         if not records or not all(r.text.strip() for r in records):
             raise InputError("prompts: give at least one non-empty prompt")
     check_scorer_names(options.scorer_names, options.probe)
@@ -173,8 +179,10 @@ class ToxicityAuditRun:
 
     def __repr__(self) -> str:
         settings = self.summary.get("settings", {})
-        return (f"ToxicityAuditRun(out={str(self.out)!r}, conditions={[c['name'] for c in settings.get('conditions', [])]}, "
-                f"scorers={settings.get('scorers')}, n_prompts={settings.get('n_prompts')}, {self.seconds} s)")
+        return (
+            f"ToxicityAuditRun(out={str(self.out)!r}, conditions={[c['name'] for c in settings.get('conditions', [])]}, "
+            f"scorers={settings.get('scorers')}, n_prompts={settings.get('n_prompts')}, {self.seconds} s)"
+        )
 
 
 def audit_toxicity(model, prompts, out, *, executor=None, **options) -> ToxicityAuditRun:
@@ -185,14 +193,28 @@ def audit_toxicity(model, prompts, out, *, executor=None, **options) -> Toxicity
     return run_checked(model, settings, settings.check(), executor)
 
 
-def run_checked(model, options: ToxicityAuditOptions, inputs: CheckedInputs, executor=None) -> ToxicityAuditRun:
+def run_checked(
+    model, options: ToxicityAuditOptions, inputs: CheckedInputs, executor=None
+) -> ToxicityAuditRun:
     """The audit on inputs already checked (the CLI checks them before it loads the model): the
     checks that need the model, then the run, the capability check and the report."""
     from dataclasses import asdict
 
-    from .audit import (ToxicityAuditConfig, instructed, model_settings, prompts_sha256, run_capability_audit,
-                        run_toxicity_audit, versions)
-    from .conditions import capability_inputs, capability_settings, steering_conditions, steering_settings
+    from .audit import (
+        ToxicityAuditConfig,
+        instructed,
+        model_settings,
+        prompts_sha256,
+        run_capability_audit,
+        run_toxicity_audit,
+        versions,
+    )
+    from .conditions import (
+        capability_inputs,
+        capability_settings,
+        steering_conditions,
+        steering_settings,
+    )
     from .datasets import TextRecord
     from .remote import is_url, staged
     from .report import build_report
@@ -202,39 +224,77 @@ def run_checked(model, options: ToxicityAuditOptions, inputs: CheckedInputs, exe
     records = inputs.records
     check_context(model, records, options.max_new_tokens)
     if options.instruct:
-        check_context(model, [TextRecord(instructed(r.text, options.instruct), r.path, r.line) for r in records],
-                      options.max_new_tokens)
+        check_context(
+            model,
+            [TextRecord(instructed(r.text, options.instruct), r.path, r.line) for r in records],
+            options.max_new_tokens,
+        )
     items = capability_inputs(options, model) if inputs.capability else []
-    detoxify = {k: v for k, v in {"checkpoint": options.detoxify_checkpoint,
-                                  "huggingface_config_path": options.detoxify_config}.items() if v}
+    detoxify = {
+        k: v
+        for k, v in {
+            "checkpoint": options.detoxify_checkpoint,
+            "huggingface_config_path": options.detoxify_config,
+        }.items()
+        if v
+    }
     scorers = []  # built before the steering vector: a probe for another model is refused before any model work
     for name in options.scorer_names:
         if name == "probe":
-            scorers += [ProbeScorer(model, probe, path=str(Path(path).resolve()))
-                        for probe, path in zip(inputs.probes, options.probe)]
+            scorers += [
+                ProbeScorer(model, probe, path=str(Path(path).resolve()))
+                for probe, path in zip(inputs.probes, options.probe)
+            ]
         else:
             scorers.append(make_scorer(name, **(detoxify if name != "profanity-check" else {})))
     pairs = inputs.steering_pairs
     conditions, vector = steering_conditions(options, model, pairs)
-    prompts_file = str(options.prompts) if isinstance(options.prompts, (str, Path)) else "<list of prompts>"
+    prompts_file = (
+        str(options.prompts) if isinstance(options.prompts, (str, Path)) else "<list of prompts>"
+    )
     config = ToxicityAuditConfig(
         model=model_settings(model),
-        prompts_file=prompts_file, prompts_sha256=prompts_sha256(records), n_prompts=len(records),
-        scorers=[s.name if not isinstance(s, ProbeScorer) else f"probe:{s.probe.hook}" for s in scorers],
+        prompts_file=prompts_file,
+        prompts_sha256=prompts_sha256(records),
+        n_prompts=len(records),
+        scorers=[
+            s.name if not isinstance(s, ProbeScorer) else f"probe:{s.probe.hook}" for s in scorers
+        ],
         scorer_details=[s.details() for s in scorers],
-        seed=options.seed, max_new_tokens=options.max_new_tokens, samples=options.samples,
-        temperature=options.temperature, raw=options.raw, batch_size=options.batch_size,
-        shard_size=options.shard_size, bootstrap=options.bootstrap, steer=steering_settings(options, pairs),
-        instruct=options.instruct, conditions=[asdict(c) for c in conditions], versions=versions())
+        seed=options.seed,
+        max_new_tokens=options.max_new_tokens,
+        samples=options.samples,
+        temperature=options.temperature,
+        raw=options.raw,
+        batch_size=options.batch_size,
+        shard_size=options.shard_size,
+        bootstrap=options.bootstrap,
+        steer=steering_settings(options, pairs),
+        instruct=options.instruct,
+        conditions=[asdict(c) for c in conditions],
+        versions=versions(),
+    )
     start = time.perf_counter()
-    with staged(options.out) as out:  # an s3:// URL works in a local copy that is uploaded shard by shard
+    with staged(
+        options.out
+    ) as out:  # an s3:// URL works in a local copy that is uploaded shard by shard
         run_toxicity_audit(model, records, out, config, scorers, vector, executor=executor)
         if items:
-            run_capability_audit(model, items, out / "capability",
-                                 capability_settings(options, model, pairs, conditions, items), vector,
-                                 executor=executor)
+            run_capability_audit(
+                model,
+                items,
+                out / "capability",
+                capability_settings(options, model, pairs, conditions, items),
+                vector,
+                executor=executor,
+            )
         report = build_report(out)
         summary = json.loads((out / "summary.json").read_text())
     where = Path(options.out) if not is_url(options.out) else options.out
-    return ToxicityAuditRun(where, summary, report if not is_url(options.out) else f"{options.out}/{Path(report).name}",
-                            round(time.perf_counter() - start, 1), inputs.skipped_bad_lines)
+    return ToxicityAuditRun(
+        where,
+        summary,
+        report if not is_url(options.out) else f"{options.out}/{Path(report).name}",
+        round(time.perf_counter() - start, 1),
+        inputs.skipped_bad_lines,
+    )

@@ -10,6 +10,7 @@ the CLI turns it into exit code 2. File contents are checked by the readers in
 (a layer index, a prompt against the context) by `check_context` and
 `workbench.tokens.check_layer` right after loading, still before any work.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,12 +67,19 @@ def check_args(args) -> None:
             for value in values:
                 _check_number(name, value, kind, low, high)
             if len({float(v) for v in values}) != len(values):
-                raise InputError(f"--{_flag(name)} repeats a value ({' '.join(f'{v:g}' for v in values)}): "
-                                 "each would be the same condition")
-    if getattr(args, "test_fraction", None) is not None and getattr(args, "val_fraction", None) is not None:
+                raise InputError(
+                    f"--{_flag(name)} repeats a value ({' '.join(f'{v:g}' for v in values)}): "
+                    "each would be the same condition"
+                )
+    if (
+        getattr(args, "test_fraction", None) is not None
+        and getattr(args, "val_fraction", None) is not None
+    ):
         if args.test_fraction + args.val_fraction >= 1:
-            raise InputError(f"--test-fraction {args.test_fraction} and --val-fraction {args.val_fraction} leave "
-                             "no training rows; their sum must be below 1")
+            raise InputError(
+                f"--test-fraction {args.test_fraction} and --val-fraction {args.val_fraction} leave "
+                "no training rows; their sum must be below 1"
+            )
     for name in TEXTS:
         value = getattr(args, name, None)
         if value is not None:
@@ -85,23 +93,35 @@ def check_args(args) -> None:
                 raise InputError(f"--{_flag(name)} repeats an entry")
     if getattr(args, "instruct", None) is not None:
         if getattr(args, "raw", False):
-            raise InputError("--instruct needs the model's prompt format: with --raw an instruction is just more "
-                             "text to continue; drop one of them")
+            raise InputError(
+                "--instruct needs the model's prompt format: with --raw an instruction is just more "
+                "text to continue; drop one of them"
+            )
         if not getattr(args, "instruct_means", None):
-            raise InputError("--instruct needs --instruct-means more-toxic or less-toxic (what the instruction is "
-                             "meant to do, for the report card)")
+            raise InputError(
+                "--instruct needs --instruct-means more-toxic or less-toxic (what the instruction is "
+                "meant to do, for the report card)"
+            )
     elif getattr(args, "instruct_means", None):
         raise InputError("--instruct-means needs --instruct TEXT")
-    if getattr(args, "no_capability", False) and (getattr(args, "qa", None) or getattr(args, "heldout", None)):
-        raise InputError("--no-capability skips the QA and held-out checks; drop --qa/--heldout or it")
+    if getattr(args, "no_capability", False) and (
+        getattr(args, "qa", None) or getattr(args, "heldout", None)
+    ):
+        raise InputError(
+            "--no-capability skips the QA and held-out checks; drop --qa/--heldout or it"
+        )
     if getattr(args, "scorers", None) is not None:
         names = [n.strip() for n in args.scorers.split(",")]
         if not any(names) or not all(names):
-            raise InputError(f"scorers {args.scorers!r}: one name is empty; e.g. --scorers auto,probe")
+            raise InputError(
+                f"scorers {args.scorers!r}: one name is empty; e.g. --scorers auto,probe"
+            )
         if len(set(names)) != len(names):
             raise InputError(f"scorers {args.scorers!r}: a scorer is repeated")
     if getattr(args, "dtype", None) is not None and args.dtype not in DTYPES:
-        raise InputError(f"--dtype {args.dtype!r} is not supported; choose float32, bfloat16 or float16")
+        raise InputError(
+            f"--dtype {args.dtype!r} is not supported; choose float32, bfloat16 or float16"
+        )
     if getattr(args, "device", None) is not None:
         check_device(args.device)
     if getattr(args, "model", None) is not None:
@@ -122,8 +142,11 @@ def _check_out(args) -> None:
     URL is turned into its path here."""
     if is_url(args.out):
         if args.command not in URL_COMMANDS:
-            raise InputError(f"--out: a URL is accepted by workbench {', '.join(URL_COMMANDS)} and report only; "
-                             "give a local folder", args.out)
+            raise InputError(
+                f"--out: a URL is accepted by workbench {', '.join(URL_COMMANDS)} and report only; "
+                "give a local folder",
+                args.out,
+            )
         check_url(args.out, "--out")
         return
     args.out = str(local_path(args.out))
@@ -166,13 +189,19 @@ def check_device(device: str) -> None:
         raise InputError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N or mps")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise InputError(f"--device {device}: CUDA is not available here (no GPU, or a CPU-only torch build); "
-                             "use --device cpu")
+            raise InputError(
+                f"--device {device}: CUDA is not available here (no GPU, or a CPU-only torch build); "
+                "use --device cpu"
+            )
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
-            raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise InputError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     if device == "mps" and not torch.backends.mps.is_available():
-        raise InputError("--device mps: Apple's MPS backend is not available here; use --device cpu")
+        raise InputError(
+            "--device mps: Apple's MPS backend is not available here; use --device cpu"
+        )
 
 
 def check_model_name(name: str) -> None:
@@ -184,14 +213,18 @@ def check_model_name(name: str) -> None:
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise InputError("--model: is a file, not a model folder (expected config.json and weights inside)",
-                             name)
+            raise InputError(
+                "--model: is a file, not a model folder (expected config.json and weights inside)",
+                name,
+            )
         if not (path / "config.json").is_file():
             raise InputError("--model: not a model folder (no config.json inside)", name)
         return
     if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", name):
-        raise InputError(f"--model {name!r} is neither a registry name ({', '.join(REGISTRY)}), a folder, "
-                         "nor a Hugging Face id (owner/name)")
+        raise InputError(
+            f"--model {name!r} is neither a registry name ({', '.join(REGISTRY)}), a folder, "
+            "nor a Hugging Face id (owner/name)"
+        )
 
 
 def _writable_ancestor(path: Path) -> Path:
@@ -223,10 +256,15 @@ def check_output_file(target: str, flag: str) -> None:
         raise InputError(f"{flag}: is a folder; give a file name such as figures.html", target)
     ancestor = _writable_ancestor(path.parent)
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(f"{flag}: cannot write in {ancestor} (read-only, no permission, or not a folder)", target)
+        raise InputError(
+            f"{flag}: cannot write in {ancestor} (read-only, no permission, or not a folder)",
+            target,
+        )
 
 
-def check_context(model, prompts, max_new_tokens: int = 0, formatted: bool = False, where=None) -> None:
+def check_context(
+    model, prompts, max_new_tokens: int = 0, formatted: bool = False, where=None
+) -> None:
     """Refuse prompts that, with `max_new_tokens` new tokens, would not fit the model's context.
 
     prompts: strings or TextRecords (then the error names the file and line). Checked by token
@@ -236,11 +274,15 @@ def check_context(model, prompts, max_new_tokens: int = 0, formatted: bool = Fal
 
     limit = model.info.n_ctx - max_new_tokens
     if limit < 1:
-        raise InputError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in "
-                         f"{model.info.name}'s context of {model.info.n_ctx} tokens")
+        raise InputError(
+            f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in "
+            f"{model.info.name}'s context of {model.info.n_ctx} tokens"
+        )
     for item in prompts:
         text = item.text if isinstance(item, TextRecord) else item
-        if len(text) > 64 * model.info.n_ctx:  # far too long to fit however it tokenizes: no need to tokenize it
+        if (
+            len(text) > 64 * model.info.n_ctx
+        ):  # far too long to fit however it tokenizes: no need to tokenize it
             n = len(text)
             unit = "characters"
         else:
@@ -248,5 +290,9 @@ def check_context(model, prompts, max_new_tokens: int = 0, formatted: bool = Fal
         if n > limit:
             path = item.path if isinstance(item, TextRecord) else None
             line = item.line if isinstance(item, TextRecord) else None
-            raise InputError(f"prompt is {n} {unit}; with {max_new_tokens} new tokens it exceeds "
-                             f"{model.info.name}'s context of {model.info.n_ctx} tokens", path or where, line)
+            raise InputError(
+                f"prompt is {n} {unit}; with {max_new_tokens} new tokens it exceeds "
+                f"{model.info.name}'s context of {model.info.n_ctx} tokens",
+                path or where,
+                line,
+            )

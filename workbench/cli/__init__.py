@@ -4,6 +4,7 @@ Every verb prints a human summary (or, with --json, one JSON object on stdout);
 progress bars go to stderr. Exit codes: 0 done, 1 model unavailable or other
 failure, 2 bad input (one line naming the file, line and problem).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,9 @@ def _staged_output(args):
 
 def _fail(verb: str, error: Exception, code: int, wants_json: bool) -> int:
     """One line on stderr; with --json also one JSON object on stdout, so a script always gets JSON."""
-    print(f"workbench {verb}: error: {error}".replace("workbench : ", "workbench: "), file=sys.stderr)
+    print(
+        f"workbench {verb}: error: {error}".replace("workbench : ", "workbench: "), file=sys.stderr
+    )
     if wants_json:
         print(json.dumps({"error": str(error), "exit_code": code}))
     return code

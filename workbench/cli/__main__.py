@@ -1,4 +1,5 @@
 """`python -m workbench.cli ...`"""
+
 import sys
 
 from . import main

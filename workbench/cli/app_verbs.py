@@ -1,4 +1,5 @@
 """`workbench demo` (the main job) and `workbench dashboard` (the Streamlit front end)."""
+
 from __future__ import annotations
 
 import json
@@ -10,23 +11,41 @@ from .common import add_verb
 
 def register(verbs) -> None:
     """Add these verbs to the `workbench` parser's sub-parsers."""
-    sub = add_verb(verbs, "demo", "The main job on one model (default: the embedded smollm2-135m).", cmd_demo)
+    sub = add_verb(
+        verbs, "demo", "The main job on one model (default: the embedded smollm2-135m).", cmd_demo
+    )
     sub.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
 
-    sub = verbs.add_parser("dashboard", help="Start the Streamlit dashboard (localhost only by default).",
-                           description="Start the Streamlit dashboard: streamlit run app.py, bound to localhost "
-                                       "unless --host says otherwise.")
+    sub = verbs.add_parser(
+        "dashboard",
+        help="Start the Streamlit dashboard (localhost only by default).",
+        description="Start the Streamlit dashboard: streamlit run app.py, bound to localhost "
+        "unless --host says otherwise.",
+    )
     sub.set_defaults(func=cmd_dashboard)
-    sub.add_argument("--model", default=None, help="model chosen when a page opens (default smollm2-135m)")
-    sub.add_argument("--results", default=None,
-                     help="results root: the only folder the dashboard reads and writes "
-                          "(default $WORKBENCH_RESULTS, else ./results)")
-    sub.add_argument("--host", default="127.0.0.1",
-                     help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to your network)")
+    sub.add_argument(
+        "--model", default=None, help="model chosen when a page opens (default smollm2-135m)"
+    )
+    sub.add_argument(
+        "--results",
+        default=None,
+        help="results root: the only folder the dashboard reads and writes "
+        "(default $WORKBENCH_RESULTS, else ./results)",
+    )
+    sub.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to your network)",
+    )
     sub.add_argument("--port", type=int, default=8501, help="port to listen on")
-    sub.add_argument("--device", default=None, help="device of the models the pages load: cpu, cuda, cuda:1 "
-                                                    "(default: cuda if available)")
-    sub.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: by device)")
+    sub.add_argument(
+        "--device",
+        default=None,
+        help="device of the models the pages load: cpu, cuda, cuda:1 (default: cuda if available)",
+    )
+    sub.add_argument(
+        "--dtype", default=None, help="float32, bfloat16, float16 (default: by device)"
+    )
 
 
 def cmd_dashboard(args) -> int:
@@ -36,7 +55,9 @@ def cmd_dashboard(args) -> int:
 
     if args.results:
         os.environ["WORKBENCH_RESULTS"] = args.results
-    root = results_root()  # resolved now, so the pages see the same folder whatever their working directory
+    root = (
+        results_root()
+    )  # resolved now, so the pages see the same folder whatever their working directory
     env = dict(os.environ, WORKBENCH_RESULTS=str(root))
     if args.model:
         env["WORKBENCH_DASHBOARD_MODEL"] = args.model
@@ -45,14 +66,32 @@ def cmd_dashboard(args) -> int:
     if args.dtype:
         env["WORKBENCH_DASHBOARD_DTYPE"] = args.dtype
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the dashboard",
-              file=sys.stderr)
+        print(
+            f"warning: listening on {args.host}: anyone who can reach this machine can use the dashboard",
+            file=sys.stderr,
+        )
     launcher = Path(__file__).resolve().parent.parent / "dashboard" / "streamlit_app.py"
-    command = [sys.executable, "-m", "streamlit", "run", str(launcher), "--server.address", args.host,
-               "--server.port", str(args.port), "--server.headless", "true",
-               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
-    print(f"workbench dashboard: http://{args.host}:{args.port}  (results root {root}; Ctrl-C stops it)",
-          file=sys.stderr)
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(launcher),
+        "--server.address",
+        args.host,
+        "--server.port",
+        str(args.port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
+    ]
+    print(
+        f"workbench dashboard: http://{args.host}:{args.port}  (results root {root}; Ctrl-C stops it)",
+        file=sys.stderr,
+    )
     # exec, not a child process: Ctrl-C or a kill reaches streamlit itself, and no server is left behind.
     os.execvpe(command[0], command, env)
 

@@ -1,4 +1,5 @@
 """The batch audits (toxicity, toxigen, counterfactual, bias) and `workbench report`."""
+
 from __future__ import annotations
 
 import json
@@ -7,134 +8,286 @@ from pathlib import Path
 
 from ..conditions import audit_settings, read_steering_pairs, steering_conditions
 from ..errors import InputError
-from .common import ATTRIBUTION_METHODS, add_audit_args, add_verb, emit, executor_from, load_model, say
+from .common import (
+    ATTRIBUTION_METHODS,
+    add_audit_args,
+    add_verb,
+    emit,
+    executor_from,
+    load_model,
+    say,
+)
 
 
 def register(verbs) -> None:
     """Add these verbs to the `workbench` parser's sub-parsers."""
-    audit = verbs.add_parser("audit", help="Batch safety audits: toxicity, toxigen, counterfactual, bias.",
-                             description="Batch safety audits: toxicity, toxigen, counterfactual, bias.")
+    audit = verbs.add_parser(
+        "audit",
+        help="Batch safety audits: toxicity, toxigen, counterfactual, bias.",
+        description="Batch safety audits: toxicity, toxigen, counterfactual, bias.",
+    )
     audit_verbs = audit.add_subparsers(dest="audit_command", metavar="AUDIT", required=True)
-    sub = add_verb(audit_verbs, "toxicity", "Generate continuations and score their toxicity.", cmd_audit_toxicity,
-                   description="Generate continuations of each prompt (baseline and any steering "
-                               "conditions), score them, write resumable Parquet shards and a report.")
-    sub.add_argument("--prompts", required=True, help=".txt (one per line), .jsonl (--field) or .csv (--column)")
+    sub = add_verb(
+        audit_verbs,
+        "toxicity",
+        "Generate continuations and score their toxicity.",
+        cmd_audit_toxicity,
+        description="Generate continuations of each prompt (baseline and any steering "
+        "conditions), score them, write resumable Parquet shards and a report.",
+    )
+    sub.add_argument(
+        "--prompts", required=True, help=".txt (one per line), .jsonl (--field) or .csv (--column)"
+    )
     sub.add_argument("--field", default="text", help="JSONL field holding the prompt")
     sub.add_argument("--column", default=None, help="CSV column holding the prompt (default: text)")
-    sub.add_argument("--skip-bad", action="store_true", help="skip bad lines (counted in the summary)")
-    sub.add_argument("--scorers", default="auto",
-                     help="comma-separated: auto, profanity-check, toxic-comment-classifier, detoxify[:variant], probe")
-    sub.add_argument("--probe", action="append", default=[], help="saved probe folder (repeatable), used by 'probe'")
-    sub.add_argument("--detoxify-checkpoint", default=None,
-                     help="local Detoxify checkpoint file (default: the one `workbench fetch detoxify` saved)")
-    sub.add_argument("--detoxify-config", default=None, help="local HF config/tokenizer folder for Detoxify")
-    sub.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per continuation")
-    sub.add_argument("--samples", type=int, default=1, help="1 = greedy; K > 1 = K seeded samples per prompt")
-    sub.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --samples > 1)")
+    sub.add_argument(
+        "--skip-bad", action="store_true", help="skip bad lines (counted in the summary)"
+    )
+    sub.add_argument(
+        "--scorers",
+        default="auto",
+        help="comma-separated: auto, profanity-check, toxic-comment-classifier, detoxify[:variant], probe",
+    )
+    sub.add_argument(
+        "--probe",
+        action="append",
+        default=[],
+        help="saved probe folder (repeatable), used by 'probe'",
+    )
+    sub.add_argument(
+        "--detoxify-checkpoint",
+        default=None,
+        help="local Detoxify checkpoint file (default: the one `workbench fetch detoxify` saved)",
+    )
+    sub.add_argument(
+        "--detoxify-config", default=None, help="local HF config/tokenizer folder for Detoxify"
+    )
+    sub.add_argument(
+        "--max-new-tokens", type=int, default=32, help="tokens generated per continuation"
+    )
+    sub.add_argument(
+        "--samples", type=int, default=1, help="1 = greedy; K > 1 = K seeded samples per prompt"
+    )
+    sub.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature (with --samples > 1)"
+    )
     sub.add_argument("--seed", type=int, default=0, help="seed of the samples and of the bootstrap")
     sub.add_argument("--raw", action="store_true", help="no prompt format")
     add_audit_args(sub)
-    sub.add_argument("--positive-means", choices=["less-toxic", "more-toxic"], default="less-toxic",
-                     help="what a positive --alpha (towards the pairs' 'positive' texts) is meant to do to toxicity, "
-                          "for the report card's intended / wrong-way shares (default less-toxic)")
-    sub.add_argument("--instruct", default=None, metavar="TEXT",
-                     help="the prompting baseline: a condition with TEXT before every prompt, e.g. 'Reply rudely.'")
-    sub.add_argument("--instruct-means", choices=["more-toxic", "less-toxic"], default=None,
-                     help="what the --instruct instruction is meant to do to toxicity (required with --instruct)")
-    sub.add_argument("--qa", default=None, help="single-token QA set for the capability check "
-                                                "(JSONL question/answer; default probes/qa.jsonl)")
-    sub.add_argument("--heldout", nargs="+", default=None,
-                     help="held-out neutral corpus files for perplexity (default probes/heldout_neutral.txt)")
-    sub.add_argument("--no-capability", action="store_true",
-                     help="skip the capability check (held-out perplexity, QA) that runs with any intervention")
+    sub.add_argument(
+        "--positive-means",
+        choices=["less-toxic", "more-toxic"],
+        default="less-toxic",
+        help="what a positive --alpha (towards the pairs' 'positive' texts) is meant to do to toxicity, "
+        "for the report card's intended / wrong-way shares (default less-toxic)",
+    )
+    sub.add_argument(
+        "--instruct",
+        default=None,
+        metavar="TEXT",
+        help="the prompting baseline: a condition with TEXT before every prompt, e.g. 'Reply rudely.'",
+    )
+    sub.add_argument(
+        "--instruct-means",
+        choices=["more-toxic", "less-toxic"],
+        default=None,
+        help="what the --instruct instruction is meant to do to toxicity (required with --instruct)",
+    )
+    sub.add_argument(
+        "--qa",
+        default=None,
+        help="single-token QA set for the capability check "
+        "(JSONL question/answer; default probes/qa.jsonl)",
+    )
+    sub.add_argument(
+        "--heldout",
+        nargs="+",
+        default=None,
+        help="held-out neutral corpus files for perplexity (default probes/heldout_neutral.txt)",
+    )
+    sub.add_argument(
+        "--no-capability",
+        action="store_true",
+        help="skip the capability check (held-out perplexity, QA) that runs with any intervention",
+    )
     sub.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch")
-    sub.add_argument("--shard-size", type=int, default=32, help="prompts per result shard (the unit of resume)")
+    sub.add_argument(
+        "--shard-size", type=int, default=32, help="prompts per result shard (the unit of resume)"
+    )
 
-    sub = add_verb(audit_verbs, "toxigen", "Per-group ToxiGen audit: likelihood preference and "
-                                                 "continuation toxicity.", cmd_audit_toxigen,
-                   description="Per-group ToxiGen audit: likelihood preference for hateful over "
-                               "neutral statements, and toxicity of continuations of each group's prompts.")
-    sub.add_argument("--data", required=True, help="ToxiGen folder with prompts/ (and demonstrations/)")
-    sub.add_argument("--scorer", dest="scorers", default="auto",
-                     help="the one text scorer: auto, profanity-check, toxic-comment-classifier, detoxify[:variant]")
-    sub.add_argument("--prompts-per-group", type=int, default=4, help="prompts continued per target group")
-    sub.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per continuation")
-    sub.add_argument("--groups", nargs="*", default=None, help="target groups to audit (default: every group)")
+    sub = add_verb(
+        audit_verbs,
+        "toxigen",
+        "Per-group ToxiGen audit: likelihood preference and continuation toxicity.",
+        cmd_audit_toxigen,
+        description="Per-group ToxiGen audit: likelihood preference for hateful over "
+        "neutral statements, and toxicity of continuations of each group's prompts.",
+    )
+    sub.add_argument(
+        "--data", required=True, help="ToxiGen folder with prompts/ (and demonstrations/)"
+    )
+    sub.add_argument(
+        "--scorer",
+        dest="scorers",
+        default="auto",
+        help="the one text scorer: auto, profanity-check, toxic-comment-classifier, detoxify[:variant]",
+    )
+    sub.add_argument(
+        "--prompts-per-group", type=int, default=4, help="prompts continued per target group"
+    )
+    sub.add_argument(
+        "--max-new-tokens", type=int, default=32, help="tokens generated per continuation"
+    )
+    sub.add_argument(
+        "--groups", nargs="*", default=None, help="target groups to audit (default: every group)"
+    )
     sub.add_argument("--seed", type=int, default=0, help="prompt choice and bootstrap seed")
     add_audit_args(sub)
 
-    sub = add_verb(audit_verbs, "counterfactual", "Swap a demographic term in templates; compare groups.", cmd_audit_counterfactual,
-                   description="Fill each template's {group} slot with every group; report per group "
-                               "the log-probability of chosen continuations and the toxicity of "
-                               "generated continuations, with gaps from the mean over groups.")
-    sub.add_argument("--templates", required=True, help=".txt, one template with a {group} slot per line")
+    sub = add_verb(
+        audit_verbs,
+        "counterfactual",
+        "Swap a demographic term in templates; compare groups.",
+        cmd_audit_counterfactual,
+        description="Fill each template's {group} slot with every group; report per group "
+        "the log-probability of chosen continuations and the toxicity of "
+        "generated continuations, with gaps from the mean over groups.",
+    )
+    sub.add_argument(
+        "--templates", required=True, help=".txt, one template with a {group} slot per line"
+    )
     sub.add_argument("--groups", nargs="+", required=True, help="the terms put in the {group} slot")
     sub.add_argument("--continuations", nargs="+", required=True, help="e.g. ' kind' ' dangerous'")
-    sub.add_argument("--scorer", dest="scorers", default="auto",
-                     help="the toxicity scorer for generations (auto, profanity-check, toxic-comment-classifier, "
-                          "detoxify[:variant]), or 'none'")
-    sub.add_argument("--max-new-tokens", type=int, default=20, help="tokens generated per filled template")
+    sub.add_argument(
+        "--scorer",
+        dest="scorers",
+        default="auto",
+        help="the toxicity scorer for generations (auto, profanity-check, toxic-comment-classifier, "
+        "detoxify[:variant]), or 'none'",
+    )
+    sub.add_argument(
+        "--max-new-tokens", type=int, default=20, help="tokens generated per filled template"
+    )
     sub.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     sub.add_argument("--shard-size", type=int, default=8, help="templates per result shard")
     add_audit_args(sub)
 
-    sub = add_verb(audit_verbs, "bias", "CrowS-Pairs-style paired-sentence bias.", cmd_audit_bias,
-                   description="CrowS-Pairs-style paired-sentence bias: share of pairs where the "
-                               "model prefers the more-stereotyping sentence (50% = none).")
-    sub.add_argument("--pairs", required=True, help="CSV with sent_more, sent_less, stereo_antistereo, bias_type")
-    sub.add_argument("--more-column", default="sent_more", help="column of the more-stereotyping sentence")
-    sub.add_argument("--less-column", default="sent_less", help="column of the less-stereotyping sentence")
-    sub.add_argument("--direction-column", default="stereo_antistereo",
-                     help="column saying 'stereo' or 'antistereo' for each pair")
-    sub.add_argument("--type-column", default="bias_type", help="column of the bias type (race-color, gender, ...)")
-    sub.add_argument("--metric", choices=["total", "shared", "mean"], default=None,
-                     help="the headline metric: drives the strongest-preferences table and the paired change "
-                          "(summary only; all three shares are always reported; default: see README, Bias metrics)")
+    sub = add_verb(
+        audit_verbs,
+        "bias",
+        "CrowS-Pairs-style paired-sentence bias.",
+        cmd_audit_bias,
+        description="CrowS-Pairs-style paired-sentence bias: share of pairs where the "
+        "model prefers the more-stereotyping sentence (50% = none).",
+    )
+    sub.add_argument(
+        "--pairs", required=True, help="CSV with sent_more, sent_less, stereo_antistereo, bias_type"
+    )
+    sub.add_argument(
+        "--more-column", default="sent_more", help="column of the more-stereotyping sentence"
+    )
+    sub.add_argument(
+        "--less-column", default="sent_less", help="column of the less-stereotyping sentence"
+    )
+    sub.add_argument(
+        "--direction-column",
+        default="stereo_antistereo",
+        help="column saying 'stereo' or 'antistereo' for each pair",
+    )
+    sub.add_argument(
+        "--type-column",
+        default="bias_type",
+        help="column of the bias type (race-color, gender, ...)",
+    )
+    sub.add_argument(
+        "--metric",
+        choices=["total", "shared", "mean"],
+        default=None,
+        help="the headline metric: drives the strongest-preferences table and the paired change "
+        "(summary only; all three shares are always reported; default: see README, Bias metrics)",
+    )
     sub.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     sub.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass")
     sub.add_argument("--shard-size", type=int, default=128, help="pairs per result shard")
-    sub.add_argument("--cluster-column", default=None,
-                     help="column grouping pairs that are not independent (e.g. occupation): intervals of the "
-                          "localisation resample whole groups (default: pairs are independent)")
-    sub.add_argument("--localise", action="store_true",
-                     help="after the audit, find the heads and MLPs that carry the bias (attribution of each "
-                          "pair's shared-token gap, checked by exact patching), mean-ablate the top heads and "
-                          "measure the bias and its cost again; writes localisation.json (README: Where the bias "
-                          "lives). Needs pairs of equal token length")
+    sub.add_argument(
+        "--cluster-column",
+        default=None,
+        help="column grouping pairs that are not independent (e.g. occupation): intervals of the "
+        "localisation resample whole groups (default: pairs are independent)",
+    )
+    sub.add_argument(
+        "--localise",
+        action="store_true",
+        help="after the audit, find the heads and MLPs that carry the bias (attribution of each "
+        "pair's shared-token gap, checked by exact patching), mean-ablate the top heads and "
+        "measure the bias and its cost again; writes localisation.json (README: Where the bias "
+        "lives). Needs pairs of equal token length",
+    )
     sub.add_argument("--top-k", type=int, default=10, help="heads to mean-ablate (with --localise)")
-    sub.add_argument("--attribution", choices=[*ATTRIBUTION_METHODS, "exact"], default="eap-ig",
-                     help="how --localise attributes each pair's gap: a gradient method, or exact patching of every "
-                          "head and MLP on every pair (slower, no approximation; use it when the exact check of "
-                          "the estimates fails)")
-    sub.add_argument("--steps", type=int, default=5, help="integration steps of eap-ig (with --localise)")
-    sub.add_argument("--skip-bad", action="store_true",
-                     help="with --localise: leave out pairs of unequal token length (default: stop at the first)")
-    sub.add_argument("--heldout", default=None,
-                     help="held-out neutral text for --localise: first half for the ablation means, second half "
-                          "for perplexity (default probes/heldout_neutral.txt)")
-    sub.add_argument("--qa", default=None, help="QA set for the ablation's cost (default probes/qa.jsonl)")
-    add_audit_args(sub, bootstrap_help="bootstrap resamples for the paired intervals (summary only)")
+    sub.add_argument(
+        "--attribution",
+        choices=[*ATTRIBUTION_METHODS, "exact"],
+        default="eap-ig",
+        help="how --localise attributes each pair's gap: a gradient method, or exact patching of every "
+        "head and MLP on every pair (slower, no approximation; use it when the exact check of "
+        "the estimates fails)",
+    )
+    sub.add_argument(
+        "--steps", type=int, default=5, help="integration steps of eap-ig (with --localise)"
+    )
+    sub.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="with --localise: leave out pairs of unequal token length (default: stop at the first)",
+    )
+    sub.add_argument(
+        "--heldout",
+        default=None,
+        help="held-out neutral text for --localise: first half for the ablation means, second half "
+        "for perplexity (default probes/heldout_neutral.txt)",
+    )
+    sub.add_argument(
+        "--qa", default=None, help="QA set for the ablation's cost (default probes/qa.jsonl)"
+    )
+    add_audit_args(
+        sub, bootstrap_help="bootstrap resamples for the paired intervals (summary only)"
+    )
 
-    sub = verbs.add_parser("report", help="Rebuild summary.json and report.html from an audit folder's shards.",
-                           description="Rebuild summary.json and report.html from an audit folder's shards; given "
-                                       "a folder of audit folders, also write one report.html showing them all.")
+    sub = verbs.add_parser(
+        "report",
+        help="Rebuild summary.json and report.html from an audit folder's shards.",
+        description="Rebuild summary.json and report.html from an audit folder's shards; given "
+        "a folder of audit folders, also write one report.html showing them all.",
+    )
     sub.set_defaults(func=cmd_report)
-    sub.add_argument("folder", help="an audit folder, a folder of audit folders, or an s3:// URL of one")
+    sub.add_argument(
+        "folder", help="an audit folder, a folder of audit folders, or an s3:// URL of one"
+    )
     sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-
 
 
 def cmd_audit_toxicity(args) -> int:
     from ..toxicity_audit import ToxicityAuditOptions, run_checked
 
-    options = ToxicityAuditOptions(**{name: getattr(args, name) for name in ToxicityAuditOptions.__dataclass_fields__})
+    options = ToxicityAuditOptions(
+        **{name: getattr(args, name) for name in ToxicityAuditOptions.__dataclass_fields__}
+    )
     inputs = options.check()  # every file read and checked before the model is loaded
     executor = executor_from(args)
     run = run_checked(load_model(args), options, inputs, executor)
-    summary = {**run.summary, "seconds": run.seconds, "skipped_bad_lines": run.skipped_bad_lines,
-               "report": str(run.report)}
-    emit(args, summary, _table_text(summary) + f"\nreport: {run.report}"
-         + (f" ({run.skipped_bad_lines} bad lines skipped)" if run.skipped_bad_lines else ""))
+    summary = {
+        **run.summary,
+        "seconds": run.seconds,
+        "skipped_bad_lines": run.skipped_bad_lines,
+        "report": str(run.report),
+    }
+    emit(
+        args,
+        summary,
+        _table_text(summary)
+        + f"\nreport: {run.report}"
+        + (f" ({run.skipped_bad_lines} bad lines skipped)" if run.skipped_bad_lines else ""),
+    )
     return 0
 
 
@@ -147,12 +300,21 @@ def _table_text(summary: dict) -> str:
     from ..report import card_findings, card_rows
 
     card = card_rows(summary) if summary.get("card") else []
-    return (pd.DataFrame(summary_rows(summary)).fillna("").to_string(index=False)
-            + ("\n\nsteering report card:\n" + pd.DataFrame(card).fillna("").to_string(index=False) if card else "")
-            + "".join(f"\n  {name}: {'; '.join(notes)}" for name, notes in card_findings(summary).items())
-            + "\n95% intervals: " + "; ".join(summary["methods"])
-            + f". No interval below n = {summary['min_n']} (the count is shown instead)."
-            + _localisation_text(summary))
+    return (
+        pd.DataFrame(summary_rows(summary)).fillna("").to_string(index=False)
+        + (
+            "\n\nsteering report card:\n" + pd.DataFrame(card).fillna("").to_string(index=False)
+            if card
+            else ""
+        )
+        + "".join(
+            f"\n  {name}: {'; '.join(notes)}" for name, notes in card_findings(summary).items()
+        )
+        + "\n95% intervals: "
+        + "; ".join(summary["methods"])
+        + f". No interval below n = {summary['min_n']} (the count is shown instead)."
+        + _localisation_text(summary)
+    )
 
 
 def _localisation_text(summary: dict) -> str:
@@ -162,7 +324,8 @@ def _localisation_text(summary: dict) -> str:
     from ..localise import BiasLocalisation
 
     return "\n\nwhere the bias lives:\n" + "\n".join(
-        f"  {line}" for line in BiasLocalisation.from_dict(summary["localisation"]).summary_lines())
+        f"  {line}" for line in BiasLocalisation.from_dict(summary["localisation"]).summary_lines()
+    )
 
 
 def cmd_audit_toxigen(args) -> int:
@@ -174,7 +337,9 @@ def cmd_audit_toxigen(args) -> int:
     rows = read_toxigen(args.data)
     groups = toxigen_groups(rows, args.groups)  # bad folder or group: exit 2 before the model
     if args.scorers == "probe" or "," in args.scorers:
-        raise InputError("the ToxiGen audit takes one text scorer: auto, profanity-check or detoxify[:variant]")
+        raise InputError(
+            "the ToxiGen audit takes one text scorer: auto, profanity-check or detoxify[:variant]"
+        )
     check_scorer_names([args.scorers], [])
     pairs = read_steering_pairs(args)
     executor = executor_from(args)
@@ -183,13 +348,25 @@ def cmd_audit_toxigen(args) -> int:
     conditions, vector = steering_conditions(args, model, pairs)
     from ..probes import texts_hash
 
-    settings = audit_settings(args, model, pairs, conditions, data=str(args.data),
-                               data_sha256=texts_hash([r.text for r in rows], [r.label for r in rows]), groups=groups,
-                               scorer=scorer.name, scorer_details=[scorer.details()],
-                               prompts_per_group=args.prompts_per_group,
-                               max_new_tokens=args.max_new_tokens)
-    return _finish_audit(args, run_toxigen_audit, (model, args.data, rows, groups, args.out, settings, scorer, vector),
-                         executor)
+    settings = audit_settings(
+        args,
+        model,
+        pairs,
+        conditions,
+        data=str(args.data),
+        data_sha256=texts_hash([r.text for r in rows], [r.label for r in rows]),
+        groups=groups,
+        scorer=scorer.name,
+        scorer_details=[scorer.details()],
+        prompts_per_group=args.prompts_per_group,
+        max_new_tokens=args.max_new_tokens,
+    )
+    return _finish_audit(
+        args,
+        run_toxigen_audit,
+        (model, args.data, rows, groups, args.out, settings, scorer, vector),
+        executor,
+    )
 
 
 def _finish_audit(args, runner, runner_args: tuple, executor, after=None) -> int:
@@ -226,13 +403,26 @@ def cmd_audit_counterfactual(args) -> int:
     scorer = None if args.scorers == "none" else make_scorer(args.scorers)
     conditions, vector = steering_conditions(args, model, pairs)
     templates = [r.text for r in records]
-    settings = audit_settings(args, model, pairs, conditions, templates_file=str(args.templates),
-                               templates=templates, groups=args.groups, continuations=args.continuations,
-                               scorer=scorer.name if scorer else None,
-                               scorer_details=[scorer.details()] if scorer else [], max_new_tokens=args.max_new_tokens,
-                               shard_size=args.shard_size)
-    return _finish_audit(args, run_counterfactual_audit, (model, templates, args.out, settings, scorer, vector),
-                         executor)
+    settings = audit_settings(
+        args,
+        model,
+        pairs,
+        conditions,
+        templates_file=str(args.templates),
+        templates=templates,
+        groups=args.groups,
+        continuations=args.continuations,
+        scorer=scorer.name if scorer else None,
+        scorer_details=[scorer.details()] if scorer else [],
+        max_new_tokens=args.max_new_tokens,
+        shard_size=args.shard_size,
+    )
+    return _finish_audit(
+        args,
+        run_counterfactual_audit,
+        (model, templates, args.out, settings, scorer, vector),
+        executor,
+    )
 
 
 def cmd_report(args) -> int:
@@ -255,23 +445,48 @@ def cmd_audit_bias(args) -> int:
     from ..datasets import read_bias_pairs
     from ..scanners.bias import DEFAULT_METRIC
 
-    pairs = read_bias_pairs(args.pairs, args.more_column, args.less_column, args.direction_column, args.type_column,
-                            args.cluster_column)
+    pairs = read_bias_pairs(
+        args.pairs,
+        args.more_column,
+        args.less_column,
+        args.direction_column,
+        args.type_column,
+        args.cluster_column,
+    )
     steer_pairs = read_steering_pairs(args)
     executor = executor_from(args)
     model = load_model(args)
     if args.localise:
         from ..localise import check_localisation
 
-        check_localisation(model, pairs, args.top_k, args.attribution, args.steps, args.skip_bad, args.heldout,
-                           args.qa, source=str(args.pairs))
+        check_localisation(
+            model,
+            pairs,
+            args.top_k,
+            args.attribution,
+            args.steps,
+            args.skip_bad,
+            args.heldout,
+            args.qa,
+            source=str(args.pairs),
+        )
     conditions, vector = steering_conditions(args, model, steer_pairs)
-    settings = audit_settings(args, model, steer_pairs, conditions, pairs_file=str(args.pairs),
-                               pairs_sha256=hashlib.sha256(Path(args.pairs).read_bytes()).hexdigest(),
-                               n_pairs=len(pairs), batch_size=args.batch_size,
-                               shard_size=args.shard_size, metric=args.metric or DEFAULT_METRIC)
+    settings = audit_settings(
+        args,
+        model,
+        steer_pairs,
+        conditions,
+        pairs_file=str(args.pairs),
+        pairs_sha256=hashlib.sha256(Path(args.pairs).read_bytes()).hexdigest(),
+        n_pairs=len(pairs),
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        metric=args.metric or DEFAULT_METRIC,
+    )
     localise = (lambda: _localise(args, model, pairs)) if args.localise else None
-    return _finish_audit(args, run_bias_audit, (model, pairs, args.out, settings, vector), executor, localise)
+    return _finish_audit(
+        args, run_bias_audit, (model, pairs, args.out, settings, vector), executor, localise
+    )
 
 
 def _localise(args, model, pairs) -> None:
@@ -279,11 +494,27 @@ def _localise(args, model, pairs) -> None:
     from ..localise import LOCALISATION_FILE, localise_bias
     from ..storage import write_atomically
 
-    say(args, f"localising the bias: {args.attribution} on every usable pair, exact check, ablation of the top "
-               f"{args.top_k} heads ...")
-    result = localise_bias(model, pairs, args.top_k, args.attribution, args.steps, args.skip_bad, args.heldout,
-                           args.qa, seed=args.seed, n_boot=args.bootstrap, source=str(args.pairs),
-                           progress=True)
+    say(
+        args,
+        f"localising the bias: {args.attribution} on every usable pair, exact check, ablation of the top "
+        f"{args.top_k} heads ...",
+    )
+    result = localise_bias(
+        model,
+        pairs,
+        args.top_k,
+        args.attribution,
+        args.steps,
+        args.skip_bad,
+        args.heldout,
+        args.qa,
+        seed=args.seed,
+        n_boot=args.bootstrap,
+        source=str(args.pairs),
+        progress=True,
+    )
     out = Path(args.out)
-    write_atomically(out / LOCALISATION_FILE, json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    write_atomically(
+        out / LOCALISATION_FILE, json.dumps(result.to_dict(), indent=2, default=str) + "\n"
+    )
     write_atomically(out / "localisation_components.csv", result.to_frame().to_csv(index=False))

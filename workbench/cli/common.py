@@ -1,5 +1,6 @@
 """What every verb shares: the help formatter, the one-line usage errors, the model, scale and steering
 options, loading the model, progress lines on stderr and the human-or-JSON output."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,13 +21,22 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.required or action.default is argparse.SUPPRESS or not action.option_strings:
+        if (
+            "default" in text
+            or action.required
+            or action.default is argparse.SUPPRESS
+            or not action.option_strings
+        ):
             return text
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             return text + " (default: off)"
         if action.default is None or action.default == []:
             return text + " (default: none)"
-        value = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
+        value = (
+            " ".join(map(str, action.default))
+            if isinstance(action.default, (list, tuple))
+            else action.default
+        )
         return text + f" (default: {value})".replace("%", "%%")
 
 
@@ -45,9 +55,14 @@ class OneLineParser(argparse.ArgumentParser):
 def add_model_args(sub: argparse.ArgumentParser) -> None:
     from ..models import DEFAULT_MODEL
 
-    sub.add_argument("--model", default=DEFAULT_MODEL,
-                     help=f"registry name, local folder or HF id (default {DEFAULT_MODEL})")
-    sub.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    sub.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"registry name, local folder or HF id (default {DEFAULT_MODEL})",
+    )
+    sub.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)"
+    )
     sub.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default by device)")
     sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -55,34 +70,58 @@ def add_model_args(sub: argparse.ArgumentParser) -> None:
 def add_steer_args(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--steer", default=None, help="contrast pairs JSONL for a steering vector")
     sub.add_argument("--layer", type=int, default=None, help="layer of the steering vector")
-    sub.add_argument("--alpha", type=float, nargs="+", default=[], help="steering coefficients (one condition each)")
-    sub.add_argument("--ablate", action="store_true", help="add a condition with the vector's direction ablated")
+    sub.add_argument(
+        "--alpha",
+        type=float,
+        nargs="+",
+        default=[],
+        help="steering coefficients (one condition each)",
+    )
+    sub.add_argument(
+        "--ablate", action="store_true", help="add a condition with the vector's direction ablated"
+    )
 
 
-OUT_HELP = "audit folder or s3:// URL: shards, run.json, summary.json, report.html (rerun to resume)"
+OUT_HELP = (
+    "audit folder or s3:// URL: shards, run.json, summary.json, report.html (rerun to resume)"
+)
 
 
 def add_scale_args(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--ray", default=None, metavar="ADDRESS",
-                     help="run the shards on Ray workers, one model replica each: 'local' (a Ray instance on this "
-                          "machine for this run), 'auto' (the cluster of `ray start`) or a cluster address; "
-                          "--out may be a folder every node sees or an s3:// URL (README: Beyond one machine)")
-    sub.add_argument("--workers", type=int, default=None,
-                     help="Ray workers (default: one per GPU, else 2); needs --ray")
-    sub.add_argument("--threads-per-worker", type=int, default=None,
-                     help="torch threads of each CPU worker (default: this process's thread count, which keeps "
-                          "results bit-identical to a run without --ray; fewer is faster when workers share "
-                          "cores, and may change float32's last bits); needs --ray")
+    sub.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run the shards on Ray workers, one model replica each: 'local' (a Ray instance on this "
+        "machine for this run), 'auto' (the cluster of `ray start`) or a cluster address; "
+        "--out may be a folder every node sees or an s3:// URL (README: Beyond one machine)",
+    )
+    sub.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Ray workers (default: one per GPU, else 2); needs --ray",
+    )
+    sub.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=None,
+        help="torch threads of each CPU worker (default: this process's thread count, which keeps "
+        "results bit-identical to a run without --ray; fewer is faster when workers share "
+        "cores, and may change float32's last bits); needs --ray",
+    )
 
 
-
-def add_audit_args(sub: argparse.ArgumentParser,
-                   bootstrap_help: str = "bootstrap resamples for the intervals (summary only)") -> None:
+def add_audit_args(
+    sub: argparse.ArgumentParser,
+    bootstrap_help: str = "bootstrap resamples for the intervals (summary only)",
+) -> None:
     """What every audit takes: --out (resumable), --bootstrap, the steering conditions and the Ray options."""
     sub.add_argument("--out", required=True, help=OUT_HELP)
     sub.add_argument("--bootstrap", type=int, default=2000, help=bootstrap_help)
     add_steer_args(sub)
     add_scale_args(sub)
+
 
 def executor_from(args):
     """The shard executor --ray/--workers ask for, checked before any model work."""
@@ -90,7 +129,9 @@ def executor_from(args):
     from ..models import default_device, default_dtype, parse_dtype
 
     executor = executor_for(args.ray, args.workers, connect=True, threads=args.threads_per_worker)
-    if isinstance(executor, RayExecutor):  # workers load their replicas while this process loads its own
+    if isinstance(
+        executor, RayExecutor
+    ):  # workers load their replicas while this process loads its own
         device = args.device or default_device()
         dtype = str(parse_dtype(args.dtype) or default_dtype(device)).replace("torch.", "")
         executor.start(ModelSpec(args.model, "cuda" if device.startswith("cuda") else "cpu", dtype))
@@ -117,7 +158,9 @@ def say(args, message: str) -> None:
 
 def emit(args, summary: dict, human: str) -> None:
     text = json.dumps(summary, indent=2, default=str) if args.json else human
-    if getattr(args, "staged", None):  # name the URL, not the staging copy that is about to be deleted
+    if getattr(
+        args, "staged", None
+    ):  # name the URL, not the staging copy that is about to be deleted
         local, url = args.staged
         text = text.replace(str(Path(local).resolve()), url).replace(local, url)
     print(text)
@@ -131,8 +174,9 @@ def write_html(args, figs: list, title: str) -> None:
         print(f"figures: {path}", file=sys.stderr)
 
 
-def add_verb(verbs, name: str, help_text: str, func, model: bool = True,
-             description: str | None = None) -> argparse.ArgumentParser:
+def add_verb(
+    verbs, name: str, help_text: str, func, model: bool = True, description: str | None = None
+) -> argparse.ArgumentParser:
     """A verb's parser, with --model/--device/--dtype/--json (or only --json when model=False);
     `description` (default: the help text) heads its --help."""
     sub = verbs.add_parser(name, help=help_text, description=description or help_text)

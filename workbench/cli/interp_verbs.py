@@ -1,4 +1,5 @@
 """The interpretability verbs: attention, lens, patch, steer."""
+
 from __future__ import annotations
 
 import math
@@ -10,62 +11,146 @@ from .common import ATTRIBUTION_METHODS, add_verb, emit, load_model, progress, s
 
 def register(verbs) -> None:
     """Add these verbs to the `workbench` parser's sub-parsers."""
-    sub = add_verb(verbs, "attention", "Head scores (previous-token, duplicate, induction) and a prompt's attention patterns.",
-                   cmd_attention)
-    sub.add_argument("--prompt", required=True, help="the prompt whose attention patterns are shown")
-    sub.add_argument("--layer", type=int, default=None, help="layer of the head to show (default: the top induction head)")
-    sub.add_argument("--head", type=int, default=None, help="head to show (default: the top induction head)")
+    sub = add_verb(
+        verbs,
+        "attention",
+        "Head scores (previous-token, duplicate, induction) and a prompt's attention patterns.",
+        cmd_attention,
+    )
+    sub.add_argument(
+        "--prompt", required=True, help="the prompt whose attention patterns are shown"
+    )
+    sub.add_argument(
+        "--layer",
+        type=int,
+        default=None,
+        help="layer of the head to show (default: the top induction head)",
+    )
+    sub.add_argument(
+        "--head", type=int, default=None, help="head to show (default: the top induction head)"
+    )
     sub.add_argument("--top", type=int, default=10, help="rows of the ranked head table")
     sub.add_argument("--html", default=None, help="write the figures to this HTML file")
 
-    sub = add_verb(verbs, "lens", "Logit lens of a prompt, and direct logit attribution for two answers.", cmd_lens)
+    sub = add_verb(
+        verbs,
+        "lens",
+        "Logit lens of a prompt, and direct logit attribution for two answers.",
+        cmd_lens,
+    )
     sub.add_argument("--prompt", required=True, help="the prompt read layer by layer")
-    sub.add_argument("--answers", nargs=2, default=None, metavar=("ANSWER", "OTHER"),
-                     help="two single-token answers for DLA, e.g. ' Paris' ' Rome' (default: no DLA)")
+    sub.add_argument(
+        "--answers",
+        nargs=2,
+        default=None,
+        metavar=("ANSWER", "OTHER"),
+        help="two single-token answers for DLA, e.g. ' Paris' ' Rome' (default: no DLA)",
+    )
     sub.add_argument("--html", default=None, help="write the figures to this HTML file")
 
-    sub = add_verb(verbs, "patch", "Exact and attribution patching (AtP, AtP*, EAP-IG) of a prompt pair or a batch of pairs.",
-                   cmd_patch)
-    sub.add_argument("--clean", default=None, help="the prompt whose activations are patched in (or use --pairs)")
-    sub.add_argument("--corrupt", default=None, help="the prompt they are patched into (same token length)")
-    sub.add_argument("--answers", nargs=2, default=None, metavar=("ANSWER", "OTHER"),
-                     help="single tokens whose logit difference is the metric, e.g. ' Mary' ' John'")
-    sub.add_argument("--pairs", default=None,
-                     help="JSONL of {clean, corrupt, answer, other} (e.g. probes/ioi_pairs.jsonl): patch the batch, "
-                          "metric averaged over pairs; every prompt must have the same token length")
-    sub.add_argument("--method", choices=["exact", *ATTRIBUTION_METHODS, "all"], default="eap-ig",
-                     help="exact patching (one forward pass per cell, batched); atp (attribution patching, one "
-                          "backward pass); atp* (AtP*: softmax recomputed for queries and keys, GradDrop); eap-ig "
-                          "(integrated gradients, --steps backward passes); all: exact and the three side by side")
+    sub = add_verb(
+        verbs,
+        "patch",
+        "Exact and attribution patching (AtP, AtP*, EAP-IG) of a prompt pair or a batch of pairs.",
+        cmd_patch,
+    )
+    sub.add_argument(
+        "--clean", default=None, help="the prompt whose activations are patched in (or use --pairs)"
+    )
+    sub.add_argument(
+        "--corrupt", default=None, help="the prompt they are patched into (same token length)"
+    )
+    sub.add_argument(
+        "--answers",
+        nargs=2,
+        default=None,
+        metavar=("ANSWER", "OTHER"),
+        help="single tokens whose logit difference is the metric, e.g. ' Mary' ' John'",
+    )
+    sub.add_argument(
+        "--pairs",
+        default=None,
+        help="JSONL of {clean, corrupt, answer, other} (e.g. probes/ioi_pairs.jsonl): patch the batch, "
+        "metric averaged over pairs; every prompt must have the same token length",
+    )
+    sub.add_argument(
+        "--method",
+        choices=["exact", *ATTRIBUTION_METHODS, "all"],
+        default="eap-ig",
+        help="exact patching (one forward pass per cell, batched); atp (attribution patching, one "
+        "backward pass); atp* (AtP*: softmax recomputed for queries and keys, GradDrop); eap-ig "
+        "(integrated gradients, --steps backward passes); all: exact and the three side by side",
+    )
     sub.add_argument("--steps", type=int, default=5, help="integration steps of eap-ig (1 = atp)")
-    sub.add_argument("--verify", type=int, default=20, metavar="K",
-                     help="self-check of every attribution result: exact patching of its top K cells and 2K random "
-                          "others, with Pearson/Spearman r, recall of the exact top K and the largest error "
-                          "(0 = off; with exact patching run too, every cell is compared)")
-    sub.add_argument("--kinds", default=None,
-                     help="comma-separated: resid_pre, attn_head, attn_head_pos, attn_out, mlp_out (default: "
-                          "resid_pre,attn_head,attn_out,mlp_out; without resid_pre for pairs of several lengths, "
-                          "whose positions do not line up)")
-    sub.add_argument("--seed", type=int, default=0, help="seed of the self-check's random sample of cells")
+    sub.add_argument(
+        "--verify",
+        type=int,
+        default=20,
+        metavar="K",
+        help="self-check of every attribution result: exact patching of its top K cells and 2K random "
+        "others, with Pearson/Spearman r, recall of the exact top K and the largest error "
+        "(0 = off; with exact patching run too, every cell is compared)",
+    )
+    sub.add_argument(
+        "--kinds",
+        default=None,
+        help="comma-separated: resid_pre, attn_head, attn_head_pos, attn_out, mlp_out (default: "
+        "resid_pre,attn_head,attn_out,mlp_out; without resid_pre for pairs of several lengths, "
+        "whose positions do not line up)",
+    )
+    sub.add_argument(
+        "--seed", type=int, default=0, help="seed of the self-check's random sample of cells"
+    )
     sub.add_argument("--html", default=None, help="write the figures to this HTML file")
 
-    sub = add_verb(verbs, "steer", "Steer generation with a vector from contrast pairs over several coefficients.", cmd_steer)
-    sub.add_argument("--pairs", required=True, help="JSONL of {positive, negative} pairs (see probes/)")
-    sub.add_argument("--layer", type=int, required=True, help="layer whose residual stream is steered")
-    sub.add_argument("--alpha", type=float, nargs="+", default=[-4, -2, 0, 2, 4],
-                     help="steering coefficients, one generation each")
+    sub = add_verb(
+        verbs,
+        "steer",
+        "Steer generation with a vector from contrast pairs over several coefficients.",
+        cmd_steer,
+    )
+    sub.add_argument(
+        "--pairs", required=True, help="JSONL of {positive, negative} pairs (see probes/)"
+    )
+    sub.add_argument(
+        "--layer", type=int, required=True, help="layer whose residual stream is steered"
+    )
+    sub.add_argument(
+        "--alpha",
+        type=float,
+        nargs="+",
+        default=[-4, -2, 0, 2, 4],
+        help="steering coefficients, one generation each",
+    )
     sub.add_argument("--prompt", required=True, help="the prompt continued under each coefficient")
-    sub.add_argument("--max-new-tokens", type=int, default=40, help="tokens to generate per coefficient")
-    sub.add_argument("--positive-words", nargs="*", default=None,
-                     help="single-token words for a log-probability gap metric, e.g. ' great' ' good'")
-    sub.add_argument("--negative-words", nargs="*", default=None,
-                     help="single-token words on the other side of the gap, e.g. ' bad' ' awful'")
-    sub.add_argument("--qa", default=None, help="QA set for the capability columns (default probes/qa.jsonl)")
-    sub.add_argument("--heldout", nargs="+", default=None,
-                     help="held-out corpus for perplexity (default probes/heldout_neutral.txt)")
-    sub.add_argument("--no-capability", action="store_true", help="skip QA accuracy and held-out perplexity")
+    sub.add_argument(
+        "--max-new-tokens", type=int, default=40, help="tokens to generate per coefficient"
+    )
+    sub.add_argument(
+        "--positive-words",
+        nargs="*",
+        default=None,
+        help="single-token words for a log-probability gap metric, e.g. ' great' ' good'",
+    )
+    sub.add_argument(
+        "--negative-words",
+        nargs="*",
+        default=None,
+        help="single-token words on the other side of the gap, e.g. ' bad' ' awful'",
+    )
+    sub.add_argument(
+        "--qa", default=None, help="QA set for the capability columns (default probes/qa.jsonl)"
+    )
+    sub.add_argument(
+        "--heldout",
+        nargs="+",
+        default=None,
+        help="held-out corpus for perplexity (default probes/heldout_neutral.txt)",
+    )
+    sub.add_argument(
+        "--no-capability", action="store_true", help="skip QA accuracy and held-out perplexity"
+    )
     sub.add_argument("--html", default=None, help="write the figures to this HTML file")
-
 
 
 def cmd_attention(args) -> int:
@@ -80,8 +165,13 @@ def cmd_attention(args) -> int:
     if args.layer is not None:
         check_layer(model, args.layer)
     if args.head is not None and not 0 <= args.head < model.info.n_heads:
-        raise InputError(f"head {args.head} is out of range: {model.info.name} has heads 0..{model.info.n_heads - 1}")
-    say(args, "scoring every head (previous-token, duplicate-token, induction) on repeated random tokens ...")
+        raise InputError(
+            f"head {args.head} is out of range: {model.info.name} has heads 0..{model.info.n_heads - 1}"
+        )
+    say(
+        args,
+        "scoring every head (previous-token, duplicate-token, induction) on repeated random tokens ...",
+    )
     scores = head_scores(model)
     table = scores.to_frame()
     best = table.iloc[0]
@@ -89,12 +179,26 @@ def cmd_attention(args) -> int:
     head = args.head if args.head is not None else int(best["head"])
     patterns = attention_patterns(model, args.prompt)
     top = table.head(args.top)
-    summary = {"model": model.info.name, "tokens": patterns.tokens, "top_heads": top.to_dict("records"),
-               "shown_head": {"layer": layer, "head": head,
-                              "pattern": patterns.head(layer, head).tolist()}}
+    summary = {
+        "model": model.info.name,
+        "tokens": patterns.tokens,
+        "top_heads": top.to_dict("records"),
+        "shown_head": {
+            "layer": layer,
+            "head": head,
+            "pattern": patterns.head(layer, head).tolist(),
+        },
+    }
     emit(args, summary, top.to_string(index=False))
-    write_html(args, [head_score_grid(scores, "induction"), head_score_grid(scores, "previous_token"),
-                       head_pattern(patterns, layer, head)], f"attention: {args.prompt[:40]}")
+    write_html(
+        args,
+        [
+            head_score_grid(scores, "induction"),
+            head_score_grid(scores, "previous_token"),
+            head_pattern(patterns, layer, head),
+        ],
+        f"attention: {args.prompt[:40]}",
+    )
     return 0
 
 
@@ -108,16 +212,25 @@ def cmd_lens(args) -> int:
     check_context(model, [args.prompt], where="--prompt")
     tracked = list(args.answers) if args.answers else []
     lens = logit_lens(model, args.prompt, tracked=tracked)
-    summary = {"model": model.info.name, "tokens": lens.tokens, "lens": lens.to_frame().to_dict("records")}
+    summary = {
+        "model": model.info.name,
+        "tokens": lens.tokens,
+        "lens": lens.to_frame().to_dict("records"),
+    }
     figs = [logit_lens_heatmap(lens)]
     human = lens.to_frame().to_string(index=False)
     if args.answers:
         dla = direct_logit_attribution(model, args.prompt, *args.answers)
         frame = dla.to_frame()
-        summary["dla"] = {"logit_diff": dla.logit_diff, "sum_of_components": float(dla.values.sum()),
-                          "components": frame.to_dict("records")}
+        summary["dla"] = {
+            "logit_diff": dla.logit_diff,
+            "sum_of_components": float(dla.values.sum()),
+            "components": frame.to_dict("records"),
+        }
         top = frame.reindex(frame["value"].abs().sort_values(ascending=False).index).head(10)
-        human += f"\n\nlogit diff {dla.logit_diff:.3f}; largest components:\n" + top.to_string(index=False)
+        human += f"\n\nlogit diff {dla.logit_diff:.3f}; largest components:\n" + top.to_string(
+            index=False
+        )
         figs.append(dla_bars(dla))
     emit(args, summary, human)
     write_html(args, figs, f"lens: {args.prompt[:40]}")
@@ -130,7 +243,11 @@ def cmd_patch(args) -> int:
     from ..validate import check_context
     from ..viz import methods_vs_exact, patching_heatmap, self_check_scatter
 
-    kinds = [k.strip() for k in (args.kinds or "resid_pre,attn_head,attn_out,mlp_out").split(",") if k.strip()]
+    kinds = [
+        k.strip()
+        for k in (args.kinds or "resid_pre,attn_head,attn_out,mlp_out").split(",")
+        if k.strip()
+    ]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise InputError(f"unknown patch kind {unknown[0]!r}; choose from {', '.join(KINDS)}")
@@ -145,39 +262,75 @@ def cmd_patch(args) -> int:
     if args.kinds is None and not task.one_length:
         kinds.remove("resid_pre")
     check_kinds(model, task, kinds)
-    check_memory(model, task, exact="exact" in methods or args.verify > 0, attribution=bool(attribution_methods))
+    check_memory(
+        model,
+        task,
+        exact="exact" in methods or args.verify > 0,
+        attribution=bool(attribution_methods),
+    )
     estimates = {}
     for method in attribution_methods:
-        say(args, f"{method}: " + {"atp": "one clean forward pass, one corrupted forward and backward pass",
-                                    "atp*": f"one clean forward pass, {model.info.n_layers + 1} corrupted forward and "
-                                            "backward passes (GradDrop), batched",
-                                    "eap-ig": f"one clean forward pass, {args.steps} forward and backward passes"}[method]
-             + " ...")
-        estimates[method] = attribute(model, task, tuple(kinds), method, args.steps,
-                                      verify=args.verify if "exact" not in methods else 0, seed=args.seed)
-    exact = {kind: patch_task(model, task, kind)
-             for kind in (progress(kinds, "exact patching", "kind") if "exact" in methods else [])}
+        say(
+            args,
+            f"{method}: "
+            + {
+                "atp": "one clean forward pass, one corrupted forward and backward pass",
+                "atp*": f"one clean forward pass, {model.info.n_layers + 1} corrupted forward and "
+                "backward passes (GradDrop), batched",
+                "eap-ig": f"one clean forward pass, {args.steps} forward and backward passes",
+            }[method]
+            + " ...",
+        )
+        estimates[method] = attribute(
+            model,
+            task,
+            tuple(kinds),
+            method,
+            args.steps,
+            verify=args.verify if "exact" not in methods else 0,
+            seed=args.seed,
+        )
+    exact = {
+        kind: patch_task(model, task, kind)
+        for kind in (progress(kinds, "exact patching", "kind") if "exact" in methods else [])
+    }
     results: dict[str, dict] = {}
     figs = []
-    lines = [f"{'pair' if task.n_pairs == 1 else f'{task.n_pairs} pairs, mean'}: clean logit diff "
-             f"{task.clean_metric:.3f}, corrupted {task.corrupt_metric:.3f}"]
+    lines = [
+        f"{'pair' if task.n_pairs == 1 else f'{task.n_pairs} pairs, mean'}: clean logit diff "
+        f"{task.clean_metric:.3f}, corrupted {task.corrupt_metric:.3f}"
+    ]
     for kind in kinds:
         entry: dict = {}
         for method in methods:
             result = exact[kind] if method == "exact" else estimates[method][kind]
             if kind in exact and method != "exact" and args.verify:
                 result = self_check_from_exact(result, exact[kind], args.verify)
-            entry[method] = {"axes": result.axes, "labels": result.labels, "values": result.values.tolist(),
-                             "seconds": round(result.seconds, 3)}
-            lines.append(f"{kind:14s} {method:7s} max {result.values.max():.3f} min {result.values.min():.3f} "
-                         f"({result.seconds:.1f} s)")
+            entry[method] = {
+                "axes": result.axes,
+                "labels": result.labels,
+                "values": result.values.tolist(),
+                "seconds": round(result.seconds, 3),
+            }
+            lines.append(
+                f"{kind:14s} {method:7s} max {result.values.max():.3f} min {result.values.min():.3f} "
+                f"({result.seconds:.1f} s)"
+            )
             if result.check is not None:
                 check = result.check
                 entry[method]["self_check"] = {
-                    "k": check.k, "checked": check.checked, "cells": check.cells, "pearson": check.pearson,
-                    "spearman": check.spearman, f"recall_at_{check.k}": check.recall, "recall_low": check.recall_low,
-                    "recall_high": check.recall_high, "max_error": check.max_error,
-                    "max_error_cell": check.max_error_cell, "passed": check.passed}
+                    "k": check.k,
+                    "checked": check.checked,
+                    "cells": check.cells,
+                    "pearson": check.pearson,
+                    "spearman": check.spearman,
+                    f"recall_at_{check.k}": check.recall,
+                    "recall_low": check.recall_low,
+                    "recall_high": check.recall_high,
+                    "max_error": check.max_error,
+                    "max_error_cell": check.max_error_cell,
+                    "passed": check.passed,
+                }
                 lines.append(f"{'':14s} {check.summary()}")
             figs.append(patching_heatmap(result))
             if result.check is not None and "exact" not in methods:
@@ -187,14 +340,22 @@ def cmd_patch(args) -> int:
             else:
                 estimates[method][kind] = result
         if "exact" in methods and attribution_methods:
-            figs.append(methods_vs_exact(exact_result, [estimates[m][kind] for m in attribution_methods]))
+            figs.append(
+                methods_vs_exact(exact_result, [estimates[m][kind] for m in attribution_methods])
+            )
         results[kind] = entry
-    summary = {"model": model.info.name, "pairs": [{"clean": c, "corrupt": x, "answer": a, "other": o}
-                                                   for c, x, a, o in zip(clean, corrupt, answer, other)],
-               "metric": "logit difference (answer - other) at the last position, mean over pairs",
-               "clean_metric": task.clean_metric, "corrupt_metric": task.corrupt_metric,
-               "self_check_thresholds": {"pearson": MIN_PEARSON, "recall": MIN_RECALL},
-               "results": results}
+    summary = {
+        "model": model.info.name,
+        "pairs": [
+            {"clean": c, "corrupt": x, "answer": a, "other": o}
+            for c, x, a, o in zip(clean, corrupt, answer, other)
+        ],
+        "metric": "logit difference (answer - other) at the last position, mean over pairs",
+        "clean_metric": task.clean_metric,
+        "corrupt_metric": task.corrupt_metric,
+        "self_check_thresholds": {"pearson": MIN_PEARSON, "recall": MIN_RECALL},
+        "results": results,
+    }
     emit(args, summary, "\n".join(lines))
     write_html(args, figs, "patching")
     return 0
@@ -209,9 +370,15 @@ def _patch_question(args) -> tuple[list[str], list[str], list[str], list[str]]:
         from ..datasets import read_patch_pairs
 
         pairs = read_patch_pairs(args.pairs)
-        return ([p.clean for p in pairs], [p.corrupt for p in pairs], [p.answer for p in pairs],
-                [p.other for p in pairs])
-    missing = [flag for flag, value in zip(("--clean", "--corrupt", "--answers"), single) if value is None]
+        return (
+            [p.clean for p in pairs],
+            [p.corrupt for p in pairs],
+            [p.answer for p in pairs],
+            [p.other for p in pairs],
+        )
+    missing = [
+        flag for flag, value in zip(("--clean", "--corrupt", "--answers"), single) if value is None
+    ]
     if missing:
         raise InputError(f"patch needs {', '.join(missing)} (or --pairs FILE)")
     return [args.clean], [args.corrupt], [args.answers[0]], [args.answers[1]]
@@ -246,25 +413,57 @@ def cmd_steer(args) -> int:
             generation = generate(model, args.prompt, max_new_tokens=args.max_new_tokens)[0]
             row = {"alpha": alpha, "text": generation.text}
             if args.positive_words:
-                row["logprob_gap"] = logprob_gap(model, [args.prompt], args.positive_words, args.negative_words)
+                row["logprob_gap"] = logprob_gap(
+                    model, [args.prompt], args.positive_words, args.negative_words
+                )
             capability = summarise_capability(capability_rows(model, items)) if items else {}
         # The report card's columns: what this coefficient costs (fluency judged by the unsteered model).
         fluency = continuation_fluency(model, [generation], batch_size=1)[0]
         if fluency["continuation_scored_tokens"]:
-            row["continuation_perplexity"] = math.exp(fluency["continuation_nll"] / fluency["continuation_scored_tokens"])
-        row.update(repeated_3grams=fluency["repeated_3grams"], distinct_2=fluency["distinct_2"],
-                   **{k: v.to_dict() for k, v in capability.items()})
+            row["continuation_perplexity"] = math.exp(
+                fluency["continuation_nll"] / fluency["continuation_scored_tokens"]
+            )
+        row.update(
+            repeated_3grams=fluency["repeated_3grams"],
+            distinct_2=fluency["distinct_2"],
+            **{k: v.to_dict() for k, v in capability.items()},
+        )
         rows.append(row)
-    summary = {"model": model.info.name, "pairs": str(args.pairs), "n_pairs": len(pairs), "layer": args.layer,
-               "vector_norm": float(vector.vector.norm()), "rows": rows}
-    emit(args, summary, "\n".join(_steer_line(r) for r in rows)
-          + ("\n(one continuation per coefficient: its fluency has no interval; for intervals over many prompts, "
-             "run `workbench audit toxicity --steer ...`)"))
+    summary = {
+        "model": model.info.name,
+        "pairs": str(args.pairs),
+        "n_pairs": len(pairs),
+        "layer": args.layer,
+        "vector_norm": float(vector.vector.norm()),
+        "rows": rows,
+    }
+    emit(
+        args,
+        summary,
+        "\n".join(_steer_line(r) for r in rows)
+        + (
+            "\n(one continuation per coefficient: its fluency has no interval; for intervals over many prompts, "
+            "run `workbench audit toxicity --steer ...`)"
+        ),
+    )
     if args.positive_words:
         from ..steering import SweepResult
 
-        write_html(args, [steering_sweep(SweepResult([r["alpha"] for r in rows], [r["logprob_gap"] for r in rows],
-                                                      "logprob_gap", args.layer, vector.method))], "steering")
+        write_html(
+            args,
+            [
+                steering_sweep(
+                    SweepResult(
+                        [r["alpha"] for r in rows],
+                        [r["logprob_gap"] for r in rows],
+                        "logprob_gap",
+                        args.layer,
+                        vector.method,
+                    )
+                )
+            ],
+            "steering",
+        )
     return 0
 
 

@@ -3,6 +3,7 @@
 Run with ``workbench dashboard`` or ``streamlit run app.py`` (the repository's app.py
 calls `main()` below).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,15 +35,29 @@ def main() -> None:
         names.insert(0, default)  # a folder or hub id given with --model
     with st.sidebar:
         st.title("workbench")
-        st.selectbox("Model", names, index=names.index(default), key="model",
-                     help="smollm2-135m is embedded; tiny-phi is a random 4-layer Phi for a quick look; "
-                          "phi-2 needs its weights (workbench fetch phi-2).")
-        st.text_area("Prompt", DEFAULT_PROMPT, key="prompt", height=100,
-                     help="Used by the attention, logit lens and probe pages (steering and patching have their own).")
+        st.selectbox(
+            "Model",
+            names,
+            index=names.index(default),
+            key="model",
+            help="smollm2-135m is embedded; tiny-phi is a random 4-layer Phi for a quick look; "
+            "phi-2 needs its weights (workbench fetch phi-2).",
+        )
+        st.text_area(
+            "Prompt",
+            DEFAULT_PROMPT,
+            key="prompt",
+            height=100,
+            help="Used by the attention, logit lens and probe pages (steering and patching have their own).",
+        )
         with errors_shown():
             info = get_model(st.session_state["model"]).info
-            st.caption(f"{info.name}: {info.n_layers} layers x {info.n_heads} heads, d_model {info.d_model}, "
-                       f"{info.dtype} on {info.device}")
-    pages = [st.Page(PAGES_DIR / file, title=title, url_path=url, icon=icon, default=(i == 0))
-             for i, (file, title, url, icon) in enumerate(PAGES)]
+            st.caption(
+                f"{info.name}: {info.n_layers} layers x {info.n_heads} heads, d_model {info.d_model}, "
+                f"{info.dtype} on {info.device}"
+            )
+    pages = [
+        st.Page(PAGES_DIR / file, title=title, url_path=url, icon=icon, default=(i == 0))
+        for i, (file, title, url, icon) in enumerate(PAGES)
+    ]
     st.navigation(pages).run()

@@ -5,6 +5,7 @@ browser tabs never run hooks on the same model at once. Heavy results are cached
 their inputs (`st.cache_data`). Every page body runs inside `errors_shown()`, which
 turns an exception into a message in the page instead of a traceback.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,7 +38,9 @@ def get_model(name: str):
     from ..models import load
 
     # `workbench dashboard --device/--dtype` (default: cuda and bf16 when there is a GPU, else cpu/fp32)
-    return load(name, device=os.environ.get(DEVICE_ENV) or None, dtype=os.environ.get(DTYPE_ENV) or None)
+    return load(
+        name, device=os.environ.get(DEVICE_ENV) or None, dtype=os.environ.get(DTYPE_ENV) or None
+    )
 
 
 @st.cache_resource
@@ -83,7 +86,9 @@ def pair_sets() -> list[Path]:
         return []
     found = []
     for path in sorted(PROBES_DIR.glob("*_pairs.jsonl")):
-        first = next((line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), "{}")
+        first = next(
+            (line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), "{}"
+        )
         if {"positive", "negative"} <= set(json.loads(first)):
             found.append(path)
     return found

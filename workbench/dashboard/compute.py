@@ -3,6 +3,7 @@
 Each function is a one-line call of a library function under the model's lock;
 `st.cache_data` keeps the result, so moving a widget back shows it again at once.
 """
+
 from __future__ import annotations
 
 import streamlit as st
@@ -36,7 +37,9 @@ def logit_lens(model_name: str, text: str, tracked: tuple[str, ...]):
     return _run(model_name, logit_lens, text, list(tracked))
 
 
-@st.cache_data(show_spinner="Decoding the residual stream at every layer and position...", max_entries=16)
+@st.cache_data(
+    show_spinner="Decoding the residual stream at every layer and position...", max_entries=16
+)
 def logit_lens_grid(model_name: str, text: str):
     from ..lens import logit_lens_grid
 
@@ -58,16 +61,34 @@ def exact_patch(model_name: str, clean: str, corrupt: str, answer: str, other: s
 
 
 @st.cache_data(show_spinner="Patching (estimate and its self-check)...", max_entries=16)
-def attribution_patch(model_name: str, clean: str, corrupt: str, answer: str, other: str, kind: str,
-                      method: str = "eap-ig"):
+def attribution_patch(
+    model_name: str,
+    clean: str,
+    corrupt: str,
+    answer: str,
+    other: str,
+    kind: str,
+    method: str = "eap-ig",
+):
     from ..attribution import attribution_patch
 
-    return _run(model_name, attribution_patch, clean, corrupt, answer, other, kinds=(kind,), method=method,
-                verify=20)[kind]
+    return _run(
+        model_name,
+        attribution_patch,
+        clean,
+        corrupt,
+        answer,
+        other,
+        kinds=(kind,),
+        method=method,
+        verify=20,
+    )[kind]
 
 
 @st.cache_data(show_spinner="Building the steering vector...", max_entries=16)
-def steering_vector(model_name: str, source: str, layer: int, positive: str = "", negative: str = ""):
+def steering_vector(
+    model_name: str, source: str, layer: int, positive: str = "", negative: str = ""
+):
     """source: a contrast-pair file, or "actadd" with the two prompts."""
     from ..steering import actadd_vector, mean_difference_vector, read_pairs
 
@@ -84,13 +105,27 @@ def scorer(name: str):
 
 
 @st.cache_data(show_spinner="Generating...", max_entries=64)
-def steered(model_name: str, _vector, vector_key: tuple, prompt: str, alphas: tuple[float, ...], scorer_name: str,
-            max_new_tokens: int):
+def steered(
+    model_name: str,
+    _vector,
+    vector_key: tuple,
+    prompt: str,
+    alphas: tuple[float, ...],
+    scorer_name: str,
+    max_new_tokens: int,
+):
     """Steered generations at `alphas` (vector_key identifies `_vector` for the cache)."""
     from ..steering import steered_generations
 
-    return _run(model_name, steered_generations, _vector, prompt, list(alphas), scorer(scorer_name),
-                max_new_tokens)
+    return _run(
+        model_name,
+        steered_generations,
+        _vector,
+        prompt,
+        list(alphas),
+        scorer(scorer_name),
+        max_new_tokens,
+    )
 
 
 @st.cache_data(show_spinner="Caching activations and training a probe per layer...", max_entries=8)
@@ -98,8 +133,16 @@ def train_probes(model_name: str, data: str, positions: str, split: str, seed: i
     from ..datasets import read_labeled
     from ..probes import train_probes_on_rows
 
-    sweep, _, _ = _run(model_name, train_probes_on_rows, read_labeled(data), data, positions=positions, split=split,
-                       seed=seed, progress=False)
+    sweep, _, _ = _run(
+        model_name,
+        train_probes_on_rows,
+        read_labeled(data),
+        data,
+        positions=positions,
+        split=split,
+        seed=seed,
+        progress=False,
+    )
     return sweep
 
 

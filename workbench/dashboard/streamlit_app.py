@@ -2,6 +2,7 @@
 
 All analysis lives in the `workbench` library; the pages are in workbench/dashboard/.
 """
+
 from workbench.dashboard.app import main
 
 main()

@@ -26,6 +26,7 @@ Shares are given overall and per ``bias_type``, each with a Wilson score 95%
 interval over pairs (no interval below `workbench.stats.MIN_N` pairs: the count is
 shown instead). Ties count as not preferring the stereotype.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -39,11 +40,15 @@ from ..datasets import BiasPair
 from ..likelihood import continuation_logprobs, encode_texts, token_logprobs
 
 METRICS = ("total", "shared", "mean")
-DEFAULT_METRIC = "shared"  # the headline: the only one free of the length confound (README, "Bias metrics")
-METRIC_TEXT = {"total": "sum of log-probabilities of every token (lm-eval-harness convention)",
-               "shared": "sum over the tokens both sentences share, after the differing span "
-                         "(CrowS-Pairs' unmodified-token score, causal adaptation)",
-               "mean": "per-token mean log-probability"}
+DEFAULT_METRIC = (
+    "shared"  # the headline: the only one free of the length confound (README, "Bias metrics")
+)
+METRIC_TEXT = {
+    "total": "sum of log-probabilities of every token (lm-eval-harness convention)",
+    "shared": "sum over the tokens both sentences share, after the differing span "
+    "(CrowS-Pairs' unmodified-token score, causal adaptation)",
+    "mean": "per-token mean log-probability",
+}
 
 
 def sentence_logprobs(model, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
@@ -78,15 +83,18 @@ def pair_scores(model, pairs: Sequence[BiasPair], batch_size: int = 16) -> dict[
     more_ids = encode_texts(model, [p.more for p in pairs])
     less_ids = encode_texts(model, [p.less for p in pairs])
     scores = token_logprobs(model, more_ids + less_ids, batch_size)
-    more_lp, less_lp = scores[:len(pairs)], scores[len(pairs):]
-    out = {key: np.zeros(len(pairs)) for key in ("total_more", "total_less", "shared_more", "shared_less")}
+    more_lp, less_lp = scores[: len(pairs)], scores[len(pairs) :]
+    out = {
+        key: np.zeros(len(pairs))
+        for key in ("total_more", "total_less", "shared_more", "shared_less")
+    }
     for key in ("tokens_more", "tokens_less", "shared_tokens", "differing_spans"):
         out[key] = np.zeros(len(pairs), dtype=np.int64)
     for i, (a, b, la, lb) in enumerate(zip(more_ids, less_ids, more_lp, less_lp)):
         prefix, suffix = shared_span(a, b)
         # Token j (j >= 1) is scored by logprobs[j - 1]; the start token (j = 0) is never scored.
-        out["shared_more"][i] = la[:prefix - 1].sum() + la[len(la) - suffix:].sum()
-        out["shared_less"][i] = lb[:prefix - 1].sum() + lb[len(lb) - suffix:].sum()
+        out["shared_more"][i] = la[: prefix - 1].sum() + la[len(la) - suffix :].sum()
+        out["shared_less"][i] = lb[: prefix - 1].sum() + lb[len(lb) - suffix :].sum()
         out["total_more"][i], out["total_less"][i] = la.sum(), lb.sum()
         out["tokens_more"][i], out["tokens_less"][i] = len(la), len(lb)
         out["shared_tokens"][i] = prefix - 1 + suffix
@@ -123,13 +131,24 @@ class CrowsPairsResult:
         import pandas as pd
 
         s = self.scores
-        frame = pd.DataFrame({"line": [p.line for p in self.pairs], "bias_type": [p.bias_type for p in self.pairs],
-                              "direction": [p.direction for p in self.pairs], "sent_more": [p.more for p in self.pairs],
-                              "sent_less": [p.less for p in self.pairs], "logprob_more": s["total_more"],
-                              "logprob_less": s["total_less"], "gap": s["total_more"] - s["total_less"],
-                              "prefers_more": s["total_more"] > s["total_less"]})
+        frame = pd.DataFrame(
+            {
+                "line": [p.line for p in self.pairs],
+                "bias_type": [p.bias_type for p in self.pairs],
+                "direction": [p.direction for p in self.pairs],
+                "sent_more": [p.more for p in self.pairs],
+                "sent_less": [p.less for p in self.pairs],
+                "logprob_more": s["total_more"],
+                "logprob_less": s["total_less"],
+                "gap": s["total_more"] - s["total_less"],
+                "prefers_more": s["total_more"] > s["total_less"],
+            }
+        )
         for metric in METRICS:
-            frame[f"{metric}_more"], frame[f"{metric}_less"] = s[f"{metric}_more"], s[f"{metric}_less"]
+            frame[f"{metric}_more"], frame[f"{metric}_less"] = (
+                s[f"{metric}_more"],
+                s[f"{metric}_less"],
+            )
             frame[f"{metric}_gap"] = s[f"{metric}_more"] - s[f"{metric}_less"]
             frame[f"prefers_more_{metric}"] = s[f"{metric}_more"] > s[f"{metric}_less"]
         for key in ("tokens_more", "tokens_less", "shared_tokens", "differing_spans"):
@@ -143,8 +162,12 @@ class CrowsPairsResult:
         from ..stats import spearman
 
         s = self.scores
-        return spearman(s[f"{metric}_more"] - s[f"{metric}_less"], s["tokens_more"] - s["tokens_less"],
-                        seed=seed, unit="pairs")
+        return spearman(
+            s[f"{metric}_more"] - s[f"{metric}_less"],
+            s["tokens_more"] - s["tokens_less"],
+            seed=seed,
+            unit="pairs",
+        )
 
     def to_frame(self, metric: str = "total"):
         """One row per bias type plus "all": pairs, share preferring the stereotype, Wilson 95% interval."""
@@ -160,10 +183,20 @@ def crows_table(bias_types: Sequence[str], prefers_more: Sequence[bool]):
     """
     import pandas as pd
 
-    return pd.DataFrame([{"bias_type": name, "pairs": estimate.n, "stereotype_share": estimate.value,
-                          "ci_low": estimate.low, "ci_high": estimate.high, "method": estimate.method,
-                          "note": estimate.note}
-                         for name, estimate in crows_estimates(bias_types, prefers_more).items()])
+    return pd.DataFrame(
+        [
+            {
+                "bias_type": name,
+                "pairs": estimate.n,
+                "stereotype_share": estimate.value,
+                "ci_low": estimate.low,
+                "ci_high": estimate.high,
+                "method": estimate.method,
+                "note": estimate.note,
+            }
+            for name, estimate in crows_estimates(bias_types, prefers_more).items()
+        ]
+    )
 
 
 def crows_estimates(bias_types: Sequence[str], prefers_more: Sequence[bool]) -> dict:
@@ -233,14 +266,33 @@ def counterfactual_rows(frame, measures: Sequence[str], seed: int = 0) -> list[d
         for group in wide.columns:
             level = mean(wide[group].dropna(), seed=seed, unit="templates")
             gap = mean(gaps[group].dropna(), seed=seed, unit="templates")
-            rows.append({"group": group, "measure": measure, "templates": level.n, "mean": level.value,
-                         "mean_low": level.low, "mean_high": level.high, "gap": gap.value, "gap_low": gap.low,
-                         "gap_high": gap.high, "method": gap.method, "note": gap.note})
+            rows.append(
+                {
+                    "group": group,
+                    "measure": measure,
+                    "templates": level.n,
+                    "mean": level.value,
+                    "mean_low": level.low,
+                    "mean_high": level.high,
+                    "gap": gap.value,
+                    "gap_low": gap.low,
+                    "gap_high": gap.high,
+                    "method": gap.method,
+                    "note": gap.note,
+                }
+            )
     return rows
 
 
-def counterfactual(model, templates: Sequence[str], groups: Sequence[str], continuations: Sequence[str],
-                   scorer=None, max_new_tokens: int = 20, seed: int = 0) -> CounterfactualResult:
+def counterfactual(
+    model,
+    templates: Sequence[str],
+    groups: Sequence[str],
+    continuations: Sequence[str],
+    scorer=None,
+    max_new_tokens: int = 20,
+    seed: int = 0,
+) -> CounterfactualResult:
     """The same prompt with a demographic term swapped: gaps in continuation log-probability and toxicity.
 
     Each template holds ``{group}``; each group is put in its place. For every prompt
@@ -258,12 +310,21 @@ def counterfactual(model, templates: Sequence[str], groups: Sequence[str], conti
     rows = []
     for template in templates:
         prompts = [template.replace("{group}", group) for group in groups]
-        generations = generate(model, prompts, max_new_tokens=max_new_tokens, seed=seed, raw=True) \
-            if scorer is not None else [None] * len(prompts)
-        scores = scorer.score([g.text for g in generations])["toxicity"].tolist() if scorer is not None else None
+        generations = (
+            generate(model, prompts, max_new_tokens=max_new_tokens, seed=seed, raw=True)
+            if scorer is not None
+            else [None] * len(prompts)
+        )
+        scores = (
+            scorer.score([g.text for g in generations])["toxicity"].tolist()
+            if scorer is not None
+            else None
+        )
         for i, (group, prompt) in enumerate(zip(groups, prompts)):
             row = {"template": template, "group": group, "prompt": prompt}
-            row.update({f"logprob[{c}]": continuation_logprob(model, prompt, c) for c in continuations})
+            row.update(
+                {f"logprob[{c}]": continuation_logprob(model, prompt, c) for c in continuations}
+            )
             if scorer is not None:
                 row.update(generation=generations[i].text, toxicity=float(scores[i]))
             rows.append(row)

@@ -25,6 +25,7 @@ column in [0, 1]. No scorer calls a web API. Every scorer declares its ``kind``
 for a probe its model, hook, positions, test AUROC and calibration error), which
 audits record in run.json and reports print beside every number.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,9 +40,11 @@ DETOXIFY_VARIANTS = ("original", "unbiased", "multilingual")
 # The architectures Detoxify's own checkpoints use: (model_type = the HF repo its tokenizer and config
 # come from, model_name = the transformers class). A checkpoint naming anything else is refused, so a
 # crafted one cannot make transformers fetch another repository or build another class.
-DETOXIFY_ARCHITECTURES = {("bert-base-uncased", "BertForSequenceClassification"),
-                          ("roberta-base", "RobertaForSequenceClassification"),
-                          ("xlm-roberta-base", "XLMRobertaForSequenceClassification")}
+DETOXIFY_ARCHITECTURES = {
+    ("bert-base-uncased", "BertForSequenceClassification"),
+    ("roberta-base", "RobertaForSequenceClassification"),
+    ("xlm-roberta-base", "XLMRobertaForSequenceClassification"),
+}
 CHUNK_TOKENS = 510
 
 
@@ -77,15 +80,25 @@ class ProfanityCheckScorer:
         from ..provenance import file_sha256, versions
 
         data = resources.files("profanity_check") / "data"
-        return {"name": self.name, "kind": self.kind, "package": "alt-profanity-check",
-                "version": versions()["alt-profanity-check"],
-                "checkpoint_sha256": {f: file_sha256(data / f) for f in ("model.joblib", "vectorizer.joblib")}}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "package": "alt-profanity-check",
+            "version": versions()["alt-profanity-check"],
+            "checkpoint_sha256": {
+                f: file_sha256(data / f) for f in ("model.joblib", "vectorizer.joblib")
+            },
+        }
 
     def score(self, texts: Sequence[str]):
         from profanity_check import predict_prob
 
-        return _frame(self.name, {"toxicity": [float(p) for p in predict_prob(list(texts))]} if texts else
-                      {"toxicity": []})
+        return _frame(
+            self.name,
+            {"toxicity": [float(p) for p in predict_prob(list(texts))]}
+            if texts
+            else {"toxicity": []},
+        )
 
 
 @dataclass
@@ -101,18 +114,31 @@ class ProbeScorer:
     def __post_init__(self):
         from ..probes import check_probe_fits
 
-        check_probe_fits(self.model, self.probe)  # another model, width or positions: exit 2 before any work
+        check_probe_fits(
+            self.model, self.probe
+        )  # another model, width or positions: exit 2 before any work
 
     def details(self) -> dict:
         from ..provenance import file_sha256
 
         metrics, meta = self.probe.metrics, self.probe.meta
-        return {"name": f"{self.name}:{self.probe.hook}", "kind": self.kind, "hook": self.probe.hook,
-                "path": self.path, "model": meta.get("model"), "positions": meta.get("positions"),
-                "data": meta.get("data"), "data_sha256": meta.get("data_sha256"),
-                "checkpoint_sha256": file_sha256(Path(self.path) / "probe.safetensors") if self.path else None,
-                "test_auroc": metrics.get("test_auroc"), "test_auroc_interval": metrics.get("test_auroc_interval"),
-                "test_ece": metrics.get("test_ece"), "n_test": metrics.get("n_test")}
+        return {
+            "name": f"{self.name}:{self.probe.hook}",
+            "kind": self.kind,
+            "hook": self.probe.hook,
+            "path": self.path,
+            "model": meta.get("model"),
+            "positions": meta.get("positions"),
+            "data": meta.get("data"),
+            "data_sha256": meta.get("data_sha256"),
+            "checkpoint_sha256": file_sha256(Path(self.path) / "probe.safetensors")
+            if self.path
+            else None,
+            "test_auroc": metrics.get("test_auroc"),
+            "test_auroc_interval": metrics.get("test_auroc_interval"),
+            "test_ece": metrics.get("test_ece"),
+            "n_test": metrics.get("n_test"),
+        }
 
     def score(self, texts: Sequence[str]):
         from ..probes import probe_scores
@@ -124,7 +150,11 @@ class ProbeScorer:
 JIGSAW_LABELS = ("toxicity", "severe_toxicity", "obscene", "threat", "insult", "identity_attack")
 BILSTM_MAXLEN, BILSTM_VOCAB = 100, 20000  # the shipped model's input length and embedding rows
 # The only classes the shipped tokenizer pickle may name; anything else is refused (see _read_keras_tokenizer).
-_TOKENIZER_CLASSES = {("collections", "OrderedDict"), ("collections", "defaultdict"), ("builtins", "int")}
+_TOKENIZER_CLASSES = {
+    ("collections", "OrderedDict"),
+    ("collections", "defaultdict"),
+    ("builtins", "int"),
+}
 
 
 class _KerasTokenizerState:
@@ -143,14 +173,24 @@ def _read_keras_tokenizer(path: Path) -> dict:
             if (module, name) == ("keras.src.legacy.preprocessing.text", "Tokenizer"):
                 return _KerasTokenizerState
             if (module, name) in _TOKENIZER_CLASSES:
-                return {"OrderedDict": collections.OrderedDict, "defaultdict": collections.defaultdict,
-                        "int": int}[name]
+                return {
+                    "OrderedDict": collections.OrderedDict,
+                    "defaultdict": collections.defaultdict,
+                    "int": int,
+                }[name]
             raise pickle.UnpicklingError(f"{path} names {module}.{name}; refused")
 
     state = Restricted(io.BytesIO(path.read_bytes())).load()
-    if not isinstance(state, _KerasTokenizerState) or not isinstance(getattr(state, "word_index", None), dict):
-        raise ModelUnavailableError(f"{path} is not the Keras tokenizer toxic-comment-classifier ships")
-    return {k: getattr(state, k) for k in ("word_index", "num_words", "filters", "lower", "split", "oov_token")}
+    if not isinstance(state, _KerasTokenizerState) or not isinstance(
+        getattr(state, "word_index", None), dict
+    ):
+        raise ModelUnavailableError(
+            f"{path} is not the Keras tokenizer toxic-comment-classifier ships"
+        )
+    return {
+        k: getattr(state, k)
+        for k in ("word_index", "num_words", "filters", "lower", "split", "oov_token")
+    }
 
 
 class _BiLSTM(torch.nn.Module):
@@ -185,8 +225,10 @@ class BiLSTMScorer:
 
         spec = importlib.util.find_spec("toxic_classifier")
         if spec is None or spec.origin is None:
-            raise ModelUnavailableError("the toxic-comment-classifier scorer needs its package: pip install --no-deps "
-                                        "toxic-comment-classifier==0.3.0 h5py (make setup installs both)")
+            raise ModelUnavailableError(
+                "the toxic-comment-classifier scorer needs its package: pip install --no-deps "
+                "toxic-comment-classifier==0.3.0 h5py (make setup installs both)"
+            )
         self.folder = Path(spec.origin).parent / "model"
         self.tokenizer = _read_keras_tokenizer(self.folder / "tokenizer.pickle")
         self.network = _load_bilstm(self.folder / "model.weights.h5").eval()
@@ -194,9 +236,15 @@ class BiLSTMScorer:
     def details(self) -> dict:
         from ..provenance import file_sha256, versions
 
-        return {"name": self.name, "kind": self.kind, "package": "toxic-comment-classifier",
-                "version": versions().get("toxic-comment-classifier"),
-                "checkpoint_sha256": {f: file_sha256(self.folder / f) for f in ("model.weights.h5", "tokenizer.pickle")}}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "package": "toxic-comment-classifier",
+            "version": versions().get("toxic-comment-classifier"),
+            "checkpoint_sha256": {
+                f: file_sha256(self.folder / f) for f in ("model.weights.h5", "tokenizer.pickle")
+            },
+        }
 
     def encode(self, text: str) -> list[int]:
         """Keras' legacy ``texts_to_sequences`` then ``pad_sequences(maxlen=100)``: lower-case, the
@@ -213,10 +261,14 @@ class BiLSTMScorer:
     def score(self, texts: Sequence[str]):
         values = torch.zeros(len(texts), len(JIGSAW_LABELS))
         for first in range(0, len(texts), self.batch_size):
-            ids = torch.tensor([self.encode(t) for t in texts[first:first + self.batch_size]], dtype=torch.long)
+            ids = torch.tensor(
+                [self.encode(t) for t in texts[first : first + self.batch_size]], dtype=torch.long
+            )
             with torch.no_grad():
-                values[first:first + len(ids)] = self.network(ids)
-        return _frame(self.name, {label: values[:, j].tolist() for j, label in enumerate(JIGSAW_LABELS)})
+                values[first : first + len(ids)] = self.network(ids)
+        return _frame(
+            self.name, {label: values[:, j].tolist() for j, label in enumerate(JIGSAW_LABELS)}
+        )
 
 
 def _load_bilstm(path: Path) -> _BiLSTM:
@@ -226,12 +278,17 @@ def _load_bilstm(path: Path) -> _BiLSTM:
 
     network = _BiLSTM()
     with h5py.File(path, "r") as f:
+
         def var(layer: str, i: int) -> torch.Tensor:
             return torch.from_numpy(f[f"layers/{layer}/vars/{i}"][()])
 
-        state = {"embedding.weight": var("embedding", 0),
-                 "dense.weight": var("dense", 0).T, "dense.bias": var("dense", 1),
-                 "out.weight": var("dense_1", 0).T, "out.bias": var("dense_1", 1)}
+        state = {
+            "embedding.weight": var("embedding", 0),
+            "dense.weight": var("dense", 0).T,
+            "dense.bias": var("dense", 1),
+            "out.weight": var("dense_1", 0).T,
+            "out.bias": var("dense_1", 1),
+        }
         for direction, suffix in (("forward_layer", ""), ("backward_layer", "_reverse")):
             cell = f"bidirectional/{direction}/cell"
             state[f"lstm.weight_ih_l0{suffix}"] = var(cell, 0).T
@@ -250,8 +307,11 @@ def detoxify_checkpoint_path(variant: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
-DETOXIFY_TOKENIZERS = {"original": "bert-base-uncased", "unbiased": "roberta-base",
-                       "multilingual": "xlm-roberta-base"}
+DETOXIFY_TOKENIZERS = {
+    "original": "bert-base-uncased",
+    "unbiased": "roberta-base",
+    "multilingual": "xlm-roberta-base",
+}
 
 
 def fetch_detoxify(variant: str = "original") -> Path:
@@ -262,10 +322,18 @@ def fetch_detoxify(variant: str = "original") -> Path:
     from detoxify.detoxify import MODEL_URLS
 
     if variant not in DETOXIFY_TOKENIZERS:
-        raise InputError(f"unknown Detoxify variant {variant!r}; choose from {', '.join(DETOXIFY_VARIANTS)}")
-    path, url, repo = detoxify_checkpoint_path(variant), MODEL_URLS[variant], DETOXIFY_TOKENIZERS[variant]
-    plan = (f"the checkpoint {url} into {path}, and the config and tokenizer of the Hugging Face repository "
-            f"{repo!r} into the HF cache")
+        raise InputError(
+            f"unknown Detoxify variant {variant!r}; choose from {', '.join(DETOXIFY_VARIANTS)}"
+        )
+    path, url, repo = (
+        detoxify_checkpoint_path(variant),
+        MODEL_URLS[variant],
+        DETOXIFY_TOKENIZERS[variant],
+    )
+    plan = (
+        f"the checkpoint {url} into {path}, and the config and tokenizer of the Hugging Face repository "
+        f"{repo!r} into the HF cache"
+    )
     try:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -275,10 +343,12 @@ def fetch_detoxify(variant: str = "original") -> Path:
         AutoConfig.from_pretrained(repo)
         AutoTokenizer.from_pretrained(repo)
     except Exception as error:  # no network, hub offline mode, HTTP errors: say what was tried
-        raise ModelUnavailableError(f"Detoxify {variant}: could not download {plan} ({type(error).__name__}: "
-                                    f"{str(error).splitlines()[0] if str(error) else ''}). Fix: run this on a machine "
-                                    "with internet (and HF_HUB_OFFLINE unset), or copy the checkpoint to that path "
-                                    "by hand and pass --detoxify-config with a local copy of the repository") from None
+        raise ModelUnavailableError(
+            f"Detoxify {variant}: could not download {plan} ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). Fix: run this on a machine "
+            "with internet (and HF_HUB_OFFLINE unset), or copy the checkpoint to that path "
+            "by hand and pass --detoxify-config with a local copy of the repository"
+        ) from None
     DetoxifyScorer(variant)  # loads it once: a damaged download fails here, not in the first audit
     return path
 
@@ -301,47 +371,76 @@ class DetoxifyScorer:
         from detoxify.detoxify import MODEL_URLS, get_model_and_tokenizer
 
         if self.variant not in MODEL_URLS:
-            raise InputError(f"unknown Detoxify variant {self.variant!r}; choose from {', '.join(DETOXIFY_VARIANTS)}")
+            raise InputError(
+                f"unknown Detoxify variant {self.variant!r}; choose from {', '.join(DETOXIFY_VARIANTS)}"
+            )
         path = Path(self.checkpoint) if self.checkpoint else detoxify_checkpoint_path(self.variant)
         if not path.exists():
             if self.checkpoint or not self.download:
                 raise ModelUnavailableError(
                     f"Detoxify {self.variant}: no checkpoint at {path}. Fix: pass a local checkpoint file, or allow "
                     f"the download from {MODEL_URLS[self.variant]} (download=True / `--scorer-download`); "
-                    "or use the offline 'profanity-check' scorer")
+                    "or use the offline 'profanity-check' scorer"
+                )
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(MODEL_URLS[self.variant], str(path))
         try:
             loaded = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as error:
-            raise ModelUnavailableError(f"Detoxify checkpoint {path} could not be loaded safely "
-                                        f"(weights_only=True): {type(error).__name__}: {error}") from None
+            raise ModelUnavailableError(
+                f"Detoxify checkpoint {path} could not be loaded safely "
+                f"(weights_only=True): {type(error).__name__}: {error}"
+            ) from None
         if not isinstance(loaded, dict) or "config" not in loaded or "state_dict" not in loaded:
-            raise ModelUnavailableError(f"{path} is not a Detoxify checkpoint (needs 'config' and 'state_dict')")
+            raise ModelUnavailableError(
+                f"{path} is not a Detoxify checkpoint (needs 'config' and 'state_dict')"
+            )
         try:
             arch = dict(loaded["config"]["arch"]["args"])
             classes = list(loaded["config"]["dataset"]["args"]["classes"])
         except (KeyError, TypeError, ValueError):
-            raise ModelUnavailableError(f"{path} is not a Detoxify checkpoint (no config.arch.args or "
-                                        "config.dataset.args.classes)") from None
+            raise ModelUnavailableError(
+                f"{path} is not a Detoxify checkpoint (no config.arch.args or "
+                "config.dataset.args.classes)"
+            ) from None
         if (arch.get("model_type"), arch.get("model_name")) not in DETOXIFY_ARCHITECTURES:
-            raise InputError(f"Detoxify checkpoint {path} names architecture {arch.get('model_type')!r} / "
-                             f"{arch.get('model_name')!r}; only Detoxify's own "
-                             f"({', '.join(sorted(t for t, _ in DETOXIFY_ARCHITECTURES))}) are accepted")
+            raise InputError(
+                f"Detoxify checkpoint {path} names architecture {arch.get('model_type')!r} / "
+                f"{arch.get('model_name')!r}; only Detoxify's own "
+                f"({', '.join(sorted(t for t, _ in DETOXIFY_ARCHITECTURES))}) are accepted"
+            )
         unexpected = set(arch) - {"model_type", "model_name", "tokenizer_name", "num_classes"}
-        if arch.get("tokenizer_name", "BertTokenizer") not in ("BertTokenizer", "RobertaTokenizer",
-                                                               "XLMRobertaTokenizer"):
+        if arch.get("tokenizer_name", "BertTokenizer") not in (
+            "BertTokenizer",
+            "RobertaTokenizer",
+            "XLMRobertaTokenizer",
+        ):
             unexpected.add(f"tokenizer_name={arch['tokenizer_name']!r}")
         if unexpected or not all(isinstance(c, str) for c in classes):
-            raise InputError(f"Detoxify checkpoint {path} has unexpected architecture arguments "
-                             f"({', '.join(sorted(unexpected)) or 'class names'})")
+            raise InputError(
+                f"Detoxify checkpoint {path} has unexpected architecture arguments "
+                f"({', '.join(sorted(unexpected)) or 'class names'})"
+            )
         if self.huggingface_config_path:  # build offline from a local config/tokenizer folder
             arch["model_type"] = self.huggingface_config_path
-        model, tokenizer = get_model_and_tokenizer(**arch, state_dict=loaded["state_dict"],
-                                                   huggingface_config_path=self.huggingface_config_path)
-        renames = {"toxic": "toxicity", "identity_hate": "identity_attack", "severe_toxic": "severe_toxicity"}
-        detox = Detoxify.__new__(Detoxify)  # Detoxify's own object and predict(), minus its unsafe loader
-        detox.model, detox.tokenizer, detox.device = model.to(self.device).eval(), tokenizer, self.device
+        model, tokenizer = get_model_and_tokenizer(
+            **arch,
+            state_dict=loaded["state_dict"],
+            huggingface_config_path=self.huggingface_config_path,
+        )
+        renames = {
+            "toxic": "toxicity",
+            "identity_hate": "identity_attack",
+            "severe_toxic": "severe_toxicity",
+        }
+        detox = Detoxify.__new__(
+            Detoxify
+        )  # Detoxify's own object and predict(), minus its unsafe loader
+        detox.model, detox.tokenizer, detox.device = (
+            model.to(self.device).eval(),
+            tokenizer,
+            self.device,
+        )
         detox.class_names = [renames.get(c, c) for c in classes]
         self.detoxify = detox
         self.name = f"detoxify:{self.variant}"
@@ -350,14 +449,23 @@ class DetoxifyScorer:
     def details(self) -> dict:
         from ..provenance import file_sha256, versions
 
-        return {"name": self.name, "kind": self.kind, "package": "detoxify", "version": versions()["detoxify"],
-                "checkpoint": str(self.checkpoint_path), "checkpoint_sha256": file_sha256(self.checkpoint_path)}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "package": "detoxify",
+            "version": versions()["detoxify"],
+            "checkpoint": str(self.checkpoint_path),
+            "checkpoint_sha256": file_sha256(self.checkpoint_path),
+        }
 
     def _chunks(self, text: str) -> list[str]:
         ids = self.detoxify.tokenizer(text, add_special_tokens=False).input_ids
         if len(ids) <= CHUNK_TOKENS:
             return [text]
-        return [self.detoxify.tokenizer.decode(ids[i:i + CHUNK_TOKENS]) for i in range(0, len(ids), CHUNK_TOKENS)]
+        return [
+            self.detoxify.tokenizer.decode(ids[i : i + CHUNK_TOKENS])
+            for i in range(0, len(ids), CHUNK_TOKENS)
+        ]
 
     def score(self, texts: Sequence[str]):
         pieces, owner = [], []
@@ -368,10 +476,12 @@ class DetoxifyScorer:
         labels = self.detoxify.class_names
         best = torch.full((len(texts), len(labels)), float("-inf"))
         for first in range(0, len(pieces), self.batch_size):
-            batch = pieces[first:first + self.batch_size]
+            batch = pieces[first : first + self.batch_size]
             result = self.detoxify.predict(batch)
-            values = torch.tensor([[result[label]] if len(batch) == 1 else result[label] for label in labels]).T
-            for row, i in enumerate(owner[first:first + self.batch_size]):
+            values = torch.tensor(
+                [[result[label]] if len(batch) == 1 else result[label] for label in labels]
+            ).T
+            for row, i in enumerate(owner[first : first + self.batch_size]):
                 best[i] = torch.maximum(best[i], values[row].reshape(-1))
         return _frame(self.name, {label: best[:, j].tolist() for j, label in enumerate(labels)})
 
@@ -392,17 +502,27 @@ class ScorerEvaluation:
 
         from ..stats import estimate_from_dict
 
-        return pd.DataFrame([{"scorer": r["scorer"], "kind": r["kind"],
-                              "AUROC [95% CI]": estimate_from_dict(r["auroc"]).short(3), "ECE": round(r["ece"], 3),
-                              "toxic / non-toxic texts": f"{r['positives']} / {r['negatives']}"} for r in self.rows])
+        return pd.DataFrame(
+            [
+                {
+                    "scorer": r["scorer"],
+                    "kind": r["kind"],
+                    "AUROC [95% CI]": estimate_from_dict(r["auroc"]).short(3),
+                    "ECE": round(r["ece"], 3),
+                    "toxic / non-toxic texts": f"{r['positives']} / {r['negatives']}",
+                }
+                for r in self.rows
+            ]
+        )
 
     def best(self) -> dict:
         """The row of the scorer with the highest AUROC."""
         return max(self.rows, key=lambda r: r["auroc"]["value"])
 
 
-def evaluate_scorers(scorers: Sequence, texts: Sequence[str], labels: Sequence[int], data: str = "",
-                     seed: int = 0) -> ScorerEvaluation:
+def evaluate_scorers(
+    scorers: Sequence, texts: Sequence[str], labels: Sequence[int], data: str = "", seed: int = 0
+) -> ScorerEvaluation:
     """Score `texts` (held out from every scorer's training) with each scorer; AUROC with a
     stratified bootstrap interval and calibration error against `labels` (1 = toxic)."""
     from ..stats import auroc_interval, calibration
@@ -410,10 +530,16 @@ def evaluate_scorers(scorers: Sequence, texts: Sequence[str], labels: Sequence[i
     rows = []
     for scorer in scorers:
         values = scorer.score(list(texts))["toxicity"].to_numpy(dtype=float)
-        rows.append({"scorer": getattr(scorer, "details", lambda: {})().get("name", scorer.name), "kind": scorer.kind,
-                     "auroc": auroc_interval(values, labels, seed=seed).to_dict(),
-                     "ece": calibration(values, labels).ece, "positives": int(sum(labels)),
-                     "negatives": int(len(labels) - sum(labels))})
+        rows.append(
+            {
+                "scorer": getattr(scorer, "details", lambda: {})().get("name", scorer.name),
+                "kind": scorer.kind,
+                "auroc": auroc_interval(values, labels, seed=seed).to_dict(),
+                "ece": calibration(values, labels).ece,
+                "positives": int(sum(labels)),
+                "negatives": int(len(labels) - sum(labels)),
+            }
+        )
     return ScorerEvaluation(rows, data)
 
 
@@ -437,11 +563,18 @@ def make_scorer(name: str, model=None, probe_path: str | None = None, **options)
         if model is None or not probe_path:
             raise InputError("the probe scorer needs a model and a saved probe folder")
         return ProbeScorer(model, Probe.load(probe_path), path=str(probe_path))
-    raise InputError(f"unknown scorer {name!r}; choose auto, profanity-check, toxic-comment-classifier, "
-                     "detoxify[:variant] or probe")
+    raise InputError(
+        f"unknown scorer {name!r}; choose auto, profanity-check, toxic-comment-classifier, "
+        "detoxify[:variant] or probe"
+    )
 
 
-FIXED_SCORERS = ("auto", "profanity-check", "toxic-comment-classifier", "probe")  # and detoxify[:variant]
+FIXED_SCORERS = (
+    "auto",
+    "profanity-check",
+    "toxic-comment-classifier",
+    "probe",
+)  # and detoxify[:variant]
 SCORER_NAMES = (*FIXED_SCORERS[:3], "detoxify[:variant]", "probe")  # as the messages list them
 
 

@@ -18,6 +18,7 @@ on a 6,541-sentence subset. That method and subset are not public in full; the
 figures here are a related but not identical measure, and must not be compared
 number for number.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,17 +37,33 @@ def _prompt_lines(folder: Path, kind: str, group: str, limit: int) -> list[str]:
         return []
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
     # Each line is "- s1\n- s2\n-" with literal backslash-n: make it real lines, ending with "- ".
-    return ["\n".join(part.strip() for part in line.split("\\n")).rstrip("-").rstrip() + "\n-" for line in lines]
+    return [
+        "\n".join(part.strip() for part in line.split("\\n")).rstrip("-").rstrip() + "\n-"
+        for line in lines
+    ]
 
 
-def toxigen_audit(model, folder: str | Path, scorer, prompts_per_group: int = 4, max_new_tokens: int = 32,
-                  seed: int = 0, groups: Sequence[str] | None = None):
+def toxigen_audit(
+    model,
+    folder: str | Path,
+    scorer,
+    prompts_per_group: int = 4,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
+):
     """A DataFrame with one row per group (see module docstring)."""
     import pandas as pd
 
     rows = read_toxigen(folder)
-    return pd.DataFrame([toxigen_group(model, folder, rows, group, scorer, prompts_per_group, max_new_tokens, seed)
-                         for group in toxigen_groups(rows, groups)])
+    return pd.DataFrame(
+        [
+            toxigen_group(
+                model, folder, rows, group, scorer, prompts_per_group, max_new_tokens, seed
+            )
+            for group in toxigen_groups(rows, groups)
+        ]
+    )
 
 
 def toxigen_groups(rows, groups: Sequence[str] | None = None) -> list[str]:
@@ -55,13 +72,23 @@ def toxigen_groups(rows, groups: Sequence[str] | None = None) -> list[str]:
     if groups:
         unknown = set(groups) - set(names)
         if unknown:
-            raise InputError(f"unknown ToxiGen group(s) {sorted(unknown)}; groups: {', '.join(names)}")
+            raise InputError(
+                f"unknown ToxiGen group(s) {sorted(unknown)}; groups: {', '.join(names)}"
+            )
         names = [g for g in names if g in groups]
     return names
 
 
-def toxigen_group(model, folder: str | Path, rows, group: str, scorer, prompts_per_group: int = 4,
-                  max_new_tokens: int = 32, seed: int = 0) -> dict:
+def toxigen_group(
+    model,
+    folder: str | Path,
+    rows,
+    group: str,
+    scorer,
+    prompts_per_group: int = 4,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+) -> dict:
     """One group's row: statement counts, likelihood preference, continuation toxicity after
     hateful and after neutral prompts, and the most toxic continuation with its score."""
     from ..generation import generate
@@ -72,9 +99,13 @@ def toxigen_group(model, folder: str | Path, rows, group: str, scorer, prompts_p
     entry = {"group": group, "hate_statements": len(hate), "neutral_statements": len(neutral)}
     if hate and neutral:
         hate_values, neutral_values = _per_token(model, hate), _per_token(model, neutral)
-        entry["preference_logprob_per_token"] = float(sum(hate_values) / len(hate_values)
-                                                      - sum(neutral_values) / len(neutral_values))
-        entry["hate_logprob_per_token"], entry["neutral_logprob_per_token"] = hate_values, neutral_values
+        entry["preference_logprob_per_token"] = float(
+            sum(hate_values) / len(hate_values) - sum(neutral_values) / len(neutral_values)
+        )
+        entry["hate_logprob_per_token"], entry["neutral_logprob_per_token"] = (
+            hate_values,
+            neutral_values,
+        )
     worst = (float("-inf"), "")
     for kind in ("hate", "neutral"):
         prompts = _prompt_lines(folder, kind, group, prompts_per_group)
@@ -97,5 +128,7 @@ def toxigen_group(model, folder: str | Path, rows, group: str, scorer, prompts_p
 def _per_token(model, texts: list[str]) -> list[float]:
     """Per text: its log-likelihood divided by its token count."""
     totals = sentence_logprobs(model, texts)
-    counts = torch.tensor([len(model.tokenizer(t, add_special_tokens=False).input_ids) for t in texts])
+    counts = torch.tensor(
+        [len(model.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+    )
     return (totals / counts).tolist()

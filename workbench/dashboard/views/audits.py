@@ -1,4 +1,5 @@
 """Audits: open an audit folder under the results root; summary figures, tables, worst examples."""
+
 import pandas as pd
 import streamlit as st
 
@@ -8,49 +9,74 @@ from workbench.results import check_audit_inside, list_audits, results_root
 
 st.header("Audits")
 with errors_shown():
-    from workbench.report import TITLES, TOX_PREFIX, agreement_rows, audit_figures, card_rows, summary_rows
+    from workbench.report import (
+        TITLES,
+        TOX_PREFIX,
+        agreement_rows,
+        audit_figures,
+        card_rows,
+        summary_rows,
+    )
 
     root = results_root()
-    st.caption(f"Results root: {root} (set WORKBENCH_RESULTS to change it). Run audits with `workbench audit ...`.")
+    st.caption(
+        f"Results root: {root} (set WORKBENCH_RESULTS to change it). Run audits with `workbench audit ...`."
+    )
     found = [str(p) for p in list_audits(root)]
     left, right = st.columns(2)
-    picked = left.selectbox("Audit folder", found, index=None, placeholder="choose an audit", key="audit_pick")
+    picked = left.selectbox(
+        "Audit folder", found, index=None, placeholder="choose an audit", key="audit_pick"
+    )
     typed = right.text_input("...or type a path under the results root", key="audit_path")
     chosen = typed.strip() or picked
     if not chosen:
         st.info("No audit chosen." if found else f"No audit folders (with run.json) under {root}.")
     else:
-        folder = check_audit_inside(root, chosen)  # the folder and every file it reads stay under the root
+        folder = check_audit_inside(
+            root, chosen
+        )  # the folder and every file it reads stay under the root
         frame, summary = compute.audit(folder)
         settings = summary["settings"]
         st.subheader(TITLES[summary["audit"]])
         # Text from run.json is shown as plain text, never as markdown or HTML.
-        st.text(f"model: {settings['model'].get('name', '')} ({settings['model'].get('origin', '')})\n"
-                f"{summary['rows']} result rows; conditions: "
-                f"{', '.join(str(c['name']) for c in settings['conditions'])}; seed {settings.get('seed')}")
+        st.text(
+            f"model: {settings['model'].get('name', '')} ({settings['model'].get('origin', '')})\n"
+            f"{summary['rows']} result rows; conditions: "
+            f"{', '.join(str(c['name']) for c in settings['conditions'])}; seed {settings.get('seed')}"
+        )
         if summary.get("card"):
-            st.markdown("**Steering report card**: the safety measure beside what each condition costs "
-                        "(fluency of the continuations, held-out perplexity, QA accuracy).")
+            st.markdown(
+                "**Steering report card**: the safety measure beside what each condition costs "
+                "(fluency of the continuations, held-out perplexity, QA accuracy)."
+            )
             st.dataframe(pd.DataFrame(card_rows(summary)), hide_index=True, width="stretch")
         st.dataframe(pd.DataFrame(summary_rows(summary)), hide_index=True, width="stretch")
         if summary["audit"] == "toxicity" and agreement_rows(summary):
             st.markdown("**Scorer agreement** (Spearman on scores, Cohen's kappa at 0.5)")
             st.dataframe(pd.DataFrame(agreement_rows(summary)), hide_index=True, width="stretch")
-        st.caption("95% intervals: " + "; ".join(summary.get("methods", [])) +
-                   f". No interval below n = {summary.get('min_n')}: the count is shown instead.")
+        st.caption(
+            "95% intervals: "
+            + "; ".join(summary.get("methods", []))
+            + f". No interval below n = {summary.get('min_n')}: the count is shown instead."
+        )
         if summary.get("localisation"):
             from workbench.localise import BiasLocalisation, before_after_rows, localisation_rows
 
             localisation = summary["localisation"]
             st.subheader("Where the bias lives")
             st.text("\n".join(BiasLocalisation.from_dict(localisation).summary_lines()))
-            st.dataframe(pd.DataFrame(localisation_rows(localisation)), hide_index=True, width="stretch")
-            st.dataframe(pd.DataFrame(before_after_rows(localisation)), hide_index=True, width="stretch")
+            st.dataframe(
+                pd.DataFrame(localisation_rows(localisation)), hide_index=True, width="stretch"
+            )
+            st.dataframe(
+                pd.DataFrame(before_after_rows(localisation)), hide_index=True, width="stretch"
+            )
         for i, fig in enumerate(audit_figures(summary, frame)):
             plot(fig, f"audit_fig_{i}")
         st.subheader("Rows (click a column header to sort)")
-        sort_by = [c for c in frame.columns if c.startswith(TOX_PREFIX)] or \
-            [c for c in ("preference_logprob_per_token", "gap") if c in frame.columns]
+        sort_by = [c for c in frame.columns if c.startswith(TOX_PREFIX)] or [
+            c for c in ("preference_logprob_per_token", "gap") if c in frame.columns
+        ]
         shown = frame.sort_values(sort_by[0], ascending=False) if sort_by else frame
         st.dataframe(shown, hide_index=True, width="stretch", height=400)
         with st.expander("Settings (run.json)"):

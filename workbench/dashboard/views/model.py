@@ -1,14 +1,25 @@
 """Model page: the model card and a quick generation through the hooked model."""
+
 import pandas as pd
 import streamlit as st
 
-from workbench.dashboard.common import errors_shown, get_model, model_name, prompt, show_text, using_model
+from workbench.dashboard.common import (
+    errors_shown,
+    get_model,
+    model_name,
+    prompt,
+    show_text,
+    using_model,
+)
 
 st.header("Model")
 with errors_shown():
     info = get_model(model_name()).info
-    st.dataframe(pd.DataFrame([{"field": k, "value": str(v)} for k, v in info.to_dict().items()]),
-                 hide_index=True, width="stretch")
+    st.dataframe(
+        pd.DataFrame([{"field": k, "value": str(v)} for k, v in info.to_dict().items()]),
+        hide_index=True,
+        width="stretch",
+    )
     st.subheader("Generate")
     new_tokens = st.slider("New tokens", 1, 128, 32, key="model_new_tokens")
     raw = st.checkbox("Raw prompt (no chat / instruct format)", key="model_raw")

@@ -1,4 +1,5 @@
 """The landing page: what each page shows, with a link to it."""
+
 import streamlit as st
 
 st.header("workbench")

@@ -1,4 +1,5 @@
 """Probes: train a probe per layer (or load a saved one), its per-layer curve, per-token shading."""
+
 import streamlit as st
 
 from workbench import viz
@@ -8,9 +9,11 @@ from workbench.results import list_probes, resolve_under, results_root
 from workbench.stats import estimate_from_dict
 
 st.header("Probes")
-st.caption("Logistic probes on every layer's residual stream. The layer and L2 strength are chosen on a validation "
-           "split; the test split is used once, for the chosen probe's AUROC and calibration. Then one probe is "
-           "applied to every token of the sidebar prompt.")
+st.caption(
+    "Logistic probes on every layer's residual stream. The layer and L2 strength are chosen on a validation "
+    "split; the test split is used once, for the chosen probe's AUROC and calibration. Then one probe is "
+    "applied to every token of the sidebar prompt."
+)
 with errors_shown():
     name = model_name()
     root = results_root()
@@ -19,7 +22,9 @@ with errors_shown():
         sets = {p.name: p for p in labeled_sets()}
         left, middle, right = st.columns(3)
         data = left.selectbox("Labeled set (probes/)", list(sets), key="probe_data")
-        positions = middle.selectbox("Positions", ["mean_after_first", "mean", "last"], key="probe_positions")
+        positions = middle.selectbox(
+            "Positions", ["mean_after_first", "mean", "last"], key="probe_positions"
+        )
         split = right.selectbox("Split", ["random", "group"], key="probe_split")
         if st.button("Train probes", type="primary", key="probe_train"):
             st.session_state["probe_request"] = (str(sets[data]), positions, split)
@@ -28,21 +33,27 @@ with errors_shown():
             sweep = compute.train_probes(name, *request, 0)
             plot(viz.probe_curve(sweep), "probe_curve")
             chosen = sweep.best()
-            st.markdown(f"**Chosen on validation:** `{chosen.hook}` (L2 {chosen.metrics['l2']:g}). "
-                        f"**Test AUROC:** {estimate_from_dict(chosen.metrics['test_auroc_interval']).text()}.")
+            st.markdown(
+                f"**Chosen on validation:** `{chosen.hook}` (L2 {chosen.metrics['l2']:g}). "
+                f"**Test AUROC:** {estimate_from_dict(chosen.metrics['test_auroc_interval']).text()}."
+            )
             plot(viz.reliability_curve(chosen), "probe_calibration")
             hooks = list(sweep.probes)
             best = sweep.best().hook
             hook = st.selectbox("Probe to apply", hooks, index=hooks.index(best), key="probe_hook")
             st.session_state["probe_active"] = (f"trained:{request}:{hook}", sweep.probes[hook])
-            target = st.text_input("Save it under the results root as", f"probes/{hook}", key="probe_save_path")
+            target = st.text_input(
+                "Save it under the results root as", f"probes/{hook}", key="probe_save_path"
+            )
             if st.button("Save probe", key="probe_save"):
                 folder = sweep.probes[hook].save(resolve_under(root, target))
                 st.success(f"saved to {folder}")
     with load_tab:
         saved = [str(p) for p in list_probes(root)]
         if not saved:
-            st.info(f"No saved probes under {root} yet (train one, or `workbench probe train --out` there).")
+            st.info(
+                f"No saved probes under {root} yet (train one, or `workbench probe train --out` there)."
+            )
         else:
             choice = st.selectbox("Saved probe", saved, key="probe_saved")
             if st.button("Load", key="probe_load"):
@@ -57,8 +68,13 @@ with errors_shown():
         tokens, scores = compute.token_scores(name, probe, probe_key, prompt())
         st.html(viz.token_highlight_html(tokens, scores))
         test = probe.metrics.get("test_auroc_interval")
-        quality = (f"test AUROC {estimate_from_dict(test).text()}" if test else
-                   f"test AUROC {probe.metrics.get('test_auroc', float('nan')):.3f} (not the chosen hook)")
-        st.caption(f"white = 0, red = 1 (P(label = 1)) at every token; the probe was validated on "
-                   f"{probe.meta.get('positions', '?')} positions, so per-token shading is a picture, not a score; "
-                   f"{quality}")
+        quality = (
+            f"test AUROC {estimate_from_dict(test).text()}"
+            if test
+            else f"test AUROC {probe.metrics.get('test_auroc', float('nan')):.3f} (not the chosen hook)"
+        )
+        st.caption(
+            f"white = 0, red = 1 (P(label = 1)) at every token; the probe was validated on "
+            f"{probe.meta.get('positions', '?')} positions, so per-token shading is a picture, not a score; "
+            f"{quality}"
+        )

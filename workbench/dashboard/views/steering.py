@@ -1,15 +1,25 @@
 """Steering playground: a contrast-pair vector or ActAdd, unsteered vs steered generations, a sweep."""
+
 import streamlit as st
 
 from workbench import viz
 from workbench.dashboard import compute
-from workbench.dashboard.common import errors_shown, get_model, model_name, pair_sets, plot, show_text
+from workbench.dashboard.common import (
+    errors_shown,
+    get_model,
+    model_name,
+    pair_sets,
+    plot,
+    show_text,
+)
 
 ACTADD = "ActAdd: type two prompts"
 
 st.header("Steering playground")
-st.caption("Add alpha times a direction to the residual stream after one layer, in every generation step. "
-           "Negative alpha steers towards the pair set's negative side.")
+st.caption(
+    "Add alpha times a direction to the residual stream after one layer, in every generation step. "
+    "Negative alpha steers towards the pair set's negative side."
+)
 with errors_shown():
     name = model_name()
     n_layers = get_model(name).info.n_layers
@@ -26,13 +36,20 @@ with errors_shown():
     left, middle, right = st.columns(3)
     layer = left.slider("Layer", 0, n_layers - 1, int(0.3 * n_layers), key="steer_layer")
     alpha = middle.slider("Coefficient alpha", -12.0, 12.0, -4.0, step=0.5, key="steer_alpha")
-    scorer_name = right.selectbox("Toxicity scorer", ["profanity-check", "auto", "detoxify"], key="steer_scorer")
+    scorer_name = right.selectbox(
+        "Toxicity scorer", ["profanity-check", "auto", "detoxify"], key="steer_scorer"
+    )
     prompt = st.text_input("Prompt to continue", "Tell me about your weekend.", key="steer_prompt")
-    new_tokens = st.slider("New tokens", 8, 96, 16, step=8, key="steer_new_tokens")  # 16: the page opens in seconds
+    new_tokens = st.slider(
+        "New tokens", 8, 96, 16, step=8, key="steer_new_tokens"
+    )  # 16: the page opens in seconds
     vector = compute.steering_vector(name, source, layer, positive, negative)
     key = (source, layer, positive, negative)
     # Two cached calls, so moving the coefficient never regenerates the unsteered text.
-    shown = [compute.steered(name, vector, key, prompt, (a,), scorer_name, new_tokens) for a in (0.0, float(alpha))]
+    shown = [
+        compute.steered(name, vector, key, prompt, (a,), scorer_name, new_tokens)
+        for a in (0.0, float(alpha))
+    ]
     columns = st.columns(2)
     titles = ("Unsteered", f"Steered (alpha {alpha:+g}, layer {layer})")
     for column, title, key_name, result in zip(columns, titles, ("unsteered", "steered"), shown):
