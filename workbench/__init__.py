@@ -2,40 +2,34 @@
 
 Start with `workbench.load("smollm2-135m")` (the embedded default) or
 `workbench.load("phi-2")`, then `cache_activations`, `generate`, ...
+
+The library is built in layers, each importing only from those below it (README, "How it is
+built"): `core` < `model` < `interp` (and `viz`) < `safety` < `report` < `audit` < `cli`,
+`dashboard`. This face re-exports the names a first session needs; each layer's own face
+(`workbench.interp`, `workbench.safety`, ...) lists the rest.
 """
 
-from .cache import cache_activations, cache_tokens, open_cache
-from .errors import (
+from .core.errors import (
     CacheTooLargeError,
     HookNameError,
     InputError,
     ModelUnavailableError,
     WorkbenchError,
 )
-from .generation import format_prompt, generate
-from .hooks import apply_hooks, hook_names, resolve_hooks
-from .models import DEFAULT_MODEL, LoadedModel, ModelInfo, fetch, list_models, load
+from .model.activations import cache_activations, cache_tokens
+from .model.corpus_cache import open_cache
+from .model.generation import format_prompt, generate
+from .model.hooks import apply_hooks, hook_names, resolve_hooks
+from .model.loading import DEFAULT_MODEL, LoadedModel, ModelInfo, fetch, list_models, load
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_MODEL",
-    "LoadedModel",
-    "ModelInfo",
-    "load",
-    "fetch",
-    "list_models",
-    "hook_names",
-    "resolve_hooks",
-    "apply_hooks",
-    "cache_activations",
-    "cache_tokens",
-    "open_cache",
-    "generate",
-    "format_prompt",
-    "WorkbenchError",
-    "InputError",
-    "HookNameError",
-    "ModelUnavailableError",
-    "CacheTooLargeError",
-]
+    # loading
+    "DEFAULT_MODEL", "LoadedModel", "ModelInfo", "load", "fetch", "list_models",
+    # hooks, caching, generation
+    "hook_names", "resolve_hooks", "apply_hooks", "cache_activations", "cache_tokens", "open_cache",
+    "generate", "format_prompt",
+    # errors
+    "WorkbenchError", "InputError", "HookNameError", "ModelUnavailableError", "CacheTooLargeError",
+]  # fmt: skip

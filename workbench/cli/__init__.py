@@ -12,14 +12,15 @@ import contextlib
 import json
 import sys
 
-from ..errors import InputError, WorkbenchError
+from ..core.checks import check_args
+from ..core.errors import InputError, WorkbenchError
+from ..core.remote import is_url, staged
+from ..model.loading import REGISTRY
 from . import app_verbs, audit_verbs, interp_verbs, model_verbs, probe_verbs
 from .common import OneLineParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..validate import check_args
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     verb = args.command
     wants_json = bool(getattr(args, "json", False))
     try:
-        check_args(args)  # every argument, before any model work or write
+        check_args(args, REGISTRY)  # every argument, before any model work or write
         with _staged_output(args):
             return args.func(args) or 0
     except InputError as error:
@@ -49,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
 def _staged_output(args):
     """An audit, cache or report at a URL (s3://...) runs in a local staging copy that is uploaded
     shard by shard (workbench.remote); the verb sees the local folder, the user the URL."""
-    from ..remote import is_url, staged
 
     attribute = "folder" if args.command == "report" else "out"
     url = getattr(args, attribute, None)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
+from ..dashboard.results_root import results_root
 from .common import add_verb
+from .demo import run_tour
 
 
 def register(verbs) -> None:
@@ -49,10 +52,6 @@ def register(verbs) -> None:
 
 
 def cmd_dashboard(args) -> int:
-    import os
-
-    from ..results import results_root
-
     if args.results:
         os.environ["WORKBENCH_RESULTS"] = args.results
     root = (
@@ -97,8 +96,6 @@ def cmd_dashboard(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ..demo import run_tour
-
     summary = run_tour(args.model, args.out, device=args.device)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
 
-from ..conditions import audit_settings, read_steering_pairs, steering_conditions
-from ..errors import InputError
+import pandas as pd
+
+from ..audit.conditions import audit_settings, read_steering_pairs, steering_conditions
+from ..audit.kinds import run_bias_audit, run_counterfactual_audit, run_toxigen_audit
+from ..audit.toxicity import ToxicityAuditOptions, run_checked
+from ..core.datasets import read_bias_pairs, read_texts, read_toxigen
+from ..core.errors import InputError
+from ..core.storage import write_atomically
+from ..interp.probes import texts_hash
+from ..report.folder import LOCALISATION_FILE
+from ..report.html import audit_folders, build_report
+from ..report.tables import card_findings, card_rows, summary_rows
+from ..safety.bias import DEFAULT_METRIC
+from ..safety.localise import BiasLocalisation, check_localisation, localise_bias
+from ..safety.scorers import check_scorer_names, make_scorer
+from ..safety.toxigen import toxigen_groups
 from .common import (
     ATTRIBUTION_METHODS,
     add_audit_args,
@@ -267,8 +282,6 @@ def register(verbs) -> None:
 
 
 def cmd_audit_toxicity(args) -> int:
-    from ..toxicity_audit import ToxicityAuditOptions, run_checked
-
     options = ToxicityAuditOptions(
         **{name: getattr(args, name) for name in ToxicityAuditOptions.__dataclass_fields__}
     )
@@ -293,11 +306,6 @@ def cmd_audit_toxicity(args) -> int:
 
 def _table_text(summary: dict) -> str:
     """The audit's main table (every interval written out) and how its intervals were made."""
-    import pandas as pd
-
-    from ..report import summary_rows
-
-    from ..report import card_findings, card_rows
 
     card = card_rows(summary) if summary.get("card") else []
     return (
@@ -321,7 +329,6 @@ def _localisation_text(summary: dict) -> str:
     """The bias localisation's findings, when the audit has one."""
     if not summary.get("localisation"):
         return ""
-    from ..localise import BiasLocalisation
 
     return "\n\nwhere the bias lives:\n" + "\n".join(
         f"  {line}" for line in BiasLocalisation.from_dict(summary["localisation"]).summary_lines()
@@ -329,11 +336,6 @@ def _localisation_text(summary: dict) -> str:
 
 
 def cmd_audit_toxigen(args) -> int:
-    from ..audit import run_toxigen_audit
-    from ..datasets import read_toxigen
-    from ..scanners.toxicity import check_scorer_names, make_scorer
-    from ..scanners.toxigen import toxigen_groups
-
     rows = read_toxigen(args.data)
     groups = toxigen_groups(rows, args.groups)  # bad folder or group: exit 2 before the model
     if args.scorers == "probe" or "," in args.scorers:
@@ -346,7 +348,6 @@ def cmd_audit_toxigen(args) -> int:
     model = load_model(args)
     scorer = make_scorer(args.scorers)
     conditions, vector = steering_conditions(args, model, pairs)
-    from ..probes import texts_hash
 
     settings = audit_settings(
         args,
@@ -371,7 +372,6 @@ def cmd_audit_toxigen(args) -> int:
 
 def _finish_audit(args, runner, runner_args: tuple, executor, after=None) -> int:
     """Run (or resume) an audit, then `after()` if given (bias localisation), build its report, print its table."""
-    from ..report import build_report
 
     start = time.perf_counter()
     runner(*runner_args, executor=executor)
@@ -385,10 +385,6 @@ def _finish_audit(args, runner, runner_args: tuple, executor, after=None) -> int
 
 
 def cmd_audit_counterfactual(args) -> int:
-    from ..audit import run_counterfactual_audit
-    from ..datasets import read_texts
-    from ..scanners.toxicity import check_scorer_names, make_scorer
-
     records = read_texts(args.templates)
     bad = [r for r in records if "{group}" not in r.text]
     if bad:
@@ -426,8 +422,6 @@ def cmd_audit_counterfactual(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..report import audit_folders, build_report
-
     path = build_report(args.folder)
     folder = Path(args.folder)
     if (folder / "run.json").exists():
@@ -439,12 +433,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_audit_bias(args) -> int:
-    import hashlib
-
-    from ..audit import run_bias_audit
-    from ..datasets import read_bias_pairs
-    from ..scanners.bias import DEFAULT_METRIC
-
     pairs = read_bias_pairs(
         args.pairs,
         args.more_column,
@@ -457,8 +445,6 @@ def cmd_audit_bias(args) -> int:
     executor = executor_from(args)
     model = load_model(args)
     if args.localise:
-        from ..localise import check_localisation
-
         check_localisation(
             model,
             pairs,
@@ -491,8 +477,6 @@ def cmd_audit_bias(args) -> int:
 
 def _localise(args, model, pairs) -> None:
     """The bias localisation of an audit folder: localisation.json (and components.csv) beside the shards."""
-    from ..localise import LOCALISATION_FILE, localise_bias
-    from ..storage import write_atomically
 
     say(
         args,

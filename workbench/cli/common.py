@@ -8,7 +8,12 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import InputError
+from tqdm.auto import tqdm
+
+from ..core.errors import InputError
+from ..model.distributed import RayExecutor, ReplicaSpec, executor_for
+from ..model.loading import DEFAULT_MODEL, default_device, default_dtype, load, parse_dtype
+from ..viz import save_html_many
 
 # workbench.attribution.METHODS, spelled out so that parsing (and --help) does not import torch; a test keeps
 # the two equal.
@@ -53,8 +58,6 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def add_model_args(sub: argparse.ArgumentParser) -> None:
-    from ..models import DEFAULT_MODEL
-
     sub.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -125,8 +128,6 @@ def add_audit_args(
 
 def executor_from(args):
     """The shard executor --ray/--workers ask for, checked before any model work."""
-    from ..distributed import ModelSpec, RayExecutor, executor_for
-    from ..models import default_device, default_dtype, parse_dtype
 
     executor = executor_for(args.ray, args.workers, connect=True, threads=args.threads_per_worker)
     if isinstance(
@@ -134,19 +135,18 @@ def executor_from(args):
     ):  # workers load their replicas while this process loads its own
         device = args.device or default_device()
         dtype = str(parse_dtype(args.dtype) or default_dtype(device)).replace("torch.", "")
-        executor.start(ModelSpec(args.model, "cuda" if device.startswith("cuda") else "cpu", dtype))
+        executor.start(
+            ReplicaSpec(args.model, "cuda" if device.startswith("cuda") else "cpu", dtype)
+        )
     return executor
 
 
 def load_model(args):
-    from ..models import load
-
     return load(args.model, device=args.device, dtype=args.dtype)
 
 
 def progress(items, desc: str, unit: str):
     """A progress bar on stderr over `items` (for verbs whose steps take seconds each)."""
-    from tqdm.auto import tqdm
 
     return tqdm(list(items), desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
@@ -168,8 +168,6 @@ def emit(args, summary: dict, human: str) -> None:
 
 def write_html(args, figs: list, title: str) -> None:
     if args.html:
-        from ..viz import save_html_many
-
         path = save_html_many(figs, args.html, title)
         print(f"figures: {path}", file=sys.stderr)
 

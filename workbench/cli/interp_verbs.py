@@ -4,8 +4,30 @@ from __future__ import annotations
 
 import math
 
-from ..errors import InputError
-from ..conditions import capability_inputs
+from ..audit.conditions import capability_inputs
+from ..core.checks import check_context
+from ..core.datasets import read_patch_pairs
+from ..core.errors import InputError
+from ..interp.attention import attention_patterns, head_scores
+from ..interp.attribution import attribute, self_check_from_exact
+from ..interp.lens import direct_logit_attribution, logit_lens
+from ..interp.patch_results import MIN_PEARSON, MIN_RECALL
+from ..interp.patching import KINDS, check_kinds, check_memory, patch_task, prepare
+from ..interp.steering import SweepResult, logprob_gap, mean_difference_vector, read_pairs, steer
+from ..model.generation import format_prompt, generate
+from ..model.tokens import check_layer, single_token_id
+from ..report.tables import estimate_text
+from ..safety.capability import capability_rows, continuation_fluency, summarise_capability
+from ..viz import (
+    dla_bars,
+    head_pattern,
+    head_score_grid,
+    logit_lens_heatmap,
+    methods_vs_exact,
+    patching_heatmap,
+    self_check_scatter,
+    steering_sweep,
+)
 from .common import ATTRIBUTION_METHODS, add_verb, emit, load_model, progress, say, write_html
 
 
@@ -154,12 +176,7 @@ def register(verbs) -> None:
 
 
 def cmd_attention(args) -> int:
-    from ..attention import attention_patterns, head_scores
-    from ..tokens import check_layer
-    from ..viz import head_pattern, head_score_grid
-
     model = load_model(args)
-    from ..validate import check_context
 
     check_context(model, [args.prompt], where="--prompt")
     if args.layer is not None:
@@ -203,11 +220,7 @@ def cmd_attention(args) -> int:
 
 
 def cmd_lens(args) -> int:
-    from ..lens import direct_logit_attribution, logit_lens
-    from ..viz import dla_bars, logit_lens_heatmap
-
     model = load_model(args)
-    from ..validate import check_context
 
     check_context(model, [args.prompt], where="--prompt")
     tracked = list(args.answers) if args.answers else []
@@ -238,11 +251,6 @@ def cmd_lens(args) -> int:
 
 
 def cmd_patch(args) -> int:
-    from ..attribution import MIN_PEARSON, MIN_RECALL, attribute, self_check_from_exact
-    from ..patching import KINDS, check_kinds, check_memory, patch_task, prepare
-    from ..validate import check_context
-    from ..viz import methods_vs_exact, patching_heatmap, self_check_scatter
-
     kinds = [
         k.strip()
         for k in (args.kinds or "resid_pre,attn_head,attn_out,mlp_out").split(",")
@@ -367,7 +375,6 @@ def _patch_question(args) -> tuple[list[str], list[str], list[str], list[str]]:
     if args.pairs:
         if any(value is not None for value in single):
             raise InputError("give either --pairs FILE or --clean/--corrupt/--answers, not both")
-        from ..datasets import read_patch_pairs
 
         pairs = read_patch_pairs(args.pairs)
         return (
@@ -385,11 +392,6 @@ def _patch_question(args) -> tuple[list[str], list[str], list[str], list[str]]:
 
 
 def cmd_steer(args) -> int:
-    from ..generation import generate
-    from ..steering import logprob_gap, mean_difference_vector, read_pairs, steer
-    from ..tokens import check_layer, single_token_id
-    from ..viz import steering_sweep
-
     pairs = read_pairs(args.pairs)
     if bool(args.positive_words) != bool(args.negative_words):
         raise InputError("give both --positive-words and --negative-words, or neither")
@@ -399,11 +401,8 @@ def cmd_steer(args) -> int:
     check_layer(model, args.layer)
     for word in (args.positive_words or []) + (args.negative_words or []):
         single_token_id(model, word)
-    from ..generation import format_prompt
-    from ..validate import check_context
 
     check_context(model, [format_prompt(model, args.prompt)], args.max_new_tokens, where="--prompt")
-    from ..capability import capability_rows, continuation_fluency, summarise_capability
 
     items = [] if args.no_capability else capability_inputs(args, model)
     vector = mean_difference_vector(model, pairs, args.layer, source=str(args.pairs))
@@ -447,8 +446,6 @@ def cmd_steer(args) -> int:
         ),
     )
     if args.positive_words:
-        from ..steering import SweepResult
-
         write_html(
             args,
             [
@@ -469,7 +466,6 @@ def cmd_steer(args) -> int:
 
 def _steer_line(row: dict) -> str:
     """One coefficient of `workbench steer`: its costs, then its continuation."""
-    from ..report import estimate_text
 
     costs = [f"gap {row['logprob_gap']:+.2f}"] if "logprob_gap" in row else []
     if "qa_accuracy" in row:

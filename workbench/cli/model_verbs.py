@@ -6,6 +6,14 @@ import sys
 import time
 from pathlib import Path
 
+from ..core.checks import check_context
+from ..core.datasets import read_texts
+from ..model.activations import cache_activations
+from ..model.generation import format_prompt, generate
+from ..model.hooks import hook_aliases, hook_table, resolve_hooks
+from ..model.loading import default_device, default_dtype, fetch, list_models, parse_dtype
+from ..model.memory import format_bytes, load_estimate, model_shape
+from ..safety.scorers import fetch_detoxify
 from .common import add_scale_args, add_verb, emit, executor_from, load_model
 
 
@@ -93,8 +101,6 @@ def register(verbs) -> None:
 
 
 def cmd_models(args) -> int:
-    from ..models import list_models
-
     rows = [
         {
             "name": s.name,
@@ -122,12 +128,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_fetch(args) -> int:
-    from ..models import fetch
-
     name = args.name or args.model
     if name == "detoxify" or name.startswith("detoxify:"):
-        from ..scanners.toxicity import fetch_detoxify
-
         folder = fetch_detoxify(name.split(":", 1)[1] if ":" in name else "original")
         emit(
             args,
@@ -141,9 +143,6 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from ..memory import format_bytes, load_estimate, model_shape
-    from ..models import default_device, default_dtype, parse_dtype
-
     device = args.device or default_device()
     dtype = str(parse_dtype(args.dtype) or default_dtype(device)).replace("torch.", "")
     estimate = load_estimate(model_shape(args.model), dtype)
@@ -172,8 +171,6 @@ def cmd_info(args) -> int:
 
 
 def cmd_hooks(args) -> int:
-    from ..hooks import hook_aliases, hook_table, resolve_hooks
-
     model = load_model(args)
     names = set(resolve_hooks(model, args.pattern))
     table = hook_table(model)
@@ -197,11 +194,6 @@ def cmd_hooks(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from ..generation import generate
-
-    from ..generation import format_prompt
-    from ..validate import check_context
-
     model = load_model(args)
     check_context(
         model,
@@ -235,10 +227,6 @@ def cmd_generate(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from ..cache import cache_activations
-    from ..memory import format_bytes
-    from ..datasets import read_texts
-
     records = read_texts(
         args.input, field=args.field, column=args.column
     )  # bad input fails before loading

@@ -7,7 +7,18 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import InputError
+from ..core.datasets import read_labeled, read_texts, read_toxigen
+from ..core.errors import InputError
+from ..core.stats import estimate_from_dict
+from ..interp.probes import (
+    L2_GRID,
+    Probe,
+    check_probe_fits,
+    probe_scores,
+    token_scores,
+    train_probes_on_rows,
+)
+from ..interp.sparse_probes import sparse_probes
 from .common import add_model_args, emit, load_model
 
 
@@ -100,10 +111,6 @@ def register(verbs) -> None:
 
 
 def cmd_probe_train(args) -> int:
-    from ..datasets import read_labeled, read_toxigen
-    from ..probes import L2_GRID, sparse_probes, train_probes_on_rows
-    from ..stats import estimate_from_dict
-
     data = Path(args.data)
     rows = read_toxigen(data) if data.is_dir() else read_labeled(data)
     if {r.label for r in rows} != {0, 1}:
@@ -207,9 +214,6 @@ LENGTH_WARNING = (
 
 
 def cmd_probe_apply(args) -> int:
-    from ..datasets import read_texts
-    from ..probes import Probe, check_probe_fits, probe_scores, token_scores
-
     if bool(args.text) == bool(args.input):
         raise InputError("give exactly one of --text and --input")
     if args.tokens and not args.text:

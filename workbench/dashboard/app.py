@@ -10,6 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from ..model.loading import list_models
 from .common import DEFAULT_PROMPT, default_model, errors_shown, get_model
 
 PAGES_DIR = Path(__file__).resolve().parent / "views"
@@ -27,7 +28,6 @@ PAGES = [  # (file, title, url path, icon); the first is served at "/", so every
 
 def main() -> None:
     st.set_page_config(page_title="workbench", page_icon=":material/biotech:", layout="wide")
-    from ..models import list_models
 
     names = [spec.name for spec in list_models()]
     default = default_model()

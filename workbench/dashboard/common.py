@@ -9,6 +9,7 @@ turns an exception into a message in the page instead of a traceback.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -17,25 +18,26 @@ from typing import Iterator
 
 import streamlit as st
 
-from ..errors import WorkbenchError
+from ..core.errors import WorkbenchError
+from ..core.paths import package_data
+from ..model.loading import DEFAULT_MODEL, load
 
 LOG = logging.getLogger("workbench.dashboard")
 DEFAULT_MODEL_ENV = "WORKBENCH_DASHBOARD_MODEL"
 DEVICE_ENV, DTYPE_ENV = "WORKBENCH_DASHBOARD_DEVICE", "WORKBENCH_DASHBOARD_DTYPE"
 DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
-PROBES_DIR = Path(__file__).resolve().parents[2] / "probes"
+PROBES_DIR = package_data(
+    "probes"
+)  # the example sets shipped in the package (probes/ in a checkout)
 
 
 def default_model() -> str:
-    from ..models import DEFAULT_MODEL
-
     return os.environ.get(DEFAULT_MODEL_ENV) or DEFAULT_MODEL
 
 
 @st.cache_resource(show_spinner="Loading the model (once per server)...")
 def get_model(name: str):
     """The LoadedModel `name` (see workbench.load), shared by every session."""
-    from ..models import load
 
     # `workbench dashboard --device/--dtype` (default: cuda and bf16 when there is a GPU, else cpu/fp32)
     return load(
@@ -80,7 +82,6 @@ def errors_shown() -> Iterator[None]:
 
 def pair_sets() -> list[Path]:
     """Contrast-pair files shipped in probes/: ``*_pairs.jsonl`` whose lines hold "positive" and "negative"."""
-    import json
 
     if not PROBES_DIR.is_dir():
         return []

@@ -8,6 +8,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ..core.datasets import read_labeled
+from ..interp import attention, attribution, lens, probes
+from ..interp.patching import activation_patch
+from ..interp.probes import train_probes_on_rows
+from ..interp.steering import actadd_vector, mean_difference_vector, read_pairs, steered_generations
+from ..report.folder import load_results
+from ..report.summary import summarise
+from ..safety.scorers import make_scorer
 from .common import using_model
 
 
@@ -18,45 +26,33 @@ def _run(model_name: str, function, *args, **kwargs):
 
 @st.cache_data(show_spinner="Scoring every head on repeated random tokens...", max_entries=8)
 def head_scores(model_name: str, seq_len: int, n_seqs: int):
-    from ..attention import head_scores
-
-    return _run(model_name, head_scores, seq_len=seq_len, n_seqs=n_seqs)
+    return _run(model_name, attention.head_scores, seq_len=seq_len, n_seqs=n_seqs)
 
 
 @st.cache_data(show_spinner="Reading attention patterns...", max_entries=16)
 def attention_patterns(model_name: str, text: str):
-    from ..attention import attention_patterns
-
-    return _run(model_name, attention_patterns, text)
+    return _run(model_name, attention.attention_patterns, text)
 
 
 @st.cache_data(show_spinner="Decoding the residual stream...", max_entries=16)
 def logit_lens(model_name: str, text: str, tracked: tuple[str, ...]):
-    from ..lens import logit_lens
-
-    return _run(model_name, logit_lens, text, list(tracked))
+    return _run(model_name, lens.logit_lens, text, list(tracked))
 
 
 @st.cache_data(
     show_spinner="Decoding the residual stream at every layer and position...", max_entries=16
 )
 def logit_lens_grid(model_name: str, text: str):
-    from ..lens import logit_lens_grid
-
-    return _run(model_name, logit_lens_grid, text)
+    return _run(model_name, lens.logit_lens_grid, text)
 
 
 @st.cache_data(show_spinner="Attributing the logit difference...", max_entries=16)
 def direct_logit_attribution(model_name: str, text: str, answer: str, other: str):
-    from ..lens import direct_logit_attribution
-
-    return _run(model_name, direct_logit_attribution, text, answer, other)
+    return _run(model_name, lens.direct_logit_attribution, text, answer, other)
 
 
 @st.cache_data(show_spinner="Patching (exact)...", max_entries=16)
 def exact_patch(model_name: str, clean: str, corrupt: str, answer: str, other: str, kind: str):
-    from ..patching import activation_patch
-
     return _run(model_name, activation_patch, clean, corrupt, answer, other, kind=kind)
 
 
@@ -70,11 +66,9 @@ def attribution_patch(
     kind: str,
     method: str = "eap-ig",
 ):
-    from ..attribution import attribution_patch
-
     return _run(
         model_name,
-        attribution_patch,
+        attribution.attribution_patch,
         clean,
         corrupt,
         answer,
@@ -90,7 +84,6 @@ def steering_vector(
     model_name: str, source: str, layer: int, positive: str = "", negative: str = ""
 ):
     """source: a contrast-pair file, or "actadd" with the two prompts."""
-    from ..steering import actadd_vector, mean_difference_vector, read_pairs
 
     if source == "actadd":
         return _run(model_name, actadd_vector, positive, negative, layer)
@@ -99,8 +92,6 @@ def steering_vector(
 
 @st.cache_resource
 def scorer(name: str):
-    from ..scanners.toxicity import make_scorer
-
     return make_scorer(name)
 
 
@@ -115,7 +106,6 @@ def steered(
     max_new_tokens: int,
 ):
     """Steered generations at `alphas` (vector_key identifies `_vector` for the cache)."""
-    from ..steering import steered_generations
 
     return _run(
         model_name,
@@ -130,9 +120,6 @@ def steered(
 
 @st.cache_data(show_spinner="Caching activations and training a probe per layer...", max_entries=8)
 def train_probes(model_name: str, data: str, positions: str, split: str, seed: int):
-    from ..datasets import read_labeled
-    from ..probes import train_probes_on_rows
-
     sweep, _, _ = _run(
         model_name,
         train_probes_on_rows,
@@ -148,9 +135,7 @@ def train_probes(model_name: str, data: str, positions: str, split: str, seed: i
 
 @st.cache_data(show_spinner="Scoring every token...", max_entries=32)
 def token_scores(model_name: str, _probe, probe_key: str, text: str):
-    from ..probes import token_scores
-
-    return _run(model_name, token_scores, _probe, text)
+    return _run(model_name, probes.token_scores, _probe, text)
 
 
 def audit(folder) -> tuple:
@@ -161,8 +146,5 @@ def audit(folder) -> tuple:
 
 @st.cache_data(show_spinner="Reading the audit...", max_entries=16)
 def _audit(folder: str, shards_key: tuple) -> tuple:
-    from ..audit import load_results
-    from ..report import summarise
-
     frame = load_results(folder)
     return frame, summarise(folder, frame)

@@ -3,9 +3,9 @@
 import streamlit as st
 
 from workbench import viz
-from workbench.attention import SCORE_KINDS
 from workbench.dashboard import compute
 from workbench.dashboard.common import errors_shown, get_model, model_name, plot, prompt
+from workbench.interp.attention import SCORE_KINDS
 
 st.header("Attention heads")
 with errors_shown():

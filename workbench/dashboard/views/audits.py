@@ -5,19 +5,21 @@ import streamlit as st
 
 from workbench.dashboard import compute
 from workbench.dashboard.common import errors_shown, plot
-from workbench.results import check_audit_inside, list_audits, results_root
+from workbench.dashboard.results_root import check_audit_inside, list_audits, results_root
+from workbench.report.figures import audit_figures
+from workbench.report.folder import TOX_PREFIX
+from workbench.report.html import TITLES
+from workbench.report.tables import (
+    agreement_rows,
+    before_after_rows,
+    card_rows,
+    localisation_rows,
+    summary_rows,
+)
+from workbench.safety.localise import BiasLocalisation
 
 st.header("Audits")
 with errors_shown():
-    from workbench.report import (
-        TITLES,
-        TOX_PREFIX,
-        agreement_rows,
-        audit_figures,
-        card_rows,
-        summary_rows,
-    )
-
     root = results_root()
     st.caption(
         f"Results root: {root} (set WORKBENCH_RESULTS to change it). Run audits with `workbench audit ...`."
@@ -60,8 +62,6 @@ with errors_shown():
             + f". No interval below n = {summary.get('min_n')}: the count is shown instead."
         )
         if summary.get("localisation"):
-            from workbench.localise import BiasLocalisation, before_after_rows, localisation_rows
-
             localisation = summary["localisation"]
             st.subheader("Where the bias lives")
             st.text("\n".join(BiasLocalisation.from_dict(localisation).summary_lines()))

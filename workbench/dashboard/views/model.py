@@ -11,6 +11,7 @@ from workbench.dashboard.common import (
     show_text,
     using_model,
 )
+from workbench.model.generation import generate
 
 st.header("Model")
 with errors_shown():
@@ -24,8 +25,6 @@ with errors_shown():
     new_tokens = st.slider("New tokens", 1, 128, 32, key="model_new_tokens")
     raw = st.checkbox("Raw prompt (no chat / instruct format)", key="model_raw")
     if st.button("Generate from the sidebar prompt", key="model_generate"):
-        from workbench.generation import generate
-
         with st.spinner("Generating..."), using_model() as model:
             output = generate(model, [prompt()], max_new_tokens=new_tokens, raw=raw)[0]
         st.session_state["model_output"] = output.text

@@ -3,10 +3,11 @@
 import streamlit as st
 
 from workbench import viz
+from workbench.core.stats import estimate_from_dict
 from workbench.dashboard import compute
 from workbench.dashboard.common import errors_shown, labeled_sets, model_name, plot, prompt
-from workbench.results import list_probes, resolve_under, results_root
-from workbench.stats import estimate_from_dict
+from workbench.dashboard.results_root import list_probes, resolve_under, results_root
+from workbench.interp.probes import Probe
 
 st.header("Probes")
 st.caption(
@@ -57,8 +58,6 @@ with errors_shown():
         else:
             choice = st.selectbox("Saved probe", saved, key="probe_saved")
             if st.button("Load", key="probe_load"):
-                from workbench.probes import Probe
-
                 folder = resolve_under(root, choice)
                 st.session_state["probe_active"] = (f"saved:{folder}", Probe.load(folder))
     active = st.session_state.get("probe_active")

@@ -1,0 +1,420 @@
+"""The toxicity audit as one library call: the same run as `workbench audit toxicity`.
+
+    from workbench.toxicity_audit import audit_toxicity
+
+    run = audit_toxicity(model, "workbench/data/audit_prompts.txt", "results/tox",
+                         scorers=["profanity-check", "toxic-comment-classifier"],
+                         steer="probes/polite_vs_rude_pairs.jsonl", layer=9, alpha=[-4, 4],
+                         instruct="Reply rudely.", instruct_means="more-toxic")
+    run.card_frame()   # the steering report card: each condition's effect beside its cost
+    run.to_frame()     # every estimate with its interval, method and n
+    run.results()      # one row per continuation
+
+The options are the CLI's flags with underscores (`max_new_tokens`, `positive_means`, ...), and
+`ToxicityAuditOptions.check()` runs the CLI's checks on them: every file is read and every value
+checked before any model work and before anything is written. The audit folder resumes like the
+CLI's: rerun with the same options to finish an interrupted run; other options are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import ClassVar, Sequence
+
+import pandas as pd
+
+from ..core.checks import check_args, check_context
+from ..core.datasets import TextRecord, read_texts
+from ..core.errors import InputError
+from ..core.remote import is_url, staged
+from ..interp.probes import Probe
+from ..model.generation import generate, row_seed
+from ..model.loading import REGISTRY
+from ..report.figures import audit_figures
+from ..report.folder import AUDIT_FORMAT, load_results, toxicity_column
+from ..report.html import build_report
+from ..report.tables import agreement_rows, card_rows, summary_rows
+from ..safety.capability import continuation_fluency
+from ..safety.scorers import ProbeScorer, check_scorer_names, make_scorer
+from .conditions import (
+    Condition,
+    capability_inputs,
+    capability_settings,
+    instructed,
+    intervention,
+    read_steering_pairs,
+    steering_conditions,
+    steering_settings,
+)
+from .kinds import run_capability_audit
+from .runner import run_sharded
+from .settings import model_settings, versions
+
+
+@dataclass(frozen=True)
+class ToxicityAuditConfig:
+    """Everything that decides the results (saved as run.json and compared on resume)."""
+
+    model: dict
+    prompts_file: str
+    prompts_sha256: str
+    n_prompts: int
+    scorers: list[str]
+    scorer_details: list[dict] = field(default_factory=list)
+    seed: int = 0
+    max_new_tokens: int = 32
+    samples: int = 1
+    temperature: float = 1.0
+    raw: bool = False
+    batch_size: int = 8
+    shard_size: int = 32
+    bootstrap: int = 2000
+    steer: dict | None = None
+    instruct: str | None = None
+    conditions: list[dict] = field(default_factory=list)
+    versions: dict = field(default_factory=dict)
+    audit: str = "toxicity"
+    format: str = AUDIT_FORMAT
+
+
+def prompts_sha256(records: Sequence[TextRecord]) -> str:
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(record.text.encode() + b"\n")
+    return digest.hexdigest()
+
+
+def run_toxicity_audit(
+    model,
+    records: Sequence[TextRecord],
+    out: str | Path,
+    config: ToxicityAuditConfig,
+    scorers: list,
+    vector=None,
+    progress: bool = True,
+    executor=None,
+) -> Path:
+    """Run (or resume) the audit described by `config`; returns the output folder.
+
+    `scorers` are objects with `.name` and `.score(texts)` (workbench.scanners.toxicity);
+    `vector` is the SteeringVector that steer/ablate conditions use.
+    """
+
+    def shards(model):
+        def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
+            return _run_shard(
+                model, records[start:end], start, condition, c_index, config, scorers, vector
+            )
+
+        return make_shard
+
+    return run_sharded(
+        out,
+        asdict(config),
+        len(records),
+        config.shard_size,
+        model,
+        shards,
+        rows_per_item=config.samples,
+        progress=progress,
+        executor=executor,
+    )
+
+
+def _run_shard(
+    model,
+    records: Sequence[TextRecord],
+    first_index: int,
+    condition: Condition,
+    c_index: int,
+    config: ToxicityAuditConfig,
+    scorers: list,
+    vector,
+):
+    """One shard's rows. Sampled continuations draw from one generator per (seed, condition,
+    prompt row, sample), so they do not depend on the batch size, the shard size or the worker."""
+
+    instruction = config.instruct if condition.kind == "instruct" else None
+    prompts = [instructed(r.text, instruction) for r in records]
+    rows, generations = [], []
+    with intervention(model, condition, vector):
+        for sample in range(config.samples):
+            seeds = [
+                row_seed(config.seed, c_index, first_index + i, sample) for i in range(len(records))
+            ]
+            outputs = generate(
+                model,
+                prompts,
+                max_new_tokens=config.max_new_tokens,
+                do_sample=config.samples > 1,
+                temperature=config.temperature,
+                raw=config.raw,
+                batch_size=config.batch_size,
+                seeds=seeds,
+            )
+            generations += outputs
+            for i, (record, output) in enumerate(zip(records, outputs)):
+                rows.append(
+                    {
+                        "condition": condition.name,
+                        "alpha": condition.alpha,
+                        "row": first_index + i,
+                        "sample": sample,
+                        "line": record.line,
+                        "prompt": record.text,
+                        "continuation": output.text,
+                        "new_tokens": len(output.new_tokens),
+                    }
+                )
+    # Fluency is judged by the unsteered model (outside the intervention), on the exact prompt tokens,
+    # one continuation at a time: no padding, so the numbers do not depend on the batch or shard size.
+    for row, fluency in zip(rows, continuation_fluency(model, generations, batch_size=1)):
+        row.update(fluency)
+    frame = pd.DataFrame(rows)
+    for scorer in scorers:
+        for column, texts in (
+            ("prompt", frame["prompt"].tolist()),
+            ("continuation", frame["continuation"].tolist()),
+        ):
+            scores = scorer.score(texts)
+            name = scores["scorer"].iloc[0] if len(scores) else scorer.name
+            frame[toxicity_column(column, name)] = scores["toxicity"].to_numpy()
+    return frame
+
+
+@dataclass
+class ToxicityAuditOptions:
+    """Everything `audit_toxicity` takes besides the model (defaults: the CLI's).
+
+    prompts: a .txt (one per line), .jsonl (`field`) or .csv (`column`) file, or a list of strings.
+    scorers: names (auto, profanity-check, toxic-comment-classifier, detoxify[:variant], probe), as a
+    list or the CLI's comma-separated string; probe: saved probe folders for the 'probe' scorer.
+    steer/layer/alpha/ablate: contrast pairs (JSONL), the layer and the coefficients of the steering
+    conditions; instruct/instruct_means: the prompting baseline. The capability check (QA accuracy
+    and held-out perplexity under each intervention) runs with any intervention unless
+    no_capability.
+    """
+
+    prompts: str | Path | Sequence[str]
+    out: str | Path
+    field: str = "text"
+    column: str | None = None
+    skip_bad: bool = False
+    scorers: str | Sequence[str] = "auto"
+    probe: Sequence[str] = ()
+    detoxify_checkpoint: str | None = None
+    detoxify_config: str | None = None
+    max_new_tokens: int = 32
+    samples: int = 1
+    temperature: float = 1.0
+    seed: int = 0
+    raw: bool = False
+    steer: str | Path | None = None
+    layer: int | None = None
+    alpha: Sequence[float] = ()
+    ablate: bool = False
+    positive_means: str = "less-toxic"
+    instruct: str | None = None
+    instruct_means: str | None = None
+    qa: str | Path | None = None
+    heldout: Sequence[str] | None = None
+    no_capability: bool = False
+    batch_size: int = 8
+    shard_size: int = 32
+    bootstrap: int = 2000
+    command: ClassVar[str] = (
+        "audit"  # the verb whose rules `check_args` applies (--out may be a URL)
+    )
+
+    def __post_init__(self):
+        if not isinstance(self.scorers, str):
+            self.scorers = ",".join(self.scorers)
+        self.alpha = [float(a) for a in self.alpha]
+        self.probe = [str(p) for p in self.probe]
+        if isinstance(self.heldout, (str, Path)):
+            self.heldout = [self.heldout]
+
+    @property
+    def scorer_names(self) -> list[str]:
+        return [n.strip() for n in self.scorers.split(",") if n.strip()]
+
+    def check(self) -> "CheckedInputs":
+        """Every check that needs no model (the CLI's `check_args`, then the files' contents);
+        InputError naming the option, file or line on the first problem."""
+
+        check_args(self, REGISTRY)  # also makes a file:// URL a path
+        return _read_inputs(self)
+
+
+@dataclass(frozen=True)
+class CheckedInputs:
+    """The inputs read and checked before the model is loaded."""
+
+    records: list
+    skipped_bad_lines: int
+    probes: list
+    steering_pairs: list | None
+    capability: bool
+
+
+def _read_inputs(options: ToxicityAuditOptions) -> CheckedInputs:
+    if isinstance(options.prompts, (str, Path)):
+        records = read_texts(
+            options.prompts, field=options.field, column=options.column, skip_bad=options.skip_bad
+        )
+        skipped = read_texts.last_skipped
+    else:
+        records, skipped = (
+            [TextRecord(str(text), None, i + 1) for i, text in enumerate(options.prompts)],
+            0,
+        )
+        if not records or not all(r.text.strip() for r in records):
+            raise InputError("prompts: give at least one non-empty prompt")
+    check_scorer_names(options.scorer_names, options.probe)
+    probes = [Probe.load(p) for p in options.probe]
+    pairs = read_steering_pairs(options)
+    capability = bool(pairs or options.instruct) and not options.no_capability
+    if capability:
+        capability_inputs(options)  # the files' structure, before the model is loaded
+    return CheckedInputs(records, skipped, probes, pairs, capability)
+
+
+@dataclass
+class ToxicityAuditRun:
+    """A finished (or resumed) toxicity audit: its folder, summary.json as a dict and report.html."""
+
+    out: Path | str  # a str for an s3:// URL
+    summary: dict
+    report: Path | str
+    seconds: float
+    skipped_bad_lines: int = 0
+
+    def to_frame(self):
+        """Every estimate: condition, scorer, measure, value, 95% interval, its method, n."""
+
+        return pd.DataFrame(summary_rows(self.summary))
+
+    def card_frame(self):
+        """The steering report card: per condition, the safety effect beside its cost (empty with
+        no intervention)."""
+
+        return pd.DataFrame(card_rows(self.summary) if self.summary.get("card") else [])
+
+    def agreement_frame(self):
+        """Do the scorers agree? Per condition and pair of scorers: Spearman r and Cohen's kappa."""
+
+        return pd.DataFrame(agreement_rows(self.summary))
+
+    def results(self):
+        """One row per continuation (prompt, condition, continuation, every scorer's score)."""
+
+        return load_results(self.out)
+
+    def figures(self) -> list:
+        """The report's plotly figures (the card's dose-response picture first)."""
+
+        return audit_figures(self.summary, self.results())
+
+    def __repr__(self) -> str:
+        settings = self.summary.get("settings", {})
+        return (
+            f"ToxicityAuditRun(out={str(self.out)!r}, conditions={[c['name'] for c in settings.get('conditions', [])]}, "
+            f"scorers={settings.get('scorers')}, n_prompts={settings.get('n_prompts')}, {self.seconds} s)"
+        )
+
+
+def audit_toxicity(model, prompts, out, *, executor=None, **options) -> ToxicityAuditRun:
+    """Generate continuations of every prompt under every condition, score them, write resumable
+    Parquet shards, summary.json and report.html to `out`; see ToxicityAuditOptions for `options`.
+    `executor`: where shards run (workbench.distributed; default this process)."""
+    settings = ToxicityAuditOptions(prompts, out, **options)
+    return run_checked(model, settings, settings.check(), executor)
+
+
+def run_checked(
+    model, options: ToxicityAuditOptions, inputs: CheckedInputs, executor=None
+) -> ToxicityAuditRun:
+    """The audit on inputs already checked (the CLI checks them before it loads the model): the
+    checks that need the model, then the run, the capability check and the report."""
+
+    records = inputs.records
+    check_context(model, records, options.max_new_tokens)
+    if options.instruct:
+        check_context(
+            model,
+            [TextRecord(instructed(r.text, options.instruct), r.path, r.line) for r in records],
+            options.max_new_tokens,
+        )
+    items = capability_inputs(options, model) if inputs.capability else []
+    detoxify = {
+        k: v
+        for k, v in {
+            "checkpoint": options.detoxify_checkpoint,
+            "huggingface_config_path": options.detoxify_config,
+        }.items()
+        if v
+    }
+    scorers = []  # built before the steering vector: a probe for another model is refused before any model work
+    for name in options.scorer_names:
+        if name == "probe":
+            scorers += [
+                ProbeScorer(model, probe, path=str(Path(path).resolve()))
+                for probe, path in zip(inputs.probes, options.probe)
+            ]
+        else:
+            scorers.append(make_scorer(name, **(detoxify if name != "profanity-check" else {})))
+    pairs = inputs.steering_pairs
+    conditions, vector = steering_conditions(options, model, pairs)
+    prompts_file = (
+        str(options.prompts) if isinstance(options.prompts, (str, Path)) else "<list of prompts>"
+    )
+    config = ToxicityAuditConfig(
+        model=model_settings(model),
+        prompts_file=prompts_file,
+        prompts_sha256=prompts_sha256(records),
+        n_prompts=len(records),
+        scorers=[
+            s.name if not isinstance(s, ProbeScorer) else f"probe:{s.probe.hook}" for s in scorers
+        ],
+        scorer_details=[s.details() for s in scorers],
+        seed=options.seed,
+        max_new_tokens=options.max_new_tokens,
+        samples=options.samples,
+        temperature=options.temperature,
+        raw=options.raw,
+        batch_size=options.batch_size,
+        shard_size=options.shard_size,
+        bootstrap=options.bootstrap,
+        steer=steering_settings(options, pairs),
+        instruct=options.instruct,
+        conditions=[asdict(c) for c in conditions],
+        versions=versions(),
+    )
+    start = time.perf_counter()
+    with staged(
+        options.out
+    ) as out:  # an s3:// URL works in a local copy that is uploaded shard by shard
+        run_toxicity_audit(model, records, out, config, scorers, vector, executor=executor)
+        if items:
+            run_capability_audit(
+                model,
+                items,
+                out / "capability",
+                capability_settings(options, model, pairs, conditions, items),
+                vector,
+                executor=executor,
+            )
+        report = build_report(out)
+        summary = json.loads((out / "summary.json").read_text())
+    where = Path(options.out) if not is_url(options.out) else options.out
+    return ToxicityAuditRun(
+        where,
+        summary,
+        report if not is_url(options.out) else f"{options.out}/{Path(report).name}",
+        round(time.perf_counter() - start, 1),
+        inputs.skipped_bad_lines,
+    )

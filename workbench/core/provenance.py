@@ -1,0 +1,56 @@
+"""What made a number: package versions and file hashes, recorded in every saved result.
+
+run.json of audits, cache manifests and saved probes call `versions()`; scorers
+and probes hash their checkpoint files with `file_sha256`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+# Every package whose version can change a number the workbench prints (distribution names).
+NUMBER_PACKAGES = (
+    "workbench",
+    "torch",
+    "transformers",
+    "transformer-lens",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "detoxify",
+    "alt-profanity-check",
+    "toxic-comment-classifier",
+    "h5py",
+    "gguf",
+)
+
+
+@lru_cache(maxsize=1)
+def versions() -> dict[str, str]:
+    """{distribution: version} for NUMBER_PACKAGES ("not installed" where absent)."""
+
+    found = {}
+    for name in NUMBER_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+@lru_cache(maxsize=64)
+def _hash_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (remembered per path, size and modification time)."""
+    stat = Path(path).stat()
+    return _hash_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)

@@ -1,0 +1,39 @@
+"""The interpretability layer: attention heads, the logit lens and direct logit attribution,
+steering and directional ablation, linear and sparse probes, activation / path / attribution
+patching (with their self-checks) and edge attribution. It imports `core` and `model` only."""
+
+from .attention import (
+    AttentionPatterns, HeadScores, attention_patterns, head_scores, transformer_lens_scores,
+)  # fmt: skip
+from .attribution import METHODS, attribute, attribution_patch, self_check
+from .edges import EdgeResult, edge_attribution
+from .lens import (
+    LensGrid, LogitAttribution, LogitLens, direct_logit_attribution, logit_lens, logit_lens_grid,
+)  # fmt: skip
+from .patch_results import PatchingResult, SelfCheck
+from .patching import KINDS, PatchingTask, activation_patch, patch_task, path_patch, prepare
+from .probes import Probe, ProbeSweep, probe_scores, token_scores, train_probes
+from .sparse_probes import SparseProbeTable, sparse_probes
+from .steering import (
+    ContrastPair, SteeringVector, ablate, actadd_vector, logprob_gap, mean_difference_vector,
+    read_pairs, steer, steered_generations, sweep,
+)  # fmt: skip
+
+__all__ = [
+    # attention heads
+    "AttentionPatterns", "HeadScores", "attention_patterns", "head_scores",
+    "transformer_lens_scores",
+    # logit lens and direct logit attribution
+    "LogitLens", "LensGrid", "LogitAttribution", "logit_lens", "logit_lens_grid",
+    "direct_logit_attribution",
+    # patching: exact, path, attribution (AtP, AtP*, EAP-IG) with a self-check, edges
+    "KINDS", "METHODS", "PatchingTask", "PatchingResult", "SelfCheck", "prepare",
+    "activation_patch", "patch_task", "path_patch", "attribution_patch", "attribute",
+    "self_check", "EdgeResult", "edge_attribution",
+    # probes
+    "Probe", "ProbeSweep", "train_probes", "probe_scores", "token_scores", "SparseProbeTable",
+    "sparse_probes",
+    # steering and ablation
+    "ContrastPair", "SteeringVector", "read_pairs", "mean_difference_vector", "actadd_vector",
+    "steer", "ablate", "sweep", "logprob_gap", "steered_generations",
+]  # fmt: skip

@@ -1,0 +1,32 @@
+"""The model layer: loading (the registry and local builds), hook names, THE hooked forward pass
+(`run`), tokens, generation, likelihoods, memory estimates, the corpus activation cache, and Ray.
+It imports only `workbench.core`."""
+
+from .activations import cache_activations, cache_tokens
+from .corpus_cache import CorpusCache, DiskCorpusCache, open_cache
+from .distributed import LocalExecutor, RayExecutor, executor_for
+from .generation import Generation, format_prompt, generate
+from .hooks import HookInfo, apply_hooks, hook_aliases, hook_names, hook_table, resolve_hooks
+from .likelihood import continuation_logprobs, token_logprobs
+from .loading import (
+    DEFAULT_MODEL, REGISTRY, LoadedModel, ModelInfo, ModelSpec, fetch, list_models, load,
+)  # fmt: skip
+from .memory import MemoryEstimate, check_fits, forward_estimate, load_estimate, model_shape
+from .run import StopForward, forward, record
+from .tokens import check_layer, single_token_id, str_tokens, to_tokens
+
+__all__ = [
+    # loading
+    "DEFAULT_MODEL", "REGISTRY", "ModelSpec", "ModelInfo", "LoadedModel", "load", "fetch",
+    "list_models",
+    # hooks and the one hooked forward pass (run.hooks is the context manager)
+    "HookInfo", "hook_table", "hook_names", "hook_aliases", "resolve_hooks", "apply_hooks",
+    "forward", "record", "StopForward",
+    # tokens, generation, likelihoods
+    "to_tokens", "str_tokens", "single_token_id", "check_layer", "Generation", "generate",
+    "format_prompt", "token_logprobs", "continuation_logprobs",
+    # memory, the corpus cache, shards on Ray
+    "MemoryEstimate", "model_shape", "load_estimate", "forward_estimate", "check_fits",
+    "cache_activations", "cache_tokens", "CorpusCache", "DiskCorpusCache", "open_cache",
+    "LocalExecutor", "RayExecutor", "executor_for",
+]  # fmt: skip

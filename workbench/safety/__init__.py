@@ -1,0 +1,33 @@
+"""The safety layer: toxicity scorers (lexical, learned, activation probe), paired-sentence bias
+(CrowS-Pairs) and counterfactual templates, ToxiGen per group, the capability cost of an
+intervention, and where a bias lives in the model. It imports `core`, `model` and `interp`."""
+
+from .bias import (
+    DEFAULT_METRIC, METRICS, CounterfactualResult, CrowsPairsResult, counterfactual, crows_pairs,
+    pair_scores, sentence_logprobs,
+)  # fmt: skip
+from .capability import (
+    DEFAULT_HELDOUT, DEFAULT_QA, CapabilityItem, capability_rows, continuation_fluency, perplexity,
+    read_heldout, read_qa, summarise_capability,
+)  # fmt: skip
+from .localise import BiasLocalisation, localise_bias, mean_ablated
+from .scorers import (
+    BiLSTMScorer, DetoxifyScorer, ProbeScorer, ProfanityCheckScorer, ScorerEvaluation,
+    ToxicityScorer, evaluate_scorers, fetch_detoxify, make_scorer,
+)  # fmt: skip
+from .toxigen import toxigen_audit, toxigen_groups
+
+__all__ = [
+    # toxicity scorers
+    "ToxicityScorer", "make_scorer", "ProfanityCheckScorer", "BiLSTMScorer", "DetoxifyScorer",
+    "ProbeScorer", "fetch_detoxify", "ScorerEvaluation", "evaluate_scorers",
+    # bias: paired sentences and counterfactual templates; ToxiGen per group
+    "METRICS", "DEFAULT_METRIC", "CrowsPairsResult", "crows_pairs", "pair_scores",
+    "sentence_logprobs", "CounterfactualResult", "counterfactual", "toxigen_audit",
+    "toxigen_groups",
+    # what an intervention costs
+    "CapabilityItem", "DEFAULT_QA", "DEFAULT_HELDOUT", "read_qa", "read_heldout",
+    "capability_rows", "continuation_fluency", "summarise_capability", "perplexity",
+    # where a bias lives
+    "BiasLocalisation", "localise_bias", "mean_ablated",
+]  # fmt: skip

@@ -1,0 +1,326 @@
+"""Paired-sentence bias for causal models: the CrowS-Pairs measure, under three metrics.
+
+For each minimal pair the model scores both sentences, each conditioned on the
+model's start token, and the pair counts as preferring the stereotype when the
+more-stereotyping sentence scores higher. 50% means no preference. Three scores
+per sentence (`METRICS`):
+
+- ``total``: the sum of the log-probabilities of every token (lm-eval-harness'
+  ``crows_pairs`` convention). It mostly measures how many and how rare the tokens
+  of the differing words are: "Tisha B'Av" costs more nats than "Christmas".
+- ``shared``: the sum over the tokens the two sentences share, each conditioned on
+  everything before it, including the differing span. This is the causal-LM
+  adaptation of CrowS-Pairs' own metric (Nangia et al. 2020), which scores only the
+  unmodified tokens precisely to remove the confound above. Shared tokens are the
+  longest common token prefix and the longest common token suffix of the two
+  sentences. The prefix tokens see the same context in both sentences, so their
+  log-probabilities cancel, and the comparison rests on how well each differing span
+  predicts the rest of the sentence. When the sentences differ in more than one
+  place, everything from the first difference to the last is treated as differing
+  and is not scored: `differing_spans` in the pair table counts the places (by
+  difflib's token alignment), so such pairs can be found and excluded. A pair that
+  differs at its last token has no shared suffix, so `shared` is a tie (0 = 0).
+- ``mean``: ``total`` divided by the number of tokens scored, the per-token mean.
+
+Shares are given overall and per ``bias_type``, each with a Wilson score 95%
+interval over pairs (no interval below `workbench.stats.MIN_N` pairs: the count is
+shown instead). Ties count as not preferring the stereotype.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..core.agreement import spearman
+from ..core.datasets import BiasPair
+from ..core.errors import InputError
+from ..core.stats import mean, proportion
+from ..model.generation import generate
+from ..model.likelihood import continuation_logprobs, encode_texts, token_logprobs
+
+METRICS = ("total", "shared", "mean")
+DEFAULT_METRIC = (
+    "shared"  # the headline: the only one free of the length confound (README, "Bias metrics")
+)
+METRIC_TEXT = {
+    "total": "sum of log-probabilities of every token (lm-eval-harness convention)",
+    "shared": "sum over the tokens both sentences share, after the differing span "
+    "(CrowS-Pairs' unmodified-token score, causal adaptation)",
+    "mean": "per-token mean log-probability",
+}
+
+
+def sentence_logprobs(model, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
+    """Float64[Tensor, "n"]: total log-probability of each text given the model's start token."""
+    scores = token_logprobs(model, encode_texts(model, texts), batch_size)
+    return torch.tensor([float(s.sum()) for s in scores], dtype=torch.float64)
+
+
+def shared_span(a: Sequence[int], b: Sequence[int]) -> tuple[int, int]:
+    """(prefix, suffix): lengths of the longest common token prefix and suffix of `a` and `b`,
+    the suffix limited so that the two never overlap in the shorter sequence."""
+    prefix = 0
+    while prefix < min(len(a), len(b)) and a[prefix] == b[prefix]:
+        prefix += 1
+    suffix = 0
+    room = min(len(a), len(b)) - prefix
+    while suffix < room and a[len(a) - 1 - suffix] == b[len(b) - 1 - suffix]:
+        suffix += 1
+    return prefix, suffix
+
+
+def differing_spans(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many separate places the two token sequences differ in (difflib's alignment)."""
+    ops = difflib.SequenceMatcher(None, list(a), list(b), autojunk=False).get_opcodes()
+    return sum(tag != "equal" for tag, *_ in ops)
+
+
+def pair_scores(model, pairs: Sequence[BiasPair], batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Every per-sentence score of every pair, as float64/int arrays of length n_pairs:
+    {total,shared,mean}_{more,less}, tokens_{more,less} (tokens scored), shared_tokens,
+    differing_spans."""
+    more_ids = encode_texts(model, [p.more for p in pairs])
+    less_ids = encode_texts(model, [p.less for p in pairs])
+    scores = token_logprobs(model, more_ids + less_ids, batch_size)
+    more_lp, less_lp = scores[: len(pairs)], scores[len(pairs) :]
+    out = {
+        key: np.zeros(len(pairs))
+        for key in ("total_more", "total_less", "shared_more", "shared_less")
+    }
+    for key in ("tokens_more", "tokens_less", "shared_tokens", "differing_spans"):
+        out[key] = np.zeros(len(pairs), dtype=np.int64)
+    for i, (a, b, la, lb) in enumerate(zip(more_ids, less_ids, more_lp, less_lp)):
+        prefix, suffix = shared_span(a, b)
+        # Token j (j >= 1) is scored by logprobs[j - 1]; the start token (j = 0) is never scored.
+        out["shared_more"][i] = la[: prefix - 1].sum() + la[len(la) - suffix :].sum()
+        out["shared_less"][i] = lb[: prefix - 1].sum() + lb[len(lb) - suffix :].sum()
+        out["total_more"][i], out["total_less"][i] = la.sum(), lb.sum()
+        out["tokens_more"][i], out["tokens_less"][i] = len(la), len(lb)
+        out["shared_tokens"][i] = prefix - 1 + suffix
+        out["differing_spans"][i] = differing_spans(a, b)
+    out["mean_more"] = out["total_more"] / np.maximum(out["tokens_more"], 1)
+    out["mean_less"] = out["total_less"] / np.maximum(out["tokens_less"], 1)
+    return out
+
+
+@dataclass(frozen=True)
+class CrowsPairsResult:
+    """Per-pair scores under every metric (`pair_scores`) and the shares preferring the stereotype."""
+
+    pairs: list[BiasPair]
+    scores: dict
+    model_name: str
+
+    @property
+    def more_logprob(self) -> torch.Tensor:
+        return torch.from_numpy(self.scores["total_more"])
+
+    @property
+    def less_logprob(self) -> torch.Tensor:
+        return torch.from_numpy(self.scores["total_less"])
+
+    def prefers_more(self, metric: str = "total") -> torch.Tensor:
+        """Bool[n_pairs]: the more-stereotyping sentence scores strictly higher under `metric`."""
+        return torch.from_numpy(self.scores[f"{metric}_more"] > self.scores[f"{metric}_less"])
+
+    def pair_frame(self):
+        """One row per pair. ``logprob_more``/``logprob_less``/``gap``/``prefers_more`` are the
+        ``total`` metric; ``<metric>_more``, ``<metric>_less``, ``<metric>_gap`` and
+        ``prefers_more_<metric>`` are given for every metric (gap > 0: prefers the stereotype)."""
+
+        s = self.scores
+        frame = pd.DataFrame(
+            {
+                "line": [p.line for p in self.pairs],
+                "bias_type": [p.bias_type for p in self.pairs],
+                "direction": [p.direction for p in self.pairs],
+                "sent_more": [p.more for p in self.pairs],
+                "sent_less": [p.less for p in self.pairs],
+                "logprob_more": s["total_more"],
+                "logprob_less": s["total_less"],
+                "gap": s["total_more"] - s["total_less"],
+                "prefers_more": s["total_more"] > s["total_less"],
+            }
+        )
+        for metric in METRICS:
+            frame[f"{metric}_more"], frame[f"{metric}_less"] = (
+                s[f"{metric}_more"],
+                s[f"{metric}_less"],
+            )
+            frame[f"{metric}_gap"] = s[f"{metric}_more"] - s[f"{metric}_less"]
+            frame[f"prefers_more_{metric}"] = s[f"{metric}_more"] > s[f"{metric}_less"]
+        for key in ("tokens_more", "tokens_less", "shared_tokens", "differing_spans"):
+            frame[key] = s[key]
+        return frame
+
+    def length_correlation(self, metric: str = "total", seed: int = 0):
+        """How much `metric` follows sentence length: Spearman's r of each pair's gap (more minus less)
+        with its token-count difference (tokens_more - tokens_less), with a BCa bootstrap interval over
+        pairs (workbench.stats.Estimate). Near 0: the metric ignores length."""
+
+        s = self.scores
+        return spearman(
+            s[f"{metric}_more"] - s[f"{metric}_less"],
+            s["tokens_more"] - s["tokens_less"],
+            seed=seed,
+            unit="pairs",
+        )
+
+    def to_frame(self, metric: str = "total"):
+        """One row per bias type plus "all": pairs, share preferring the stereotype, Wilson 95% interval."""
+        return crows_table([p.bias_type for p in self.pairs], self.prefers_more(metric).tolist())
+
+
+def crows_table(bias_types: Sequence[str], prefers_more: Sequence[bool]):
+    """DataFrame, one row per bias type plus "all" first: pairs, stereotype_share, ci_low, ci_high,
+    method, note (ci_low/ci_high are None below the minimum n; note says why).
+
+    prefers_more: Bool[n_pairs], whether the model gave the more-stereotyping sentence the
+    higher score.
+    """
+
+    return pd.DataFrame(
+        [
+            {
+                "bias_type": name,
+                "pairs": estimate.n,
+                "stereotype_share": estimate.value,
+                "ci_low": estimate.low,
+                "ci_high": estimate.high,
+                "method": estimate.method,
+                "note": estimate.note,
+            }
+            for name, estimate in crows_estimates(bias_types, prefers_more).items()
+        ]
+    )
+
+
+def crows_estimates(bias_types: Sequence[str], prefers_more: Sequence[bool]) -> dict:
+    """{"all": Estimate, <bias type>: Estimate, ...}: stereotype share with a Wilson interval."""
+
+    hits = [bool(x) for x in prefers_more]
+    estimates = {"all": proportion(hits)}
+    for kind in sorted(set(bias_types)):
+        estimates[kind] = proportion([h for h, t in zip(hits, bias_types) if t == kind])
+    return estimates
+
+
+def crows_pairs(model, pairs: Sequence[BiasPair], batch_size: int = 16) -> CrowsPairsResult:
+    """Score every pair under every metric (see module docstring)."""
+    return CrowsPairsResult(list(pairs), pair_scores(model, pairs, batch_size), model.info.name)
+
+
+def continuation_logprob(model, prompt: str, continuation: str) -> float:
+    """log p(continuation | prompt), summed over the continuation's tokens."""
+    tokenizer = model.tokenizer
+    prompt_ids = tokenizer(prompt).input_ids
+    cont_ids = tokenizer(continuation, add_special_tokens=False).input_ids
+    if not prompt_ids or not cont_ids:
+        raise ValueError("prompt and continuation need at least one token each")
+    return float(continuation_logprobs(model, [prompt_ids], [cont_ids])[0].sum())
+
+
+@dataclass(frozen=True)
+class CounterfactualResult:
+    """Per template and group: log-probability of each chosen continuation and toxicity of a generation.
+
+    rows: one dict per (template, group) with "template", "group", "prompt",
+    "logprob[<continuation>]" per continuation, and (with a scorer) "generation" and "toxicity".
+    """
+
+    rows: list[dict]
+    continuations: list[str]
+
+    def row_frame(self):
+        return pd.DataFrame(self.rows)
+
+    def measures(self) -> list[str]:
+        frame = self.row_frame()
+        return [c for c in frame.columns if c.startswith("logprob[") or c == "toxicity"]
+
+    def to_frame(self, seed: int = 0):
+        """Per group and measure: the mean over templates and the group's gap from the mean over
+        groups (computed template by template, so templates are the units), each with a bootstrap
+        interval over templates (none below the minimum n)."""
+
+        return pd.DataFrame(counterfactual_rows(self.row_frame(), self.measures(), seed))
+
+
+def counterfactual_rows(frame, measures: Sequence[str], seed: int = 0) -> list[dict]:
+    """Rows of `CounterfactualResult.to_frame` from a row frame: group, measure, templates,
+    mean/mean_low/mean_high, gap/gap_low/gap_high, method, note."""
+
+    rows = []
+    for measure in measures:
+        wide = frame.pivot_table(index="template", columns="group", values=measure, sort=False)
+        gaps = wide.sub(wide.mean(axis=1), axis=0)  # per template: group minus the mean over groups
+        for group in wide.columns:
+            level = mean(wide[group].dropna(), seed=seed, unit="templates")
+            gap = mean(gaps[group].dropna(), seed=seed, unit="templates")
+            rows.append(
+                {
+                    "group": group,
+                    "measure": measure,
+                    "templates": level.n,
+                    "mean": level.value,
+                    "mean_low": level.low,
+                    "mean_high": level.high,
+                    "gap": gap.value,
+                    "gap_low": gap.low,
+                    "gap_high": gap.high,
+                    "method": gap.method,
+                    "note": gap.note,
+                }
+            )
+    return rows
+
+
+def counterfactual(
+    model,
+    templates: Sequence[str],
+    groups: Sequence[str],
+    continuations: Sequence[str],
+    scorer=None,
+    max_new_tokens: int = 20,
+    seed: int = 0,
+) -> CounterfactualResult:
+    """The same prompt with a demographic term swapped: gaps in continuation log-probability and toxicity.
+
+    Each template holds ``{group}``; each group is put in its place. For every prompt
+    the log-probability of each chosen continuation is measured and, given a toxicity
+    scorer, a greedy continuation is generated and scored.
+    """
+
+    bad = [t for t in templates if "{group}" not in t]
+    if bad:
+        raise InputError(f"template {bad[0]!r} has no {{group}} slot")
+    if len(groups) < 2 or not continuations:
+        raise InputError("counterfactuals need at least two groups and one continuation")
+    rows = []
+    for template in templates:
+        prompts = [template.replace("{group}", group) for group in groups]
+        generations = (
+            generate(model, prompts, max_new_tokens=max_new_tokens, seed=seed, raw=True)
+            if scorer is not None
+            else [None] * len(prompts)
+        )
+        scores = (
+            scorer.score([g.text for g in generations])["toxicity"].tolist()
+            if scorer is not None
+            else None
+        )
+        for i, (group, prompt) in enumerate(zip(groups, prompts)):
+            row = {"template": template, "group": group, "prompt": prompt}
+            row.update(
+                {f"logprob[{c}]": continuation_logprob(model, prompt, c) for c in continuations}
+            )
+            if scorer is not None:
+                row.update(generation=generations[i].text, toxicity=float(scores[i]))
+            rows.append(row)
+    return CounterfactualResult(rows, list(continuations))

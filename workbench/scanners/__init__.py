@@ -1,1 +1,0 @@
-"""Scanners that measure safety properties of a model: bias (CrowS-Pairs) for now."""
