@@ -71,7 +71,7 @@ def head_score_grid(scores, kind: str = "induction") -> go.Figure:
         go.Heatmap(
             z=grid,
             x=[f"H{h}" for h in range(grid.shape[1])],
-            y=[f"L{l}" for l in range(grid.shape[0])],
+            y=[f"L{layer}" for layer in range(grid.shape[0])],
             colorscale="Viridis",
             zmin=0,
             zmax=1,

@@ -136,11 +136,11 @@ def estimate(
         range(model.info.n_layers) if method == "atp*" and "attn_head" in kinds else range(0)
     )
     qk_names = {
-        f"blocks.{l}.attn.hook_{x}"
-        for l in qk_layers
+        f"blocks.{layer}.attn.hook_{x}"
+        for layer in qk_layers
         for x in ("rot_q", "rot_k", "v", "pattern", "attn_scores")
     }
-    grad_names = names | {f"blocks.{l}.attn.hook_z" for l in qk_layers}
+    grad_names = names | {f"blocks.{layer}.attn.hook_z" for layer in qk_layers}
     check_memory(model, task, exact=False, attribution=True)  # before any forward pass
     clean = record(model, task.clean_ids, names | qk_names)
     if method == "eap-ig":
@@ -176,7 +176,7 @@ def estimate(
         results[kind] = PatchingResult(
             kind,
             method,
-            normalised.reshape(tuple(len(l) for l in labels)).float(),
+            normalised.reshape(tuple(len(axis) for axis in labels)).float(),
             axes,
             labels,
             task.clean_metric,
@@ -207,7 +207,9 @@ def _grad_drop(per_pass: list[torch.Tensor], patches, kind: str) -> torch.Tensor
     full, dropped = per_pass[0], torch.stack(per_pass[1:])  # [cells], [layers, cells]
     if kind == "attn_head":
         blocks = [
-            l for l in range(dropped.shape[0]) for _ in range(full.numel() // dropped.shape[0])
+            layer
+            for layer in range(dropped.shape[0])
+            for _ in range(full.numel() // dropped.shape[0])
         ]
     else:
         blocks = [_block_of(name) for name, _ in patches]

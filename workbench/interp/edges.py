@@ -99,15 +99,17 @@ def edge_attribution(
     sequential = has_hook_point(model, "blocks.0.hook_resid_mid")
     writer_names = (
         {"hook_embed"}
-        | {f"blocks.{l}.attn.hook_z" for l in range(n_layers)}
-        | {f"blocks.{l}.hook_mlp_out" for l in range(n_layers)}
+        | {f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)}
+        | {f"blocks.{layer}.hook_mlp_out" for layer in range(n_layers)}
     )
     reader_names = {
-        f"blocks.{l}.hook_{x}" for l in range(n_layers) for x in ("resid_pre", "resid_post")
+        f"blocks.{layer}.hook_{x}" for layer in range(n_layers) for x in ("resid_pre", "resid_post")
     }
-    reader_names |= {f"blocks.{l}.attn.hook_{x}_input" for l in range(n_layers) for x in "qkv"}
+    reader_names |= {
+        f"blocks.{layer}.attn.hook_{x}_input" for layer in range(n_layers) for x in "qkv"
+    }
     if sequential:
-        reader_names |= {f"blocks.{l}.hook_resid_mid" for l in range(n_layers)}
+        reader_names |= {f"blocks.{layer}.hook_resid_mid" for layer in range(n_layers)}
     with split_qkv_inputs(model):
         clean_acts = record(model, task.clean_ids, writer_names)
         corrupt_acts, grads = integrated_gradients(

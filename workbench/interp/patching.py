@@ -267,7 +267,7 @@ def patch_cells(
     """The cells of one patch kind: axis names, tick labels, and the list of patches
     (hook name, index into one row's activation), in row-major order of the axes."""
     n_layers, n_heads, n_pos = model.info.n_layers, model.info.n_heads, task.n_pos
-    layers = [f"L{l}" for l in range(n_layers)]
+    layers = [f"L{layer}" for layer in range(n_layers)]
     heads = [f"H{h}" for h in range(n_heads)]
     positions = [f"{p}:{t}" for p, t in enumerate(task.tokens)]
     hook = HOOK_OF_KIND[kind]
@@ -279,23 +279,31 @@ def patch_cells(
             "mlp_out, or pairs of one length"
         )
     if kind == "resid_pre":
-        patches = [(hook.format(l=l), (p, every)) for l in range(n_layers) for p in range(n_pos)]
+        patches = [
+            (hook.format(l=layer), (p, every)) for layer in range(n_layers) for p in range(n_pos)
+        ]
         return ("layer", "pos"), (layers, positions), patches
     if kind == "attn_head":
         patches = [
-            (hook.format(l=l), (every, h, every)) for l in range(n_layers) for h in range(n_heads)
+            (hook.format(l=layer), (every, h, every))
+            for layer in range(n_layers)
+            for h in range(n_heads)
         ]
         return ("layer", "head"), (layers, heads), patches
     if kind == "attn_head_pos":
         patches = [
-            (hook.format(l=l), (p, h, every))
-            for l in range(n_layers)
+            (hook.format(l=layer), (p, h, every))
+            for layer in range(n_layers)
             for h in range(n_heads)
             for p in range(n_pos)
         ]
         return ("layer", "head", "pos"), (layers, heads, positions), patches
     if kind in ("attn_out", "mlp_out"):
-        return ("layer",), (layers,), [(hook.format(l=l), (every,)) for l in range(n_layers)]
+        return (
+            ("layer",),
+            (layers,),
+            [(hook.format(l=layer), (every,)) for layer in range(n_layers)],
+        )
     raise InputError(f"unknown patch kind {kind!r}; choose from {', '.join(KINDS)}")
 
 
@@ -332,7 +340,7 @@ def patch_task(
     start = time.perf_counter() if start is None else start
     axes, labels, patches = patch_cells(model, task, kind)
     values = run_patches(model, task, patches, max_batch)
-    shape = tuple(len(l) for l in labels)
+    shape = tuple(len(axis) for axis in labels)
     return PatchingResult(
         kind,
         "exact",
@@ -456,8 +464,8 @@ def path_patch(
     task = prepare(model, clean, corrupt, answer, other, metric)
     n_layers, n_heads, n_pairs = model.info.n_layers, model.info.n_heads, task.n_pairs
     first_receiver = min(layer for layer, _ in receivers)
-    senders = [(l, h) for l in range(first_receiver) for h in range(n_heads)]
-    z_names = {f"blocks.{l}.attn.hook_z" for l in range(first_receiver)}
+    senders = [(layer, h) for layer in range(first_receiver) for h in range(n_heads)]
+    z_names = {f"blocks.{layer}.attn.hook_z" for layer in range(first_receiver)}
     clean_z = record(model, task.clean_ids, z_names)
     corrupt_z = record(model, task.corrupt_ids, z_names)
     deltas = {}
@@ -501,7 +509,7 @@ def path_patch(
             )
             for (layer, head), value in zip(chunk, task.normalise(means.cpu()).tolist()):
                 values[layer, head] = value
-    labels = ([f"L{l}" for l in range(n_layers)], [f"H{h}" for h in range(n_heads)])
+    labels = ([f"L{layer}" for layer in range(n_layers)], [f"H{h}" for h in range(n_heads)])
     return PatchingResult(
         "path",
         "exact",

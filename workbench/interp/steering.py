@@ -197,8 +197,8 @@ def ablate(model, direction: torch.Tensor) -> Iterator[None]:
         return x - (x @ r)[..., None] * r
 
     names = ["hook_embed"] + [
-        f"blocks.{l}.{h}"
-        for l in range(model.info.n_layers)
+        f"blocks.{layer}.{h}"
+        for layer in range(model.info.n_layers)
         for h in ("hook_resid_pre", "hook_attn_out", "hook_mlp_out")
     ]
     with apply_hooks(model, [(name, project_out) for name in names]):

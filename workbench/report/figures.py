@@ -353,7 +353,7 @@ def bias_head_map(localisation: dict) -> go.Figure:
         go.Heatmap(
             z=values,
             x=[f"H{h}" for h in range(values.shape[1])],
-            y=[f"L{l}" for l in range(values.shape[0])],
+            y=[f"L{layer}" for layer in range(values.shape[0])],
             colorscale="RdBu",
             zmid=0,
             zmin=-limit,

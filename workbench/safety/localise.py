@@ -283,14 +283,14 @@ def attribute_pairs(
         if method == "exact":
             every = slice(None)
             cells = [
-                (f"blocks.{l}.attn.hook_z", (every, h, every))
-                for l in range(n_layers)
+                (f"blocks.{layer}.attn.hook_z", (every, h, every))
+                for layer in range(n_layers)
                 for h in range(n_heads)
             ]
             effects = exact_effects(
                 model,
                 [task],
-                cells + [(f"blocks.{l}.hook_mlp_out", (every,)) for l in range(n_layers)],
+                cells + [(f"blocks.{layer}.hook_mlp_out", (every,)) for layer in range(n_layers)],
             )[0]
             heads[i], mlps[i] = (
                 effects[: len(cells)].reshape(n_layers, n_heads),
@@ -450,14 +450,15 @@ def localise_bias(
     def effect(values: np.ndarray) -> Estimate:
         return mean(values, clusters=labels, seed=seed, n_boot=n_boot, unit="pairs")
 
-    head_names = [f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)]
+    head_names = [f"L{layer}H{h}" for layer in range(n_layers) for h in range(n_heads)]
     components = [
-        Component(f"L{l}H{h}", "head", l, h, effect(heads[:, l, h]))
-        for l in range(n_layers)
+        Component(f"L{layer}H{h}", "head", layer, h, effect(heads[:, layer, h]))
+        for layer in range(n_layers)
         for h in range(n_heads)
     ]
     components += [
-        Component(f"MLP{l}", "mlp", l, None, effect(mlps[:, l])) for l in range(n_layers)
+        Component(f"MLP{layer}", "mlp", layer, None, effect(mlps[:, layer]))
+        for layer in range(n_layers)
     ]
     direction = 1.0 if gaps.mean() >= 0 else -1.0
     head_means = heads.mean(0)
@@ -480,9 +481,9 @@ def localise_bias(
         (f"blocks.{i // n_heads}.attn.hook_z", (every, int(i % n_heads), every))
         for i in checked_heads
     ]
-    cells += [(f"blocks.{int(l)}.hook_mlp_out", (every,)) for l in checked_mlps]
+    cells += [(f"blocks.{int(layer)}.hook_mlp_out", (every,)) for layer in checked_mlps]
     exact = exact_effects(model, tasks, cells).mean(0)
-    names = [head_names[i] for i in checked_heads] + [f"MLP{int(l)}" for l in checked_mlps]
+    names = [head_names[i] for i in checked_heads] + [f"MLP{int(layer)}" for layer in checked_mlps]
     estimated = np.concatenate([head_means.flatten()[checked_heads], mlps.mean(0)[checked_mlps]])
     exact_of = dict(zip(names, exact.tolist()))
     components = [
@@ -536,7 +537,7 @@ def localise_bias(
         float(head_means.sum() / gaps.mean()) if gaps.mean() else float("nan"),
         float(mlps.mean(0).sum() / gaps.mean()) if gaps.mean() else float("nan"),
         check,
-        [f"L{l}H{h}" for l, h in ablated],
+        [f"L{layer}H{h}" for layer, h in ablated],
         before,
         after,
         change,
