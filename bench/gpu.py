@@ -31,12 +31,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save_json  # noqa: E402
-
 
 # --dry-run-cpu runs every step on tiny-phi on the CPU (the suite does, so the script cannot rot).
 DEVICE, MODEL = "cuda", "phi-2-shape"
@@ -101,7 +100,7 @@ def plain_model(model):
     """A separate Hugging Face model with the same weights, never booted or hooked: the baseline."""
     from transformers import AutoModelForCausalLM
 
-    from workbench.local_models import build_phi2_shape
+    from workbench.model.builds import build_phi2_shape
 
     if model.info.name == "phi-2-shape":
         return build_phi2_shape(torch.bfloat16, DEVICE)
@@ -116,7 +115,7 @@ def plain_model(model):
 
 def phi2_shape(quick: bool) -> dict:
     import workbench as wb
-    from workbench.probes import train_probes
+    from workbench.interp.probes import train_probes
 
     results = {}
     start = time.perf_counter()
@@ -252,7 +251,7 @@ def phi2_shape(quick: bool) -> dict:
 def real_phi2() -> dict | None:
     """Phi-2 itself, when its weights are already in the Hugging Face cache (never downloaded here)."""
     import workbench as wb
-    from workbench.errors import ModelUnavailableError
+    from workbench.core.errors import ModelUnavailableError
 
     try:
         model = wb.load("phi-2", device="cuda", dtype="bfloat16")

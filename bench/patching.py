@@ -25,14 +25,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save_json  # noqa: E402
 
-import workbench as wb  # noqa: E402
-from workbench.attribution import METHODS, estimate  # noqa: E402
-from workbench.patching import activation_patch, prepare  # noqa: E402
+import workbench as wb
+from workbench.interp.attribution import METHODS, estimate
+from workbench.interp.patching import activation_patch, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -36,14 +36,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import peak_rss, save_json  # noqa: E402
 
 import workbench as wb  # noqa: E402
-from workbench import memory  # noqa: E402
+from workbench.model import memory  # noqa: E402
 
 STEPS = ("load", "generate", "cache", "patch", "probes", "audit", "dashboard")
 CLEAN = "When Mary and John went to the store, John gave a drink to"
@@ -108,7 +108,7 @@ def main() -> None:
         model = wb.load(args.model, device="cpu", dtype=args.dtype)
 
     if "generate" in steps:
-        from workbench.steering import mean_difference_vector, read_pairs, steer
+        from workbench.interp.steering import mean_difference_vector, read_pairs, steer
 
         forward = memory.forward_estimate(shape, args.dtype, 1, 32).bytes
         with step("generate 16 tokens", weights + forward):
@@ -165,7 +165,8 @@ def main() -> None:
                 print(f"    refused: {error}")
 
     if "patch" in steps:
-        from workbench.patching import activation_patch, attribution_patch, prepare, run_patches
+        from workbench.interp.attribution import attribution_patch
+        from workbench.interp.patching import activation_patch, prepare, run_patches
 
         task = prepare(model, CLEAN, CORRUPT, " Mary", " John")
         seq = task.corrupt_ids.shape[1]
@@ -207,7 +208,7 @@ def main() -> None:
         print(f"exact / attribution time at 32 x 32 heads: {ratio:.1f}x ({note})")
 
     if "probes" in steps and cache is not None:
-        from workbench.probes import train_probes
+        from workbench.interp.probes import train_probes
 
         labels = [i % 2 for i in range(64)]
         with step("probes on 32 layers", weights):

@@ -74,7 +74,7 @@ def main() -> None:
 
     import ray
 
-    from workbench.audit import load_results
+    from workbench.report.folder import load_results
 
     base = (ROOT / "workbench" / "data" / "audit_prompts.txt").read_text().splitlines()
     work = Path(tempfile.mkdtemp(prefix="wb-ray-"))

@@ -19,19 +19,19 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import workbench as wb  # noqa: E402
-from workbench.datasets import read_toxigen  # noqa: E402
-from workbench.probes import split_indices, train_probes_on_rows  # noqa: E402
-from workbench.scanners.toxicity import (
+from common import save_json  # noqa: E402
+
+import workbench as wb
+from workbench.core.datasets import read_toxigen
+from workbench.interp.probes import split_indices, train_probes_on_rows
+from workbench.safety.scorers import (
     BiLSTMScorer,
     DetoxifyScorer,
     ProbeScorer,
-    ProfanityCheckScorer,  # noqa: E402
+    ProfanityCheckScorer,
     detoxify_checkpoint_path,
     evaluate_scorers,
 )
-
-from common import save_json  # noqa: E402
 
 
 def main() -> None:

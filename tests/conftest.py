@@ -19,10 +19,10 @@ if os.getloadavg()[0] >= 0.9 * (os.cpu_count() or 1) / 2 and "OMP_NUM_THREADS" n
 
 from pathlib import Path  # noqa: E402
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-import workbench as wb  # noqa: E402
+import workbench as wb
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
@@ -67,7 +67,7 @@ SLOW_CACHE_CHILD = f"""
 import os, sys, time
 os.environ["HF_HUB_OFFLINE"] = "1"
 import workbench as wb
-from workbench import cache
+from workbench.model import activations as cache
 slow = float(sys.argv[2])
 original = cache._run_rows
 def throttled(*args, **kwargs):
@@ -83,7 +83,7 @@ def slow_audit_child(seconds: float) -> str:
     (so a test can kill it mid-run, or overlap a second writer with it)."""
     return f"""
 import sys, time
-from workbench import audit
+from workbench.audit import toxicity as audit
 from workbench.cli import main
 original = audit._run_shard
 def slow(*args, **kwargs):

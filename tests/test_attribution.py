@@ -15,16 +15,11 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.attribution import SelfCheck, attribution_patch, summarise_check
-from workbench.errors import InputError
-from workbench.local_models import build_phi_folder, tiny_phi_config
-from workbench.patching import (
-    PatchingResult,
-    activation_patch,
-    prepare,
-    run_patches,
-    run_patches_per_pair,
-)
+from workbench.core.errors import InputError
+from workbench.interp.attribution import attribution_patch
+from workbench.interp.patch_results import PatchingResult, SelfCheck, summarise_check
+from workbench.interp.patching import activation_patch, prepare, run_patches, run_patches_per_pair
+from workbench.model.builds import build_phi_folder, tiny_phi_config
 
 from .conftest import ROOT
 
@@ -319,7 +314,9 @@ def test_self_check_rides_on_the_result(tiny):
         and "recall of exact top-3" in head.summary()
     )
     exact = activation_patch(tiny, CLEAN, CORRUPT, " Mary", " John", kind="attn_head")
-    by_label = {f"L{l}H{h}": float(exact.values[l, h]) for l in range(4) for h in range(4)}
+    by_label = {
+        f"L{layer}H{h}": float(exact.values[layer, h]) for layer in range(4) for h in range(4)
+    }
     assert all(
         abs(by_label[label] - value) < NOISE for label, value in zip(head.labels, head.exact)
     )
@@ -331,7 +328,7 @@ def test_self_check_rides_on_the_result(tiny):
 def test_edges_add_up_to_the_node_attribution(tiny):
     """The gradient after a writer is the sum of what its readers take: each writer's edges sum to its node
     estimate, for EAP (one step) and EAP-IG (the same averaged gradients on both sides)."""
-    from workbench.edges import edge_attribution
+    from workbench.interp.edges import edge_attribution
 
     for steps in (1, 3):
         edges = edge_attribution(tiny, CLEAN, CORRUPT, " Mary", " John", steps=steps)

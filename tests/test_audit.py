@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from workbench.audit import load_results
 from workbench.cli import main
+from workbench.report.folder import load_results
 
 from .conftest import ROOT, slow_audit_child
 
@@ -143,8 +143,8 @@ CHILD = slow_audit_child(0.4)
 def test_library_call_is_the_command(prompts_file, tmp_path, tiny, capsys):
     """`audit_toxicity(model, ...)` and `workbench audit toxicity` run one code path: the same rows, the
     same conditions, the same capability check; bad options fail before anything is written."""
-    from workbench.errors import InputError
-    from workbench.toxicity_audit import audit_toxicity
+    from workbench.audit.toxicity import audit_toxicity
+    from workbench.core.errors import InputError
 
     pairs = ROOT / "probes" / "polite_vs_rude_pairs.jsonl"
     qa, heldout = (
@@ -226,9 +226,14 @@ def test_sigkill_twice_then_resume_equals_uninterrupted(prompts_file, tmp_path):
     assert (
         main(audit_args(prompts_file, reference)) == 0
     )  # the same command, uninterrupted, in this process
-    shards = lambda: (
-        len(list((resumed / "shards").glob("*.parquet"))) if (resumed / "shards").exists() else 0
-    )  # noqa
+
+    def shards():
+        return (
+            len(list((resumed / "shards").glob("*.parquet")))
+            if (resumed / "shards").exists()
+            else 0
+        )
+
     for kill_after in (2, 4):  # 6 shards in all
         child = subprocess.Popen(
             [sys.executable, str(script), *audit_args(prompts_file, resumed)],

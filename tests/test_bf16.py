@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.lens import direct_logit_attribution
-from workbench.patching import prepare, run_patches
+from workbench.interp.lens import direct_logit_attribution
+from workbench.interp.patching import prepare, run_patches
 
 from .conftest import hf_reference
 from .test_generation import hf_greedy
@@ -69,7 +69,7 @@ def test_bf16_dla_sums_to_logit_difference(tiny_bf16):
 
 
 def test_bf16_probes_are_fitted_in_fp32(tiny_bf16):
-    from workbench.probes import train_probes
+    from workbench.interp.probes import train_probes
 
     texts = [f"I really like {w}." for w in ("cats", "tea", "rain", "music", "maps", "bees")] + [
         f"I really hate {w}." for w in ("cats", "tea", "rain", "music", "maps", "bees")

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from workbench.audit import load_results
 from workbench.cli import main
-from workbench.datasets import read_bias_pairs
-from workbench.scanners.bias import crows_pairs, sentence_logprobs
+from workbench.core.datasets import read_bias_pairs
+from workbench.report.folder import load_results
+from workbench.safety.bias import crows_pairs, sentence_logprobs
 
 from .conftest import ROOT, SHARED_DATA
 
@@ -86,7 +86,7 @@ def test_audit_bias_cli(tmp_path, capsys):
 
 
 def _pair(more: str, less: str, bias_type: str = "race"):
-    from workbench.datasets import BiasPair
+    from workbench.core.datasets import BiasPair
 
     return BiasPair(more=more, less=less, direction="stereo", bias_type=bias_type, line=2)
 
@@ -94,8 +94,8 @@ def _pair(more: str, less: str, bias_type: str = "race"):
 def test_shared_metric_on_hand_made_pairs(tiny):
     """Identical sentences give 0 under every metric; a pair differing in one token gives, under
     'shared', exactly the difference of the shared suffix's log-probabilities (the prefix cancels)."""
-    from workbench.likelihood import continuation_logprobs, encode_texts
-    from workbench.scanners.bias import pair_scores, shared_span
+    from workbench.model.likelihood import continuation_logprobs, encode_texts
+    from workbench.safety.bias import pair_scores, shared_span
 
     same = pair_scores(tiny, [_pair("The cat sat on the mat.", "The cat sat on the mat.")])
     for metric in ("total", "shared", "mean"):
@@ -135,7 +135,7 @@ def test_shared_metric_on_hand_made_pairs(tiny):
 
 
 def test_shared_span_never_overlaps():
-    from workbench.scanners.bias import shared_span
+    from workbench.safety.bias import shared_span
 
     assert shared_span([1, 2, 3], [1, 2, 3]) == (3, 0)
     assert shared_span([1, 2, 2], [1, 2]) == (2, 0)
@@ -148,7 +148,7 @@ def test_total_logprob_equals_plain_hugging_face(smol):
     """`total` per sentence against a plain HF model from the same folder, one sentence at a time,
     same tokenisation (the start token, then the text without special tokens)."""
     from tests.conftest import hf_reference
-    from workbench.scanners.bias import pair_scores
+    from workbench.safety.bias import pair_scores
 
     pairs = read_bias_pairs(CROWS)[:24]
     scores = pair_scores(smol, pairs, batch_size=8)
@@ -280,7 +280,7 @@ def test_bias_audit_under_steering_reports_conditions_side_by_side(tmp_path, cap
 
 
 def test_continuation_logprob_and_counterfactual_cli(tiny, tmp_path, capsys):
-    from workbench.scanners.bias import continuation_logprob
+    from workbench.safety.bias import continuation_logprob
 
     prompt, cont = "The cat sat on the", " mat"
     ids = tiny.tokenizer(prompt + cont, return_tensors="pt").input_ids

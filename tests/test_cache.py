@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench import cache as cache_module
-from workbench.datasets import TextRecord
+from workbench.core.datasets import TextRecord
+from workbench.model import activations as cache_module
 
 from .conftest import SLOW_CACHE, SLOW_CACHE_CHILD, SLOW_CACHE_TEXTS
 

@@ -11,8 +11,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from workbench.audit import conditions_for, load_results
-from workbench.capability import (
+from workbench.audit.conditions import conditions_for
+from workbench.cli import main
+from workbench.core.errors import InputError
+from workbench.model.likelihood import encode_texts, token_logprobs
+from workbench.report.folder import load_results
+from workbench.safety.capability import (
     DEFAULT_HELDOUT,
     DEFAULT_QA,
     CapabilityItem,
@@ -24,9 +28,6 @@ from workbench.capability import (
     read_qa,
     repetition,
 )
-from workbench.cli import main
-from workbench.errors import InputError
-from workbench.likelihood import encode_texts, token_logprobs
 
 from .conftest import ROOT
 
@@ -95,7 +96,7 @@ def test_capability_rows_exact_on_tiny(tiny):
 
 
 def test_continuation_fluency_is_the_unsteered_nll(tiny):
-    from workbench.generation import encode_prompts, generate
+    from workbench.model.generation import encode_prompts, generate
 
     outputs = generate(tiny, ["Tell me about cats.", "Hi"], max_new_tokens=5)
     rows = continuation_fluency(tiny, outputs)
@@ -111,7 +112,7 @@ def test_agreement_equals_scipy_and_sklearn():
     from scipy.stats import spearmanr
     from sklearn.metrics import cohen_kappa_score
 
-    from workbench.stats import _kappa_along, _spearman_along, agreement
+    from workbench.core.agreement import _kappa_along, _spearman_along, agreement
 
     rng = np.random.default_rng(3)
     a = rng.random(40)
@@ -261,7 +262,7 @@ def test_report_card_numbers(card_audit):
         != card[("baseline", "profanity-check")]["heldout_perplexity"]["value"]
     )
     # The instruct condition scores the held-out texts after the instruction: its perplexity says so.
-    from workbench.report import INSTRUCT_PERPLEXITY_NOTE, card_rows
+    from workbench.report.tables import INSTRUCT_PERPLEXITY_NOTE, card_rows
 
     shown = {r["condition"]: r["held-out perplexity [95% CI]"] for r in card_rows(summary)}
     assert (
@@ -269,7 +270,7 @@ def test_report_card_numbers(card_audit):
         and INSTRUCT_PERPLEXITY_NOTE not in shown["steer+8"]
     )
     # In words: one entry per intervened condition, each naming only changes whose interval excludes none.
-    from workbench.report import card_findings
+    from workbench.report.tables import card_findings
 
     findings = card_findings(summary)
     assert list(findings) == ["steer-8", "steer+8", "ablate", "instruct"] and all(findings.values())
@@ -452,7 +453,7 @@ def test_unsteered_qa_accuracy_on_smollm2(smol):
 
 
 def test_capability_item_hash_changes_with_answers():
-    from workbench.capability import items_sha256
+    from workbench.safety.capability import items_sha256
 
     a = [CapabilityItem("qa", "Q?", "4"), CapabilityItem("text", "Some text.")]
     b = [CapabilityItem("qa", "Q?", "5"), CapabilityItem("text", "Some text.")]
@@ -462,7 +463,7 @@ def test_capability_item_hash_changes_with_answers():
 def test_folder_report_leads_with_the_report_card(card_audit, tmp_path):
     """`workbench report DIR` (what make demo writes) puts audits with a report card first, whatever
     the folder names."""
-    from workbench.report import build_report
+    from workbench.report.html import build_report
 
     from .conftest import SHARED_DATA
 

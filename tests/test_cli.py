@@ -7,7 +7,7 @@ import json
 import pytest
 
 from workbench.cli import main
-from workbench.datasets import read_texts
+from workbench.core.datasets import read_texts
 
 
 def run(capsys, *argv):

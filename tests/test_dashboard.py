@@ -12,8 +12,8 @@ import os
 import pytest
 
 from workbench.cli import main as cli
-from workbench.errors import InputError
-from workbench.results import list_audits, list_probes, resolve_under
+from workbench.core.errors import InputError
+from workbench.dashboard.results_root import list_audits, list_probes, resolve_under
 
 from .conftest import ROOT, SHARED_DATA
 

@@ -1,5 +1,5 @@
 """Audits and disk caches on Ray workers give exactly the single-process results, survive killed
-workers and drivers, and fail on bad data with the one-line message (workbench.distributed).
+workers and drivers, and fail on bad data with the one-line message (workbench.model.distributed).
 
 One local Ray instance (2 CPUs) serves the module; the 2-node test starts its own
 `ray.cluster_utils.Cluster`. Workers load their own model replica by name.
@@ -20,9 +20,14 @@ import torch
 ray = pytest.importorskip("ray", reason="Ray is installed by `make setup` (pyproject extra 'ray')")
 
 import workbench as wb  # noqa: E402
-from workbench.audit import load_results  # noqa: E402
 from workbench.cli import main  # noqa: E402
-from workbench.distributed import LocalExecutor, ModelSpec, RayExecutor, executor_for  # noqa: E402
+from workbench.model.distributed import (  # noqa: E402
+    LocalExecutor,
+    RayExecutor,
+    executor_for,
+)
+from workbench.model.distributed import ReplicaSpec as ModelSpec  # noqa: E402
+from workbench.report.folder import load_results  # noqa: E402
 
 from .conftest import SHARED_DATA  # noqa: E402
 
@@ -198,7 +203,8 @@ def test_smollm2_audit_and_cache_on_two_workers_equal_one_process(
 
 
 def test_bad_data_in_a_shard_fails_the_run_with_its_message(local_ray, tmp_path):
-    from workbench.audit import Condition, run_sharded
+    from workbench.audit.conditions import Condition
+    from workbench.audit.runner import run_sharded
 
     def shards(model):
         def make_shard(condition, c_index, s_index, start, end):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.generation import encode_prompts, format_prompt
+from workbench.model.generation import encode_prompts, format_prompt
 
 from .conftest import hf_reference
 

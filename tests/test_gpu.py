@@ -72,7 +72,7 @@ def test_cache_on_the_gpu_and_to_the_host(gpu_tiny, tmp_path):
 
 
 def test_generation_and_steering_on_the_gpu(gpu_tiny):
-    from workbench.steering import mean_difference_vector, read_pairs, steer
+    from workbench.interp.steering import mean_difference_vector, read_pairs, steer
 
     from .conftest import ROOT
 
@@ -91,7 +91,8 @@ def test_generation_and_steering_on_the_gpu(gpu_tiny):
 
 
 def test_patching_and_attribution_on_the_gpu(gpu_tiny):
-    from workbench.patching import attribution_patch, prepare, run_patches
+    from workbench.interp.attribution import attribution_patch
+    from workbench.interp.patching import prepare, run_patches
 
     task = prepare(gpu_tiny, CLEAN, CORRUPT, " Mary", " John")
     assert task.clean_ids.is_cuda
@@ -105,7 +106,7 @@ def test_patching_and_attribution_on_the_gpu(gpu_tiny):
 
 
 def test_probes_are_fitted_on_the_gpu_in_fp32(gpu_tiny, monkeypatch):
-    from workbench import probes
+    from workbench.interp import probes
 
     devices = []
     original = probes._fit_logistic
@@ -130,8 +131,8 @@ def test_probes_are_fitted_on_the_gpu_in_fp32(gpu_tiny, monkeypatch):
 def test_phi2_shape_on_the_gpu_generation_equals_hf():
     """Phi-2's full shape in bf16 on the GPU: parameter count, and hooked greedy generation equal to a
     plain HF model built with the same seed, token for token."""
-    from workbench.generation import encode_prompts, format_prompt
-    from workbench.local_models import PHI2_PARAMS, build_phi2_shape
+    from workbench.model.builds import PHI2_PARAMS, build_phi2_shape
+    from workbench.model.generation import encode_prompts, format_prompt
 
     model = wb.load("phi-2-shape", device="cuda", dtype="bfloat16")
     assert model.info.n_params == PHI2_PARAMS and model.info.weight_bytes == 2 * PHI2_PARAMS

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.audit import SHARD_INDEX, load_results
 from workbench.cli import main
-from workbench.errors import InputError
-from workbench.storage import ShardIndex, folder_lock
+from workbench.core.errors import InputError
+from workbench.core.storage import ShardIndex, folder_lock
+from workbench.report.folder import SHARD_INDEX, load_results
 
 from .conftest import ROOT, SHARED_DATA, slow_audit_child
 
@@ -94,7 +94,7 @@ def test_resume_refuses_what_changes_results_and_names_the_field(
 
 
 def test_resume_refuses_an_edited_probe_and_an_edited_pairs_file(prompts, tmp_path, capsys):
-    from workbench.probes import Probe
+    from workbench.interp.probes import Probe
 
     probe_dir = tmp_path / "probe"
     assert (
@@ -221,7 +221,7 @@ def test_damaged_and_missing_cache_shards_are_recomputed(tiny, tmp_path, capsys)
     assert torch.equal(again["blocks.1.hook_resid_post"], reference)
     assert "moved aside" in capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
-    from workbench.provenance import file_sha256
+    from workbench.core.provenance import file_sha256
 
     assert all(file_sha256(out / s["file"]) == s["sha256"] for s in manifest["shards"])
 
@@ -332,8 +332,8 @@ def test_html_title_injection_is_inert_in_chromium(tmp_path, capsys):
 
 
 def test_symlinks_out_of_the_results_root_are_refused(tmp_path):
-    from workbench.report import audit_folders
-    from workbench.results import check_audit_inside
+    from workbench.dashboard.results_root import check_audit_inside
+    from workbench.report.html import audit_folders
 
     root, outside = tmp_path / "results", tmp_path / "outside"
     (root / "audit" / "shards").mkdir(parents=True)
@@ -355,7 +355,7 @@ def test_symlinks_out_of_the_results_root_are_refused(tmp_path):
 
 
 def test_detoxify_checkpoint_naming_another_repository_is_refused(tmp_path):
-    from workbench.scanners.toxicity import DetoxifyScorer
+    from workbench.safety.scorers import DetoxifyScorer
 
     checkpoint = {
         "config": {

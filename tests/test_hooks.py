@@ -91,7 +91,7 @@ def test_gradients_through_hooks_equal_plain_hf(tiny):
 def test_bypass_keeps_hooked_components_and_restores_the_tree(tiny):
     from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
-    from workbench.hooks import bypass_unhooked_bridges
+    from workbench.model.run import bypass_unhooked_bridges
 
     layers = tiny.hf_model.model.layers
     before = [id(m) for m in tiny.hf_model.modules()]

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.attention import attention_patterns, head_scores
 from workbench.cli import main
-from workbench.lens import direct_logit_attribution, logit_lens
-from workbench.patching import activation_patch, attribution_patch, path_patch, prepare, run_patches
-from workbench.steering import (
+from workbench.interp.attention import attention_patterns, head_scores
+from workbench.interp.attribution import attribution_patch
+from workbench.interp.lens import direct_logit_attribution, logit_lens
+from workbench.interp.patching import activation_patch, path_patch, prepare, run_patches
+from workbench.interp.steering import (
     ablate,
     actadd_vector,
     logprob_gap,
@@ -88,7 +89,7 @@ def test_logit_lens_last_row_is_the_model(any_model):
 
 
 def test_logit_lens_grid_last_row_is_the_model_at_every_position(any_model):
-    from workbench.lens import logit_lens_grid
+    from workbench.interp.lens import logit_lens_grid
 
     text = "The capital of France is Paris"
     grid = logit_lens_grid(any_model, text)
@@ -262,7 +263,7 @@ def test_cli_verbs_json_and_html_on_tiny(capsys, tmp_path):
 def test_head_scores_match_transformer_lens_head_detector(tiny):
     """Our head scores and TransformerLens' detect_head scoring (its own functions, same tokens) differ only
     by TL's normalisation over every query: x L/(2L+1) (duplicate, induction), x 2L/(2L+1) (previous)."""
-    from workbench.attention import repeated_random_tokens, transformer_lens_scores
+    from workbench.interp.attention import repeated_random_tokens, transformer_lens_scores
 
     seq_len, n_seqs = 12, 3
     ids = repeated_random_tokens(tiny, seq_len, n_seqs, 0)
@@ -336,7 +337,7 @@ def test_smollm2_sentiment_steering_is_monotonic(smol):
 
 @pytest.mark.integration
 def test_cli_verbs_run_on_smollm2(capsys, smol, tmp_path):
-    from workbench.capability import capability_rows, read_qa
+    from workbench.safety.capability import capability_rows, read_qa
 
     # The steering cost columns on a slice of the QA and held-out sets (the full baseline, 60 of 79,
     # is tests/test_card.py's); at alpha 0 they must be the unsteered model's.

@@ -1,4 +1,4 @@
-"""Bias localisation (`workbench.localise`, `workbench audit bias --localise`) on tiny-phi, and the pair set."""
+"""Bias localisation (`workbench.safety.localise`, `workbench audit bias --localise`) on tiny-phi, and the pair set."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from workbench.cli import main
-from workbench.datasets import read_bias_pairs
-from workbench.localise import (
+from workbench.core.datasets import read_bias_pairs
+from workbench.safety.localise import (
     BiasLocalisation,
     exact_effects,
     localise_bias,
@@ -91,8 +91,8 @@ def test_localisation_on_tiny(tiny, small_inputs):
 
 
 def test_exact_check_and_mean_ablation_do_what_they_say(tiny):
-    from workbench.localise import SuffixLogLikelihood
-    from workbench.patching import task_from_ids
+    from workbench.interp.patching import task_from_ids
+    from workbench.safety.localise import SuffixLogLikelihood
 
     pair = read_bias_pairs(PAIRS)[0]
     kept, _ = usable_pairs(tiny, [pair], skip_bad=False)

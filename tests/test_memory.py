@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench import memory
 from workbench.cli import main
-from workbench.local_models import PHI2_PARAMS
-from workbench.patching import activation_patch, attribution_patch
+from workbench.interp.attribution import attribution_patch
+from workbench.interp.patching import activation_patch
+from workbench.model import memory
+from workbench.model.builds import PHI2_PARAMS
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"

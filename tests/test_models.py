@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.local_models import build_phi_folder, tiny_phi_config
+from workbench.model.builds import build_phi_folder, tiny_phi_config
 
 from .conftest import hf_reference
 

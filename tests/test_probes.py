@@ -8,9 +8,16 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.datasets import read_bias_pairs, read_labeled, read_toxigen
-from workbench.errors import InputError
-from workbench.probes import Probe, auroc, probe_scores, split_indices, token_scores, train_probes
+from workbench.core.datasets import read_bias_pairs, read_labeled, read_toxigen
+from workbench.core.errors import InputError
+from workbench.interp.probes import (
+    Probe,
+    auroc,
+    probe_scores,
+    split_indices,
+    token_scores,
+    train_probes,
+)
 
 from .conftest import ROOT, SHARED_DATA
 
@@ -272,7 +279,7 @@ def test_probe_cli_train_and_apply(tmp_path, capsys):
 
 
 def test_sparse_probe_finds_the_planted_feature_and_controls_do_not():
-    from workbench.probes import sparse_probes
+    from workbench.interp.sparse_probes import sparse_probes
 
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(240, 48, generator=generator)

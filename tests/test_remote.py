@@ -1,6 +1,6 @@
 """Audits and caches written to an s3:// URL on a real S3-compatible server (moto, on 127.0.0.1)
 give the local results, resume after a SIGKILL, and are read back by `workbench report` and
-`open_cache` (workbench.remote)."""
+`open_cache` (workbench.core.remote)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench import remote
-from workbench.audit import load_results
 from workbench.cli import main
-from workbench.distributed import ShardBytes, ShardJob, _received, _Worker
+from workbench.core import remote
+from workbench.model.distributed import ShardBytes, ShardJob, _received, _Worker
+from workbench.report.folder import load_results
 
 from .conftest import SLOW_CACHE, SLOW_CACHE_CHILD, SLOW_CACHE_TEXTS, s3_keys, slow_audit_child
 

@@ -1,4 +1,4 @@
-"""workbench.stats: every interval the workbench prints, checked on constructed data with known answers."""
+"""workbench.core.stats: every interval the workbench prints, checked on constructed data with known answers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from workbench import stats
+from workbench.core import stats
 
 
 def test_wilson_interval_equals_the_hand_computed_formula():

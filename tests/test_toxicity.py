@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.scanners.toxicity import DetoxifyScorer, ProfanityCheckScorer, make_scorer
+from workbench.safety.scorers import DetoxifyScorer, ProfanityCheckScorer, make_scorer
 
 CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 
@@ -133,7 +133,7 @@ def test_profanity_check_and_auto(monkeypatch, tmp_path):
 
 
 def test_probe_scorer(tiny, tmp_path):
-    from workbench.probes import train_probes
+    from workbench.interp.probes import train_probes
 
     texts = [
         "you are an idiot",
@@ -209,7 +209,7 @@ KERAS_REFERENCE = {
 def test_bilstm_scorer_equals_keras():
     """Our torch copy of the BiLSTM gives Keras' numbers (measured difference 1.2e-7; the reference
     is rounded to 7 significant digits)."""
-    from workbench.scanners.toxicity import JIGSAW_LABELS, BiLSTMScorer, make_scorer
+    from workbench.safety.scorers import JIGSAW_LABELS, BiLSTMScorer, make_scorer
 
     scorer = make_scorer("toxic-comment-classifier")
     assert isinstance(scorer, BiLSTMScorer) and scorer.kind == "learned classifier"
@@ -228,8 +228,8 @@ def test_bilstm_scorer_equals_keras():
 def test_bilstm_tokenizer_pickle_is_read_without_running_code(tmp_path):
     import pickle
 
-    from workbench.errors import ModelUnavailableError
-    from workbench.scanners.toxicity import _read_keras_tokenizer
+    from workbench.core.errors import ModelUnavailableError
+    from workbench.safety.scorers import _read_keras_tokenizer
 
     evil = tmp_path / "tokenizer.pickle"
     evil.write_bytes(pickle.dumps(__import__("os").system))  # names posix.system

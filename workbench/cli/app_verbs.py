@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
+from importlib import resources
 
 from ..dashboard.results_root import results_root
 from .common import add_verb
@@ -69,7 +69,7 @@ def cmd_dashboard(args) -> int:
             f"warning: listening on {args.host}: anyone who can reach this machine can use the dashboard",
             file=sys.stderr,
         )
-    launcher = Path(__file__).resolve().parent.parent / "dashboard" / "streamlit_app.py"
+    launcher = resources.files("workbench.dashboard").joinpath("app.py")  # the package's own file
     command = [
         sys.executable,
         "-m",

@@ -1,7 +1,8 @@
 """The dashboard's entry script: page set-up, model picker, prompt box, page list.
 
-Run with ``workbench dashboard`` or ``streamlit run app.py`` (the repository's app.py
-calls `main()` below).
+``workbench dashboard`` runs this file with Streamlit; ``streamlit run app.py`` in a checkout runs
+the repository's app.py, which calls `main()`. Streamlit runs it as a script, not as a module of
+the package, so it imports the package by absolute names, as the pages in views/ do.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ..model.loading import list_models
-from .common import DEFAULT_PROMPT, default_model, errors_shown, get_model
+from workbench.dashboard.common import DEFAULT_PROMPT, default_model, errors_shown, get_model
+from workbench.model.loading import list_models
 
 PAGES_DIR = Path(__file__).resolve().parent / "views"
 PAGES = [  # (file, title, url path, icon); the first is served at "/", so every other page has a deep link
@@ -61,3 +62,7 @@ def main() -> None:
         for i, (file, title, url, icon) in enumerate(PAGES)
     ]
     st.navigation(pages).run()
+
+
+if __name__ == "__main__":
+    main()
