@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved_medians, peak_rss, print_table, save_json  # noqa: E402
 
 import workbench as wb
+from workbench.model.hooks import hook_table  # noqa: E402
 
 
 def random_tokens(model, batch: int, length: int, seed: int = 0) -> torch.Tensor:
@@ -134,7 +135,7 @@ def rss_child(model_name: str, n_texts: int, out: str) -> None:
     RSS is sampled every 5 ms by a thread (ru_maxrss would carry the parent's peak across fork+exec).
     """
     model = wb.load(model_name, device="cpu", dtype="float32")
-    wb.hooks.hook_table(model)
+    hook_table(model)
     rows = random_tokens(model, n_texts, 128, seed=1).tolist()
     with peak_rss() as rss:
         wb.cache_tokens(model, rows, "resid_post", "all", batch_size=8, out=out, progress=False)

@@ -15,6 +15,7 @@ import torch
 import workbench as wb
 from workbench.core.datasets import TextRecord
 from workbench.model import activations as cache_module
+from workbench.model.hooks import hook_table
 
 from .conftest import SLOW_CACHE, SLOW_CACHE_CHILD, SLOW_CACHE_TEXTS
 
@@ -143,7 +144,7 @@ def test_single_batch_kept_without_copy_equals_copied_store(tiny, tmp_path, monk
         out=tmp_path / "c",
         progress=False,
     )
-    table = wb.hooks.hook_table(tiny)
+    table = hook_table(tiny)
     copied = [hook for hook, kept in zip(memory.hooks, decisions, strict=True) if not kept]
     # Only rotary tables (broadcast over the batch) and rotated q/k (views) are copied.
     assert copied and all(
@@ -332,7 +333,7 @@ def test_smollm2_padding_invariance(smol):
 def test_every_hook_of_smollm2_caches_with_its_own_layout(smol):
     """Positions are found by probing, not assumed: patterns have two position dims, the rest one
     (Llama's rotary q/k come as [batch, head, pos, d_head] internally; hooks see TransformerLens' layout)."""
-    table = wb.hooks.hook_table(smol)
+    table = hook_table(smol)
     assert table["blocks.0.attn.hook_rot_q"].pos_dims == (1,)
     assert all(info.pos_dims for info in table.values())
     assert table["blocks.0.hook_resid_post"].pos_dims == (1,)

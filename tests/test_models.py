@@ -10,6 +10,7 @@ import torch
 
 import workbench as wb
 from workbench.model.builds import build_phi_folder, tiny_phi_config
+from workbench.model.loading import REGISTRY
 
 from .conftest import hf_reference
 
@@ -31,10 +32,10 @@ def test_registry_names_and_prompt_formats():
     names = [s.name for s in wb.list_models()]
     assert names[:3] == ["phi-2", "phi-1_5", "phi-1"]
     assert {"smollm2-135m", "tiny-phi"} <= set(names)
-    spec = wb.models.REGISTRY["phi-2"]
+    spec = REGISTRY["phi-2"]
     assert spec.hf_id == "microsoft/phi-2" and len(spec.revision) == 40
     assert spec.prompt_format == "instruct"
-    assert wb.models.REGISTRY["smollm2-135m"].prompt_format == "chat"
+    assert REGISTRY["smollm2-135m"].prompt_format == "chat"
 
 
 def test_tiny_phi_keeps_phi2_structure(tiny):
