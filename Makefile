@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: setup demo test bench bench-phi2 gpu-check dashboard notebooks clean
+.PHONY: setup demo lint test bench bench-phi2 gpu-check dashboard notebooks clean
 
 setup: $(STAMP)
 
@@ -68,7 +68,14 @@ notebooks: setup
 	$(PY) -m pip install -q -e ".[notebooks]"
 	$(VENV)/bin/jupyter lab notebooks/
 
-test: setup
+# The house stays in layers before anything runs: the import contracts of pyproject.toml (each
+# layer imports only from those below it; no cycles), then ruff's lint and format checks.
+lint: setup
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check workbench tests bench
+	$(VENV)/bin/ruff format --check workbench tests bench
+
+test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 bench: setup

@@ -4,7 +4,7 @@
 
 For every clean/corrupted pair of `probes/ioi_pairs.jsonl`: exact patching of every
 head (layer x head, all positions) and the three attribution methods of
-`workbench.attribution` on the same cells. Prints, per method:
+`workbench.interp.attribution` on the same cells. Prints, per method:
 
 - Pearson r against exact, the median over pairs and pooled (the pair-averaged grids);
 - recall of the exact top-k (k = 20 by |value|) by the method's top-k, median over

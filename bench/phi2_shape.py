@@ -3,7 +3,7 @@
     python bench/phi2_shape.py [--dtype bfloat16] [--steps load,generate,cache,patch,probes,audit,dashboard]
 
 For each step it prints the wall time, the process's peak RSS during the step (sampled every
-10 ms) and the bytes `workbench.memory` predicted for it, so the estimates are checked at the
+10 ms) and the bytes `workbench.model.memory` predicted for it, so the estimates are checked at the
 size that matters. Steps:
 
 - load: the model in the requested dtype (weights drawn in place);

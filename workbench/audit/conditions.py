@@ -5,7 +5,7 @@ measures their cost, and how all of it is recorded in run.json.
 Every function takes `options`: anything with the audit options' attribute names (`steer`, `layer`,
 `alpha`, `ablate`, `bootstrap`, `seed`, `qa`, `heldout`, and for the toxicity audit `instruct`,
 `positive_means`, `instruct_means`, `batch_size`): the CLI's parsed arguments, or a
-`workbench.toxicity_audit.ToxicityAuditOptions`. So the CLI and the library run one code path.
+`workbench.audit.ToxicityAuditOptions`. So the CLI and the library run one code path.
 """
 
 from __future__ import annotations

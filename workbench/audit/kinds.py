@@ -27,7 +27,7 @@ def run_capability_audit(
     executor=None,
 ) -> Path:
     """What each condition costs on held-out tasks, resumable: one row per (condition, item) with
-    the held-out text's NLL or the QA question's outcome (workbench.capability). The toxicity
+    the held-out text's NLL or the QA question's outcome (workbench.safety.capability). The toxicity
     audit runs it into ``<out>/capability`` for every run with an intervention. settings: run.json
     fields incl. "conditions", "instruct", "batch_size", "shard_size"."""
 
@@ -79,7 +79,7 @@ def run_bias_audit(
     executor=None,
 ) -> Path:
     """CrowS-Pairs-style audit, resumable: one row per (condition, pair) with both
-    sentences' log-likelihoods (workbench.scanners.bias). settings: run.json fields,
+    sentences' log-likelihoods (workbench.safety.bias). settings: run.json fields,
     including "conditions", "shard_size" and "batch_size"."""
 
     def shards(model):

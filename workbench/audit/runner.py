@@ -47,7 +47,7 @@ def run_sharded(
     "condition" and "row" columns) that is written atomically as
     ``shards/<condition>-NNNNN.parquet`` and recorded with its sha256 in ``shards.json``.
 
-    `shards` takes the model, so an `executor` (workbench.distributed: this process by default,
+    `shards` takes the model, so an `executor` (workbench.model.distributed: this process by default,
     or Ray workers with their own replicas) can build it wherever the shard is computed; the
     shard's file is written there, and recorded and moved into place here.
     On a rerun, a shard whose file matches its recorded hash is kept; a missing one is
@@ -55,7 +55,7 @@ def run_sharded(
     and computed again. One process at a time writes a folder (`storage.folder_lock`).
     settings: JSON-able dict with "conditions" (list of Condition dicts); saved as
     run.json, and a rerun into the same folder with settings that change results is refused.
-    `out` may be a URL (``s3://bucket/prefix``; workbench.remote): the run then works in a
+    `out` may be a URL (``s3://bucket/prefix``; workbench.core.remote): the run then works in a
     local staging copy and uploads every finished shard. Returns `out` (a Path when local).
     """
 

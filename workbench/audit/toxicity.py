@@ -1,6 +1,6 @@
 """The toxicity audit as one library call: the same run as `workbench audit toxicity`.
 
-    from workbench.toxicity_audit import audit_toxicity
+    from workbench.audit import audit_toxicity
 
     run = audit_toxicity(model, "workbench/data/audit_prompts.txt", "results/tox",
                          scorers=["profanity-check", "toxic-comment-classifier"],
@@ -100,7 +100,7 @@ def run_toxicity_audit(
 ) -> Path:
     """Run (or resume) the audit described by `config`; returns the output folder.
 
-    `scorers` are objects with `.name` and `.score(texts)` (workbench.scanners.toxicity);
+    `scorers` are objects with `.name` and `.score(texts)` (workbench.safety.scorers);
     `vector` is the SteeringVector that steer/ablate conditions use.
     """
 
@@ -330,7 +330,7 @@ class ToxicityAuditRun:
 def audit_toxicity(model, prompts, out, *, executor=None, **options) -> ToxicityAuditRun:
     """Generate continuations of every prompt under every condition, score them, write resumable
     Parquet shards, summary.json and report.html to `out`; see ToxicityAuditOptions for `options`.
-    `executor`: where shards run (workbench.distributed; default this process)."""
+    `executor`: where shards run (workbench.model.distributed; default this process)."""
     settings = ToxicityAuditOptions(prompts, out, **options)
     return run_checked(model, settings, settings.check(), executor)
 

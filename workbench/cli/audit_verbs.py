@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import fields
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ..audit.toxicity import ToxicityAuditOptions, run_checked
 from ..core.datasets import read_bias_pairs, read_texts, read_toxigen
 from ..core.errors import InputError
 from ..core.storage import write_atomically
+from ..interp.attribution import METHODS as ATTRIBUTION_METHODS
 from ..interp.probes import texts_hash
 from ..report.folder import LOCALISATION_FILE
 from ..report.html import audit_folders, build_report
@@ -24,7 +26,6 @@ from ..safety.localise import BiasLocalisation, check_localisation, localise_bia
 from ..safety.scorers import check_scorer_names, make_scorer
 from ..safety.toxigen import toxigen_groups
 from .common import (
-    ATTRIBUTION_METHODS,
     add_audit_args,
     add_verb,
     emit,
@@ -283,7 +284,7 @@ def register(verbs) -> None:
 
 def cmd_audit_toxicity(args) -> int:
     options = ToxicityAuditOptions(
-        **{name: getattr(args, name) for name in ToxicityAuditOptions.__dataclass_fields__}
+        **{f.name: getattr(args, f.name) for f in fields(ToxicityAuditOptions)}
     )
     inputs = options.check()  # every file read and checked before the model is loaded
     executor = executor_from(args)

@@ -15,10 +15,6 @@ from ..model.distributed import RayExecutor, ReplicaSpec, executor_for
 from ..model.loading import DEFAULT_MODEL, default_device, default_dtype, load, parse_dtype
 from ..viz import save_html_many
 
-# workbench.attribution.METHODS, spelled out so that parsing (and --help) does not import torch; a test keeps
-# the two equal.
-ATTRIBUTION_METHODS = ("atp", "atp*", "eap-ig")
-
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every option's help ends with its default, unless the help already says it (or the option

@@ -9,6 +9,7 @@ from ..core.checks import check_context
 from ..core.datasets import read_patch_pairs
 from ..core.errors import InputError
 from ..interp.attention import attention_patterns, head_scores
+from ..interp.attribution import METHODS as ATTRIBUTION_METHODS
 from ..interp.attribution import attribute, self_check_from_exact
 from ..interp.lens import direct_logit_attribution, logit_lens
 from ..interp.patch_results import MIN_PEARSON, MIN_RECALL
@@ -28,7 +29,7 @@ from ..viz import (
     self_check_scatter,
     steering_sweep,
 )
-from .common import ATTRIBUTION_METHODS, add_verb, emit, load_model, progress, say, write_html
+from .common import add_verb, emit, load_model, progress, say, write_html
 
 
 def register(verbs) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from jaxtyping import Float, Int
 
 from ..model.tokens import str_tokens, to_tokens
 
@@ -41,9 +42,9 @@ class AttentionPatterns:
 
     text: str
     tokens: list[str]
-    patterns: torch.Tensor
+    patterns: Float[torch.Tensor, "layer head query key"]
 
-    def head(self, layer: int, head: int) -> torch.Tensor:
+    def head(self, layer: int, head: int) -> Float[torch.Tensor, "query key"]:
         """Float[Tensor, "query key"] for one head."""
         return self.patterns[layer, head]
 
@@ -81,7 +82,7 @@ def attention_patterns(model, text: str) -> AttentionPatterns:
 class HeadScores:
     """Head scores per kind, each Float[Tensor, "layer head"], from repeated random tokens."""
 
-    scores: dict[str, torch.Tensor]
+    scores: dict[str, Float[torch.Tensor, "layer head"]]
     seq_len: int
     n_seqs: int
     seed: int
@@ -108,7 +109,9 @@ class HeadScores:
         return self.to_frame().sort_values(kind, ascending=False, ignore_index=True).head(k)
 
 
-def repeated_random_tokens(model, seq_len: int, n_seqs: int, seed: int) -> torch.Tensor:
+def repeated_random_tokens(
+    model, seq_len: int, n_seqs: int, seed: int
+) -> Int[torch.Tensor, "n_seqs seq"]:
     """Int[Tensor, "n_seqs 2*seq_len+1"]: a start token, then seq_len random tokens twice."""
     generator = torch.Generator().manual_seed(seed)
     vocab = len(model.tokenizer)

@@ -1,6 +1,6 @@
 """Attribution patching: gradient estimates of every exact patch, and a check of each against exact patching.
 
-All methods estimate what exact patching (`workbench.patching.activation_patch`)
+All methods estimate what exact patching (`workbench.interp.patching.activation_patch`)
 measures: the metric of the corrupted run with one clean activation patched in,
 normalised so that the corrupted run scores 0 and the clean run 1. They return the
 same `PatchingResult`, so estimates and exact values compare cell by cell. With a
@@ -77,7 +77,7 @@ def attribution_patch(
 ) -> dict[str, PatchingResult]:
     """Attribution patching of every cell of each kind (see the module docstring for the methods).
 
-    clean, corrupt, answer, other, metric: as `workbench.patching.activation_patch`.
+    clean, corrupt, answer, other, metric: as `workbench.interp.patching.activation_patch`.
     steps: integration steps for "eap-ig". verify: k for the self-check (0 = none); each
     result then carries `.check` (a `SelfCheck`). Returns {kind: PatchingResult}.
     """
@@ -100,7 +100,7 @@ def attribute(
     seed: int = 0,
     start: float | None = None,
 ) -> dict[str, PatchingResult]:
-    """`attribution_patch` on a task already prepared (`workbench.patching.prepare`), so a caller
+    """`attribution_patch` on a task already prepared (`workbench.interp.patching.prepare`), so a caller
     that also patches exactly prepares the pairs once."""
     check_method(method, steps)
     results = estimate(model, task, kinds, method, steps, start)

@@ -4,14 +4,14 @@ Writers put something into the residual stream: the embedding, every attention
 head (its output z times its slice of W_O) and every MLP. Readers take the residual
 stream in: every head's query, key and value input, every MLP's input, and the
 logits. The edge writer -> reader is scored as in Syed et al. 2023 and Hanna et al.
-2024, in the denoising direction of `workbench.attribution`:
+2024, in the denoising direction of `workbench.interp.attribution`:
 
     score(u -> v) = (out_u(clean) - out_u(corrupt)) . dM/d(input of v)
 
 summed over positions, averaged over pairs, normalised by the clean-minus-corrupted
 metric like every patching result. The gradient is taken at the corrupted run
 (``steps=1``: EAP) or averaged over `steps` points on the line from the corrupted to
-the clean input embeddings (EAP-IG; `workbench.attribution`'s integration).
+the clean input embeddings (EAP-IG; `workbench.interp.attribution`'s integration).
 
 Each reader's own gradient comes from the hook points TransformerLens exposes: the
 per-head query, key and value inputs (``hook_q_input`` ..., with split inputs on),
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from jaxtyping import Float
 
 from ..model.hooks import has_hook_point
 from ..model.run import record, split_qkv_inputs
@@ -49,7 +50,7 @@ class EdgeResult:
     steps: int
     writers: list[str]
     readers: list[str]
-    scores: torch.Tensor
+    scores: Float[torch.Tensor, "readers writers"]
     clean_metric: float
     corrupt_metric: float
 
@@ -89,7 +90,7 @@ def edge_attribution(
 ) -> EdgeResult:
     """Score every edge (see the module docstring); steps=1 is EAP, more is EAP-IG.
 
-    clean, corrupt, answer, other, metric: as `workbench.patching.activation_patch`.
+    clean, corrupt, answer, other, metric: as `workbench.interp.patching.activation_patch`.
     """
 
     check_method("eap-ig", steps)

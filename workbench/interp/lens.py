@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from jaxtyping import Float
 
 from ..model.tokens import single_token_id, str_tokens, to_tokens
 
@@ -43,7 +44,7 @@ class LogitLens:
     layers: list[str]
     top_tokens: list[list[tuple[str, float]]]
     tracked: list[str]
-    probs: torch.Tensor
+    probs: Float[torch.Tensor, "row tracked"]
 
     def to_frame(self):
         rows = []
@@ -111,7 +112,7 @@ class LensGrid:
     tokens: list[str]
     layers: list[str]
     top_tokens: list[list[str]]
-    top_logprobs: torch.Tensor
+    top_logprobs: Float[torch.Tensor, "row pos"]
 
     @property
     def shape(self) -> torch.Size:
@@ -160,10 +161,10 @@ class LogitAttribution:
     other: str
     position: int
     components: list[str]
-    values: torch.Tensor
+    values: Float[torch.Tensor, " component"]
     logit_diff: float
 
-    def head_grid(self, n_layers: int, n_heads: int) -> torch.Tensor:
+    def head_grid(self, n_layers: int, n_heads: int) -> Float[torch.Tensor, "layer head"]:
         """Float[Tensor, "layer head"] of the per-head values."""
         grid = torch.zeros(n_layers, n_heads)
         for label, value in zip(self.components, self.values.tolist()):
@@ -187,7 +188,9 @@ class LogitAttribution:
         return pd.DataFrame(rows)
 
 
-def output_weights(model, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def output_weights(
+    model, layer: int
+) -> tuple[Float[torch.Tensor, "head d_head d_model"], Float[torch.Tensor, " d_model"] | None]:
     """W_O as Float[Tensor, "head d_head d_model"] and the output bias (or None) of one layer."""
     linear = model.bridge.blocks[layer].attn.o.original_component
     n_heads, d_head = model.info.n_heads, model.info.d_head

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from jaxtyping import Float
 
 
 @dataclass(frozen=True)
@@ -22,17 +23,17 @@ class PatchingResult:
     """Normalised metric per patch (0 = corrupted, 1 = clean).
 
     kind: what was patched (see module docstring); method: "exact", or an attribution
-    method of `workbench.attribution.METHODS` ("atp", "atp*", "eap-ig").
+    method of `workbench.interp.attribution.METHODS` ("atp", "atp*", "eap-ig").
     values: Float[Tensor, ...] with one axis per entry of `axes`.
     axes: axis names, e.g. ("layer", "pos"); labels: tick labels per axis.
     clean_metric, corrupt_metric: the metric's mean over pairs on the clean and corrupted runs.
     check: for an attribution result, its self-check against exact patching
-    (`workbench.attribution.SelfCheck`), when one was run.
+    (`workbench.interp.patch_results.SelfCheck`), when one was run.
     """
 
     kind: str
     method: str
-    values: torch.Tensor
+    values: Float[torch.Tensor, "..."]
     axes: tuple[str, ...]
     labels: tuple[list[str], ...]
     clean_metric: float

@@ -24,7 +24,7 @@ Path patching (`path_patch`): the clean output of each sender head reaches only
 the chosen receiver heads' inputs (query, key and/or value), everything else
 staying corrupted -> [sender layer, sender head].
 
-Attribution patching (`attribution_patch`, in `workbench.attribution`): estimates
+Attribution patching (`attribution_patch`, in `workbench.interp.attribution`): estimates
 of every exact patch from gradients (AtP, AtP*, EAP-IG), each checked against exact
 patching of some of its own cells. Same result type, so the two can be compared
 cell by cell.
@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from jaxtyping import Float, Int
 
 from ..core.errors import InputError
 from ..model.memory import (
@@ -81,7 +82,9 @@ class LogitDiff:
     def __init__(self, answer_ids: torch.Tensor, other_ids: torch.Tensor, last: torch.Tensor):
         self.answer_ids, self.other_ids, self.last = answer_ids, other_ids, last
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, logits: Float[torch.Tensor, "pairs pos vocab"]
+    ) -> Float[torch.Tensor, " pairs"]:
         rows = torch.arange(logits.shape[0], device=logits.device)
         last = logits[rows, self.last.to(logits.device)].float()
         return (
@@ -103,13 +106,13 @@ class PatchingTask:
     means (the normalisation's 1 and 0).
     """
 
-    clean_ids: torch.Tensor
-    corrupt_ids: torch.Tensor
+    clean_ids: Int[torch.Tensor, "pairs pos"]
+    corrupt_ids: Int[torch.Tensor, "pairs pos"]
     metric: Metric
     tokens: list[str]
-    clean_values: torch.Tensor
-    corrupt_values: torch.Tensor
-    lengths: torch.Tensor
+    clean_values: Float[torch.Tensor, " pairs"]
+    corrupt_values: Float[torch.Tensor, " pairs"]
+    lengths: Int[torch.Tensor, " pairs"]
 
     @property
     def one_length(self) -> bool:
@@ -131,11 +134,13 @@ class PatchingTask:
     def corrupt_metric(self) -> float:
         return float(self.corrupt_values.mean())
 
-    def normalise(self, metric: torch.Tensor) -> torch.Tensor:
+    def normalise(self, metric: Float[torch.Tensor, "..."]) -> Float[torch.Tensor, "..."]:
         return (metric - self.corrupt_metric) / (self.clean_metric - self.corrupt_metric)
 
 
-def logit_diff(logits: torch.Tensor, answer_id: int, other_id: int) -> torch.Tensor:
+def logit_diff(
+    logits: Float[torch.Tensor, "batch pos vocab"], answer_id: int, other_id: int
+) -> Float[torch.Tensor, " batch"]:
     """Float[Tensor, "batch"]: logit[answer] - logit[other] at the last position."""
     last = logits[:, -1].float()
     return last[:, answer_id] - last[:, other_id]
@@ -203,10 +208,10 @@ def prepare(
 
 def task_from_ids(
     model,
-    clean_ids: torch.Tensor,
-    corrupt_ids: torch.Tensor,
+    clean_ids: Int[torch.Tensor, "pairs pos"],
+    corrupt_ids: Int[torch.Tensor, "pairs pos"],
     metric: Metric,
-    lengths: torch.Tensor | None = None,
+    lengths: Int[torch.Tensor, " pairs"] | None = None,
 ) -> PatchingTask:
     """The task of token ids already made (Int[Tensor, "pairs pos"] each, right-padded to `lengths` if given):
     runs both sides once for the metric's end points, and checks the metric's shape and that they differ."""
@@ -378,7 +383,7 @@ def check_memory(model, task: PatchingTask, exact: bool = True, attribution: boo
 
 def run_patches(
     model, task: PatchingTask, patches: list[tuple[str, tuple]], max_batch: int = 32
-) -> torch.Tensor:
+) -> Float[torch.Tensor, " patches"]:
     """Raw metric (not normalised), averaged over pairs, of the corrupted runs with each patch applied:
     Float[Tensor, "patches"]. See `run_patches_per_pair` for what a patch is."""
     return run_patches_per_pair(model, task, patches, max_batch).mean(1)
@@ -386,7 +391,7 @@ def run_patches(
 
 def run_patches_per_pair(
     model, task: PatchingTask, patches: list[tuple[str, tuple]], max_batch: int = 32
-) -> torch.Tensor:
+) -> Float[torch.Tensor, "patches pairs"]:
     """Raw metric of every pair's corrupted run with each patch applied: Float64[Tensor, "patches pairs"].
 
     A patch is (hook name, index into that hook's activation for one text); each

@@ -47,6 +47,7 @@ from typing import Sequence
 
 import pandas as pd
 import torch
+from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 
 from ..core.errors import InputError
@@ -63,7 +64,7 @@ TENSORS = ("weight", "bias", "mean", "std", "direction")
 
 
 def auroc(scores, labels) -> float:
-    """Area under the ROC curve (workbench.stats.auroc, scikit-learn's)."""
+    """Area under the ROC curve (workbench.core.stats.auroc, scikit-learn's)."""
 
     return _auroc(
         torch.as_tensor(scores).double().cpu().numpy(), torch.as_tensor(labels).cpu().numpy()
@@ -148,20 +149,20 @@ class Probe:
     """
 
     hook: str
-    weight: torch.Tensor
-    bias: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
-    direction: torch.Tensor
+    weight: Float[torch.Tensor, " d"]
+    bias: Float[torch.Tensor, ""]
+    mean: Float[torch.Tensor, " d"]
+    std: Float[torch.Tensor, " d"]
+    direction: Float[torch.Tensor, " d"]
     metrics: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
 
-    def logits(self, acts: torch.Tensor) -> torch.Tensor:
+    def logits(self, acts: Float[torch.Tensor, "... d"]) -> Float[torch.Tensor, "..."]:
         """Float[Tensor, "..."] log-odds for activations Float[Tensor, "... d"]."""
         x = (acts.float().to(self.weight.device) - self.mean) / self.std
         return x @ self.weight + self.bias
 
-    def predict_proba(self, acts: torch.Tensor) -> torch.Tensor:
+    def predict_proba(self, acts: Float[torch.Tensor, "... d"]) -> Float[torch.Tensor, "..."]:
         return torch.sigmoid(self.logits(acts))
 
     @property
@@ -536,7 +537,7 @@ def probe_scores(
     positions: str | None = None,
     batch_size: int = 8,
     allow_other_positions: bool = False,
-) -> torch.Tensor:
+) -> Float[torch.Tensor, " text"]:
     """P(label = 1) for each text, reading the probe's hook at the positions it was trained on.
 
     Refuses (InputError) a probe trained on another model, another hook width, or (unless
@@ -555,7 +556,7 @@ def probe_scores(
     return probe.predict_proba(acts).cpu()
 
 
-def token_scores(model, probe: Probe, text: str) -> tuple[list[str], torch.Tensor]:
+def token_scores(model, probe: Probe, text: str) -> tuple[list[str], Float[torch.Tensor, " pos"]]:
     """Per-token P(label = 1) along `text` (the probe applied at every position), for highlighting.
 
     Every position is read whatever the probe was trained on: a picture of where the

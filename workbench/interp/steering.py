@@ -28,6 +28,7 @@ from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 import torch
+from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 
 from ..core.datasets import check_text, json_line, read_lines
@@ -55,7 +56,7 @@ class SteeringVector:
     average difference); for ActAdd, Float[Tensor, "pos d_model"] added at the first positions.
     """
 
-    vector: torch.Tensor
+    vector: Float[torch.Tensor, " d_model"] | Float[torch.Tensor, "pos d_model"]
     layer: int
     method: str
     n_pairs: int
@@ -70,7 +71,7 @@ class SteeringVector:
         )
 
     @property
-    def direction(self) -> torch.Tensor:
+    def direction(self) -> Float[torch.Tensor, " d_model"]:
         """The unit vector (mean over positions first, for ActAdd)."""
         v = self.vector if self.vector.dim() == 1 else self.vector.mean(0)
         return v / v.norm()
@@ -188,7 +189,7 @@ def steer(model, vector: SteeringVector, alpha: float) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def ablate(model, direction: torch.Tensor) -> Iterator[None]:
+def ablate(model, direction: Float[torch.Tensor, " d_model"]) -> Iterator[None]:
     """Project the unit `direction` out of every residual-stream write and block input."""
     unit = (direction / direction.norm()).float()
 
@@ -287,7 +288,7 @@ def steered_generations(
 ) -> SteeredGenerations:
     """Generate a greedy continuation of `prompt` under each coefficient and score each one.
 
-    scorer: a toxicity scorer (workbench.scanners.toxicity) or None.
+    scorer: a toxicity scorer (workbench.safety.scorers) or None.
     """
 
     texts = []

@@ -95,9 +95,9 @@ def cache_activations(
 
     Args:
         model: a `LoadedModel` from `workbench.load`.
-        texts: strings, or `TextRecord`s (from `workbench.datasets.read_texts`) so
+        texts: strings, or `TextRecord`s (from `workbench.core.datasets.read_texts`) so
             errors can name the file and line.
-        hooks: hook names or patterns (see `workbench.hooks`), e.g. "resid_post".
+        hooks: hook names or patterns (see `workbench.model.hooks`), e.g. "resid_post".
         positions: "all", "last", "mean" or "mean_after_first" (see module docstring).
         batch_size: texts per forward pass.
         out: a folder to stream shards to; None keeps the cache in memory (refused,
@@ -109,7 +109,7 @@ def cache_activations(
         store_dtype: dtype of the stored activations (default: the model's dtype).
         store_device: where an in-memory cache lives ("cpu", or the model's GPU).
         progress: show a progress bar on stderr.
-        executor: where disk shards are computed (`workbench.distributed`): this process by
+        executor: where disk shards are computed (`workbench.model.distributed`): this process by
             default, or `RayExecutor("local" | "auto" | address, workers)`; needs `out`.
 
     Returns:
@@ -435,7 +435,7 @@ def _run_settings(model, plan: CachePlan, texts_hash: str) -> dict:
 def _cache_to_disk(
     model, plan: CachePlan, out: str | Path, progress: bool, executor=None
 ) -> DiskCorpusCache:
-    """Write the cache into `out`, a folder or a URL (s3://...: through a staging copy, workbench.remote)."""
+    """Write the cache into `out`, a folder or a URL (s3://...: through a staging copy, workbench.core.remote)."""
 
     with staged(out) as local, folder_lock(local):
         cache = _cache_to_disk_locked(model, plan, local, progress, executor)

@@ -99,6 +99,7 @@ def phi2_tokenizer():
 
 def build_phi_folder(folder: Path, config, seed: int = 0) -> Path:
     """Write a randomly initialised `PhiForCausalLM` (seeded) and Phi-2's tokenizer to `folder`."""
+    # lazy: transformers takes ~1 s to import; only model work needs it
     from transformers import PhiForCausalLM
 
     generator_state = torch.random.get_rng_state()
@@ -142,6 +143,7 @@ def build_phi2_shape(dtype, device: str = "cpu", seed: int = 0):
     """A `PhiForCausalLM` in Phi-2's shape with random weights (transformers' own initialisation,
     seeded), allocated and initialised directly in `dtype` on `device`. The global RNG is left as it
     was. The same seed gives the same weights on the same kind of device (CPU and CUDA draw differently)."""
+    # lazy: transformers takes ~1 s to import; only model work needs it
     from transformers import PhiForCausalLM
 
     devices = [torch.device(device)] if str(device).startswith("cuda") else []
@@ -187,6 +189,7 @@ def smollm2_folder(convert: bool = True) -> Path:
         raise ModelUnavailableError(
             f"smollm2-135m is not converted yet (looked in {folder}); run `workbench fetch smollm2-135m`"
         )
+    # lazy: transformers takes ~1 s to import; only model work needs it
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
+from jaxtyping import Float, Int
 from safetensors import safe_open
 
 from ..core.errors import InputError
@@ -54,7 +55,7 @@ class _CacheView:
     def keys(self) -> list[str]:
         return list(self.hooks)
 
-    def stack(self, hooks: Sequence[str] | None = None) -> torch.Tensor:
+    def stack(self, hooks: Sequence[str] | None = None) -> Float[torch.Tensor, "hook text ..."]:
         """Stack several hooks (default: all) into [n_hooks, n_texts, ...] (same shapes needed)."""
         return torch.stack([self[h] for h in (hooks or self.hooks)])
 
@@ -78,7 +79,7 @@ class CorpusCache(_CacheView):
     """
 
     activations: dict[str, torch.Tensor]
-    lengths: torch.Tensor
+    lengths: Int[torch.Tensor, " text"]
     positions: str
     model_name: str
     hooks: list[str] = field(default_factory=list)
@@ -139,7 +140,7 @@ class DiskCorpusCache(_CacheView):
         }
 
     @property
-    def lengths(self) -> torch.Tensor:
+    def lengths(self) -> Int[torch.Tensor, " text"]:
         return torch.cat([self._read(s, LENGTHS_KEY) for s in self.manifest["shards"]])
 
     def iter_shards(self, hook: str) -> Iterator[tuple[int, torch.Tensor]]:

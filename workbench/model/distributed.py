@@ -18,7 +18,7 @@ from the finished shards on the next run, like any other run. An error in a shar
 data) stops the run with its one-line message.
 
 A worker that does not see the driver's folder (another node without a shared file system
-at the same path, or an output URL the driver stages locally: workbench.remote) writes the
+at the same path, or an output URL the driver stages locally: workbench.core.remote) writes the
 shard to its own scratch folder and sends the file's bytes back through Ray's object store;
 the driver writes them to the temporary file and goes on as above. So workers need neither
 a shared file system nor credentials for the object store.

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from jaxtyping import Int
 
 from .run import bypass_unhooked_bridges
 
@@ -47,7 +48,7 @@ def format_prompt(model, prompt: str, raw: bool = False) -> str:
     return prompt
 
 
-def encode_prompts(model, formatted: Sequence[str]) -> dict[str, torch.Tensor]:
+def encode_prompts(model, formatted: Sequence[str]) -> dict[str, Int[torch.Tensor, "batch pos"]]:
     """Left-padded input ids and attention mask for a batch of formatted prompts."""
     tokenizer = model.tokenizer
     tokenizer.padding_side = "left"

@@ -162,7 +162,7 @@ class LoadedModel:
     tokenizer: Any
     info: ModelInfo
     spec: ModelSpec
-    # Filled on first use by `workbench.hooks.hook_table`: hook name -> firing order and shape.
+    # Filled on first use by `workbench.model.hooks.hook_table`: hook name -> firing order and shape.
     hook_table_cache: dict | None = field(default=None, repr=False)
 
     @property

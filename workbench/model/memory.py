@@ -151,7 +151,7 @@ def backward_estimate(
 ) -> MemoryEstimate:
     """A forward and backward pass (attribution patching): every layer keeps what its backward
     needs (attention probabilities, MLP activations, residual-sized inputs), plus the logits and
-    their gradient; parameters get no gradient (workbench.patching freezes them)."""
+    their gradient; parameters get no gradient (workbench.interp.patching freezes them)."""
     size = itemsize(dtype)
     tokens = batch * seq
     per_layer = (

@@ -200,7 +200,7 @@ def _has_hooks(module: torch.nn.Module) -> bool:
     their bridge wrapper is bypassed (transformers installs such hooks itself to capture
     attentions), so they fire either way.
     """
-    # lazy: transformer_lens takes 2 s to import, which every command would pay at start
+    # lazy: TransformerLens takes ~2 s to import; only model work needs it
     from transformer_lens.hook_points import HookPoint
     from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
@@ -228,7 +228,7 @@ def bypass_unhooked_bridges(model) -> Iterator[int]:
     whole, so every hook still fires exactly as before. The swap is undone on exit,
     also when the block raises. Yields the number of components bypassed.
     """
-    # lazy: transformer_lens takes 2 s to import, which every command would pay at start
+    # lazy: TransformerLens takes ~2 s to import; only model work needs it
     from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
     swaps: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+from jaxtyping import Int
 
 from ..core.errors import InputError
 
 
-def to_tokens(model, text: str) -> torch.Tensor:
+def to_tokens(model, text: str) -> Int[torch.Tensor, "1 pos"]:
     """Int[Tensor, "1 pos"] token ids of `text` (the tokenizer's own special tokens included)."""
     if not text:
         raise InputError("the prompt is empty")
@@ -21,7 +22,7 @@ def to_tokens(model, text: str) -> torch.Tensor:
     return ids.to(model.device)
 
 
-def str_tokens(model, ids: torch.Tensor) -> list[str]:
+def str_tokens(model, ids: Int[torch.Tensor, "..."]) -> list[str]:
     """Readable label per token (spaces kept, so " Mary" and "Mary" differ)."""
     return [model.tokenizer.decode([int(i)]) for i in ids.reshape(-1).tolist()]
 

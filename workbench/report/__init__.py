@@ -2,7 +2,7 @@
 interval, text tables, figures and the self-contained HTML report. It reads what an audit writes
 and never runs one, so it sits below `workbench.audit`; it imports `core` up to `safety`."""
 
-from .figures import audit_figures, crows_pairs_shares
+from .figures import audit_figures, crows_pairs_shares, steering_card
 from .folder import (
     AUDIT_FORMAT, LOCALISATION_FILE, TOX_PREFIX, is_audit_folder, load_results, read_localisation,
     read_run, toxicity_column,
@@ -21,5 +21,5 @@ __all__ = [
     # summaries, tables, figures, HTML
     "summarise", "report_card", "summary_rows", "card_rows", "card_findings", "agreement_rows",
     "bias_rows", "localisation_rows", "before_after_rows", "estimate_text", "audit_figures",
-    "crows_pairs_shares", "TITLES", "build_report", "audit_folders",
+    "crows_pairs_shares", "steering_card", "TITLES", "build_report", "audit_folders",
 ]  # fmt: skip

@@ -26,7 +26,7 @@ from .tables import estimate_text
 def summarise(out: str | Path, frame=None) -> dict:
     """The summary of one audit folder (what summary.json holds). `frame`: its results, if loaded.
 
-    Every number with uncertainty is a `workbench.stats.Estimate` dict (value, low, high,
+    Every number with uncertainty is a `workbench.core.stats.Estimate` dict (value, low, high,
     n, method, note); `methods` lists every interval method the summary uses.
     """
     frame = load_results(out) if frame is None else frame

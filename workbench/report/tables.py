@@ -13,7 +13,7 @@ from ..core.stats import estimate_from_dict
 
 
 def estimate_text(estimate: dict, digits: int = 3, percent: bool = False) -> str:
-    """An Estimate dict (from summary.json) as a table cell: `workbench.stats.Estimate.short`."""
+    """An Estimate dict (from summary.json) as a table cell: `workbench.core.stats.Estimate.short`."""
     return stats.estimate_from_dict(estimate).short(digits, percent)
 
 

@@ -23,7 +23,7 @@ per sentence (`METRICS`):
 - ``mean``: ``total`` divided by the number of tokens scored, the per-token mean.
 
 Shares are given overall and per ``bias_type``, each with a Wilson score 95%
-interval over pairs (no interval below `workbench.stats.MIN_N` pairs: the count is
+interval over pairs (no interval below `workbench.core.stats.MIN_N` pairs: the count is
 shown instead). Ties count as not preferring the stereotype.
 """
 
@@ -162,7 +162,7 @@ class CrowsPairsResult:
     def length_correlation(self, metric: str = "total", seed: int = 0):
         """How much `metric` follows sentence length: Spearman's r of each pair's gap (more minus less)
         with its token-count difference (tokens_more - tokens_less), with a BCa bootstrap interval over
-        pairs (workbench.stats.Estimate). Near 0: the metric ignores length."""
+        pairs (workbench.core.stats.Estimate). Near 0: the metric ignores length."""
 
         s = self.scores
         return spearman(

@@ -209,7 +209,7 @@ def capability_rows(
 
 
 def continuation_fluency(model, generations: Sequence, batch_size: int = 16) -> list[dict]:
-    """Per `workbench.generation.Generation`: "continuation_nll" (nats, summed) and
+    """Per `workbench.model.generation.Generation`: "continuation_nll" (nats, summed) and
     "continuation_scored_tokens" of its new tokens given its formatted prompt, under the model
     as it stands (call it with no steering applied: the unsteered model's judgement), and the
     repetition measures of its text. Empty continuations get nll nan and 0 tokens."""
@@ -258,7 +258,7 @@ def perplexity(
     unit: str = "texts",
 ):
     """Perplexity exp(sum nll / sum tokens) with a bootstrap interval over texts (the ratio of sums
-    resampled text by text, then exponentiated): a `workbench.stats.Estimate`."""
+    resampled text by text, then exponentiated): a `workbench.core.stats.Estimate`."""
 
     nll, tokens = np.asarray(nll, dtype=float), np.asarray(tokens, dtype=float)
     keep = tokens > 0

@@ -4,11 +4,11 @@ For CrowS-Pairs-style pairs whose two sentences have the same token length (a
 pronoun or a name swapped), `localise_bias`:
 
 1. scores each pair's preference as the shared-token log-likelihood gap (the
-   headline metric of `workbench.scanners.bias`): the log-probability of the
+   headline metric of `workbench.safety.bias`): the log-probability of the
    tokens after the differing span, in the more-stereotyping sentence minus in the
    less-stereotyping one, in nats;
 2. attributes each pair's gap to every attention head and every MLP with an
-   attribution method of `workbench.attribution` (EAP-IG by default), with the
+   attribution method of `workbench.interp.attribution` (EAP-IG by default), with the
    more-stereotyping sentence as the clean run, the other as the corrupted run and
    the shared-token log-likelihood as the metric: a component's estimate is the
    part of the gap that flows through it, in nats;
@@ -256,7 +256,7 @@ def attribute_pairs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """Per pair: the gap (nats), head effects [pairs, layers, heads] and MLP effects [pairs, layers] in nats,
     and the prepared tasks (None for a pair whose gap is zero: nothing to attribute, its effects are 0).
-    method: an attribution method of `workbench.attribution`, or "exact" (exact patching of every head
+    method: an attribution method of `workbench.interp.attribution`, or "exact" (exact patching of every head
     and MLP on every pair: one forward row per cell, slower, no approximation)."""
 
     n_layers, n_heads = model.info.n_layers, model.info.n_heads
@@ -427,7 +427,7 @@ def localise_bias(
     source: str | None = None,
     progress: bool = True,
 ) -> BiasLocalisation:
-    """Localise the bias of `pairs` (`workbench.datasets.BiasPair`s) in heads and MLPs, check, ablate, measure.
+    """Localise the bias of `pairs` (`workbench.core.datasets.BiasPair`s) in heads and MLPs, check, ablate, measure.
 
     top_k: heads to mean-ablate; n_check: heads checked by exact patching (plus the 3 strongest
     MLPs); heldout, qa: the held-out text (first half for the ablation means, second half for

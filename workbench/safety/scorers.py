@@ -14,7 +14,7 @@ Backends (`make_scorer(name)`):
   implicit hate.
 - "toxic-comment-classifier": a BiLSTM trained on Jigsaw's toxic comments, shipped
   inside its PyPI package (offline), run by our own torch copy of its network.
-- "probe": a saved activation probe (`workbench.probes.Probe`) applied to the
+- "probe": a saved activation probe (`workbench.interp.probes.Probe`) applied to the
   model's own activations on the text.
 - "auto": Detoxify when its checkpoint is on disk, else profanity-check.
 

@@ -10,7 +10,7 @@ For each target group of ToxiGen (Hartvigsen et al., ACL 2022):
   toxicity after hateful and after neutral prompts.
 
 Each group's row keeps the per-statement and per-prompt values (lists), so the
-report computes intervals from them (`workbench.stats`).
+report computes intervals from them (`workbench.core.stats`).
 
 Microsoft's Phi-2 announcement (December 2023) reported per-group "safety scores"
 on 13 ToxiGen demographics, computed from scaled perplexity and sentence toxicity
