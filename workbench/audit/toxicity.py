@@ -14,6 +14,15 @@ The options are the CLI's flags with underscores (`max_new_tokens`, `positive_me
 `ToxicityAuditOptions.check()` runs the CLI's checks on them: every file is read and every value
 checked before any model work and before anything is written. The audit folder resumes like the
 CLI's: rerun with the same options to finish an interrupted run; other options are refused.
+
+One run audits one or more conditions (`workbench.audit.conditions`): the unsteered baseline, a
+condition per steering coefficient, a directional ablation, the prompting baseline. Each shard of
+prompts generates continuations (greedy, or `samples` seeded samples per prompt), scores prompt
+and continuation with every scorer, and judges the continuations' fluency with the unsteered
+model; every sampled continuation draws from its own generator seeded by (seed, condition,
+prompt row, sample), so the results equal an uninterrupted run's row for row, for any batch
+size, shard size or worker. With an intervention, the capability check runs into
+``<out>/capability``.
 """
 
 from __future__ import annotations

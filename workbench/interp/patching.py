@@ -1,4 +1,4 @@
-"""Activation patching, path patching and attribution patching.
+"""Exact activation patching and path patching, of one prompt pair or a batch of pairs.
 
 Setting: one clean/corrupted prompt pair, or a batch of pairs (TransformerLens'
 convention: every prompt of the batch has the same token length), and a metric
@@ -24,9 +24,9 @@ Path patching (`path_patch`): the clean output of each sender head reaches only
 the chosen receiver heads' inputs (query, key and/or value), everything else
 staying corrupted -> [sender layer, sender head].
 
-Attribution patching (`attribution_patch`, in `workbench.interp.attribution`): estimates
-of every exact patch from gradients (AtP, AtP*, EAP-IG), each checked against exact
-patching of some of its own cells. Same result type, so the two can be compared
+Attribution patching (`workbench.interp.attribution`) estimates every exact patch from
+gradients (AtP, AtP*, EAP-IG), each checked against exact patching of some of its own
+cells. Both return `workbench.interp.patch_results.PatchingResult`, so the two compare
 cell by cell.
 
 TransformerLens 4.3's `patching.get_act_patch_*` do the same interventions with one

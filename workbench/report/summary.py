@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import stats
+from ..core.agreement import agreement
 from ..core.stats import MIN_N, N_BOOT
 from ..safety.bias import DEFAULT_METRIC, METRIC_TEXT, METRICS, counterfactual_rows, crows_estimates
 from ..safety.capability import perplexity, summarise_capability
@@ -199,7 +200,7 @@ def _agreement(group, columns: list[str], seed: int, n_boot: int) -> list[dict]:
     pairs = []
     for i, first in enumerate(columns):
         for second in columns[i + 1 :]:
-            result = stats.agreement(
+            result = agreement(
                 group[first].to_numpy(dtype=float),
                 group[second].to_numpy(dtype=float),
                 clusters=clusters,
