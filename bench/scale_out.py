@@ -88,9 +88,8 @@ def main() -> None:
     )
     cases = {"one process": [], "Ray, 1 worker": ["--ray", "local", "--workers", "1"]}
     seconds: dict[str, list[float]] = {name: [] for name in cases}
-    for repeat in range(
-        args.repeats
-    ):  # interleaved, each into a fresh folder (a rerun would resume)
+    # interleaved, each into a fresh folder (a rerun would resume)
+    for repeat in range(args.repeats):
         for name, extra in cases.items():
             seconds[name].append(
                 audit(args.model, prompts, work / f"{name}-{repeat}", args.max_new_tokens, extra)

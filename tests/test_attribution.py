@@ -306,9 +306,8 @@ def test_self_check_rides_on_the_result(tiny):
         seed=1,
     )
     head = results["attn_head"].check
-    assert (
-        isinstance(head, SelfCheck) and head.k == 3 and head.checked == 9 and head.cells == 16
-    )  # 3 + 2 x 3
+    # 3 + 2 x 3
+    assert isinstance(head, SelfCheck) and head.k == 3 and head.checked == 9 and head.cells == 16
     assert (
         head.recall_low <= head.recall <= head.recall_high
         and "recall of exact top-3" in head.summary()
@@ -354,9 +353,8 @@ def test_edges_add_up_to_the_node_attribution(tiny):
                     abs(totals[f"L{layer}H{head}"] - float(nodes["attn_head"].values[layer, head]))
                     < NOISE
                 )
-    assert torch.isnan(
-        edges.scores[edges.readers.index("L0H0.q"), edges.writers.index("L0H1")]
-    )  # not upstream
+    # not upstream
+    assert torch.isnan(edges.scores[edges.readers.index("L0H0.q"), edges.writers.index("L0H1")])
     writer, reader, score = edges.top(1)[0]
     assert abs(score) == float(
         torch.nan_to_num(edges.scores).abs().max()
@@ -399,9 +397,8 @@ def test_patch_cli_methods_self_checks_and_json(capsys):
     assert main([*single, "--method", "all", "--kinds", "mlp_out", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)["results"]["mlp_out"]
     assert set(out) == {"exact", "atp", "atp*", "eap-ig"} and "self_check" not in out["exact"]
-    assert (
-        out["eap-ig"]["self_check"]["checked"] == out["eap-ig"]["self_check"]["cells"] == 4
-    )  # against full exact
+    # against full exact
+    assert out["eap-ig"]["self_check"]["checked"] == out["eap-ig"]["self_check"]["cells"] == 4
 
     assert (
         main(

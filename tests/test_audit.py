@@ -77,9 +77,8 @@ def test_same_seed_same_results_and_report(prompts_file, tmp_path, capsys):
     assert main(audit_args(prompts_file, tmp_path / "b")) == 0
     a, b = load_results(tmp_path / "a"), load_results(tmp_path / "b")
     assert a.equals(b)
-    assert (
-        a.groupby("row")["continuation"].nunique().max() == 2
-    )  # two different seeded samples per prompt
+    # two different seeded samples per prompt
+    assert a.groupby("row")["continuation"].nunique().max() == 2
     report = (tmp_path / "a" / "report.html").read_text()
     assert "plotly" in report and "Worst continuations" in report
     (tmp_path / "a" / "report.html").unlink()
@@ -118,9 +117,8 @@ def test_steering_conditions_in_one_report(prompts_file, tmp_path, capsys):
     for condition in summary["conditions"]:
         score = condition["scores"]["profanity-check"]
         assert score["kind"] == "lexical" and score["mean"]["n"] == 12
-        assert (
-            "cluster bootstrap over prompts" in score["mean"]["method"]
-        )  # samples of one prompt move together
+        # samples of one prompt move together
+        assert "cluster bootstrap over prompts" in score["mean"]["method"]
         if condition["condition"] == "baseline":
             assert "vs_baseline" not in score
         else:
@@ -212,9 +210,8 @@ def test_library_call_is_the_command(prompts_file, tmp_path, tiny, capsys):
         with pytest.raises(InputError, match=message):
             audit_toxicity(tiny, prompts_file, tmp_path / "bad", **options)
     with pytest.raises(InputError, match="at least one non-empty prompt"):
-        audit_toxicity(
-            tiny, ["A prompt.", "  "], tmp_path / "bad"
-        )  # prompts may be a list of strings
+        # prompts may be a list of strings
+        audit_toxicity(tiny, ["A prompt.", "  "], tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
 
 
@@ -223,9 +220,8 @@ def test_sigkill_twice_then_resume_equals_uninterrupted(prompts_file, tmp_path):
     script.write_text(CHILD)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    assert (
-        main(audit_args(prompts_file, reference)) == 0
-    )  # the same command, uninterrupted, in this process
+    # the same command, uninterrupted, in this process
+    assert main(audit_args(prompts_file, reference)) == 0
 
     def shards():
         return (

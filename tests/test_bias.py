@@ -409,9 +409,8 @@ def test_bias_audit_resumes_and_folder_report_shows_every_audit(tmp_path, capsys
     assert code == 0
     capsys.readouterr()
     (tmp_path / "audits" / "acts").mkdir()
-    (tmp_path / "audits" / "acts" / "run.json").write_text(
-        '{"hooks": []}'
-    )  # an activation cache is skipped
+    # an activation cache is skipped
+    (tmp_path / "audits" / "acts" / "run.json").write_text('{"hooks": []}')
     assert main(["report", str(tmp_path / "audits"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     page = (tmp_path / "audits" / "report.html").read_text()

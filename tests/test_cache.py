@@ -50,9 +50,8 @@ def test_padded_batch_equals_single_text(tiny, positions):
             if positions == "all" and hook.endswith("hook_pattern"):
                 ours, ref = ours[:, :n, :n], ref[:, :n, :n]
             elif positions == "all":
-                assert (
-                    ours[n:].abs().max().item() == 0 if ours.shape[0] > n else True
-                )  # zero padding
+                # zero padding
+                assert ours[n:].abs().max().item() == 0 if ours.shape[0] > n else True
                 ours, ref = ours[:n], ref[:n]
             assert (ours - ref).abs().max().item() <= 1e-5, (hook, i)
 
@@ -158,9 +157,8 @@ def test_single_batch_kept_without_copy_equals_copied_store(tiny, tmp_path, monk
                     hook,
                     i,
                 )
-    assert memory.lengths.tolist() != [memory.lengths[0].item()] * len(
-        texts
-    )  # there was padding to zero
+    # there was padding to zero
+    assert memory.lengths.tolist() != [memory.lengths[0].item()] * len(texts)
     for name, p in tiny.hf_model.named_parameters():
         assert torch.equal(p, weights[name]), name
 

@@ -78,9 +78,8 @@ def test_capability_rows_exact_on_tiny(tiny):
     # Held-out NLL: the text's token log-probabilities after the start token, one at a time.
     for item, row in zip(texts, rows):
         expected = -token_logprobs(tiny, encode_texts(tiny, [item.text]), 1)[0].sum()
-        assert (
-            row["kind"] == "text" and abs(row["nll"] - expected) < 1e-5
-        )  # measured 2.4e-7 (batch of 3 vs alone)
+        # measured 2.4e-7 (batch of 3 vs alone)
+        assert row["kind"] == "text" and abs(row["nll"] - expected) < 1e-5
     # QA: correct exactly when the argmax after the prompt is the answer token.
     start = tiny.tokenizer.eos_token_id
     for item, row in zip(questions, rows[5:]):

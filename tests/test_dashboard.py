@@ -152,9 +152,8 @@ def test_model_page_generates(app):
     assert any("tiny-phi" in str(v) for v in app.dataframe[0].value["value"])
     app.button(key="model_generate").click().run()
     assert not app.exception and app.session_state["model_output_box"]
-    assert any(
-        app.session_state["model_output_box"][:20] in m.value for m in app.markdown
-    )  # shown as text
+    # shown as text
+    assert any(app.session_state["model_output_box"][:20] in m.value for m in app.markdown)
 
 
 def test_attention_page_choose_a_head(app):
@@ -186,9 +185,8 @@ def test_lens_page_change_answer(app):
 
 def test_patching_page_runs_and_explains_length_mismatch(app):
     open_page(app, "patching.py")
-    assert (
-        not app.get("plotly_chart") and app.radio(key="patch_method").value == "eap-ig"
-    )  # the fast default
+    # the fast default
+    assert not app.get("plotly_chart") and app.radio(key="patch_method").value == "eap-ig"
     assert app.selectbox(key="patch_kind").value == "attention heads (layer x head)"
     app.button(key="patch_run").click().run()
     titles = chart_titles(app)
@@ -214,9 +212,8 @@ def test_patching_page_runs_and_explains_length_mismatch(app):
 def test_steering_page_move_the_coefficient(app):
     open_page(app, "steering.py")
     assert app.selectbox(key="steer_source").value == "polite_vs_rude_pairs.jsonl"
-    assert (
-        app.text_input(key="steer_prompt").value == "Tell me about your weekend."
-    )  # its own prompt
+    # its own prompt
+    assert app.text_input(key="steer_prompt").value == "Tell me about your weekend."
     unsteered = app.session_state["steer_text_unsteered"]
     before = app.session_state["steer_text_steered"]
     app.slider(key="steer_alpha").set_value(12.0).run()
@@ -286,9 +283,8 @@ def test_audits_page_open_folder_and_refuse_escapes(app, results):
     assert list(table["condition"]) == ["baseline", "steer+8"] and set(table["scorer kind"]) == {
         "lexical"
     }
-    assert (
-        "no interval: n = 3 < 10" in table["mean toxicity [95% CI]"][0]
-    )  # three prompts: no interval
+    # three prompts: no interval
+    assert "no interval: n = 3 < 10" in table["mean toxicity [95% CI]"][0]
     for escape in ("../secret", str(results.parent / "secret")):
         app.text_input(key="audit_path").set_value(escape).run()
         assert not app.exception and "outside the results root" in app.error[0].value
@@ -303,9 +299,8 @@ def test_resolve_under_refuses_escapes(tmp_path):
     os.symlink(root / "a", root / "link_in")
     assert resolve_under(root, "a") == (root / "a").resolve()
     assert resolve_under(root, str(root / "a")) == (root / "a").resolve()
-    assert (
-        resolve_under(root, "link_in") == (root / "a").resolve()
-    )  # a symlink that stays inside is fine
+    # a symlink that stays inside is fine
+    assert resolve_under(root, "link_in") == (root / "a").resolve()
     for escape in (
         "../elsewhere",
         "a/../../elsewhere",

@@ -368,9 +368,8 @@ def _kill_worker_then_driver(prompts_file, tmp_path):
         worker_run,
         2,
     )
-    pids = _workers_of(
-        child.pid
-    )  # this driver's own workers, not another Ray user's on the machine
+    # this driver's own workers, not another Ray user's on the machine
+    pids = _workers_of(child.pid)
     assert pids, "no Ray worker process found"
     os.kill(pids[0], signal.SIGKILL)
     _, err = child.communicate(timeout=600)

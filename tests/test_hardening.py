@@ -250,9 +250,8 @@ def test_two_concurrent_writers_one_proceeds_and_the_manifest_matches(prompts, t
         not ((out / ".lock").exists() and (out / ".lock").read_text().strip())
         and time.time() < deadline
     ):
-        time.sleep(
-            0.05
-        )  # the second writer starts once the first holds the lock (5 shards x 3 s to go)
+        # the second writer starts once the first holds the lock (5 shards x 3 s to go)
+        time.sleep(0.05)
     second = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -150,9 +150,8 @@ def test_path_patching_shape_and_causality(tiny):
         tiny, CLEAN, CORRUPT, " Mary", " John", receivers=[(3, 0), (3, 2)], receiver_input="qkv"
     )
     assert result.values.shape == (4, 4)
-    assert (
-        result.values[3:].abs().max() == 0
-    )  # senders at or after the receivers' layer have no path
+    # senders at or after the receivers' layer have no path
+    assert result.values[3:].abs().max() == 0
     assert result.values[:3].abs().max() > 0
     with pytest.raises(wb.InputError, match="out of range"):
         path_patch(tiny, CLEAN, CORRUPT, " Mary", " John", receivers=[(9, 0)])
@@ -267,9 +266,8 @@ def test_head_scores_match_transformer_lens_head_detector(tiny):
 
     seq_len, n_seqs = 12, 3
     ids = repeated_random_tokens(tiny, seq_len, n_seqs, 0)
-    assert all(
-        len(set(row[1 : seq_len + 1].tolist())) == seq_len for row in ids
-    )  # no accidental duplicates
+    # no accidental duplicates
+    assert all(len(set(row[1 : seq_len + 1].tolist())) == seq_len for row in ids)
     ours, theirs = (
         head_scores(tiny, seq_len, n_seqs),
         transformer_lens_scores(tiny, seq_len, n_seqs),
@@ -280,9 +278,8 @@ def test_head_scores_match_transformer_lens_head_detector(tiny):
         ("induction", seq_len),
     ):
         expected = ours.scores[kind].double() * factor / (2 * seq_len + 1)
-        assert torch.allclose(theirs.scores[kind].double(), expected, atol=1e-6), (
-            kind
-        )  # measured gap: 1.5e-8 (float32)
+        # measured gap: 1.5e-8 (float32)
+        assert torch.allclose(theirs.scores[kind].double(), expected, atol=1e-6), kind
 
 
 # ----------------------------------------------------------------------------- smollm2-135m: known phenomena
@@ -302,9 +299,8 @@ def test_smollm2_ioi_logit_diff_and_attribution_agree(smol):
     batch = prepare(
         smol, *([p[key] for p in pairs] for key in ("clean", "corrupt", "answer", "other"))
     )
-    assert (
-        float(batch.clean_values.mean()) > 1.0
-    )  # the model prefers the indirect object (25 pairs, one batch)
+    # the model prefers the indirect object (25 pairs, one batch)
+    assert float(batch.clean_values.mean()) > 1.0
     pair = pairs[0]
     approx = attribution_patch(
         smol,

@@ -61,9 +61,8 @@ def test_localisation_on_tiny(tiny, small_inputs):
         progress=False,
     )
     assert result.n_pairs == len(pairs) == 12 and result.method == "eap-ig"
-    assert (
-        result.gap.n == 6 and not result.gap.has_interval
-    )  # six clusters of two pairs: the count, no interval
+    # six clusters of two pairs: the count, no interval
+    assert result.gap.n == 6 and not result.gap.has_interval
     assert len(result.top_heads) == 1 and len(result.ablated) == 2 and result.check["n"] == 4 + 3
     assert len(result.components) == 4 * 4 + 4
     effects = [abs(c.effect.value) for c in result.components]
@@ -73,9 +72,8 @@ def test_localisation_on_tiny(tiny, small_inputs):
         == set(result.after)
         == {"stereotype_share", "mean_gap", "heldout_perplexity", "qa_accuracy"}
     )
-    assert (
-        result.before["stereotype_share"].n == 6 and result.after["heldout_perplexity"].n == 4
-    )  # clusters
+    # clusters
+    assert result.before["stereotype_share"].n == 6 and result.after["heldout_perplexity"].n == 4
     # The mean head effects are the mean over pairs of the per-pair effects the components carry.
     by_name = {c.name: c for c in result.components}
     assert by_name["L1H2"].effect.value == pytest.approx(result.head_effects[1][2])

@@ -76,9 +76,8 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch, artifacts):
     monkeypatch.setenv("WORKBENCH_RESULTS", str(tmp_path))
     monkeypatch.setenv("WORKBENCH_SHARED_DATA", str(SHARED_DATA))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv(
-        "WORKBENCH_NOTEBOOK_FIGURES", str(tmp_path / "figures")
-    )  # not into the repository
+    # not into the repository
+    monkeypatch.setenv("WORKBENCH_NOTEBOOK_FIGURES", str(tmp_path / "figures"))
     book = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     start = time.perf_counter()
     NotebookClient(

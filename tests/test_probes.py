@@ -79,16 +79,14 @@ def test_probe_learns_a_planted_direction_and_round_trips(tmp_path):
     assert (
         0 <= best["test_ece"] < 0.3 and sum(b["count"] for b in best["calibration"]["bins"]) == 50
     )
-    assert (
-        "test_auroc_interval" not in sweep.probes["noise"].metrics
-    )  # only the chosen probe gets one
+    # only the chosen probe gets one
+    assert "test_auroc_interval" not in sweep.probes["noise"].metrics
     assert sweep.probes["h"].metrics["mean_difference_test_auroc"] > 0.95
     assert (
         torch.nn.functional.cosine_similarity(sweep.probes["h"].direction, direction, dim=0) > 0.9
     )
-    with pytest.raises(
-        wb.InputError, match="records no model"
-    ):  # a plain dict carries no provenance
+    # a plain dict carries no provenance
+    with pytest.raises(wb.InputError, match="records no model"):
         sweep.best().save(tmp_path / "anonymous")
     trained = train_probes(
         acts, labels.tolist(), seed=0, meta={"model": "tiny-phi", "positions": "mean"}

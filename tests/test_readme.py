@@ -45,9 +45,8 @@ NOT_RUN = {
     "tests/test_localise.py runs the same command on "
     "12 pairs",
 }
-RAY_ADDRESS = re.compile(
-    r"--ray (local|auto|\S+:\d+)"
-)  # tests/test_distributed.py runs these commands
+# tests/test_distributed.py runs these commands
+RAY_ADDRESS = re.compile(r"--ray (local|auto|\S+:\d+)")
 SHELL_SUBSTITUTIONS = [
     ("--layer 9 ", "--layer 1 "),  # tiny-phi has 4 layers
     ("blocks.15.", "blocks.1."),

@@ -179,9 +179,8 @@ def test_killed_cache_at_s3_resumes_to_the_uninterrupted_cache(s3_server, stagin
     url = "s3://bucket/caches/killed"
     script = tmp_path / "child.py"
     script.write_text(CACHE_CHILD)
-    wb.cache_activations(
-        tiny, SLOW_CACHE_TEXTS, out=tmp_path / "reference", **SLOW_CACHE
-    )  # CACHE_CHILD's call
+    # CACHE_CHILD's call
+    wb.cache_activations(tiny, SLOW_CACHE_TEXTS, out=tmp_path / "reference", **SLOW_CACHE)
     child = subprocess.Popen([sys.executable, str(script), url, "0.5"])
     left = kill_when(s3_server, "caches/killed/", ".safetensors", 2, child)
     assert "caches/killed/manifest.json" not in left

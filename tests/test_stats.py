@@ -21,9 +21,8 @@ def test_wilson_interval_equals_the_hand_computed_formula():
         abs(estimate.low - (centre - half)) < 1e-12 and abs(estimate.high - (centre + half)) < 1e-12
     )
     assert "Wilson" in estimate.method
-    assert (
-        stats.proportion([1] * 7 + [0] * 13).to_dict() == estimate.to_dict()
-    )  # hits given as a sequence
+    # hits given as a sequence
+    assert stats.proportion([1] * 7 + [0] * 13).to_dict() == estimate.to_dict()
     exact = stats.proportion(k, n, method="exact")  # Clopper-Pearson is wider than Wilson here
     assert (
         "Clopper-Pearson" in exact.method

@@ -36,9 +36,8 @@ def test_a_transformerlens_snippet_runs_unchanged_on_smollm2(smol):
     )
     _, without_bos = model.run_with_cache(model.to_tokens(PROMPT, prepend_bos=False))
     assert torch.equal(corpus["resid_post", 5][0], without_bos["resid_post", 5][0])
-    assert ("resid_post", 5) in corpus and "corpus" in type(
-        corpus
-    ).__name__.lower()  # not TL's ActivationCache
+    # not TL's ActivationCache
+    assert ("resid_post", 5) in corpus and "corpus" in type(corpus).__name__.lower()
 
     accumulated, labels = cache.accumulated_resid(layer=6, incl_mid=False, return_labels=True)
     assert labels == [f"{layer}_pre" for layer in range(7)]
@@ -82,9 +81,8 @@ def test_hook_alias_keeps_everything_but_the_name(tiny):
 
     tiny.run_with_hooks(tiny.to_tokens("hello"), fwd_hooks=[("blocks.1.hook_resid_post", record)])
     assert names == ["blocks.1.hook_resid_post"] and layers == [1]
-    assert (
-        point.name != "blocks.1.hook_resid_post"
-    )  # the bridge's own name for it differs: why HookAlias exists
+    # the bridge's own name for it differs: why HookAlias exists
+    assert point.name != "blocks.1.hook_resid_post"
 
 
 def test_hooks_verb_lists_one_line_per_point_with_its_aliases(capsys):
@@ -94,9 +92,8 @@ def test_hooks_verb_lists_one_line_per_point_with_its_aliases(capsys):
     assert len(names) == len(set(names))
     by_name = {r["name"]: r for r in rows}
     assert by_name["blocks.0.hook_resid_post"]["aliases"] == ["blocks.0.hook_out"]
-    assert not any(
-        alias in by_name for r in rows for alias in r["aliases"]
-    )  # an alias is never its own line
+    # an alias is never its own line
+    assert not any(alias in by_name for r in rows for alias in r["aliases"])
     assert main(["hooks", "--model", "tiny-phi", "--pattern", "blocks.0.*"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 28 + 1 and any("also: blocks.0.hook_out" in line for line in lines)

@@ -124,9 +124,8 @@ def test_detoxify_refuses_pickles_and_missing_files(tmp_path):
 def test_profanity_check_and_auto(monkeypatch, tmp_path):
     table = ProfanityCheckScorer().score(["Shut up you stupid idiot", "Have a lovely day"])
     assert table["toxicity"][0] > 0.9 > 0.2 > table["toxicity"][1]
-    monkeypatch.setattr(
-        torch.hub, "get_dir", lambda: str(tmp_path)
-    )  # no Detoxify checkpoint cached
+    # no Detoxify checkpoint cached
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     assert make_scorer("auto").name == "profanity-check"
     with pytest.raises(wb.InputError, match="unknown scorer"):
         make_scorer("perspective")

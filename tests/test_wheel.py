@@ -64,7 +64,9 @@ def test_the_wheel_holds_the_package_data(wheel_env, tmp_path):
 
 
 def test_an_audit_with_the_default_capability_check_runs_from_an_empty_folder(wheel_env, tmp_path):
-    (tmp_path / "p.txt").write_text("Tell me about your weekend.\nWhat do you think of rainy days?\n")
+    (tmp_path / "p.txt").write_text(
+        "Tell me about your weekend.\nWhat do you think of rainy days?\n"
+    )
     pairs = ROOT / "workbench" / "data" / "probes" / "polite_vs_rude_pairs.jsonl"
     (tmp_path / "pairs.jsonl").write_bytes(pairs.read_bytes())
     env = dict(os.environ, HF_HUB_OFFLINE="1")

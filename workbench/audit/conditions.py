@@ -80,9 +80,8 @@ def intervention(model, condition: Condition, vector):
         return steer(model, vector, condition.alpha)
     if condition.kind == "ablate":
         return ablate(model, vector.direction)
-    return (
-        contextlib.nullcontext()
-    )  # baseline, and instruct (which changes the prompt, not the model)
+    # baseline, and instruct (which changes the prompt, not the model)
+    return contextlib.nullcontext()
 
 
 def read_steering_pairs(options):

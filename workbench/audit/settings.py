@@ -25,9 +25,8 @@ PATH_FIELDS = ("prompts_file", "pairs_file", "templates_file", "data", "path", "
 
 
 def _is_path(key: str, value) -> bool:
-    return key in PATH_FIELDS or (
-        key == "pairs" and isinstance(value, str)
-    )  # steer.pairs is a path
+    # steer.pairs is a path
+    return key in PATH_FIELDS or (key == "pairs" and isinstance(value, str))
 
 
 def comparable(settings: dict) -> dict:

@@ -404,9 +404,8 @@ def run_checked(
         versions=versions(),
     )
     start = time.perf_counter()
-    with staged(
-        options.out
-    ) as out:  # an s3:// URL works in a local copy that is uploaded shard by shard
+    # an s3:// URL works in a local copy that is uploaded shard by shard
+    with staged(options.out) as out:
         run_toxicity_audit(model, records, out, config, scorers, vector, executor=executor)
         if items:
             run_capability_audit(

@@ -54,9 +54,8 @@ def register(verbs) -> None:
 def cmd_dashboard(args) -> int:
     if args.results:
         os.environ["WORKBENCH_RESULTS"] = args.results
-    root = (
-        results_root()
-    )  # resolved now, so the pages see the same folder whatever their working directory
+    # resolved now, so the pages see the same folder whatever their working directory
+    root = results_root()
     env = dict(os.environ, WORKBENCH_RESULTS=str(root))
     if args.model:
         env["WORKBENCH_DASHBOARD_MODEL"] = args.model

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import fields
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd

@@ -126,9 +126,8 @@ def executor_from(args):
     """The shard executor --ray/--workers ask for, checked before any model work."""
 
     executor = executor_for(args.ray, args.workers, connect=True, threads=args.threads_per_worker)
-    if isinstance(
-        executor, RayExecutor
-    ):  # workers load their replicas while this process loads its own
+    # workers load their replicas while this process loads its own
+    if isinstance(executor, RayExecutor):
         device = args.device or default_device()
         dtype = str(parse_dtype(args.dtype) or default_dtype(device)).replace("torch.", "")
         executor.start(
@@ -154,9 +153,8 @@ def say(args, message: str) -> None:
 
 def emit(args, summary: dict, human: str) -> None:
     text = json.dumps(summary, indent=2, default=str) if args.json else human
-    if getattr(
-        args, "staged", None
-    ):  # name the URL, not the staging copy that is about to be deleted
+    # name the URL, not the staging copy that is about to be deleted
+    if getattr(args, "staged", None):
         local, url = args.staged
         text = text.replace(str(Path(local).resolve()), url).replace(local, url)
     print(text)

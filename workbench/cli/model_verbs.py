@@ -227,9 +227,8 @@ def cmd_generate(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    records = read_texts(
-        args.input, field=args.field, column=args.column
-    )  # bad input fails before loading
+    # bad input fails before loading
+    records = read_texts(args.input, field=args.field, column=args.column)
     executor = executor_from(args)
     model = load_model(args)
     start = time.perf_counter()

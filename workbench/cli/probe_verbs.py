@@ -132,9 +132,8 @@ def cmd_probe_train(args) -> int:
     for hook, probe in sweep.probes.items():
         probe.save(out / hook)
     best = sweep.best()
-    best.save(
-        out / "chosen"
-    )  # the validation-chosen probe under a fixed name, for scripts (make demo)
+    # the validation-chosen probe under a fixed name, for scripts (make demo)
+    best.save(out / "chosen")
     frame = sweep.to_frame()
     interval = estimate_from_dict(best.metrics["test_auroc_interval"])
     summary = {

@@ -287,9 +287,8 @@ def check_context(
         )
     for item in prompts:
         text = item.text if isinstance(item, TextRecord) else item
-        if (
-            len(text) > 64 * model.info.n_ctx
-        ):  # far too long to fit however it tokenizes: no need to tokenize it
+        # far too long to fit however it tokenizes: no need to tokenize it
+        if len(text) > 64 * model.info.n_ctx:
             n = len(text)
             unit = "characters"
         else:

@@ -179,9 +179,8 @@ class Mirror:
             stamp = _stamp(self.local / name)
             try:
                 parent = f"{self.root}/{name}".rpartition("/")[0]
-                if (
-                    self.fs.type_name != "s3" and parent not in self._made
-                ):  # object stores have no folders
+                # object stores have no folders
+                if self.fs.type_name != "s3" and parent not in self._made:
                     self.fs.create_dir(parent, recursive=True)
                     self._made.add(parent)
                 with (
@@ -222,9 +221,8 @@ def staged(target) -> Iterator[Path]:
     if active is not None and active.url.rstrip("/") == target.rstrip("/"):
         yield active.local
         return
-    if active is not None and target.startswith(
-        active.url.rstrip("/") + "/"
-    ):  # a sub-folder of the active one
+    # a sub-folder of the active one
+    if active is not None and target.startswith(active.url.rstrip("/") + "/"):
         yield active.local / target[len(active.url.rstrip("/")) + 1 :]
         return
     folder = _new_staging_folder()

@@ -185,9 +185,8 @@ def _bootstrap(data: tuple, statistic, paired: bool, seed: int, n_boot: int, met
 
     for how in (method, "percentile") if method.lower() == "bca" else (method,):
         with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore"
-            )  # scipy warns when BCa is undefined; we fall back and say so
+            # scipy warns when BCa is undefined; we fall back and say so
+            warnings.simplefilter("ignore")
             result = bootstrap(
                 data,
                 statistic,

@@ -26,9 +26,8 @@ LOG = logging.getLogger("workbench.dashboard")
 DEFAULT_MODEL_ENV = "WORKBENCH_DASHBOARD_MODEL"
 DEVICE_ENV, DTYPE_ENV = "WORKBENCH_DASHBOARD_DEVICE", "WORKBENCH_DASHBOARD_DTYPE"
 DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
-PROBES_DIR = package_data(
-    "probes"
-)  # the example sets shipped in the package (probes/ in a checkout)
+# the example sets shipped in the package (probes/ in a checkout)
+PROBES_DIR = package_data("probes")
 
 
 def default_model() -> str:

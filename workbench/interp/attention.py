@@ -115,9 +115,8 @@ def repeated_random_tokens(
     """Int[Tensor, "n_seqs 2*seq_len+1"]: a start token, then seq_len random tokens twice."""
     generator = torch.Generator().manual_seed(seed)
     vocab = len(model.tokenizer)
-    low = min(
-        1000, vocab // 10
-    )  # skip the special and byte tokens at the start of most vocabularies
+    # skip the special and byte tokens at the start of most vocabularies
+    low = min(1000, vocab // 10)
     half = torch.randint(low, vocab - 1, (n_seqs, seq_len), generator=generator)
     start_id = (
         model.tokenizer.bos_token_id
@@ -139,9 +138,8 @@ def _repeated_patterns(model, ids: torch.Tensor) -> torch.Tensor:
 def head_scores(model, seq_len: int = 40, n_seqs: int = 8, seed: int = 0) -> HeadScores:
     """Previous-token, duplicate-token and induction scores of every head (see module docstring)."""
     patterns = _repeated_patterns(model, repeated_random_tokens(model, seq_len, n_seqs, seed))
-    queries = torch.arange(
-        seq_len + 1, 2 * seq_len + 1, device=patterns.device
-    )  # second-half positions
+    # second-half positions
+    queries = torch.arange(seq_len + 1, 2 * seq_len + 1, device=patterns.device)
     all_queries = torch.arange(1, 2 * seq_len + 1, device=patterns.device)
     scores = {
         "previous_token": patterns[..., all_queries, all_queries - 1].mean(dim=(1, 3)),

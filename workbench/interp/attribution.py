@@ -232,9 +232,8 @@ def _qk_fixed_heads(clean, corrupt, grads, layer: int) -> torch.Tensor:
     at = f"blocks.{layer}.attn.hook_"
     pattern = corrupt[at + "pattern"].double()  # [pairs, heads, query, key]
     n_heads = pattern.shape[1]
-    q_clean, q_corrupt = (
-        _per_head(c[at + "rot_q"], n_heads) for c in (clean, corrupt)
-    )  # [pairs, pos, heads, d]
+    # [pairs, pos, heads, d]
+    q_clean, q_corrupt = (_per_head(c[at + "rot_q"], n_heads) for c in (clean, corrupt))
     k_clean, k_corrupt = (_per_head(c[at + "rot_k"], n_heads) for c in (clean, corrupt))
     v_clean, v_corrupt = (_per_head(c[at + "v"], n_heads) for c in (clean, corrupt))
     grad_z = grads[at + "z"].double()  # [pairs, pos, heads, d]

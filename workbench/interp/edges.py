@@ -143,9 +143,8 @@ def edge_attribution(
                 f"blocks.{layer}.attn.hook_{x}_input"
             ].double()  # [pairs, pos, heads (or kv heads), d_model]
             head_grads = head_grads + g.sum(2)
-            unit = (
-                "H" if g.shape[2] == n_heads else "KV"
-            )  # grouped-query attention: one key/value per group
+            # grouped-query attention: one key/value per group
+            unit = "H" if g.shape[2] == n_heads else "KV"
             for h in range(g.shape[2]):
                 readers.append(f"L{layer}{unit}{h}.{x}")
                 rows.append(_scores(delta, g[:, :, h], layer_of < layer))

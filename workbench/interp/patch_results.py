@@ -197,9 +197,8 @@ def summarise_check(
     weight = n_rest / sampled if sampled else 0.0
     recall = _recall(np.abs(exact_np[:k]), np.abs(exact_np[k:]), weight, k)
     recall_low = recall_high = None
-    if (
-        sampled and sampled < n_rest
-    ):  # extrapolated: the range a Wilson interval on the sample's share gives
+    # extrapolated: the range a Wilson interval on the sample's share gives
+    if sampled and sampled < n_rest:
         recall_low, recall_high = _recall_range(
             np.abs(exact_np[:k]), np.abs(exact_np[k:]), n_rest, k
         )

@@ -194,9 +194,8 @@ class RayExecutor:
                 try:
                     result = ray.get(done[0])
                 except ray.exceptions.RayTaskError as error:
-                    if isinstance(
-                        error.cause, InputError
-                    ):  # bad data: the same one-line message as without Ray
+                    # bad data: the same one-line message as without Ray
+                    if isinstance(error.cause, InputError):
                         raise error.cause from None
                     raise RuntimeError(f"shard {job.key} failed on a Ray worker: {error}") from None
                 free.append(actor)

@@ -23,9 +23,8 @@ from ..core.errors import CacheTooLargeError, ModelUnavailableError
 from .builds import phi2_config
 from .loading import parse_dtype, resolve_folder, spec_for
 
-PROCESS_BYTES = int(
-    0.45 * 2**30
-)  # python + torch + tokenizer, measured on CPU before any weights (bench/phi2_shape.py)
+# python + torch + tokenizer, measured on CPU before any weights (bench/phi2_shape.py)
+PROCESS_BYTES = int(0.45 * 2**30)
 FIT_FRACTION = 0.8  # use at most this share of the free memory
 
 

@@ -126,9 +126,8 @@ def _section(summary: dict, figures: list[go.Figure], include_plotlyjs: bool) ->
         "counterfactual": _counterfactual_tables,
         "capability": _capability_tables,
     }[kind](summary)
-    if (
-        CARD_FIGURE in body and parts
-    ):  # the report card's picture sits under its table, not with the rest
+    # the report card's picture sits under its table, not with the rest
+    if CARD_FIGURE in body and parts:
         body, parts = body.replace(CARD_FIGURE, parts[0]), parts[1:]
     model = settings["model"]
     origin = f" ({model['origin']})" if model.get("origin") else ""
@@ -164,9 +163,8 @@ def _cell(value) -> str:
 def _table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "<p>(no rows)</p>"
-    columns = columns or list(
-        dict.fromkeys(key for row in rows for key in row)
-    )  # every row's keys, in order
+    # every row's keys, in order
+    columns = columns or list(dict.fromkeys(key for row in rows for key in row))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{_cell(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows

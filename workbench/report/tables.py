@@ -140,9 +140,8 @@ def card_findings(summary: dict) -> dict[str, list[str]]:
                 )
             if c.get("intended") in ("up", "down") and "vs_baseline" in s:
                 wrong = s["vs_baseline"]["down" if c["intended"] == "up" else "up"]
-                if (
-                    wrong["value"] >= 0.25 and wrong.get("low") is not None
-                ):  # below the minimum n: the table's count
+                # below the minimum n: the table's count
+                if wrong["value"] >= 0.25 and wrong.get("low") is not None:
                     notes.append(
                         f"{estimate_text(wrong, 0, True)} of prompts moved the wrong way by {scorer}"
                     )

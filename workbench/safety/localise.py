@@ -272,9 +272,8 @@ def attribute_pairs(
             task = task_from_ids(
                 model, torch.tensor([pair.more_ids]), torch.tensor([pair.less_ids]), metric
             )
-        except (
-            InputError
-        ):  # the same log-likelihood on both sides: a zero gap, nothing flows anywhere
+        # the same log-likelihood on both sides: a zero gap, nothing flows anywhere
+        except InputError:
             tasks.append(None)
             continue
         tasks.append(task)

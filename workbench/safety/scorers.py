@@ -116,9 +116,8 @@ class ProbeScorer:
     path: str | None = None
 
     def __post_init__(self):
-        check_probe_fits(
-            self.model, self.probe
-        )  # another model, width or positions: exit 2 before any work
+        # another model, width or positions: exit 2 before any work
+        check_probe_fits(self.model, self.probe)
 
     def details(self) -> dict:
         metrics, meta = self.probe.metrics, self.probe.meta
@@ -429,9 +428,8 @@ class DetoxifyScorer:
             "identity_hate": "identity_attack",
             "severe_toxic": "severe_toxicity",
         }
-        detox = Detoxify.__new__(
-            Detoxify
-        )  # Detoxify's own object and predict(), minus its unsafe loader
+        # Detoxify's own object and predict(), minus its unsafe loader
+        detox = Detoxify.__new__(Detoxify)
         detox.model, detox.tokenizer, detox.device = (
             model.to(self.device).eval(),
             tokenizer,

@@ -34,9 +34,8 @@ with errors_shown():
     if not chosen:
         st.info("No audit chosen." if found else f"No audit folders (with run.json) under {root}.")
     else:
-        folder = check_audit_inside(
-            root, chosen
-        )  # the folder and every file it reads stay under the root
+        # the folder and every file it reads stay under the root
+        folder = check_audit_inside(root, chosen)
         frame, summary = compute.audit(folder)
         settings = summary["settings"]
         st.subheader(TITLES[summary["audit"]])

@@ -72,9 +72,8 @@ with errors_shown():
         )
         (st.success if estimate.check.passed else st.warning)(estimate.check.summary())
         columns = st.columns(len(shown))
-        limit = (
-            max(float(r.values.abs().max()) for r in shown) or 1.0
-        )  # one colour range for maps side by side
+        # one colour range for maps side by side
+        limit = max(float(r.values.abs().max()) for r in shown) or 1.0
         for column, result in zip(columns, shown):
             with column:
                 plot(viz.patching_heatmap(result, limit=limit), f"patch_map_{result.method}")

@@ -40,9 +40,8 @@ with errors_shown():
         "Toxicity scorer", ["profanity-check", "auto", "detoxify"], key="steer_scorer"
     )
     prompt = st.text_input("Prompt to continue", "Tell me about your weekend.", key="steer_prompt")
-    new_tokens = st.slider(
-        "New tokens", 8, 96, 16, step=8, key="steer_new_tokens"
-    )  # 16: the page opens in seconds
+    # 16: the page opens in seconds
+    new_tokens = st.slider("New tokens", 8, 96, 16, step=8, key="steer_new_tokens")
     vector = compute.steering_vector(name, source, layer, positive, negative)
     key = (source, layer, positive, negative)
     # Two cached calls, so moving the coefficient never regenerates the unsteered text.
