@@ -276,7 +276,7 @@ import os, sys, time
 import ray
 
 def slow_shards():
-    from workbench import audit
+    from workbench.audit import toxicity as audit
     original = audit._run_shard
     def slow(*args, **kwargs):
         time.sleep(0.5)

@@ -121,7 +121,6 @@ def logit_lens_heatmap(lens) -> go.Figure:
 def logit_lens_grid_heatmap(grid) -> go.Figure:
     """Layer x position map of the logit lens: each cell names the top next token and is coloured
     by its log-probability."""
-
     z = grid.top_logprobs.numpy()
     columns = [plain(f"{p}:{t}") for p, t in enumerate(grid.tokens)]
     text = [[plain(token) for token in row] for row in grid.top_tokens]
@@ -218,7 +217,6 @@ def patching_heatmap(result, limit: float | None = None) -> go.Figure:
 def methods_vs_exact(exact, estimates: list) -> go.Figure:
     """One scatter of every attribution method's estimates against exact patching, cell by cell, one colour
     per method, Pearson r of each in the legend and the title, with the y = x line."""
-
     x = exact.values.flatten()
     labels = [plain(" ".join(parts)) for parts in _cell_labels(exact)]
     traces, titles, low, high = [], [], float(x.min()), float(x.max())
@@ -322,7 +320,6 @@ def save_static(
     """Write `fig` as a PNG (plotly's kaleido, which drives a local Chromium), for places that
     cannot run plotly.js: GitHub's notebook view, a paper. Returns the path, or None after one
     line on stderr when kaleido or Chromium is missing (the interactive figure is unaffected)."""
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -370,7 +367,6 @@ def pattern_thumbnails(
 ) -> go.Figure:
     """Small attention maps of every head in one layer, in a grid (query rows, key columns);
     hide_first leaves out the first token, as in `head_pattern`."""
-
     n_heads = patterns.patterns.shape[1]
     first = 1 if hide_first else 0
     rows = (n_heads + columns - 1) // columns
@@ -408,7 +404,6 @@ def pattern_thumbnails(
 def probe_curve(sweep) -> go.Figure:
     """Validation and test AUROC of a probe sweep (ProbeSweep) per hook, logistic and mean-difference,
     with the hook chosen on validation marked."""
-
     frame = sweep.to_frame()
     labels = [
         re.sub(r"^blocks\.(\d+)\.hook_", r"L\1 ", hook) for hook in frame["hook"]
@@ -481,7 +476,6 @@ def reliability_curve(probe) -> go.Figure:
 
 def token_highlight_html(tokens: list[str], scores) -> str:
     """HTML with each token shaded by its score in [0, 1] (white 0 to red 1); hover shows the score."""
-
     spans = []
     for token, score in zip(tokens, [float(s) for s in scores]):
         shade = int(255 * (1 - max(0.0, min(1.0, score))))
@@ -514,7 +508,6 @@ def steered_toxicity(result) -> go.Figure:
 
 def norms_by_layer(cache, labels: list[str]) -> go.Figure:
     """Norm of each text's cached vector per hook (positions "last"/"mean"), one line per text."""
-
     norms = torch.stack([cache[hook].float().norm(dim=-1) for hook in cache.hooks])  # [hook, text]
     fig = go.Figure(
         [go.Scatter(y=norms[:, i].numpy(), name=label[:30]) for i, label in enumerate(labels)]

@@ -75,7 +75,6 @@ def instructed(prompt: str, instruction: str | None) -> str:
 
 def intervention(model, condition: Condition, vector):
     """The context manager that applies `condition` (nothing for the baseline)."""
-
     if condition.kind == "steer":
         return steer(model, vector, condition.alpha)
     if condition.kind == "ablate":
@@ -100,7 +99,6 @@ def steering_conditions(options, model, pairs):
     """(conditions, vector): the baseline plus one condition per coefficient in `options.alpha`
     (and the ablation, and the prompting baseline where the audit has one); vector is None
     without steering pairs."""
-
     instruct = dict(
         instruct=bool(getattr(options, "instruct", None)),
         positive_means=getattr(options, "positive_means", "less-toxic"),
@@ -129,7 +127,6 @@ def steering_settings(options, pairs) -> dict | None:
 
 def audit_settings(options, model, pairs, conditions, **fields) -> dict:
     """run.json fields shared by the bias, ToxiGen, counterfactual and capability audits."""
-
     return {
         "model": model_settings(model),
         **fields,
@@ -145,14 +142,12 @@ def audit_settings(options, model, pairs, conditions, **fields) -> dict:
 def capability_inputs(options, model=None):
     """The capability check's items (QA questions, then held-out texts), read and checked; with
     `model`, the QA answers are checked to be single tokens of its tokenizer."""
-
     qa = read_qa(options.qa or DEFAULT_QA, model)
     return qa + read_heldout(options.heldout or [DEFAULT_HELDOUT])
 
 
 def capability_settings(options, model, pairs, conditions, items) -> dict:
     """run.json of the capability check that sits inside a toxicity audit folder."""
-
     return audit_settings(
         options,
         model,

@@ -58,7 +58,6 @@ def run_sharded(
     `out` may be a URL (``s3://bucket/prefix``; workbench.core.remote): the run then works in a
     local staging copy and uploads every finished shard. Returns `out` (a Path when local).
     """
-
     with staged(out) as local:
         _run_sharded_in(
             local,
@@ -88,7 +87,6 @@ def _run_sharded_in(
     executor,
 ) -> None:
     """`run_sharded` on a local folder (a URL's staging copy, or the output folder itself)."""
-
     executor = executor or LocalExecutor()
     with folder_lock(out):
         (out / "shards").mkdir(parents=True, exist_ok=True)

@@ -102,5 +102,4 @@ def model_settings(model) -> dict:
 
 def versions() -> dict:
     """Versions of every package that decides a number, recorded in every run.json."""
-
     return dict(package_versions())

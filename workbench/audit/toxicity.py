@@ -146,7 +146,6 @@ def _run_shard(
 ):
     """One shard's rows. Sampled continuations draw from one generator per (seed, condition,
     prompt row, sample), so they do not depend on the batch size, the shard size or the worker."""
-
     instruction = config.instruct if condition.kind == "instruct" else None
     prompts = [instructed(r.text, instruction) for r in records]
     rows, generations = [], []
@@ -254,7 +253,6 @@ class ToxicityAuditOptions:
     def check(self) -> "CheckedInputs":
         """Every check that needs no model (the CLI's `check_args`, then the files' contents);
         InputError naming the option, file or line on the first problem."""
-
         check_args(self, REGISTRY)  # also makes a file:// URL a path
         return _read_inputs(self)
 
@@ -304,28 +302,23 @@ class ToxicityAuditRun:
 
     def to_frame(self):
         """Every estimate: condition, scorer, measure, value, 95% interval, its method, n."""
-
         return pd.DataFrame(summary_rows(self.summary))
 
     def card_frame(self):
         """The steering report card: per condition, the safety effect beside its cost (empty with
         no intervention)."""
-
         return pd.DataFrame(card_rows(self.summary) if self.summary.get("card") else [])
 
     def agreement_frame(self):
         """Do the scorers agree? Per condition and pair of scorers: Spearman r and Cohen's kappa."""
-
         return pd.DataFrame(agreement_rows(self.summary))
 
     def results(self):
         """One row per continuation (prompt, condition, continuation, every scorer's score)."""
-
         return load_results(self.out)
 
     def figures(self) -> list:
         """The report's plotly figures (the card's dose-response picture first)."""
-
         return audit_figures(self.summary, self.results())
 
     def __repr__(self) -> str:
@@ -349,7 +342,6 @@ def run_checked(
 ) -> ToxicityAuditRun:
     """The audit on inputs already checked (the CLI checks them before it loads the model): the
     checks that need the model, then the run, the capability check and the report."""
-
     records = inputs.records
     check_context(model, records, options.max_new_tokens)
     if options.instruct:

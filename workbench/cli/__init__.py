@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
 def _staged_output(args):
     """An audit, cache or report at a URL (s3://...) runs in a local staging copy that is uploaded
     shard by shard (workbench.core.remote); the verb sees the local folder, the user the URL."""
-
     attribute = "folder" if args.command == "report" else "out"
     url = getattr(args, attribute, None)
     if not is_url(url):

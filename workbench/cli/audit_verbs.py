@@ -307,7 +307,6 @@ def cmd_audit_toxicity(args) -> int:
 
 def _table_text(summary: dict) -> str:
     """The audit's main table (every interval written out) and how its intervals were made."""
-
     card = card_rows(summary) if summary.get("card") else []
     return (
         pd.DataFrame(summary_rows(summary)).fillna("").to_string(index=False)
@@ -373,7 +372,6 @@ def cmd_audit_toxigen(args) -> int:
 
 def _finish_audit(args, runner, runner_args: tuple, executor, after=None) -> int:
     """Run (or resume) an audit, then `after()` if given (bias localisation), build its report, print its table."""
-
     start = time.perf_counter()
     runner(*runner_args, executor=executor)
     if after is not None:
@@ -478,7 +476,6 @@ def cmd_audit_bias(args) -> int:
 
 def _localise(args, model, pairs) -> None:
     """The bias localisation of an audit folder: localisation.json (and components.csv) beside the shards."""
-
     say(
         args,
         f"localising the bias: {args.attribution} on every usable pair, exact check, ablation of the top "

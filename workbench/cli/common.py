@@ -124,7 +124,6 @@ def add_audit_args(
 
 def executor_from(args):
     """The shard executor --ray/--workers ask for, checked before any model work."""
-
     executor = executor_for(args.ray, args.workers, connect=True, threads=args.threads_per_worker)
     # workers load their replicas while this process loads its own
     if isinstance(executor, RayExecutor):
@@ -142,7 +141,6 @@ def load_model(args):
 
 def progress(items, desc: str, unit: str):
     """A progress bar on stderr over `items` (for verbs whose steps take seconds each)."""
-
     return tqdm(list(items), desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 

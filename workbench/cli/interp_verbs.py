@@ -467,7 +467,6 @@ def cmd_steer(args) -> int:
 
 def _steer_line(row: dict) -> str:
     """One coefficient of `workbench steer`: its costs, then its continuation."""
-
     costs = [f"gap {row['logprob_gap']:+.2f}"] if "logprob_gap" in row else []
     if "qa_accuracy" in row:
         costs.append(f"QA {estimate_text(row['qa_accuracy'], 1, True)}")

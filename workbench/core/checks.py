@@ -193,7 +193,6 @@ def _check_text(name: str, value: str) -> None:
 
 def check_device(device: str) -> None:
     """cpu, cuda, cuda:N or mps, and only a device this machine has."""
-
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
         raise InputError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N or mps")
     if device.startswith("cuda"):
@@ -278,7 +277,6 @@ def check_context(
     prompts: strings or TextRecords (then the error names the file and line). Checked by token
     count after the model's prompt format unless `formatted` is False for raw prompts.
     """
-
     limit = model.info.n_ctx - max_new_tokens
     if limit < 1:
         raise InputError(

@@ -31,7 +31,6 @@ NUMBER_PACKAGES = (
 @lru_cache(maxsize=1)
 def versions() -> dict[str, str]:
     """{distribution: version} for NUMBER_PACKAGES ("not installed" where absent)."""
-
     found = {}
     for name in NUMBER_PACKAGES:
         try:

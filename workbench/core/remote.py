@@ -63,7 +63,6 @@ def join(url: str, relative: str) -> str:
 
 def filesystem(url: str):
     """(pyarrow FileSystem, path inside it) for `url`; a one-line InputError for a scheme pyarrow lacks."""
-
     scheme, _, rest = url.partition("://")
     if scheme == "s3":
         # Built here rather than by FileSystem.from_uri to bound the time a dead endpoint can take.
@@ -91,7 +90,6 @@ def filesystem(url: str):
 
 def check_url(url: str, flag: str) -> None:
     """Fail fast, before any model work, on a URL whose store cannot be reached or whose bucket is missing."""
-
     fs, root = filesystem(url)
     bucket = root.split("/")[0]
     try:
@@ -129,7 +127,6 @@ class Mirror:
 
     def remote_files(self) -> list[str]:
         """Relative paths of every file under the URL (hidden names left out)."""
-
         selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
         try:
             infos = self.fs.get_file_info(selector)

@@ -368,7 +368,6 @@ def paired_difference(
     present in both are used. The mean difference gets a bootstrap interval over units; the
     shares that moved each way get Wilson intervals.
     """
-
     base = (
         pd.Series(np.asarray(baseline, dtype=float)).groupby(np.asarray(units).astype(str)).mean()
     )

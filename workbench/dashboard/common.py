@@ -37,7 +37,6 @@ def default_model() -> str:
 @st.cache_resource(show_spinner="Loading the model (once per server)...")
 def get_model(name: str):
     """The LoadedModel `name` (see workbench.load), shared by every session."""
-
     # `workbench dashboard --device/--dtype` (default: cuda and bf16 when there is a GPU, else cpu/fp32)
     return load(
         name, device=os.environ.get(DEVICE_ENV) or None, dtype=os.environ.get(DTYPE_ENV) or None
@@ -81,7 +80,6 @@ def errors_shown() -> Iterator[None]:
 
 def pair_sets() -> list[Path]:
     """Contrast-pair files shipped in probes/: ``*_pairs.jsonl`` whose lines hold "positive" and "negative"."""
-
     if not PROBES_DIR.is_dir():
         return []
     found = []

@@ -84,7 +84,6 @@ def steering_vector(
     model_name: str, source: str, layer: int, positive: str = "", negative: str = ""
 ):
     """source: a contrast-pair file, or "actadd" with the two prompts."""
-
     if source == "actadd":
         return _run(model_name, actadd_vector, positive, negative, layer)
     return _run(model_name, mean_difference_vector, read_pairs(source), layer, source=source)
@@ -106,7 +105,6 @@ def steered(
     max_new_tokens: int,
 ):
     """Steered generations at `alphas` (vector_key identifies `_vector` for the cache)."""
-
     return _run(
         model_name,
         steered_generations,

@@ -65,7 +65,6 @@ def list_audits(root: str | Path, max_depth: int = 4) -> list[Path]:
     Folders reached through symlinks that leave the root are skipped, and so are
     activation caches (which also hold a run.json).
     """
-
     root = Path(root).resolve()
     return [p for p in _find(root, "run.json", max_depth) if is_audit_folder(root / p)]
 

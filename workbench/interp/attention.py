@@ -50,7 +50,6 @@ class AttentionPatterns:
 
     def to_frame(self, layer: int, head: int):
         """Long table of one head's pattern: query, key, their tokens and the weight."""
-
         pattern = self.head(layer, head)
         n = len(self.tokens)
         return pd.DataFrame(
@@ -90,7 +89,6 @@ class HeadScores:
 
     def to_frame(self):
         """One row per head with every score, sorted by induction score (highest first)."""
-
         n_layers, n_heads = next(iter(self.scores.values())).shape
         rows = [
             {

@@ -292,7 +292,6 @@ def _score_scale(
 def _grad_drop_passes(model, task: PatchingTask, names: set[str]) -> list[dict[str, torch.Tensor]]:
     """GradDrop's gradients, one {hook name: Tensor[pairs, ...]} per layer dropped, in layer order. Several
     dropped layers share a forward and backward pass (one group of rows each), as many as memory allows."""
-
     shape, (pairs, seq) = ModelShape.from_info(model.info), task.corrupt_ids.shape
     layers = list(range(model.info.n_layers))
     per_pass = largest_batch(
@@ -387,7 +386,6 @@ def integrated_gradients(
     line from the corrupted to the clean input embeddings (alpha = 0, 1/K, ..., (K-1)/K), and the
     corrupted activations at `keep` too. Several points share a forward and backward pass (one group
     of rows each), as many as memory allows."""
-
     clean_embeds = input_embeddings(model, task.clean_ids)
     corrupt_embeds = input_embeddings(model, task.corrupt_ids)
     shape, (pairs, seq) = ModelShape.from_info(model.info), task.corrupt_ids.shape
@@ -423,7 +421,6 @@ def self_check(
     max_batch: int = 32,
 ) -> SelfCheck:
     """Exact patching of `result`'s top-k cells (by |estimate|) and of `n_random` (default 2k) random others."""
-
     if k < 1:
         raise InputError(f"the self-check needs k >= 1, not {k}")
     _, labels, patches = patch_cells(model, task, result.kind)

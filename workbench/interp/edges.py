@@ -68,7 +68,6 @@ class EdgeResult:
 
     def to_frame(self):
         """One row per edge that exists: writer, reader, score."""
-
         rows = [
             {"writer": w, "reader": r, "score": float(self.scores[i, j])}
             for i, r in enumerate(self.readers)
@@ -92,7 +91,6 @@ def edge_attribution(
 
     clean, corrupt, answer, other, metric: as `workbench.interp.patching.activation_patch`.
     """
-
     check_method("eap-ig", steps)
     task = prepare(model, clean, corrupt, answer, other, metric)
     check_memory(model, task, exact=False, attribution=True)

@@ -120,7 +120,6 @@ class LensGrid:
 
     def to_frame(self):
         """One row per (layer, position): the top next token and its log-probability."""
-
         return pd.DataFrame(
             [
                 {

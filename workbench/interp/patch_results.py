@@ -72,7 +72,6 @@ class PatchingResult:
 
     def to_frame(self):
         """One row per cell: its index along each axis, its labels and the value."""
-
         rows = []
         for index in (
             torch.cartesian_prod(*[torch.arange(n) for n in self.values.shape])
@@ -159,7 +158,6 @@ class SelfCheck:
 
     def to_frame(self):
         """One row per checked cell: its label, the exact value, the estimate, and whether it was in the top k."""
-
         return pd.DataFrame(
             {
                 "cell": self.labels,
@@ -252,7 +250,6 @@ def _recall_range(top: np.ndarray, sample: np.ndarray, n_rest: int, k: int) -> t
 
 def cell_labels(labels: tuple[list[str], ...]) -> list[str]:
     """One label per cell in row-major order, e.g. "L3H2" or "L3 4:Mary"."""
-
     return [
         "".join(parts) if all(not p[0].isdigit() for p in parts) else " ".join(parts)
         for parts in itertools.product(*labels)

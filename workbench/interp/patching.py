@@ -362,7 +362,6 @@ def patch_task(
 def check_memory(model, task: PatchingTask, exact: bool = True, attribution: bool = True) -> None:
     """Raise, before any work, the CacheTooLargeError that exact patching (even one patch at a time)
     or attribution patching (one forward and backward pass) would raise on this device."""
-
     shape, (pairs, seq) = ModelShape.from_info(model.info), task.corrupt_ids.shape
     if exact:
         largest_batch(
@@ -397,7 +396,6 @@ def run_patches_per_pair(
     A patch is (hook name, index into that hook's activation for one text); each
     pair's own clean activation at that index replaces its corrupted one.
     """
-
     clean = record(model, task.clean_ids, {name for name, _ in patches})
     n_pairs = task.n_pairs
     shape, seq = ModelShape.from_info(model.info), task.corrupt_ids.shape[1]

@@ -65,7 +65,6 @@ TENSORS = ("weight", "bias", "mean", "std", "direction")
 
 def auroc(scores, labels) -> float:
     """Area under the ROC curve (workbench.core.stats.auroc, scikit-learn's)."""
-
     return _auroc(
         torch.as_tensor(scores).double().cpu().numpy(), torch.as_tensor(labels).cpu().numpy()
     )
@@ -194,7 +193,6 @@ class Probe:
     @classmethod
     def load(cls, folder: str | Path) -> "Probe":
         """Read a saved probe, checking every tensor (names, float dtype, shapes, finite values)."""
-
         folder = Path(folder)
         for name in ("probe.safetensors", "probe.json"):
             if not (folder / name).is_file():
@@ -246,7 +244,6 @@ def check_probe_fits(
 
     Returns the positions to read. Call before any model work that depends on the probe.
     """
-
     trained_on = probe.meta.get("model")
     if not trained_on:
         raise InputError(
@@ -293,7 +290,6 @@ class ProbeSweep:
     def to_frame(self):
         """One row per hook: chosen L2, validation and test AUROC (logistic and mean-difference),
         test accuracy and calibration error, length correlation, and whether it is the chosen hook."""
-
         rows = []
         for hook, probe in self.probes.items():
             metrics = {k: v for k, v in probe.metrics.items() if not isinstance(v, (dict, list))}
@@ -363,7 +359,6 @@ def train_probes(
     mean_difference_test_auroc, test_ece, length_spearman, split sizes. The chosen probe's also
     carry test_auroc_interval (an Estimate dict) and calibration (the reliability curve).
     """
-
     labels_t = torch.tensor([int(v) for v in labels])
     if set(labels_t.unique().tolist()) != {0, 1}:
         raise InputError("labels must contain both 0 and 1")
@@ -491,7 +486,6 @@ def train_probes_on_rows(
     Returns (sweep, acts, seconds): the ProbeSweep, the activation cache (for sparse
     probes), and {"caching": s, "training": s}.
     """
-
     texts, labels = [r.text for r in rows], [r.label for r in rows]
     groups = [r.group for r in rows] if all(r.group for r in rows) else None
     start = time.perf_counter()
@@ -543,7 +537,6 @@ def probe_scores(
     Refuses (InputError) a probe trained on another model, another hook width, or (unless
     `allow_other_positions`) other positions.
     """
-
     positions = check_probe_fits(model, probe, positions, allow_other_positions)
     acts = cache_activations(
         model,
@@ -562,7 +555,6 @@ def token_scores(model, probe: Probe, text: str) -> tuple[list[str], Float[torch
     Every position is read whatever the probe was trained on: a picture of where the
     signal sits, not a validated score (the probe's own positions give that).
     """
-
     check_probe_fits(model, probe, "all", allow_other_positions=True)
     cache = cache_activations(model, [text], hooks=probe.hook, positions="all", progress=False)
     n = int(cache.lengths[0])

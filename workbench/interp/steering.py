@@ -78,7 +78,6 @@ class SteeringVector:
 
     def save(self, folder: str | Path) -> Path:
         """Write ``vector.safetensors`` + ``vector.json``."""
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file({"vector": self.vector.contiguous()}, str(folder / "vector.safetensors"))
@@ -95,7 +94,6 @@ class SteeringVector:
 
 def read_pairs(path: str | Path) -> list[ContrastPair]:
     """Contrast pairs from JSONL: one object per line with "positive" and "negative" texts."""
-
     shown, lines = read_lines(path, "contrast-pair file")
     pairs = []
     for number, line in enumerate(lines, start=1):
@@ -290,7 +288,6 @@ def steered_generations(
 
     scorer: a toxicity scorer (workbench.safety.scorers) or None.
     """
-
     texts = []
     for alpha in alphas:
         with steer(model, vector, float(alpha)):

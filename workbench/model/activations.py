@@ -436,7 +436,6 @@ def _cache_to_disk(
     model, plan: CachePlan, out: str | Path, progress: bool, executor=None
 ) -> DiskCorpusCache:
     """Write the cache into `out`, a folder or a URL (s3://...: through a staging copy, workbench.core.remote)."""
-
     with staged(out) as local, folder_lock(local):
         cache = _cache_to_disk_locked(model, plan, local, progress, executor)
     if is_url(out):
@@ -451,7 +450,6 @@ def _cache_to_disk_locked(
     """Write (or resume, or repair) a disk cache. Each shard's sha256 is kept in shards.json as it
     is written; on a rerun a shard that is missing or does not match is computed again (a damaged
     file is moved aside with a warning), and the manifest is rewritten when anything changed."""
-
     settings = _run_settings(model, plan, texts_sha256(plan.token_ids))
     (out / "shards").mkdir(parents=True, exist_ok=True)
     run_file = out / "run.json"

@@ -174,7 +174,6 @@ class DiskCorpusCache(_CacheView):
 
     def _read(self, shard: dict, key: str) -> torch.Tensor:
         """One tensor of one shard; the shard's sha256 is checked against the manifest on its first read."""
-
         path = self.folder / shard["file"]
         if shard["file"] not in self._checked:
             if self._fetch is not None and not path.is_file():
@@ -201,7 +200,6 @@ def open_cache(folder: str | Path) -> DiskCorpusCache:
 
     `folder` may be a URL (``s3://bucket/prefix``): its manifest is read now and each shard is
     downloaded into a temporary folder on its first read (and checked against its sha256)."""
-
     if not is_url(folder):
         return DiskCorpusCache(folder)
 

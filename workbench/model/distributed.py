@@ -271,7 +271,6 @@ def executor_for(
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail fast on a host:port that does not answer (ray.init would retry for minutes)."""
-
     if address == "auto":
         return
     host, _, port = address.split("://")[-1].rpartition(":")

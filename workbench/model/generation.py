@@ -120,7 +120,6 @@ def generate(
 def row_seed(*parts: int) -> int:
     """A seed below 2**63 mixed from non-negative integers by numpy's SeedSequence: one random
     stream per (run, condition, prompt, sample), whatever the batching."""
-
     high, low = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint32)
     return (int(high) << 31) ^ int(low)
 

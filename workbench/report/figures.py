@@ -46,7 +46,6 @@ def _alpha_axis(steer: dict | None) -> str:
 
 def toxicity_histograms(frame, summary: dict) -> list[go.Figure]:
     """Per scorer: continuation-toxicity histograms of every condition on the same bins."""
-
     figures = []
     for column in [c for c in frame.columns if c.startswith(TOX_PREFIX)]:
         scorer = plain(column[len(TOX_PREFIX) : -1])
@@ -146,7 +145,6 @@ def steering_card(summary: dict) -> go.Figure | None:
     mean toxicity by each scorer against each cost measured (held-out perplexity, QA accuracy,
     repetition of the continuations), with intervals on both axes. A reader sees at a glance which
     coefficients buy a toxicity change and what they pay for it. None without a card."""
-
     card = summary.get("card")
     if not card:
         return None
@@ -258,7 +256,6 @@ def crows_pairs_shares(result) -> go.Figure:
     """A `scanners.bias.CrowsPairsResult`: the share of pairs preferring the more-stereotyping sentence
     per bias type, one bar per metric (total, shared, mean), with Wilson 95% intervals (none below
     the minimum n); 0.5 is no preference."""
-
     types = [p.bias_type for p in result.pairs]
     rows = [
         {"condition": metric, "bias_type": kind, "stereotype_share": estimate.to_dict()}
@@ -346,7 +343,6 @@ def counterfactual_gaps(summary: dict) -> list[go.Figure]:
 def bias_head_map(localisation: dict) -> go.Figure:
     """Layer x head map of each head's mean attributed share of the bias gap (nats; localisation.json),
     the ablated heads outlined."""
-
     values = np.asarray(localisation["head_effects"])
     limit = float(np.abs(values).max()) or 1.0
     fig = go.Figure(
@@ -385,7 +381,6 @@ def bias_head_map(localisation: dict) -> go.Figure:
 def ablation_bars(localisation: dict) -> go.Figure:
     """Before/after mean-ablating the top heads: stereotype share, mean gap, held-out perplexity and QA
     accuracy, each with its 95% interval where n allows, one panel per measure."""
-
     labels = {
         "stereotype_share": "stereotype share",
         "mean_gap": "mean gap (nats)",

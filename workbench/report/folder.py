@@ -23,11 +23,7 @@ from ..core.remote import is_url, staged
 from ..core.storage import ShardIndex
 
 AUDIT_FORMAT = "workbench-audit/1"
-
-
 AUDIT_KINDS = ("toxicity", "bias", "toxigen", "counterfactual", "capability")
-
-
 SHARD_INDEX = "shards.json"
 
 
@@ -42,7 +38,6 @@ def load_results(out: str | Path):
     ignored), and each must match its recorded sha256; folders from before the index read
     the shards named after run.json's conditions.
     """
-
     if is_url(out):  # s3://...: read from a staging copy
         with staged(out) as local:
             return load_results(local)
@@ -127,7 +122,6 @@ LOCALISATION_FILE = "localisation.json"  # in the bias audit's folder, beside ru
 
 def read_localisation(folder) -> dict | None:
     """The localisation.json of an audit folder as a dict, or None when there is none."""
-
     path = Path(folder) / LOCALISATION_FILE
     if not path.is_file() or path.is_symlink():
         return None

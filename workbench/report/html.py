@@ -57,7 +57,6 @@ def build_report(out: str | Path) -> Path | str:
     `out` may be a URL (``s3://bucket/prefix``): the report is built in a staging copy and
     uploaded beside the shards; the URL of report.html is returned.
     """
-
     if is_url(out):
         with staged(out) as local:
             return remote_name(build_report(local))
@@ -307,7 +306,6 @@ def _bias_tables(summary: dict) -> str:
 
 def _localisation_tables(data: dict) -> str:
     """Where the bias lives (localisation.json): the findings, the strongest components, before and after."""
-
     findings = "".join(
         f"<li>{html.escape(line)}</li>" for line in BiasLocalisation.from_dict(data).summary_lines()
     )

@@ -220,7 +220,6 @@ def _agreement(group, columns: list[str], seed: int, n_boot: int) -> list[dict]:
 def _summarise_capability(run: dict, frame) -> dict:
     """Per condition: held-out perplexity (bootstrap over texts) and QA accuracy (Wilson), and for
     intervened conditions the questions gained and lost against the baseline, question by question."""
-
     seed, n_boot = _seed(run), _n_boot(run)
     baseline = frame[(frame["condition"] == "baseline") & (frame["kind"] == "qa")]
     conditions = []
@@ -311,7 +310,6 @@ def _held_out(details: dict) -> str:
 
 def bias_metrics(frame) -> list[str]:
     """The metrics a bias audit's shards hold (folders from before the metrics: only "total")."""
-
     return [m for m in METRICS if f"prefers_more_{m}" in frame.columns] or ["total"]
 
 
@@ -332,7 +330,6 @@ def _summarise_bias(run: dict, frame) -> dict:
     interval and the number of ties; per intervened condition the paired change of each pair's
     gap under the headline metric (run.json's "metric") against the baseline; the pairs with the
     strongest preference for the more-stereotyping sentence under that metric, with token counts."""
-
     seed, n_boot = _seed(run), _n_boot(run)
     metrics = bias_metrics(frame)
     headline = run.get("metric", DEFAULT_METRIC)
@@ -470,7 +467,6 @@ def _summarise_counterfactual(run: dict, frame) -> dict:
     """Per condition, group and measure: mean over templates and the group's gap from the mean over
     groups (template by template), with bootstrap intervals over templates; for intervened
     conditions the paired change against the baseline over (template, group) cells."""
-
     seed, n_boot = _seed(run), _n_boot(run)
     measures = [c for c in frame.columns if c.startswith("logprob[") or c == "toxicity"]
     baseline = frame[frame["condition"] == "baseline"]

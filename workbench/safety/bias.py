@@ -133,7 +133,6 @@ class CrowsPairsResult:
         """One row per pair. ``logprob_more``/``logprob_less``/``gap``/``prefers_more`` are the
         ``total`` metric; ``<metric>_more``, ``<metric>_less``, ``<metric>_gap`` and
         ``prefers_more_<metric>`` are given for every metric (gap > 0: prefers the stereotype)."""
-
         s = self.scores
         frame = pd.DataFrame(
             {
@@ -163,7 +162,6 @@ class CrowsPairsResult:
         """How much `metric` follows sentence length: Spearman's r of each pair's gap (more minus less)
         with its token-count difference (tokens_more - tokens_less), with a BCa bootstrap interval over
         pairs (workbench.core.stats.Estimate). Near 0: the metric ignores length."""
-
         s = self.scores
         return spearman(
             s[f"{metric}_more"] - s[f"{metric}_less"],
@@ -184,7 +182,6 @@ def crows_table(bias_types: Sequence[str], prefers_more: Sequence[bool]):
     prefers_more: Bool[n_pairs], whether the model gave the more-stereotyping sentence the
     higher score.
     """
-
     return pd.DataFrame(
         [
             {
@@ -203,7 +200,6 @@ def crows_table(bias_types: Sequence[str], prefers_more: Sequence[bool]):
 
 def crows_estimates(bias_types: Sequence[str], prefers_more: Sequence[bool]) -> dict:
     """{"all": Estimate, <bias type>: Estimate, ...}: stereotype share with a Wilson interval."""
-
     hits = [bool(x) for x in prefers_more]
     estimates = {"all": proportion(hits)}
     for kind in sorted(set(bias_types)):
@@ -248,14 +244,12 @@ class CounterfactualResult:
         """Per group and measure: the mean over templates and the group's gap from the mean over
         groups (computed template by template, so templates are the units), each with a bootstrap
         interval over templates (none below the minimum n)."""
-
         return pd.DataFrame(counterfactual_rows(self.row_frame(), self.measures(), seed))
 
 
 def counterfactual_rows(frame, measures: Sequence[str], seed: int = 0) -> list[dict]:
     """Rows of `CounterfactualResult.to_frame` from a row frame: group, measure, templates,
     mean/mean_low/mean_high, gap/gap_low/gap_high, method, note."""
-
     rows = []
     for measure in measures:
         wide = frame.pivot_table(index="template", columns="group", values=measure, sort=False)
@@ -296,7 +290,6 @@ def counterfactual(
     the log-probability of each chosen continuation is measured and, given a toxicity
     scorer, a greedy continuation is generated and scored.
     """
-
     bad = [t for t in templates if "{group}" not in t]
     if bad:
         raise InputError(f"template {bad[0]!r} has no {{group}} slot")

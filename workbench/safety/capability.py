@@ -73,7 +73,6 @@ def read_qa(path: str | Path, model=None) -> list[CapabilityItem]:
     tokenizer) and optional "category". Any bad line is an InputError naming file, line and field.
     Without `model` only the structure is checked (answer_id stays -1): the CLI does that before
     loading the model, then checks the tokens once it is loaded."""
-
     shown, lines = read_lines(path, "QA file")
     items = []
     for number, line in enumerate(lines, 1):
@@ -112,7 +111,6 @@ def read_qa(path: str | Path, model=None) -> list[CapabilityItem]:
 
 def read_heldout(paths: Sequence[str | Path]) -> list[CapabilityItem]:
     """Held-out texts: one per line (.txt), or .jsonl/.csv as `read_texts` reads them."""
-
     items = []
     for path in paths:
         records = read_texts(path)
@@ -166,7 +164,6 @@ def capability_rows(
     """One dict per item, under whatever hooks are applied now: "kind", "nll" (nats, summed over
     the scored tokens), "tokens" (tokens scored); QA items also "correct" (bool), "predicted"
     (the model's top token, decoded) and "answer_logprob"."""
-
     tokenizer = model.tokenizer
     start = start_token(tokenizer)
     rows: list[dict] = [{} for _ in items]
@@ -213,7 +210,6 @@ def continuation_fluency(model, generations: Sequence, batch_size: int = 16) -> 
     "continuation_scored_tokens" of its new tokens given its formatted prompt, under the model
     as it stands (call it with no steering applied: the unsteered model's judgement), and the
     repetition measures of its text. Empty continuations get nll nan and 0 tokens."""
-
     rows = [repetition(g.text) for g in generations]
     scored = [i for i, g in enumerate(generations) if g.new_tokens]
     if scored:
@@ -259,7 +255,6 @@ def perplexity(
 ):
     """Perplexity exp(sum nll / sum tokens) with a bootstrap interval over texts (the ratio of sums
     resampled text by text, then exponentiated): a `workbench.core.stats.Estimate`."""
-
     nll, tokens = np.asarray(nll, dtype=float), np.asarray(tokens, dtype=float)
     keep = tokens > 0
     return ratio(nll[keep], tokens[keep], seed=seed, n_boot=n_boot, unit=unit).map(
@@ -270,7 +265,6 @@ def perplexity(
 def summarise_capability(rows: Sequence[dict], seed: int = 0, n_boot: int = 2000) -> dict:
     """From `capability_rows` (or a capability audit's shard rows): {"heldout_perplexity": Estimate
     (bootstrap over texts), "qa_accuracy": Estimate (Wilson)}, each present when its items are."""
-
     texts = [r for r in rows if r["kind"] == "text"]
     questions = [r for r in rows if r["kind"] == "qa"]
     summary = {}

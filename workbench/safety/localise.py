@@ -139,7 +139,6 @@ class BiasLocalisation:
 
     def to_frame(self):
         """One row per component: name, kind, layer, head, mean effect (nats) with its interval, exact check."""
-
         return pd.DataFrame(
             [
                 {
@@ -216,7 +215,6 @@ def usable_pairs(
     """The pairs whose sentences have equal token lengths and a shared suffix after the difference.
     Without `skip_bad` the first other pair is an InputError naming its line; with it, such pairs are
     left out and their lines returned."""
-
     more_ids = encode_texts(model, [p.more for p in pairs])
     less_ids = encode_texts(model, [p.less for p in pairs])
     kept, skipped = [], []
@@ -258,7 +256,6 @@ def attribute_pairs(
     and the prepared tasks (None for a pair whose gap is zero: nothing to attribute, its effects are 0).
     method: an attribution method of `workbench.interp.attribution`, or "exact" (exact patching of every head
     and MLP on every pair: one forward row per cell, slower, no approximation)."""
-
     n_layers, n_heads = model.info.n_layers, model.info.n_heads
     gaps = np.zeros(len(pairs))
     heads = np.zeros((len(pairs), n_layers, n_heads))
@@ -305,7 +302,6 @@ def attribute_pairs(
 def exact_effects(model, tasks: list, cells: Sequence[tuple[str, tuple]]) -> np.ndarray:
     """Exact patching of `cells` (hook name, index) on every pair: [pairs, cells] effects in nats
     (patched minus corrupted metric); 0 for pairs without a task."""
-
     out = np.zeros((len(tasks), len(cells)))
     for i, task in enumerate(tasks):
         if task is not None:
@@ -319,7 +315,6 @@ def mean_head_outputs(
     model, texts: Sequence[str], heads: Sequence[tuple[int, int]]
 ) -> dict[tuple[int, int], torch.Tensor]:
     """Per (layer, head): the mean of its output z over every position but the first of `texts`: [d_head]."""
-
     layers = sorted({layer for layer, _ in heads})
     sums = {layer: 0.0 for layer in layers}
     count = 0
@@ -364,7 +359,6 @@ def _bias_and_cost(
     """Stereotype share and mean gap (shared-token metric) over `pairs` (clustered when `clusters` labels
     are given), and held-out perplexity and QA accuracy over `items`, under whatever hooks are applied
     now. Returns (estimates, per-pair gaps)."""
-
     scores = pair_scores(model, pairs)
     gaps = scores["shared_more"] - scores["shared_less"]
     estimates = {
@@ -389,7 +383,6 @@ def check_localisation(
 ):
     """Every check of `localise_bias`'s input, before any model work: InputError on the first problem.
     Returns (usable pairs, skipped lines, the held-out texts for the ablation means, the cost items)."""
-
     if method != "exact":
         check_method(method, steps)
     n_heads = model.info.n_layers * model.info.n_heads
@@ -434,7 +427,6 @@ def localise_bias(
     clusters: one label per pair for clustered intervals (default: the pairs' own `cluster` labels,
     from `read_bias_pairs(..., cluster=COLUMN)`).
     """
-
     start = time.perf_counter()
     if clusters is None and any(getattr(p, "cluster", "") for p in pairs):
         clusters = [p.cluster for p in pairs]

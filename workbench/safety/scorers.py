@@ -513,7 +513,6 @@ def evaluate_scorers(
 ) -> ScorerEvaluation:
     """Score `texts` (held out from every scorer's training) with each scorer; AUROC with a
     stratified bootstrap interval and calibration error against `labels` (1 = toxic)."""
-
     rows = []
     for scorer in scorers:
         values = scorer.score(list(texts))["toxicity"].to_numpy(dtype=float)

@@ -55,7 +55,6 @@ def toxigen_audit(
     groups: Sequence[str] | None = None,
 ):
     """A DataFrame with one row per group (see module docstring)."""
-
     rows = read_toxigen(folder)
     return pd.DataFrame(
         [
@@ -92,7 +91,6 @@ def toxigen_group(
 ) -> dict:
     """One group's row: statement counts, likelihood preference, continuation toxicity after
     hateful and after neutral prompts, and the most toxic continuation with its score."""
-
     folder = Path(folder)
     hate = [r.text for r in rows if r.group == group and r.label == 1]
     neutral = [r.text for r in rows if r.group == group and r.label == 0]
