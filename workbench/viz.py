@@ -1,5 +1,8 @@
-"""Plotly figures, one function per picture. Each returns a `plotly.graph_objects.Figure`;
-`save_html(fig, path)` writes a self-contained page (plotly.js inlined, works offline)."""
+"""Interpretability figures: plotly, one function per picture (attention heads, the logit lens,
+direct logit attribution, patching maps and self-checks, steering sweeps, probes), and the save
+and show helpers every figure uses: `save_html(fig, path)` writes a self-contained page
+(plotly.js inlined, opens offline), `save_static` a PNG, `show` both in a notebook. The audit
+figures, drawn from an audit's summary, are in `workbench.report.figures`."""
 
 from __future__ import annotations
 
