@@ -123,3 +123,51 @@ def test_layer_order_in_the_readme_matches_the_contract():
         got.append(set(shown[first : first + len(group)]))
         first += len(group)
     assert got == expected and first == len(shown), (shown, groups)
+
+
+def test_no_import_cycle_anywhere_in_the_package():
+    """Module by module (package faces included): no group of modules imports each other round."""
+    grimp = pytest.importorskip("grimp", reason="grimp comes with import-linter (the dev extra)")
+    graph = grimp.build_graph("workbench")
+    modules = sorted(m for m in graph.modules if m.startswith("workbench"))
+    edges = {
+        m: sorted(
+            i for i in graph.find_modules_directly_imported_by(m) if i.startswith("workbench")
+        )
+        for m in modules
+    }
+    # Tarjan's strongly connected components, iteratively: a component of two or more is a cycle.
+    index, low, on_stack, stack, cycles = {}, {}, set(), [], []
+    for root in modules:
+        if root in index:
+            continue
+        work = [(root, iter(edges[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(edges[child])))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+    assert len(modules) > 50 and not cycles, cycles
