@@ -24,8 +24,10 @@ so streaming a corpus of any size holds about one shard in memory.
 On disk (`out=DIR`): ``run.json`` (settings, written first), ``shards/shard-NNNNN.safetensors``
 (each written atomically; tensors named by hook plus ``__lengths__``) and
 ``manifest.json`` (written last). A killed run resumes: finished shards are kept
-and the final manifest equals an uninterrupted run's. Reading back is lazy: one
-hook at a time, memory-mapped, shard by shard if need be.
+and the final manifest equals an uninterrupted run's. The caches it returns, and
+reading them back (lazily: one hook at a time, memory-mapped, shard by shard), are
+in `workbench.model.corpus_cache`; what is decided before the first forward pass
+(token ids, stored shapes, batching) in `workbench.model.cache_plan`.
 """
 
 from __future__ import annotations
