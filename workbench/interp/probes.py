@@ -50,9 +50,9 @@ import torch
 from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 
+from ..core import stats
 from ..core.errors import InputError
 from ..core.provenance import versions
-from ..core.stats import auroc as _auroc
 from ..core.stats import auroc_interval, calibration
 from ..model.activations import cache_activations
 from ..model.hooks import hook_table, resolve_hooks
@@ -65,7 +65,7 @@ TENSORS = ("weight", "bias", "mean", "std", "direction")
 
 def auroc(scores, labels) -> float:
     """Area under the ROC curve (workbench.core.stats.auroc, scikit-learn's)."""
-    return _auroc(
+    return stats.auroc(
         torch.as_tensor(scores).double().cpu().numpy(), torch.as_tensor(labels).cpu().numpy()
     )
 
