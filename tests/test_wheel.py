@@ -33,7 +33,9 @@ def wheel_env(tmp_path_factory) -> Path:
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = (work / "dist").glob("workbench-*.whl")
     env = work / "venv"
-    venv.EnvBuilder(with_pip=True).create(env)
+    venv.EnvBuilder(with_pip=False).create(
+        env
+    )  # this environment's pip installs into it (--python)
     python = env / "bin" / "python"
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -43,7 +45,8 @@ def wheel_env(tmp_path_factory) -> Path:
     # the fresh one's own, where the wheel goes); its editable workbench is not on that path.
     (Path(site) / "test_environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+         "--no-index", str(wheel)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr[-2000:]
