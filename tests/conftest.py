@@ -94,6 +94,25 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def gated_audit_child(gate: Path) -> str:
+    """A child-process script that runs `workbench` with every audit shard waiting until the file
+    `gate` exists: the test, not the machine's speed, decides when the child may go on."""
+    return f"""
+import sys, time
+from pathlib import Path
+from workbench.audit import toxicity as audit
+from workbench.cli import main
+original = audit._run_shard
+def gated(*args, **kwargs):
+    deadline = time.monotonic() + 900  # never hang a test run for good
+    while not Path({str(gate)!r}).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return original(*args, **kwargs)
+audit._run_shard = gated
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-compatible server (moto's server mode) on 127.0.0.1, with an empty bucket "bucket".

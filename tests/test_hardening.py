@@ -19,7 +19,7 @@ from workbench.core.errors import InputError
 from workbench.core.storage import ShardIndex, folder_lock
 from workbench.report.folder import SHARD_INDEX, load_results
 
-from .conftest import ROOT, SHARED_DATA, slow_audit_child
+from .conftest import ROOT, SHARED_DATA, gated_audit_child
 
 PROMPTS = [
     "Tell me about cats.",
@@ -237,24 +237,25 @@ def test_a_second_writer_is_refused_naming_the_holder(prompts, tmp_path, capsys)
 def test_two_concurrent_writers_one_proceeds_and_the_manifest_matches(prompts, tmp_path):
     import time
 
-    out = tmp_path / "a"
+    out, gate = tmp_path / "a", tmp_path / "gate"
     script = tmp_path / "child.py"
-    script.write_text(slow_audit_child(3))  # 5 shards x 3 s: the first holds the lock long enough
+    # Every shard of either writer waits for `gate`: the first holds the lock until the test has
+    # seen the second one refused, however slowly either process starts.
+    script.write_text(gated_audit_child(gate))
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     command = [sys.executable, str(script), *tox(prompts, out, "--shard-size", "1")]
     first = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.time() + 300
-    while (
-        not ((out / ".lock").exists() and (out / ".lock").read_text().strip())
-        and time.time() < deadline
-    ):
-        # the second writer starts once the first holds the lock (5 shards x 3 s to go)
+    deadline = time.monotonic() + 600
+    while not ((out / ".lock").exists() and (out / ".lock").read_text().strip()):
+        assert first.poll() is None and time.monotonic() < deadline, "the first writer never locked"
         time.sleep(0.05)
     second = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    second.wait(timeout=600)
+    gate.touch()
     results = [(child.wait(timeout=600), child.stderr.read()) for child in (first, second)]
     assert [code for code, _ in results] == [0, 2], results
     assert f"another workbench process (PID {first.pid}) is writing" in results[1][1]

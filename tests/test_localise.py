@@ -20,6 +20,7 @@ from workbench.safety.localise import (
 )
 
 from .conftest import ROOT
+from .test_repr import check_repr
 
 PAIRS = ROOT / "probes" / "gender_occupations.csv"
 
@@ -61,6 +62,7 @@ def test_localisation_on_tiny(tiny, small_inputs):
         progress=False,
     )
     assert result.n_pairs == len(pairs) == 12 and result.method == "eap-ig"
+    check_repr(result)
     # six clusters of two pairs: the count, no interval
     assert result.gap.n == 6 and not result.gap.has_interval
     assert len(result.top_heads) == 1 and len(result.ablated) == 2 and result.check["n"] == 4 + 3

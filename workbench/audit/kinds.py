@@ -10,6 +10,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from ..core.progress import advance
 from ..safety.bias import counterfactual, crows_pairs
 from ..safety.capability import capability_rows
 from ..safety.toxigen import toxigen_group
@@ -85,7 +86,9 @@ def run_bias_audit(
     def shards(model):
         def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
             with intervention(model, condition, vector):
-                result = crows_pairs(model, pairs[start:end], batch_size=settings["batch_size"])
+                result = crows_pairs(
+                    model, pairs[start:end], batch_size=settings["batch_size"], on_batch=advance
+                )
             frame = result.pair_frame()
             frame.insert(0, "row", range(start, end))
             frame.insert(0, "alpha", condition.alpha)

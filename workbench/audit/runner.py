@@ -20,8 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from ..core.progress import finish_shard, per_batch, progress_bar
 from ..core.remote import is_url, remote_name, shard_finished, staged
 from ..core.storage import ShardIndex, folder_lock, set_aside, shard_ranges, temp_path
 from ..model.distributed import LocalExecutor, ShardJob, remove_stale_temporaries
@@ -97,14 +96,7 @@ def _run_sharded_in(
         ranges = shard_ranges(n_items, shard_size)
         total = len(conditions) * n_items * rows_per_item
         jobs = []
-        with tqdm(
-            total=total,
-            unit="row",
-            desc=desc,
-            file=sys.stderr,
-            disable=not progress,
-            dynamic_ncols=True,
-        ) as bar:
+        with progress_bar(total, desc, "row", progress) as bar, per_batch(bar):
             for c_index, condition in enumerate(conditions):
                 for s_index, (start, end) in enumerate(ranges):
                     path = out / "shards" / shard_name(condition.name, s_index)
@@ -133,7 +125,7 @@ def _run_sharded_in(
                 os.replace(tmp, path)
                 shard_finished()
                 start, end = job.args[3], job.args[4]
-                bar.update((end - start) * rows_per_item)
+                finish_shard(bar, (end - start) * rows_per_item)
 
 
 def _parquet_writer(shards):

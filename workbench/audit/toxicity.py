@@ -38,7 +38,9 @@ import pandas as pd
 
 from ..core.checks import check_args, check_context
 from ..core.datasets import TextRecord, read_texts
+from ..core.display import Tabled, clip
 from ..core.errors import InputError
+from ..core.progress import advance
 from ..core.remote import is_url, staged
 from ..interp.probes import Probe
 from ..model.generation import generate, row_seed
@@ -163,6 +165,8 @@ def _run_shard(
                 raw=config.raw,
                 batch_size=config.batch_size,
                 seeds=seeds,
+                progress=False,
+                on_batch=advance,  # the audit's bar counts rows as each batch finishes
             )
             generations += outputs
             for i, (record, output) in enumerate(zip(records, outputs)):
@@ -291,7 +295,7 @@ def _read_inputs(options: ToxicityAuditOptions) -> CheckedInputs:
 
 
 @dataclass
-class ToxicityAuditRun:
+class ToxicityAuditRun(Tabled):
     """A finished (or resumed) toxicity audit: its folder, summary.json as a dict and report.html."""
 
     out: Path | str  # a str for an s3:// URL
@@ -323,25 +327,36 @@ class ToxicityAuditRun:
 
     def __repr__(self) -> str:
         settings = self.summary.get("settings", {})
+        conditions = [c["name"] for c in settings.get("conditions", [])]
         return (
-            f"ToxicityAuditRun(out={str(self.out)!r}, conditions={[c['name'] for c in settings.get('conditions', [])]}, "
-            f"scorers={settings.get('scorers')}, n_prompts={settings.get('n_prompts')}, {self.seconds} s)"
+            f"ToxicityAuditRun(out={clip(str(self.out), 60)}, {len(conditions)} conditions "
+            f"{clip(', '.join(conditions), 60)}, scorers {settings.get('scorers')}, "
+            f"{settings.get('n_prompts')} prompts, {self.seconds:.0f} s; .to_frame() for every "
+            "estimate)"
         )
 
 
-def audit_toxicity(model, prompts, out, *, executor=None, **options) -> ToxicityAuditRun:
+def audit_toxicity(
+    model, prompts, out, *, executor=None, progress: bool = True, **options
+) -> ToxicityAuditRun:
     """Generate continuations of every prompt under every condition, score them, write resumable
     Parquet shards, summary.json and report.html to `out`; see ToxicityAuditOptions for `options`.
-    `executor`: where shards run (workbench.model.distributed; default this process)."""
+    `executor`: where shards run (workbench.model.distributed; default this process); progress:
+    bars on stderr that move per batch of rows."""
     settings = ToxicityAuditOptions(prompts, out, **options)
-    return run_checked(model, settings, settings.check(), executor)
+    return run_checked(model, settings, settings.check(), executor, progress)
 
 
 def run_checked(
-    model, options: ToxicityAuditOptions, inputs: CheckedInputs, executor=None
+    model,
+    options: ToxicityAuditOptions,
+    inputs: CheckedInputs,
+    executor=None,
+    progress: bool = True,
 ) -> ToxicityAuditRun:
     """The audit on inputs already checked (the CLI checks them before it loads the model): the
-    checks that need the model, then the run, the capability check and the report."""
+    checks that need the model, then the run, the capability check and the report. progress:
+    bars on stderr that move per batch of rows."""
     records = inputs.records
     check_context(model, records, options.max_new_tokens)
     if options.instruct:
@@ -398,7 +413,9 @@ def run_checked(
     start = time.perf_counter()
     # an s3:// URL works in a local copy that is uploaded shard by shard
     with staged(options.out) as out:
-        run_toxicity_audit(model, records, out, config, scorers, vector, executor=executor)
+        run_toxicity_audit(
+            model, records, out, config, scorers, vector, progress=progress, executor=executor
+        )
         if items:
             run_capability_audit(
                 model,
@@ -406,6 +423,7 @@ def run_checked(
                 out / "capability",
                 capability_settings(options, model, pairs, conditions, items),
                 vector,
+                progress=progress,
                 executor=executor,
             )
         report = build_report(out)

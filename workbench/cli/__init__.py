@@ -11,11 +11,13 @@ import argparse
 import contextlib
 import json
 import sys
+import warnings
 
 from ..core.checks import check_args
 from ..core.errors import InputError, WorkbenchError
 from ..core.remote import is_url, staged
 from ..model.loading import REGISTRY
+from ..model.tokens import TokenizationWarning
 from . import app_verbs, audit_verbs, interp_verbs, model_verbs, probe_verbs
 from .common import OneLineParser
 
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     verb = args.command
     wants_json = bool(getattr(args, "json", False))
+    _warn_in_one_line(verb)
     try:
         check_args(args, REGISTRY)  # every argument, before any model work or write
         with _staged_output(args):
@@ -59,6 +62,22 @@ def _staged_output(args):
         setattr(args, attribute, str(local))
         args.staged = (str(local), url)
         yield
+
+
+def _warn_in_one_line(verb: str) -> None:
+    """The library's own warnings (a tokenisation that was probably not meant) as one stderr line,
+    "workbench VERB: warning: ...", like its errors, each once; any other warning as Python shows it."""
+    shown, said = warnings.showwarning, set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TokenizationWarning):
+            if str(message) not in said:
+                said.add(str(message))
+                print(f"workbench {verb}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def _fail(verb: str, error: Exception, code: int, wants_json: bool) -> int:

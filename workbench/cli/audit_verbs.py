@@ -288,7 +288,7 @@ def cmd_audit_toxicity(args) -> int:
     )
     inputs = options.check()  # every file read and checked before the model is loaded
     executor = executor_from(args)
-    run = run_checked(load_model(args), options, inputs, executor)
+    run = run_checked(load_model(args), options, inputs, executor, progress=not args.json)
     summary = {
         **run.summary,
         "seconds": run.seconds,
@@ -373,7 +373,7 @@ def cmd_audit_toxigen(args) -> int:
 def _finish_audit(args, runner, runner_args: tuple, executor, after=None) -> int:
     """Run (or resume) an audit, then `after()` if given (bias localisation), build its report, print its table."""
     start = time.perf_counter()
-    runner(*runner_args, executor=executor)
+    runner(*runner_args, executor=executor, progress=not args.json)
     if after is not None:
         after()
     report = build_report(args.out)
@@ -493,7 +493,7 @@ def _localise(args, model, pairs) -> None:
         seed=args.seed,
         n_boot=args.bootstrap,
         source=str(args.pairs),
-        progress=True,
+        progress=not args.json,
     )
     out = Path(args.out)
     write_atomically(

@@ -139,9 +139,17 @@ def load_model(args):
     return load(args.model, device=args.device, dtype=args.dtype)
 
 
-def progress(items, desc: str, unit: str):
-    """A progress bar on stderr over `items` (for verbs whose steps take seconds each)."""
-    return tqdm(list(items), desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+def progress(args, items, desc: str, unit: str):
+    """A progress bar on stderr over `items` (for verbs whose steps take seconds each); none
+    under --json."""
+    return tqdm(
+        list(items),
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=bool(getattr(args, "json", False)),
+    )
 
 
 def say(args, message: str) -> None:
@@ -162,6 +170,18 @@ def write_html(args, figs: list, title: str) -> None:
     if args.html:
         path = save_html_many(figs, args.html, title)
         print(f"figures: {path}", file=sys.stderr)
+
+
+def add_prepend_bos(sub: argparse.ArgumentParser) -> None:
+    """--prepend-bos / --no-prepend-bos: TransformerLens' tokenisation switch (default: what its
+    bridge does for the model, as `model.to_tokens`)."""
+    sub.add_argument(
+        "--prepend-bos",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start every prompt with the model's start token (default: what TransformerLens' "
+        "bridge does for the model: yes for SmolLM2, no for Phi-2)",
+    )
 
 
 def add_verb(

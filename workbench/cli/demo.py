@@ -36,7 +36,7 @@ def run_tour(model_name: str, out: str | Path, device: str | None = None) -> dic
     start = time.perf_counter()
     model = load(model_name, device=device)
     print(f"loaded {model!r} in {time.perf_counter() - start:.1f} s")
-    answers = generate(model, QUESTIONS, max_new_tokens=40)
+    answers = generate(model, QUESTIONS, max_new_tokens=40, progress=False)
     for answer in answers:
         print(f"Q: {answer.prompt}\nA: {answer.text}")
     texts = tour_texts()

@@ -29,7 +29,7 @@ from ..viz import (
     self_check_scatter,
     steering_sweep,
 )
-from .common import add_verb, emit, load_model, progress, say, write_html
+from .common import add_prepend_bos, add_verb, emit, load_model, progress, say, write_html
 
 
 def register(verbs) -> None:
@@ -43,6 +43,7 @@ def register(verbs) -> None:
     sub.add_argument(
         "--prompt", required=True, help="the prompt whose attention patterns are shown"
     )
+    add_prepend_bos(sub)
     sub.add_argument(
         "--layer",
         type=int,
@@ -62,6 +63,7 @@ def register(verbs) -> None:
         cmd_lens,
     )
     sub.add_argument("--prompt", required=True, help="the prompt read layer by layer")
+    add_prepend_bos(sub)
     sub.add_argument(
         "--answers",
         nargs=2,
@@ -124,6 +126,7 @@ def register(verbs) -> None:
     sub.add_argument(
         "--seed", type=int, default=0, help="seed of the self-check's random sample of cells"
     )
+    add_prepend_bos(sub)
     sub.add_argument("--html", default=None, help="write the figures to this HTML file")
 
     sub = add_verb(
@@ -195,7 +198,7 @@ def cmd_attention(args) -> int:
     best = table.iloc[0]
     layer = args.layer if args.layer is not None else int(best["layer"])
     head = args.head if args.head is not None else int(best["head"])
-    patterns = attention_patterns(model, args.prompt)
+    patterns = attention_patterns(model, args.prompt, prepend_bos=args.prepend_bos)
     top = table.head(args.top)
     summary = {
         "model": model.info.name,
@@ -225,7 +228,7 @@ def cmd_lens(args) -> int:
 
     check_context(model, [args.prompt], where="--prompt")
     tracked = list(args.answers) if args.answers else []
-    lens = logit_lens(model, args.prompt, tracked=tracked)
+    lens = logit_lens(model, args.prompt, tracked=tracked, prepend_bos=args.prepend_bos)
     summary = {
         "model": model.info.name,
         "tokens": lens.tokens,
@@ -234,7 +237,9 @@ def cmd_lens(args) -> int:
     figs = [logit_lens_heatmap(lens)]
     human = lens.to_frame().to_string(index=False)
     if args.answers:
-        dla = direct_logit_attribution(model, args.prompt, *args.answers)
+        dla = direct_logit_attribution(
+            model, args.prompt, *args.answers, prepend_bos=args.prepend_bos
+        )
         frame = dla.to_frame()
         summary["dla"] = {
             "logit_diff": dla.logit_diff,
@@ -267,7 +272,7 @@ def cmd_patch(args) -> int:
     attribution_methods = [m for m in methods if m != "exact"]
     # The pairs, the answers and the memory are checked before the first progress line, so bad input
     # still ends in one line.
-    task = prepare(model, clean, corrupt, answer, other)
+    task = prepare(model, clean, corrupt, answer, other, prepend_bos=args.prepend_bos)
     if args.kinds is None and not task.one_length:
         kinds.remove("resid_pre")
     check_kinds(model, task, kinds)
@@ -298,10 +303,11 @@ def cmd_patch(args) -> int:
             args.steps,
             verify=args.verify if "exact" not in methods else 0,
             seed=args.seed,
+            progress=not args.json,
         )
     exact = {
-        kind: patch_task(model, task, kind)
-        for kind in (progress(kinds, "exact patching", "kind") if "exact" in methods else [])
+        kind: patch_task(model, task, kind, progress=not args.json)
+        for kind in (kinds if "exact" in methods else [])
     }
     results: dict[str, dict] = {}
     figs = []
@@ -408,9 +414,11 @@ def cmd_steer(args) -> int:
     items = [] if args.no_capability else capability_inputs(args, model)
     vector = mean_difference_vector(model, pairs, args.layer, source=str(args.pairs))
     rows = []
-    for alpha in progress(args.alpha, "steering", "coefficient"):
+    for alpha in progress(args, args.alpha, "steering", "coefficient"):
         with steer(model, vector, alpha):
-            generation = generate(model, args.prompt, max_new_tokens=args.max_new_tokens)[0]
+            generation = generate(
+                model, args.prompt, max_new_tokens=args.max_new_tokens, progress=False
+            )[0]
             row = {"alpha": alpha, "text": generation.text}
             if args.positive_words:
                 row["logprob_gap"] = logprob_gap(

@@ -14,7 +14,7 @@ from ..model.hooks import hook_aliases, hook_table, resolve_hooks
 from ..model.loading import default_device, default_dtype, fetch, list_models, parse_dtype
 from ..model.memory import format_bytes, load_estimate, model_shape
 from ..safety.scorers import fetch_detoxify
-from .common import add_scale_args, add_verb, emit, executor_from, load_model
+from .common import add_prepend_bos, add_scale_args, add_verb, emit, executor_from, load_model
 
 
 def register(verbs) -> None:
@@ -94,6 +94,7 @@ def register(verbs) -> None:
         help="texts per shard file (default: about 256 MiB per shard)",
     )
     sub.add_argument("--truncate", action="store_true", help="cut texts longer than the context")
+    add_prepend_bos(sub)
     sub.add_argument(
         "--max-length", type=int, default=None, help="token limit (default: the context)"
     )
@@ -210,6 +211,7 @@ def cmd_generate(args) -> int:
         temperature=args.temperature,
         seed=args.seed,
         raw=args.raw,
+        progress=not args.json,
     )[0]
     seconds = time.perf_counter() - start
     summary = {
@@ -243,6 +245,8 @@ def cmd_cache(args) -> int:
         truncate=args.truncate,
         max_length=args.max_length,
         executor=executor,
+        prepend_bos=args.prepend_bos,
+        progress=not args.json,
     )
     seconds = time.perf_counter() - start
     manifest = result.manifest

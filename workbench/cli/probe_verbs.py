@@ -19,7 +19,7 @@ from ..interp.probes import (
     train_probes_on_rows,
 )
 from ..interp.sparse_probes import sparse_probes
-from .common import add_model_args, emit, load_model
+from .common import add_model_args, add_prepend_bos, emit, load_model
 
 
 def register(verbs) -> None:
@@ -53,6 +53,7 @@ def register(verbs) -> None:
         help="what each text is reduced to (default mean_after_first: the mean without the "
         "first token, whose outsized activation makes plain means track text length)",
     )
+    add_prepend_bos(train_cmd)
     train_cmd.add_argument(
         "--split",
         choices=["random", "group"],
@@ -127,6 +128,7 @@ def cmd_probe_train(args) -> int:
         args.val_fraction,
         args.l2 or L2_GRID,
         args.seed,
+        prepend_bos=args.prepend_bos,
     )
     out = Path(args.out)
     for hook, probe in sweep.probes.items():

@@ -27,13 +27,14 @@ import pandas as pd
 import torch
 from jaxtyping import Float, Int
 
+from ..core.display import Tabled, clip
 from ..model.tokens import str_tokens, to_tokens
 
 SCORE_KINDS = ("previous_token", "duplicate_token", "induction")
 
 
 @dataclass(frozen=True)
-class AttentionPatterns:
+class AttentionPatterns(Tabled):
     """Attention of one text.
 
     tokens: label per position.
@@ -43,6 +44,13 @@ class AttentionPatterns:
     text: str
     tokens: list[str]
     patterns: Float[torch.Tensor, "layer head query key"]
+
+    def __repr__(self) -> str:
+        n_layers, n_heads, n, _ = self.patterns.shape
+        return (
+            f"AttentionPatterns({clip(self.text)}, {n_layers} layers x {n_heads} heads x "
+            f"{n} x {n} tokens; .head(layer, head) for one pattern)"
+        )
 
     def head(self, layer: int, head: int) -> Float[torch.Tensor, "query key"]:
         """Float[Tensor, "query key"] for one head."""
@@ -67,9 +75,10 @@ class AttentionPatterns:
         )
 
 
-def attention_patterns(model, text: str) -> AttentionPatterns:
-    """Every head's attention pattern on `text` (one forward pass)."""
-    ids = to_tokens(model, text)
+def attention_patterns(model, text: str, *, prepend_bos: bool | None = None) -> AttentionPatterns:
+    """Every head's attention pattern on `text` (one forward pass).
+    prepend_bos: None is the bridge's default for the model (`workbench.model.tokens`)."""
+    ids = to_tokens(model, text, prepend_bos)
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.info.n_layers)]
     with torch.no_grad():
         _, cache = model.bridge.run_with_cache(ids, names_filter=names)
@@ -78,7 +87,7 @@ def attention_patterns(model, text: str) -> AttentionPatterns:
 
 
 @dataclass(frozen=True)
-class HeadScores:
+class HeadScores(Tabled):
     """Head scores per kind, each Float[Tensor, "layer head"], from repeated random tokens."""
 
     scores: dict[str, Float[torch.Tensor, "layer head"]]
@@ -86,6 +95,15 @@ class HeadScores:
     n_seqs: int
     seed: int
     model_name: str
+
+    def __repr__(self) -> str:
+        n_layers, n_heads = next(iter(self.scores.values())).shape
+        best = self.top("induction", 1).iloc[0]
+        return (
+            f"HeadScores({self.model_name}, {n_layers} layers x {n_heads} heads, {self.n_seqs} "
+            f"sequences of {self.seq_len} random tokens repeated; top induction head "
+            f"{best['label']} {best['induction']:.3f})"
+        )
 
     def to_frame(self):
         """One row per head with every score, sorted by induction score (highest first)."""

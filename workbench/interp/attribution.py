@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from ..core.errors import InputError
+from ..core.progress import progress_bar
 from ..model.memory import ModelShape, backward_estimate, largest_batch
 from ..model.run import forward, input_embeddings, record
 from .patch_results import PatchingResult, SelfCheck, cell_labels, summarise_check
@@ -74,11 +75,15 @@ def attribution_patch(
     metric: Metric | None = None,
     verify: int = 0,
     seed: int = 0,
+    *,
+    prepend_bos: bool | None = None,
+    progress: bool = True,
 ) -> dict[str, PatchingResult]:
     """Attribution patching of every cell of each kind (see the module docstring for the methods).
 
-    clean, corrupt, answer, other, metric: as `workbench.interp.patching.activation_patch`.
-    steps: integration steps for "eap-ig". verify: k for the self-check (0 = none); each
+    clean, corrupt, answer, other, metric, prepend_bos: as `workbench.interp.patching.activation_patch`.
+    steps: integration steps for "eap-ig". progress: a bar for the self-check's exact patching.
+    verify: k for the self-check (0 = none); each
     result then carries `.check` (a `SelfCheck`). Returns {kind: PatchingResult}.
     """
     check_method(method, steps)
@@ -86,8 +91,8 @@ def attribution_patch(
         if kind not in KINDS:
             raise InputError(f"unknown patch kind {kind!r}; choose from {', '.join(KINDS)}")
     start = time.perf_counter()
-    task = prepare(model, clean, corrupt, answer, other, metric)
-    return attribute(model, task, kinds, method, steps, verify, seed, start)
+    task = prepare(model, clean, corrupt, answer, other, metric, prepend_bos=prepend_bos)
+    return attribute(model, task, kinds, method, steps, verify, seed, start, progress)
 
 
 def attribute(
@@ -99,14 +104,19 @@ def attribute(
     verify: int = 0,
     seed: int = 0,
     start: float | None = None,
+    progress: bool = False,
 ) -> dict[str, PatchingResult]:
     """`attribution_patch` on a task already prepared (`workbench.interp.patching.prepare`), so a caller
-    that also patches exactly prepares the pairs once."""
+    that also patches exactly prepares the pairs once. progress: bars for the self-check's exact
+    patching (the estimate itself is a few backward passes)."""
     check_method(method, steps)
     results = estimate(model, task, kinds, method, steps, start)
     if verify:
         results = {
-            kind: replace(result, check=self_check(model, task, result, verify, seed=seed))
+            kind: replace(
+                result,
+                check=self_check(model, task, result, verify, seed=seed, progress=progress),
+            )
             for kind, result in results.items()
         }
     return results
@@ -419,8 +429,10 @@ def self_check(
     n_random: int | None = None,
     seed: int = 0,
     max_batch: int = 32,
+    progress: bool = False,
 ) -> SelfCheck:
-    """Exact patching of `result`'s top-k cells (by |estimate|) and of `n_random` (default 2k) random others."""
+    """Exact patching of `result`'s top-k cells (by |estimate|) and of `n_random` (default 2k) random
+    others; progress: a bar on stderr counting the cells patched."""
     if k < 1:
         raise InputError(f"the self-check needs k >= 1, not {k}")
     _, labels, patches = patch_cells(model, task, result.kind)
@@ -435,9 +447,9 @@ def self_check(
         else []
     )
     cells = top + sample
-    exact = task.normalise(
-        run_patches(model, task, [patches[c] for c in cells], max_batch)
-    ).double()
+    with progress_bar(len(cells), f"self-check {result.kind}", "cell", progress) as bar:
+        raw = run_patches(model, task, [patches[c] for c in cells], max_batch, bar.update)
+    exact = task.normalise(raw).double()
     return summarise_check(result, cells, exact, flat[cells], k, len(rest), cell_labels(labels))
 
 

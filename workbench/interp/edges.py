@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 
+from ..core.display import Tabled
 from ..model.hooks import has_hook_point
 from ..model.run import record, split_qkv_inputs
 from .attribution import check_method, integrated_gradients
@@ -41,7 +42,7 @@ from .patching import Metric, check_memory, prepare
 
 
 @dataclass(frozen=True)
-class EdgeResult:
+class EdgeResult(Tabled):
     """scores: Float[Tensor, "readers writers"], normalised (0 = corrupted, 1 = clean), NaN where the writer
     is not upstream of the reader. writers: "embed", "L3H2", "MLP3"; readers: "L3H2.q" (.k, .v; "L3KV1.k" for
     a key/value group under grouped-query attention), "MLP3.in", "logits"."""
@@ -85,14 +86,22 @@ class EdgeResult:
 
 
 def edge_attribution(
-    model, clean, corrupt, answer=None, other=None, steps: int = 5, metric: Metric | None = None
+    model,
+    clean,
+    corrupt,
+    answer=None,
+    other=None,
+    steps: int = 5,
+    metric: Metric | None = None,
+    *,
+    prepend_bos: bool | None = None,
 ) -> EdgeResult:
     """Score every edge (see the module docstring); steps=1 is EAP, more is EAP-IG.
 
-    clean, corrupt, answer, other, metric: as `workbench.interp.patching.activation_patch`.
+    clean, corrupt, answer, other, metric, prepend_bos: as `workbench.interp.patching.activation_patch`.
     """
     check_method("eap-ig", steps)
-    task = prepare(model, clean, corrupt, answer, other, metric)
+    task = prepare(model, clean, corrupt, answer, other, metric, prepend_bos=prepend_bos)
     check_memory(model, task, exact=False, attribution=True)
     n_layers, n_heads = model.info.n_layers, model.info.n_heads
     sequential = has_hook_point(model, "blocks.0.hook_resid_mid")

@@ -26,11 +26,12 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 
+from ..core.display import Tabled, clip
 from ..model.tokens import single_token_id, str_tokens, to_tokens
 
 
 @dataclass(frozen=True)
-class LogitLens:
+class LogitLens(Tabled):
     """Predictions read off the residual stream at one position.
 
     layers: row labels, "embed" then "L0".."L{n-1}" (the residual after that block).
@@ -45,6 +46,13 @@ class LogitLens:
     top_tokens: list[list[tuple[str, float]]]
     tracked: list[str]
     probs: Float[torch.Tensor, "row tracked"]
+
+    def __repr__(self) -> str:
+        token, p = self.top_tokens[-1][0]
+        return (
+            f"LogitLens({clip(self.text)}, {len(self.tokens)} tokens, position {self.position}, "
+            f"{len(self.layers)} rows; final layer's top {token!r} p {p:.3f})"
+        )
 
     def to_frame(self):
         rows = []
@@ -81,10 +89,19 @@ def _residual_rows(model, ids: torch.Tensor) -> tuple[list[str], torch.Tensor]:
 
 
 def logit_lens(
-    model, text: str, tracked: list[str] | None = None, position: int = -1, top_k: int = 5
+    model,
+    text: str,
+    tracked: list[str] | None = None,
+    position: int = -1,
+    top_k: int = 5,
+    *,
+    prepend_bos: bool | None = None,
 ) -> LogitLens:
-    """Decode the residual stream after the embedding and after every block at `position`."""
-    ids = to_tokens(model, text)
+    """Decode the residual stream after the embedding and after every block at `position`.
+
+    prepend_bos: None is the bridge's default for the model (`workbench.model.tokens`).
+    """
+    ids = to_tokens(model, text, prepend_bos)
     tracked = tracked or []
     tracked_ids = [single_token_id(model, t) for t in tracked]
     labels, resid = _residual_rows(model, ids)
@@ -100,7 +117,7 @@ def logit_lens(
 
 
 @dataclass(frozen=True)
-class LensGrid:
+class LensGrid(Tabled):
     """The logit lens at every position: what each layer would predict next, token by token.
 
     tokens: the text's tokens (columns); layers: "embed", "L0".."L{n-1}" (rows).
@@ -117,6 +134,14 @@ class LensGrid:
     @property
     def shape(self) -> torch.Size:
         return self.top_logprobs.shape
+
+    def __repr__(self) -> str:
+        return (
+            f"LensGrid({clip(self.text)}, {len(self.layers)} rows x {len(self.tokens)} positions; "
+            f"final layer's next token after the last: {self.top_tokens[-1][-1]!r} "
+            f"(logprob {float(self.top_logprobs[-1, -1]):.2f})"
+            ")"
+        )
 
     def to_frame(self):
         """One row per (layer, position): the top next token and its log-probability."""
@@ -135,10 +160,11 @@ class LensGrid:
         )
 
 
-def logit_lens_grid(model, text: str) -> LensGrid:
+def logit_lens_grid(model, text: str, *, prepend_bos: bool | None = None) -> LensGrid:
     """The logit lens at every position of `text` (one forward pass): rows are the embedding and
-    each block's residual output, read through the model's own final norm and unembedding."""
-    ids = to_tokens(model, text)
+    each block's residual output, read through the model's own final norm and unembedding.
+    prepend_bos: None is the bridge's default for the model."""
+    ids = to_tokens(model, text, prepend_bos)
     labels, resid = _residual_rows(model, ids)
     with torch.no_grad():
         logprobs = _final_norm_and_unembed(model, resid).float().log_softmax(-1)
@@ -148,11 +174,12 @@ def logit_lens_grid(model, text: str) -> LensGrid:
 
 
 @dataclass(frozen=True)
-class LogitAttribution:
+class LogitAttribution(Tabled):
     """Direct logit attribution of logit[answer] - logit[other] at one position.
 
     components: labels ("embed", "L3H7", "L3 attn bias", "L3 mlp", "constant").
     values: Float[Tensor, "component"], summing to `logit_diff` (the model's own).
+    tokens: the text's tokens as the model saw them (a start token first if one was prepended).
     """
 
     text: str
@@ -162,6 +189,16 @@ class LogitAttribution:
     components: list[str]
     values: Float[torch.Tensor, " component"]
     logit_diff: float
+    tokens: list[str]
+
+    def __repr__(self) -> str:
+        top = int(self.values.abs().argmax())
+        return (
+            f"LogitAttribution({self.answer!r} - {self.other!r} at position {self.position} of "
+            f"{len(self.tokens)} tokens: logit diff {self.logit_diff:.3f} over "
+            f"{len(self.components)} components; largest {self.components[top]} "
+            f"{float(self.values[top]):+.3f})"
+        )
 
     def head_grid(self, n_layers: int, n_heads: int) -> Float[torch.Tensor, "layer head"]:
         """Float[Tensor, "layer head"] of the per-head values."""
@@ -198,10 +235,17 @@ def output_weights(
 
 
 def direct_logit_attribution(
-    model, text: str, answer: str, other: str, position: int = -1
+    model,
+    text: str,
+    answer: str,
+    other: str,
+    position: int = -1,
+    *,
+    prepend_bos: bool | None = None,
 ) -> LogitAttribution:
-    """Split logit[answer] - logit[other] at `position` into per-component contributions."""
-    ids = to_tokens(model, text)
+    """Split logit[answer] - logit[other] at `position` into per-component contributions.
+    prepend_bos: None is the bridge's default for the model."""
+    ids = to_tokens(model, text, prepend_bos)
     a, b = single_token_id(model, answer), single_token_id(model, other)
     n_layers = model.info.n_layers
     names = (
@@ -256,4 +300,5 @@ def direct_logit_attribution(
         labels,
         torch.stack([torch.as_tensor(v) for v in values]).float(),
         logit_diff,
+        str_tokens(model, ids),
     )

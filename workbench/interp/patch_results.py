@@ -17,9 +17,11 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 
+from ..core.display import Tabled
+
 
 @dataclass(frozen=True)
-class PatchingResult:
+class PatchingResult(Tabled):
     """Normalised metric per patch (0 = corrupted, 1 = clean).
 
     kind: what was patched (see module docstring); method: "exact", or an attribution
@@ -97,7 +99,7 @@ MIN_RECALL = 0.8
 
 
 @dataclass(frozen=True)
-class SelfCheck:
+class SelfCheck(Tabled):
     """An attribution result against exact patching of some of its own cells.
 
     k: size of the top set; cells: cells in the result; labels, exact, estimate:
@@ -133,6 +135,14 @@ class SelfCheck:
     @property
     def passed(self) -> bool:
         return bool(self.pearson >= MIN_PEARSON and self.recall >= MIN_RECALL)
+
+    def __repr__(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        return (
+            f"SelfCheck({self.method} on {self.kind}, {self.checked} of {self.cells} cells patched "
+            f"exactly: Pearson r {self.pearson:.3f}, recall of top-{self.k} {self.recall:.2f}; "
+            f"{verdict}; .summary() says more)"
+        )
 
     def summary(self) -> str:
         """One line: the figures and the verdict."""

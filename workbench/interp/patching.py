@@ -45,6 +45,7 @@ import torch
 from jaxtyping import Float, Int
 
 from ..core.errors import InputError
+from ..core.progress import progress_bar
 from ..model.memory import (
     ModelShape,
     backward_estimate,
@@ -156,7 +157,14 @@ def _as_list(value, what: str) -> list:
 
 
 def prepare(
-    model, clean, corrupt, answer=None, other=None, metric: Metric | None = None
+    model,
+    clean,
+    corrupt,
+    answer=None,
+    other=None,
+    metric: Metric | None = None,
+    *,
+    prepend_bos: bool | None = None,
 ) -> PatchingTask:
     """Tokenise and check a batch of clean/corrupted pairs.
 
@@ -165,14 +173,16 @@ def prepare(
     pair; not needed when `metric` is given. The two prompts of a pair must have the same number of
     tokens. Pairs of different lengths are right-padded for the default metric (which reads each
     pair's last token); a custom metric reads the logits as they are, so it needs one length.
+    prepend_bos: None is the bridge's default for the model (`workbench.model.tokens`), so the
+    numbers equal those of `model.run_with_hooks(model.to_tokens(text))` by hand.
     """
     cleans, corrupts = _as_list(clean, "clean"), _as_list(corrupt, "corrupt")
     if len(cleans) != len(corrupts):
         raise InputError(
             f"{len(cleans)} clean prompts but {len(corrupts)} corrupted ones: give one of each per pair"
         )
-    clean_ids = [to_tokens(model, text) for text in cleans]
-    corrupt_ids = [to_tokens(model, text) for text in corrupts]
+    clean_ids = [to_tokens(model, text, prepend_bos) for text in cleans]
+    corrupt_ids = [to_tokens(model, text, prepend_bos) for text in corrupts]
     for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)):
         if a.shape != b.shape:
             where = f"pair {i + 1}: " if len(cleans) > 1 else ""
@@ -321,16 +331,20 @@ def activation_patch(
     kind: str = "attn_head",
     max_batch: int = 32,
     metric: Metric | None = None,
+    *,
+    prepend_bos: bool | None = None,
+    progress: bool = True,
 ) -> PatchingResult:
     """Exact activation patching of every `kind` cell (see module docstring).
 
     clean, corrupt: one prompt each or lists of pairs; answer, other: the default metric's answers
     (one, or one per pair); metric: any `Metric` instead. max_batch: rows per forward pass.
+    prepend_bos: None is the bridge's default for the model; the result's `.tokens` show it.
+    progress: a bar on stderr that moves per forward pass, counting cells.
     """
     start = time.perf_counter()
-    return patch_task(
-        model, prepare(model, clean, corrupt, answer, other, metric), kind, max_batch, start
-    )
+    task = prepare(model, clean, corrupt, answer, other, metric, prepend_bos=prepend_bos)
+    return patch_task(model, task, kind, max_batch, start, progress)
 
 
 def patch_task(
@@ -339,12 +353,14 @@ def patch_task(
     kind: str = "attn_head",
     max_batch: int = 32,
     start: float | None = None,
+    progress: bool = False,
 ) -> PatchingResult:
     """`activation_patch` on a task already prepared (`prepare`): callers that patch several kinds
     or also run attribution prepare the pairs once. start: perf_counter() the seconds count from."""
     start = time.perf_counter() if start is None else start
     axes, labels, patches = patch_cells(model, task, kind)
-    values = run_patches(model, task, patches, max_batch)
+    with progress_bar(len(patches), f"patching {kind}", "cell", progress) as bar:
+        values = run_patches(model, task, patches, max_batch, bar.update)
     shape = tuple(len(axis) for axis in labels)
     return PatchingResult(
         kind,
@@ -381,20 +397,29 @@ def check_memory(model, task: PatchingTask, exact: bool = True, attribution: boo
 
 
 def run_patches(
-    model, task: PatchingTask, patches: list[tuple[str, tuple]], max_batch: int = 32
+    model,
+    task: PatchingTask,
+    patches: list[tuple[str, tuple]],
+    max_batch: int = 32,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Float[torch.Tensor, " patches"]:
     """Raw metric (not normalised), averaged over pairs, of the corrupted runs with each patch applied:
     Float[Tensor, "patches"]. See `run_patches_per_pair` for what a patch is."""
-    return run_patches_per_pair(model, task, patches, max_batch).mean(1)
+    return run_patches_per_pair(model, task, patches, max_batch, on_batch).mean(1)
 
 
 def run_patches_per_pair(
-    model, task: PatchingTask, patches: list[tuple[str, tuple]], max_batch: int = 32
+    model,
+    task: PatchingTask,
+    patches: list[tuple[str, tuple]],
+    max_batch: int = 32,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Float[torch.Tensor, "patches pairs"]:
     """Raw metric of every pair's corrupted run with each patch applied: Float64[Tensor, "patches pairs"].
 
     A patch is (hook name, index into that hook's activation for one text); each
-    pair's own clean activation at that index replaces its corrupted one.
+    pair's own clean activation at that index replaces its corrupted one. on_batch: called with
+    the number of patches after each forward pass (a progress bar's update).
     """
     clean = record(model, task.clean_ids, {name for name, _ in patches})
     n_pairs = task.n_pairs
@@ -430,6 +455,8 @@ def run_patches_per_pair(
             [task.metric(logits[g * n_pairs : (g + 1) * n_pairs]) for g in range(len(chunk))]
         )
         results.append(values.detach().double().cpu())
+        if on_batch is not None:
+            on_batch(len(chunk))
     return torch.cat(results)
 
 
@@ -443,6 +470,9 @@ def path_patch(
     receiver_input: str = "q",
     max_batch: int = 16,
     metric: Metric | None = None,
+    *,
+    prepend_bos: bool | None = None,
+    progress: bool = True,
 ) -> PatchingResult:
     """Path patching from every earlier head (sender) to the `receivers` heads' inputs.
 
@@ -450,7 +480,8 @@ def path_patch(
     ((z_clean - z_corrupt) @ W_O[s], at every position) is added to the chosen
     inputs (``receiver_input``: any of "q", "k", "v") of the receiver heads only;
     every other path stays corrupted. Returns [sender layer, sender head] with
-    senders at or after the first receiver layer left at 0.
+    senders at or after the first receiver layer left at 0. prepend_bos: as `activation_patch`;
+    progress: a bar on stderr that moves per forward pass, counting sender heads.
     """
     start = time.perf_counter()
     receivers = list(receivers)
@@ -464,7 +495,7 @@ def path_patch(
             raise InputError(
                 f"head {head} is out of range: {model.info.name} has heads 0..{model.info.n_heads - 1}"
             )
-    task = prepare(model, clean, corrupt, answer, other, metric)
+    task = prepare(model, clean, corrupt, answer, other, metric, prepend_bos=prepend_bos)
     n_layers, n_heads, n_pairs = model.info.n_layers, model.info.n_heads, task.n_pairs
     first_receiver = min(layer for layer, _ in receivers)
     senders = [(layer, h) for layer in range(first_receiver) for h in range(n_heads)]
@@ -484,7 +515,8 @@ def path_patch(
     heads_at: dict[int, list[int]] = {}
     for layer, head in receivers:
         heads_at.setdefault(layer, []).append(head)
-    with split_qkv_inputs(model):
+    bar = progress_bar(len(senders), "path patching", "sender", progress)
+    with split_qkv_inputs(model), bar:
         per_forward = max(1, max_batch // n_pairs)
         for first in range(0, len(senders), per_forward):
             chunk = senders[first : first + per_forward]
@@ -512,6 +544,7 @@ def path_patch(
             )
             for (layer, head), value in zip(chunk, task.normalise(means.cpu()).tolist()):
                 values[layer, head] = value
+            bar.update(len(chunk))
     labels = ([f"L{layer}" for layer in range(n_layers)], [f"H{h}" for h in range(n_heads)])
     return PatchingResult(
         "path",

@@ -51,12 +51,13 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 
 from ..core import stats
+from ..core.display import Tabled
 from ..core.errors import InputError
 from ..core.provenance import versions
 from ..core.stats import auroc_interval, calibration
 from ..model.activations import cache_activations
 from ..model.hooks import hook_table, resolve_hooks
-from ..model.tokens import str_tokens, to_tokens
+from ..model.tokens import resolve_prepend_bos, str_tokens, to_tokens
 
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)  # penalties tried on the validation split (on the mean loss)
 REQUIRED_META = ("model", "positions")  # a saved probe must say which model and positions it reads
@@ -155,6 +156,19 @@ class Probe:
     direction: Float[torch.Tensor, " d"]
     metrics: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        test = self.metrics.get("test_auroc_interval")
+        if test:
+            held_out = f"test AUROC {stats.estimate_from_dict(test).text()}"
+        elif "test_auroc" in self.metrics:
+            held_out = (
+                f"test AUROC {self.metrics['test_auroc']:.3f} (n = {self.metrics.get('n_test')})"
+            )
+        else:
+            held_out = "no held-out figures"
+        trained = self.meta.get("model", "unknown model")
+        return f"Probe({self.hook}, width {self.width}, {trained}, {held_out})"
 
     def logits(self, acts: Float[torch.Tensor, "... d"]) -> Float[torch.Tensor, "..."]:
         """Float[Tensor, "..."] log-odds for activations Float[Tensor, "... d"]."""
@@ -276,7 +290,7 @@ def check_probe_fits(
 
 
 @dataclass
-class ProbeSweep:
+class ProbeSweep(Tabled):
     """One probe per hook; the hook `chosen` by validation AUROC; the grid of L2 strengths tried."""
 
     probes: dict[str, Probe]
@@ -295,6 +309,12 @@ class ProbeSweep:
             metrics = {k: v for k, v in probe.metrics.items() if not isinstance(v, (dict, list))}
             rows.append({"hook": hook, **metrics, "chosen": hook == self.chosen})
         return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        return (
+            f"ProbeSweep({len(self.probes)} hooks, {self.split} split {self.n_train}/{self.n_val}/"
+            f"{self.n_test} train/val/test; chosen on validation: {self.best()!r})"
+        )
 
     def best(self) -> Probe:
         """The probe on the hook chosen on the validation split (never on the test split)."""
@@ -479,23 +499,31 @@ def train_probes_on_rows(
     l2: float | Sequence[float] = L2_GRID,
     seed: int = 0,
     progress: bool = True,
+    *,
+    prepend_bos: bool | None = None,
 ):
     """Cache `hooks` over labeled rows (read_labeled / read_toxigen) and train a probe per hook.
 
     data: where the rows came from (recorded in each probe's meta with the data hash).
+    prepend_bos: None is the bridge's default for the model; the value used is recorded in each
+    probe's meta, and applying the probe tokenises the same way.
     Returns (sweep, acts, seconds): the ProbeSweep, the activation cache (for sparse
     probes), and {"caching": s, "training": s}.
     """
     texts, labels = [r.text for r in rows], [r.label for r in rows]
     groups = [r.group for r in rows] if all(r.group for r in rows) else None
     start = time.perf_counter()
-    acts = cache_activations(model, texts, hooks=hooks, positions=positions, progress=progress)
+    prepend_bos = resolve_prepend_bos(model, prepend_bos)
+    acts = cache_activations(
+        model, texts, hooks=hooks, positions=positions, progress=progress, prepend_bos=prepend_bos
+    )
     cached = time.perf_counter() - start
     meta = {
         "model": model.info.name,
         "revision": model.info.revision,
         "dtype": model.info.dtype,
         "positions": positions,
+        "prepend_bos": prepend_bos,
         "data": data,
         "data_sha256": texts_hash(texts, labels),
     }
@@ -545,8 +573,15 @@ def probe_scores(
         positions=positions,
         batch_size=batch_size,
         progress=False,
+        prepend_bos=trained_prepend_bos(probe),
     )[probe.hook]
     return probe.predict_proba(acts).cpu()
+
+
+def trained_prepend_bos(probe: Probe) -> bool:
+    """How the probe's training texts were tokenised: its meta's `prepend_bos`, or False for a
+    probe saved before it was recorded (the library then never prepended a start token)."""
+    return bool(probe.meta.get("prepend_bos", False))
 
 
 def token_scores(model, probe: Probe, text: str) -> tuple[list[str], Float[torch.Tensor, " pos"]]:
@@ -556,8 +591,11 @@ def token_scores(model, probe: Probe, text: str) -> tuple[list[str], Float[torch
     signal sits, not a validated score (the probe's own positions give that).
     """
     check_probe_fits(model, probe, "all", allow_other_positions=True)
-    cache = cache_activations(model, [text], hooks=probe.hook, positions="all", progress=False)
+    prepend_bos = trained_prepend_bos(probe)
+    cache = cache_activations(
+        model, [text], hooks=probe.hook, positions="all", progress=False, prepend_bos=prepend_bos
+    )
     n = int(cache.lengths[0])
-    return str_tokens(model, to_tokens(model, text)), probe.predict_proba(
+    return str_tokens(model, to_tokens(model, text, prepend_bos)), probe.predict_proba(
         cache[probe.hook][0, :n]
     ).cpu()

@@ -15,11 +15,12 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from ..core.display import Tabled
 from ..core.errors import InputError
 
 
 @dataclass
-class SparseProbeTable:
+class SparseProbeTable(Tabled):
     """k-sparse probes per hook and sparsity k, from TransformerLens' leakage-safe sparse probing.
 
     rows: one dict per (hook, k) with held-out "auroc" and "accuracy", split sizes, the
@@ -30,6 +31,15 @@ class SparseProbeTable:
 
     rows: list[dict]
     split: str
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return f"SparseProbeTable({self.split} split, no rows)"
+        best = max(self.rows, key=lambda r: r["auroc"])
+        return (
+            f"SparseProbeTable({len(self.rows)} (hook, k) rows, {self.split} split; best held-out "
+            f"AUROC {best['auroc']:.3f} at k {best['k']} on {best['hook']})"
+        )
 
     def to_frame(self):
         return pd.DataFrame(self.rows)

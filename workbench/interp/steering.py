@@ -32,6 +32,7 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 
 from ..core.datasets import check_text, json_line, read_lines
+from ..core.display import Tabled, clip
 from ..core.errors import InputError
 from ..model.activations import cache_activations
 from ..model.generation import generate
@@ -205,23 +206,31 @@ def ablate(model, direction: Float[torch.Tensor, " d_model"]) -> Iterator[None]:
 
 
 def logprob_gap(
-    model, prompts: Sequence[str], positive_words: Sequence[str], negative_words: Sequence[str]
+    model,
+    prompts: Sequence[str],
+    positive_words: Sequence[str],
+    negative_words: Sequence[str],
+    *,
+    prepend_bos: bool | None = None,
 ) -> float:
     """Mean over prompts of log p(positive words) - log p(negative words) for the next token.
 
     Each side is the log of the summed probability of its words (single tokens).
+    prepend_bos: None is the bridge's default for the model (`workbench.model.tokens`).
     """
     pos_ids = [single_token_id(model, w) for w in positive_words]
     neg_ids = [single_token_id(model, w) for w in negative_words]
     gaps = []
     for prompt in prompts:
-        logprobs = forward(model, to_tokens(model, prompt))[0, -1].float().log_softmax(-1)
+        logprobs = (
+            forward(model, to_tokens(model, prompt, prepend_bos))[0, -1].float().log_softmax(-1)
+        )
         gaps.append(float(logprobs[pos_ids].logsumexp(0) - logprobs[neg_ids].logsumexp(0)))
     return sum(gaps) / len(gaps)
 
 
 @dataclass(frozen=True)
-class SweepResult:
+class SweepResult(Tabled):
     """A metric against the steering coefficient."""
 
     alphas: list[float]
@@ -229,6 +238,13 @@ class SweepResult:
     metric: str
     layer: int
     method: str
+
+    def __repr__(self) -> str:
+        return (
+            f"SweepResult({self.metric} at {len(self.alphas)} coefficients, {self.method} vector at "
+            f"layer {self.layer}; {self.values[0]:.3g} at alpha {self.alphas[0]:g} to "
+            f"{self.values[-1]:.3g} at alpha {self.alphas[-1]:g})"
+        )
 
     def to_frame(self):
         return pd.DataFrame({"alpha": self.alphas, self.metric: self.values})
@@ -255,7 +271,7 @@ def sweep(
 
 
 @dataclass(frozen=True)
-class SteeredGenerations:
+class SteeredGenerations(Tabled):
     """Greedy continuations of one prompt at several steering coefficients, with toxicity scores.
 
     alphas[i] produced texts[i] (alpha 0 is the unsteered model); toxicity[i] is its
@@ -268,6 +284,13 @@ class SteeredGenerations:
     toxicity: list[float | None]
     scorer: str
     layer: int
+
+    def __repr__(self) -> str:
+        scored = f", toxicity by {self.scorer}" if any(t is not None for t in self.toxicity) else ""
+        return (
+            f"SteeredGenerations({clip(self.prompt)}, layer {self.layer}, {len(self.alphas)} "
+            f"coefficients {self.alphas}, one greedy continuation each{scored})"
+        )
 
     def to_frame(self):
         return pd.DataFrame(
@@ -291,7 +314,11 @@ def steered_generations(
     texts = []
     for alpha in alphas:
         with steer(model, vector, float(alpha)):
-            texts.append(generate(model, [prompt], max_new_tokens=max_new_tokens, raw=raw)[0].text)
+            texts.append(
+                generate(model, [prompt], max_new_tokens=max_new_tokens, raw=raw, progress=False)[
+                    0
+                ].text
+            )
     if scorer is not None:
         scores = scorer.score(texts)
         toxicity, name = [float(v) for v in scores["toxicity"]], str(scores["scorer"].iloc[0])

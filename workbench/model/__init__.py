@@ -13,7 +13,14 @@ from .loading import (
 )  # fmt: skip
 from .memory import MemoryEstimate, check_fits, forward_estimate, load_estimate, model_shape
 from .run import StopForward, forward, record
-from .tokens import check_layer, single_token_id, str_tokens, to_tokens
+from .tokens import (
+    TokenizationWarning,
+    check_layer,
+    tokenize_texts,
+    single_token_id,
+    str_tokens,
+    to_tokens,
+)
 
 __all__ = [
     # loading
@@ -23,7 +30,8 @@ __all__ = [
     "HookInfo", "hook_table", "hook_names", "hook_aliases", "resolve_hooks", "apply_hooks",
     "forward", "record", "StopForward",
     # tokens, generation, likelihoods
-    "to_tokens", "str_tokens", "single_token_id", "check_layer", "Generation", "generate",
+    "to_tokens", "tokenize_texts", "str_tokens", "single_token_id", "check_layer",
+    "TokenizationWarning", "Generation", "generate",
     "format_prompt", "token_logprobs", "continuation_logprobs",
     # memory, the corpus cache, shards on Ray
     "MemoryEstimate", "model_shape", "load_estimate", "forward_estimate", "check_fits",

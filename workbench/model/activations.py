@@ -36,16 +36,15 @@ import dataclasses
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from ..core.datasets import TextRecord, as_records
 from ..core.errors import CacheTooLargeError, InputError
+from ..core.progress import advance, finish_shard, per_batch, progress_bar
 from ..core.provenance import versions
 from ..core.remote import is_url, shard_finished, staged
 from ..core.storage import (
@@ -92,6 +91,8 @@ def cache_activations(
     store_device: str | torch.device = "cpu",
     progress: bool = True,
     executor=None,
+    *,
+    prepend_bos: bool | None = None,
 ) -> CorpusCache | DiskCorpusCache:
     """Cache activations of `hooks` for every text.
 
@@ -113,6 +114,8 @@ def cache_activations(
         progress: show a progress bar on stderr.
         executor: where disk shards are computed (`workbench.model.distributed`): this process by
             default, or `RayExecutor("local" | "auto" | address, workers)`; needs `out`.
+        prepend_bos: start each text with the model's start token; None is what TransformerLens'
+            bridge does for the model (`workbench.model.tokens`), as everywhere in the library.
 
     Returns:
         `CorpusCache` (in memory) or `DiskCorpusCache` (with `out`).
@@ -120,7 +123,7 @@ def cache_activations(
     records = as_records(texts)
     if not records:
         raise InputError("no texts to cache")
-    token_ids, n_truncated = tokenize_records(model, records, truncate, max_length)
+    token_ids, n_truncated = tokenize_records(model, records, truncate, max_length, prepend_bos)
     return cache_tokens(
         model,
         token_ids,
@@ -209,15 +212,15 @@ def _cache_in_memory(
             "or `workbench cache ... --out DIR`"
         )
     max_len = max(len(t) for t in plan.token_ids)
-    with _progress_bar(plan.n_texts, progress) as bar:
+    with progress_bar(plan.n_texts, "caching", "text", progress) as bar, per_batch(bar):
         if plan.n_texts <= plan.batch_size:
             store = _run_one_batch_kept(model, plan, max_len, store_device)
-            bar.update(plan.n_texts)
+            finish_shard(bar, plan.n_texts)
         else:
             store = _empty_store(model, plan, plan.n_texts, max_len, store_device)
             for start, end in shard_ranges(plan.n_texts, plan.shard_size):
                 _run_rows(model, plan, plan.token_ids[start:end], store, offset=start)
-                bar.update(end - start)
+                finish_shard(bar, end - start)
     lengths = torch.tensor([len(t) for t in plan.token_ids])
     provenance = {
         "revision": model.info.revision,
@@ -276,6 +279,7 @@ def _run_rows(
                 _zero_padding(view, lengths, pos_dims, rows=row_index.tolist())
 
             _run_batch(model, plan, [token_ids[i] for i in rows], write)
+            advance(len(rows))
 
 
 def _run_one_batch_kept(
@@ -481,7 +485,7 @@ def _cache_to_disk_locked(
 
     remove_stale_temporaries(out / "shards")
     executor = executor or LocalExecutor()
-    with _progress_bar(plan.n_texts, progress) as bar:
+    with progress_bar(plan.n_texts, "caching", "text", progress) as bar, per_batch(bar):
         jobs = []
         for name, (start, end) in zip(names, ranges):
             path = out / name
@@ -500,7 +504,7 @@ def _cache_to_disk_locked(
             index.record(path, Path(tmp))
             os.replace(tmp, path)
             shard_finished()
-            bar.update(job.args[1] - job.args[0])
+            finish_shard(bar, job.args[1] - job.args[0])
     shards = [
         {
             "file": name,
@@ -547,14 +551,3 @@ def _shard_writer(plan: CachePlan):
 
 def _write_json_atomically(path: Path, data: dict) -> None:
     write_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def _progress_bar(total: int, enabled: bool):
-    return tqdm(
-        total=total,
-        unit="text",
-        desc="caching",
-        file=sys.stderr,
-        disable=not enabled,
-        dynamic_ncols=True,
-    )

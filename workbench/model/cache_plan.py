@@ -18,6 +18,7 @@ import torch
 from ..core.datasets import TextRecord
 from ..core.errors import InputError
 from .hooks import hook_table
+from .tokens import tokenize_texts
 
 POSITIONS = ("all", "last", "mean", "mean_after_first")
 
@@ -47,16 +48,21 @@ class CachePlan:
 
 
 def tokenize_records(
-    model, records: Sequence[TextRecord], truncate: bool = False, max_length: int | None = None
+    model,
+    records: Sequence[TextRecord],
+    truncate: bool = False,
+    max_length: int | None = None,
+    prepend_bos: bool | None = None,
 ) -> tuple[list[list[int]], int]:
-    """Token ids per text (the tokenizer's own special tokens included) and the truncated count.
+    """Token ids per text and the truncated count, by the library's one rule (`prepend_bos`: None is
+    the bridge's default for the model; see `workbench.model.tokens`).
 
     Raises `InputError` naming the file and line of an empty or over-long text
     unless `truncate` is set, in which case over-long texts are cut to `max_length`
     (default: the model's context length).
     """
     limit = max_length or model.info.n_ctx
-    encoded = model.tokenizer([r.text for r in records], add_special_tokens=True)["input_ids"]
+    encoded = tokenize_texts(model, [r.text for r in records], prepend_bos)
     token_ids, n_truncated = [], 0
     for record, ids in zip(records, encoded):
         if not ids:

@@ -17,12 +17,14 @@ Prompt formats (recorded per model in the registry):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from jaxtyping import Int
 
+from ..core.display import clip
+from ..core.progress import progress_bar
 from .run import bypass_unhooked_bridges
 
 
@@ -34,6 +36,12 @@ class Generation:
     formatted_prompt: str
     text: str
     new_tokens: tuple[int, ...]
+
+    def __repr__(self) -> str:
+        return (
+            f"Generation({len(self.new_tokens)} new tokens: {clip(self.text)} after "
+            f"{clip(self.prompt)})"
+        )
 
 
 def format_prompt(model, prompt: str, raw: bool = False) -> str:
@@ -63,6 +71,9 @@ def encode_prompts(model, formatted: Sequence[str]) -> dict[str, Int[torch.Tenso
     return {k: v.to(model.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
 
 
+LONG_GENERATION = 64  # decoding steps from which `generate` shows a bar by default
+
+
 def generate(
     model,
     prompts: str | Sequence[str],
@@ -74,6 +85,8 @@ def generate(
     raw: bool = False,
     batch_size: int = 8,
     seeds: Sequence[int] | None = None,
+    progress: bool | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[Generation]:
     """Continue each prompt; greedy by default, sampled with `do_sample=True`.
 
@@ -83,6 +96,11 @@ def generate(
     split across workers. (It samples by the Gumbel-max trick: argmax of the tempered,
     top-p-filtered logits plus Gumbel noise from the prompt's own generator, which is an
     exact draw from the softmax.) The global torch RNG is not touched.
+
+    progress: a bar on stderr that moves per generated token (batches x max_new_tokens; a batch
+    that stops early at its end token counts its remaining steps at once); None shows it when the
+    work is at least `LONG_GENERATION` steps; the library's own loops pass False. on_batch: called with
+    the number of prompts after each batch (an audit's bar counts rows with it).
     """
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -93,18 +111,23 @@ def generate(
     results: list[Generation] = []
     pad_id = model.tokenizer.pad_token_id
     greedy = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    n_batches = -(-len(prompts) // batch_size)
+    if progress is None:
+        progress = n_batches * max_new_tokens >= LONG_GENERATION
+    bar = progress_bar(n_batches * max_new_tokens, "generating", "token", progress)
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
         formatted = [format_prompt(model, p, raw=raw) for p in chunk]
         inputs = encode_prompts(model, formatted)
-        extra = {}
-        if do_sample:
-            # lazy: transformers takes ~1 s to import; only model work needs it
-            from transformers import LogitsProcessorList
+        # lazy: transformers takes ~1 s to import; only model work needs it
+        from transformers import LogitsProcessorList
 
-            extra["logits_processor"] = LogitsProcessorList(
-                [_RowSampler(seeds[start : start + batch_size], temperature, top_p, model.device)]
+        processors = [_TokenTicker(bar)] if progress else []
+        if do_sample:
+            processors.append(
+                _RowSampler(seeds[start : start + batch_size], temperature, top_p, model.device)
             )
+        extra = {"logits_processor": LogitsProcessorList(processors)} if processors else {}
         with torch.no_grad(), bypass_unhooked_bridges(model):
             output = model.hf_model.generate(
                 **inputs, max_new_tokens=max_new_tokens, pad_token_id=pad_id, **greedy, **extra
@@ -114,6 +137,10 @@ def generate(
             new = _strip_after_eos(row, model.hf_model.generation_config.eos_token_id, pad_id)
             text = model.tokenizer.decode(new, skip_special_tokens=True)
             results.append(Generation(prompt, shown, text.strip(), tuple(new)))
+        bar.update((start // batch_size + 1) * max_new_tokens - bar.n)  # steps a stop skipped
+        if on_batch is not None:
+            on_batch(len(chunk))
+    bar.close()
     return results
 
 
@@ -122,6 +149,17 @@ def row_seed(*parts: int) -> int:
     stream per (run, condition, prompt, sample), whatever the batching."""
     high, low = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint32)
     return (int(high) << 31) ^ int(low)
+
+
+class _TokenTicker:
+    """Logits processor that leaves the scores alone and moves a progress bar one step."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.bar.update(1)
+        return scores
 
 
 class _RowSampler:

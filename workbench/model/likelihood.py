@@ -12,7 +12,7 @@ the log-softmax runs in float64 and the results are float64 numpy arrays.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,13 +33,18 @@ def encode_texts(model, texts: Sequence[str]) -> list[list[int]]:
 
 
 def token_logprobs(
-    model, sequences: Sequence[Sequence[int]], batch_size: int = 16, with_argmax: bool = False
+    model,
+    sequences: Sequence[Sequence[int]],
+    batch_size: int = 16,
+    with_argmax: bool = False,
+    on_batch: Callable[[int], None] | None = None,
 ):
     """Per sequence, the log-probability of each token after the first given all before it.
 
     sequences: token-id lists of length >= 1. Returns a list of Float64[len-1] numpy arrays;
     with `with_argmax`, also a list of Int64[len-1] arrays: the model's most likely token at
-    each of those positions (for exact-match accuracy).
+    each of those positions (for exact-match accuracy). on_batch: called with the number of
+    sequences after each batch (a progress bar's update).
     """
     pad = model.tokenizer.pad_token_id or 0
     logprobs: list = [None] * len(sequences)
@@ -65,6 +70,8 @@ def token_logprobs(
             logprobs[i] = chosen.cpu().numpy()
             if with_argmax:
                 argmax[i] = best[r, :n]
+        if on_batch is not None:
+            on_batch(len(rows))
     return (logprobs, argmax) if with_argmax else logprobs
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,7 @@ import torch
 
 from ..core.agreement import spearman
 from ..core.datasets import BiasPair
+from ..core.display import Tabled
 from ..core.errors import InputError
 from ..core.stats import mean, proportion
 from ..model.generation import generate
@@ -81,13 +82,26 @@ def differing_spans(a: Sequence[int], b: Sequence[int]) -> int:
     return sum(tag != "equal" for tag, *_ in ops)
 
 
-def pair_scores(model, pairs: Sequence[BiasPair], batch_size: int = 16) -> dict[str, np.ndarray]:
+def pair_scores(
+    model,
+    pairs: Sequence[BiasPair],
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
     """Every per-sentence score of every pair, as float64/int arrays of length n_pairs:
     {total,shared,mean}_{more,less}, tokens_{more,less} (tokens scored), shared_tokens,
-    differing_spans."""
+    differing_spans. on_batch: called after each batch with the pairs it completed (two
+    sentences count as one pair; a progress bar's update)."""
     more_ids = encode_texts(model, [p.more for p in pairs])
     less_ids = encode_texts(model, [p.less for p in pairs])
-    scores = token_logprobs(model, more_ids + less_ids, batch_size)
+    sentences = [0]
+
+    def count_pairs(n: int) -> None:
+        before, sentences[0] = sentences[0], sentences[0] + n
+        if on_batch is not None and sentences[0] // 2 > before // 2:
+            on_batch(sentences[0] // 2 - before // 2)
+
+    scores = token_logprobs(model, more_ids + less_ids, batch_size, on_batch=count_pairs)
     more_lp, less_lp = scores[: len(pairs)], scores[len(pairs) :]
     out = {
         key: np.zeros(len(pairs))
@@ -110,12 +124,19 @@ def pair_scores(model, pairs: Sequence[BiasPair], batch_size: int = 16) -> dict[
 
 
 @dataclass(frozen=True)
-class CrowsPairsResult:
+class CrowsPairsResult(Tabled):
     """Per-pair scores under every metric (`pair_scores`) and the shares preferring the stereotype."""
 
     pairs: list[BiasPair]
     scores: dict
     model_name: str
+
+    def __repr__(self) -> str:
+        share = crows_estimates([], self.prefers_more(DEFAULT_METRIC).tolist())["all"]
+        return (
+            f"CrowsPairsResult({self.model_name}, {len(self.pairs)} pairs; stereotype share under "
+            f"{DEFAULT_METRIC!r} {share.text(3)}; .to_frame(metric) per bias type)"
+        )
 
     @property
     def more_logprob(self) -> torch.Tensor:
@@ -207,9 +228,15 @@ def crows_estimates(bias_types: Sequence[str], prefers_more: Sequence[bool]) -> 
     return estimates
 
 
-def crows_pairs(model, pairs: Sequence[BiasPair], batch_size: int = 16) -> CrowsPairsResult:
-    """Score every pair under every metric (see module docstring)."""
-    return CrowsPairsResult(list(pairs), pair_scores(model, pairs, batch_size), model.info.name)
+def crows_pairs(
+    model,
+    pairs: Sequence[BiasPair],
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
+) -> CrowsPairsResult:
+    """Score every pair under every metric (see module docstring); on_batch: as `pair_scores`."""
+    scores = pair_scores(model, pairs, batch_size, on_batch)
+    return CrowsPairsResult(list(pairs), scores, model.info.name)
 
 
 def continuation_logprob(model, prompt: str, continuation: str) -> float:
@@ -223,7 +250,7 @@ def continuation_logprob(model, prompt: str, continuation: str) -> float:
 
 
 @dataclass(frozen=True)
-class CounterfactualResult:
+class CounterfactualResult(Tabled):
     """Per template and group: log-probability of each chosen continuation and toxicity of a generation.
 
     rows: one dict per (template, group) with "template", "group", "prompt",
@@ -232,6 +259,14 @@ class CounterfactualResult:
 
     rows: list[dict]
     continuations: list[str]
+
+    def __repr__(self) -> str:
+        templates = len({row["template"] for row in self.rows})
+        groups = len({row["group"] for row in self.rows})
+        return (
+            f"CounterfactualResult({templates} templates x {groups} groups, "
+            f"measures {self.measures()}; .to_frame() gives each group's gap with its interval)"
+        )
 
     def row_frame(self):
         return pd.DataFrame(self.rows)
@@ -299,7 +334,9 @@ def counterfactual(
     for template in templates:
         prompts = [template.replace("{group}", group) for group in groups]
         generations = (
-            generate(model, prompts, max_new_tokens=max_new_tokens, seed=seed, raw=True)
+            generate(
+                model, prompts, max_new_tokens=max_new_tokens, seed=seed, raw=True, progress=False
+            )
             if scorer is not None
             else [None] * len(prompts)
         )

@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..core.display import Tabled
 from ..core.errors import InputError
 from ..core.stats import Estimate, estimate_from_dict, mean, paired_difference, ratio, share
 from ..interp.attribution import check_method, estimate
@@ -103,7 +104,7 @@ class Component:
 
 
 @dataclass(frozen=True)
-class BiasLocalisation:
+class BiasLocalisation(Tabled):
     """Everything `localise_bias` found (see the module docstring); `to_dict`/`from_dict` for localisation.json.
 
     gap: mean shared-token gap over pairs (nats). head_effects: mean attributed effect per
@@ -136,6 +137,14 @@ class BiasLocalisation:
     gap_change: dict
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        heads = ", ".join(self.top_heads[:4]) + (", ..." if len(self.top_heads) > 4 else "")
+        return (
+            f"BiasLocalisation({self.model}, {self.method}, {self.n_pairs} pairs; mean gap "
+            f"{self.gap.text(3)} nats; top {len(self.top_heads)} heads ({heads}) carry "
+            f"{self.top_share.short(2)} of it)"
+        )
 
     def to_frame(self):
         """One row per component: name, kind, layer, head, mean effect (nats) with its interval, exact check."""

@@ -40,6 +40,7 @@ from typing import Protocol, Sequence
 import pandas as pd
 import torch
 
+from ..core.display import Tabled
 from ..core.errors import InputError, ModelUnavailableError
 from ..core.provenance import file_sha256, versions
 from ..core.stats import auroc_interval, calibration, estimate_from_dict
@@ -479,7 +480,7 @@ class DetoxifyScorer:
 
 
 @dataclass(frozen=True)
-class ScorerEvaluation:
+class ScorerEvaluation(Tabled):
     """How well each scorer ranks toxic above non-toxic texts it was not trained on.
 
     rows: one dict per scorer: scorer, kind, auroc (Estimate dict: stratified BCa bootstrap),
@@ -501,6 +502,13 @@ class ScorerEvaluation:
                 }
                 for r in self.rows
             ]
+        )
+
+    def __repr__(self) -> str:
+        best = self.best()
+        return (
+            f"ScorerEvaluation({len(self.rows)} scorers on {self.data}; best {best['scorer']} "
+            f"({best['kind']}) AUROC {estimate_from_dict(best['auroc']).text(3)})"
         )
 
     def best(self) -> dict:

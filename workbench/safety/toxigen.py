@@ -109,7 +109,9 @@ def toxigen_group(
         prompts = _prompt_lines(folder, kind, group, prompts_per_group)
         if not prompts:
             continue
-        outputs = generate(model, prompts, max_new_tokens=max_new_tokens, seed=seed, raw=True)
+        outputs = generate(
+            model, prompts, max_new_tokens=max_new_tokens, seed=seed, raw=True, progress=False
+        )
         texts = [o.text.split("\n")[0] for o in outputs]  # the first generated statement
         scores = scorer.score(texts)
         entry[f"continuation_toxicity_after_{kind}"] = float(scores["toxicity"].mean())

@@ -26,7 +26,9 @@ with errors_shown():
     raw = st.checkbox("Raw prompt (no chat / instruct format)", key="model_raw")
     if st.button("Generate from the sidebar prompt", key="model_generate"):
         with st.spinner("Generating..."), using_model() as model:
-            output = generate(model, [prompt()], max_new_tokens=new_tokens, raw=raw)[0]
+            output = generate(
+                model, [prompt()], max_new_tokens=new_tokens, raw=raw, progress=False
+            )[0]
         st.session_state["model_output"] = output.text
     if "model_output" in st.session_state:
         st.markdown("**Continuation (greedy)**")
