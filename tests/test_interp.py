@@ -31,8 +31,10 @@ PROBES = ROOT / "probes"
 
 
 def logits_of(model, text):
+    """The plain HF model's logits on the tokens TransformerLens' bridge gives `text` (its
+    `prepend_bos` default, which the library follows)."""
     with torch.no_grad():
-        return model.hf_model(model.tokenizer(text, return_tensors="pt").input_ids).logits
+        return model.hf_model(model.to_tokens(text)).logits
 
 
 @pytest.fixture(params=["tiny", "smol"])

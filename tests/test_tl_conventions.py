@@ -30,9 +30,14 @@ def test_a_transformerlens_snippet_runs_unchanged_on_smollm2(smol):
     resid = cache["resid_post", 5]
     assert resid.shape == (1, tokens.shape[1], model.cfg.d_model)
     assert torch.equal(resid, cache["blocks.5.hook_resid_post"])
-    # The same activation through workbench's corpus cache (which tokenizes without TL's BOS): bit for bit.
+    # The same activation through workbench's corpus cache (which tokenizes as TL does, BOS and
+    # all, and without it when asked): bit for bit.
     corpus = wb.cache_activations(
         model, [PROMPT], hooks="blocks.5.hook_resid_post", positions="all", progress=False
+    )
+    assert torch.equal(corpus["resid_post", 5][0], cache["resid_post", 5][0])
+    corpus = wb.cache_activations(
+        model, [PROMPT], "blocks.5.hook_resid_post", "all", progress=False, prepend_bos=False
     )
     _, without_bos = model.run_with_cache(model.to_tokens(PROMPT, prepend_bos=False))
     assert torch.equal(corpus["resid_post", 5][0], without_bos["resid_post", 5][0])

@@ -305,6 +305,8 @@ def cmd_patch(args) -> int:
             seed=args.seed,
             progress=not args.json,
         )
+    if "exact" in methods:
+        say(args, f"exact patching of {', '.join(kinds)}: one forward pass per cell, batched ...")
     exact = {
         kind: patch_task(model, task, kind, progress=not args.json)
         for kind in (kinds if "exact" in methods else [])

@@ -56,3 +56,24 @@ def finish_shard(shown: tqdm, units: int) -> None:
     """A shard of `units` is done: add what its batches did not already count."""
     shown.update(max(units - shown.counted_in_shard, 0))
     shown.counted_in_shard = 0
+
+
+class BarFromFirstStep:
+    """A bar that appears with the first finished step, so work that fails its checks before any
+    step (memory, bad input) leaves one error line and no empty bar. `update(n)`; a context."""
+
+    def __init__(self, total: int, desc: str, unit: str, enabled: bool = True):
+        self.settings = (total, desc, unit, enabled)
+        self.shown: tqdm | None = None
+
+    def update(self, n: int) -> None:
+        if self.shown is None:
+            self.shown = progress_bar(*self.settings)
+        self.shown.update(n)
+
+    def __enter__(self) -> "BarFromFirstStep":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.shown is not None:
+            self.shown.close()

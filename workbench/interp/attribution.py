@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from ..core.errors import InputError
-from ..core.progress import progress_bar
+from ..core.progress import BarFromFirstStep
 from ..model.memory import ModelShape, backward_estimate, largest_batch
 from ..model.run import forward, input_embeddings, record
 from .patch_results import PatchingResult, SelfCheck, cell_labels, summarise_check
@@ -447,7 +447,7 @@ def self_check(
         else []
     )
     cells = top + sample
-    with progress_bar(len(cells), f"self-check {result.kind}", "cell", progress) as bar:
+    with BarFromFirstStep(len(cells), f"self-check {result.kind}", "cell", progress) as bar:
         raw = run_patches(model, task, [patches[c] for c in cells], max_batch, bar.update)
     exact = task.normalise(raw).double()
     return summarise_check(result, cells, exact, flat[cells], k, len(rest), cell_labels(labels))

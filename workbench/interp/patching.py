@@ -45,7 +45,7 @@ import torch
 from jaxtyping import Float, Int
 
 from ..core.errors import InputError
-from ..core.progress import progress_bar
+from ..core.progress import BarFromFirstStep
 from ..model.memory import (
     ModelShape,
     backward_estimate,
@@ -359,7 +359,7 @@ def patch_task(
     or also run attribution prepare the pairs once. start: perf_counter() the seconds count from."""
     start = time.perf_counter() if start is None else start
     axes, labels, patches = patch_cells(model, task, kind)
-    with progress_bar(len(patches), f"patching {kind}", "cell", progress) as bar:
+    with BarFromFirstStep(len(patches), f"patching {kind}", "cell", progress) as bar:
         values = run_patches(model, task, patches, max_batch, bar.update)
     shape = tuple(len(axis) for axis in labels)
     return PatchingResult(
@@ -515,7 +515,7 @@ def path_patch(
     heads_at: dict[int, list[int]] = {}
     for layer, head in receivers:
         heads_at.setdefault(layer, []).append(head)
-    bar = progress_bar(len(senders), "path patching", "sender", progress)
+    bar = BarFromFirstStep(len(senders), "path patching", "sender", progress)
     with split_qkv_inputs(model), bar:
         per_forward = max(1, max_batch // n_pairs)
         for first in range(0, len(senders), per_forward):

@@ -159,16 +159,8 @@ class Probe:
 
     def __repr__(self) -> str:
         test = self.metrics.get("test_auroc_interval")
-        if test:
-            held_out = f"test AUROC {stats.estimate_from_dict(test).text()}"
-        elif "test_auroc" in self.metrics:
-            held_out = (
-                f"test AUROC {self.metrics['test_auroc']:.3f} (n = {self.metrics.get('n_test')})"
-            )
-        else:
-            held_out = "no held-out figures"
-        trained = self.meta.get("model", "unknown model")
-        return f"Probe({self.hook}, width {self.width}, {trained}, {held_out})"
+        held_out = f"test AUROC {stats.estimate_from_dict(test).text()}" if test else "not tested"
+        return f"Probe({self.hook}, width {self.width}, {self.meta.get('model')}, {held_out})"
 
     def logits(self, acts: Float[torch.Tensor, "... d"]) -> Float[torch.Tensor, "..."]:
         """Float[Tensor, "..."] log-odds for activations Float[Tensor, "... d"]."""
