@@ -153,3 +153,36 @@ def test_cli_attribution_methods_are_the_library_s():
     from workbench.interp.attribution import METHODS
 
     assert tuple(ATTRIBUTION_METHODS) == tuple(METHODS)
+
+
+HELP_CHILD = """
+import sys
+from workbench.cli import build_parser, main
+
+for argv in [a.split() for a in sys.argv[1:]]:
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+heavy = ("torch", "transformers", "transformer_lens", "pandas", "plotly", "pyarrow", "numpy")
+print("IMPORTED:", *[m for m in heavy if m in sys.modules])
+"""
+
+
+def test_help_and_argument_errors_import_no_torch():
+    """`workbench VERB --help` (every verb) and an argument error import none of the model stack:
+    the import set is measured in a fresh interpreter, not the time."""
+    import subprocess
+    import sys
+
+    verbs = [" ".join(path[1:] + ("--help",)) for path, _ in all_parsers(build_parser())]
+    errors = ["lens --model nope --prompt x", "patch --method nope", "lens"]
+    done = subprocess.run(
+        [sys.executable, "-c", HELP_CHILD, *verbs, *errors],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "IMPORTED:", done.stdout.splitlines()[-1]
+    assert done.stderr.count("error:") == len(errors)

@@ -10,7 +10,7 @@ import torch
 
 import workbench as wb
 from workbench.model.builds import build_phi_folder, tiny_phi_config
-from workbench.model.loading import REGISTRY
+from workbench.model.registry import REGISTRY
 
 from .conftest import hf_reference
 

@@ -9,18 +9,24 @@ built"): `core` < `model` < `interp` (and `viz`) < `safety` < `report` < `audit`
 (`workbench.interp`, `workbench.safety`, ...) lists the rest.
 """
 
-from .core.errors import (
-    CacheTooLargeError,
-    HookNameError,
-    InputError,
-    ModelUnavailableError,
-    WorkbenchError,
-)
-from .model.activations import cache_activations, cache_tokens
-from .model.corpus_cache import open_cache
-from .model.generation import format_prompt, generate
-from .model.hooks import apply_hooks, hook_names, resolve_hooks
-from .model.loading import DEFAULT_MODEL, LoadedModel, ModelInfo, fetch, list_models, load
+from .core.faces import lazy_face
+
+# Imported on first use (workbench.core.faces): `workbench --help` loads no torch.
+EXPORTS = {
+    ".core.errors": (
+        "CacheTooLargeError",
+        "HookNameError",
+        "InputError",
+        "ModelUnavailableError",
+        "WorkbenchError",
+    ),
+    ".model.activations": ("cache_activations", "cache_tokens"),
+    ".model.corpus_cache": ("open_cache",),
+    ".model.generation": ("format_prompt", "generate"),
+    ".model.hooks": ("apply_hooks", "hook_names", "resolve_hooks"),
+    ".model.loading": ("LoadedModel", "ModelInfo", "fetch", "list_models", "load"),
+    ".model.registry": ("DEFAULT_MODEL",),
+}
 
 __version__ = "0.1.0"
 
@@ -33,3 +39,5 @@ __all__ = [
     # errors
     "WorkbenchError", "InputError", "HookNameError", "ModelUnavailableError", "CacheTooLargeError",
 ]  # fmt: skip
+
+__getattr__, __dir__ = lazy_face(__name__, EXPORTS)

@@ -44,7 +44,7 @@ from ..core.progress import advance
 from ..core.remote import is_url, staged
 from ..interp.probes import Probe
 from ..model.generation import generate, row_seed
-from ..model.loading import REGISTRY
+from ..model.registry import REGISTRY
 from ..report.figures import audit_figures
 from ..report.folder import AUDIT_FORMAT, load_results, toxicity_column
 from ..report.html import build_report

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import sys
 import warnings
@@ -16,8 +17,8 @@ import warnings
 from ..core.checks import check_args
 from ..core.errors import InputError, WorkbenchError
 from ..core.remote import is_url, staged
-from ..model.loading import REGISTRY
-from ..model.tokens import TokenizationWarning
+from ..model.registry import REGISTRY
+from ..core.errors import TokenizationWarning
 from . import app_verbs, audit_verbs, interp_verbs, model_verbs, probe_verbs
 from .common import OneLineParser
 
@@ -38,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     _warn_in_one_line(verb)
     try:
         check_args(args, REGISTRY)  # every argument, before any model work or write
+        run = _command(args.func)  # only now the library (and torch) is imported
         with _staged_output(args):
-            return args.func(args) or 0
+            return run(args) or 0
     except InputError as error:
         return _fail(verb, error, 2, wants_json)
     except WorkbenchError as error:
@@ -47,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"workbench {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _command(name: str):
+    """A verb's function from its "module.function" name in this package (`*_commands`)."""
+    module, function = name.split(".")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), function)
 
 
 @contextlib.contextmanager

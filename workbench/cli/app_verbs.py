@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from importlib import resources
-
-from ..dashboard.results_root import results_root
 from .common import add_verb
-from .demo import run_tour
 
 
 def register(verbs) -> None:
     """Add these verbs to the `workbench` parser's sub-parsers."""
     sub = add_verb(
-        verbs, "demo", "The main job on one model (default: the embedded smollm2-135m).", cmd_demo
+        verbs,
+        "demo",
+        "The main job on one model (default: the embedded smollm2-135m).",
+        "app_commands.cmd_demo",
     )
     sub.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
 
@@ -25,7 +21,7 @@ def register(verbs) -> None:
         description="Start the Streamlit dashboard: streamlit run app.py, bound to localhost "
         "unless --host says otherwise.",
     )
-    sub.set_defaults(func=cmd_dashboard)
+    sub.set_defaults(func="app_commands.cmd_dashboard")
     sub.add_argument(
         "--model", default=None, help="model chosen when a page opens (default smollm2-135m)"
     )
@@ -49,53 +45,3 @@ def register(verbs) -> None:
     sub.add_argument(
         "--dtype", default=None, help="float32, bfloat16, float16 (default: by device)"
     )
-
-
-def cmd_dashboard(args) -> int:
-    if args.results:
-        os.environ["WORKBENCH_RESULTS"] = args.results
-    # resolved now, so the pages see the same folder whatever their working directory
-    root = results_root()
-    env = dict(os.environ, WORKBENCH_RESULTS=str(root))
-    if args.model:
-        env["WORKBENCH_DASHBOARD_MODEL"] = args.model
-    if args.device:
-        env["WORKBENCH_DASHBOARD_DEVICE"] = args.device
-    if args.dtype:
-        env["WORKBENCH_DASHBOARD_DTYPE"] = args.dtype
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(
-            f"warning: listening on {args.host}: anyone who can reach this machine can use the dashboard",
-            file=sys.stderr,
-        )
-    launcher = resources.files("workbench.dashboard").joinpath("app.py")  # the package's own file
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(launcher),
-        "--server.address",
-        args.host,
-        "--server.port",
-        str(args.port),
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-        "--client.toolbarMode",
-        "minimal",
-    ]
-    print(
-        f"workbench dashboard: http://{args.host}:{args.port}  (results root {root}; Ctrl-C stops it)",
-        file=sys.stderr,
-    )
-    # exec, not a child process: Ctrl-C or a kill reaches streamlit itself, and no server is left behind.
-    os.execvpe(command[0], command, env)
-
-
-def cmd_demo(args) -> int:
-    summary = run_tour(args.model, args.out, device=args.device)
-    if args.json:
-        print(json.dumps(summary, indent=2, default=str))
-    return 0

@@ -1,5 +1,6 @@
-"""What every verb shares: the help formatter, the one-line usage errors, the model, scale and steering
-options, loading the model, progress lines on stderr and the human-or-JSON output."""
+"""What every verb's parser shares: the help formatter, the one-line usage errors, the model, scale
+and steering options; and what every verb prints: progress lines on stderr and the human-or-JSON
+output. Nothing here imports torch (`workbench --help` stays quick); `running` loads models."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..core.errors import InputError
-from ..model.distributed import RayExecutor, ReplicaSpec, executor_for
-from ..model.loading import DEFAULT_MODEL, default_device, default_dtype, load, parse_dtype
-from ..viz import save_html_many
+from ..model.registry import DEFAULT_MODEL
+
+# workbench.interp.attribution.METHODS, spelled out so that --help imports no torch
+# (tests/test_cli_help.py keeps the two equal)
+ATTRIBUTION_METHODS = ("atp", "atp*", "eap-ig")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -122,23 +125,6 @@ def add_audit_args(
     add_scale_args(sub)
 
 
-def executor_from(args):
-    """The shard executor --ray/--workers ask for, checked before any model work."""
-    executor = executor_for(args.ray, args.workers, connect=True, threads=args.threads_per_worker)
-    # workers load their replicas while this process loads its own
-    if isinstance(executor, RayExecutor):
-        device = args.device or default_device()
-        dtype = str(parse_dtype(args.dtype) or default_dtype(device)).replace("torch.", "")
-        executor.start(
-            ReplicaSpec(args.model, "cuda" if device.startswith("cuda") else "cpu", dtype)
-        )
-    return executor
-
-
-def load_model(args):
-    return load(args.model, device=args.device, dtype=args.dtype)
-
-
 def progress(args, items, desc: str, unit: str):
     """A progress bar on stderr over `items` (for verbs whose steps take seconds each); none
     under --json."""
@@ -164,12 +150,6 @@ def emit(args, summary: dict, human: str) -> None:
         local, url = args.staged
         text = text.replace(str(Path(local).resolve()), url).replace(local, url)
     print(text)
-
-
-def write_html(args, figs: list, title: str) -> None:
-    if args.html:
-        path = save_html_many(figs, args.html, title)
-        print(f"figures: {path}", file=sys.stderr)
 
 
 def add_prepend_bos(sub: argparse.ArgumentParser) -> None:

@@ -1,23 +1,48 @@
 """The bottom layer: errors, paths, provenance, statistics, storage, remote folders, input readers
 and argument checks. It imports no other layer and holds no model code."""
 
-from .agreement import agreement, spearman
-from .checks import check_args, check_context
-from .datasets import (
-    BiasPair, LabeledText, PatchPair, TextRecord, read_bias_pairs, read_labeled, read_patch_pairs,
-    read_texts, read_toxigen,
-)  # fmt: skip
-from .errors import (
-    CacheTooLargeError, HookNameError, InputError, ModelUnavailableError, WorkbenchError,
-)  # fmt: skip
-from .paths import cache_root, package_data
-from .provenance import file_sha256, versions
-from .remote import is_url, staged
-from .stats import (
-    Estimate, auroc, auroc_interval, calibration, difference_of_means, estimate_from_dict, mean,
-    paired_difference, proportion, ratio, share,
-)  # fmt: skip
-from .storage import ShardIndex, folder_lock, write_atomically
+from .faces import lazy_face
+
+# Imported on first use (workbench.core.faces): `workbench --help` loads no torch.
+EXPORTS = {
+    ".agreement": ("agreement", "spearman"),
+    ".checks": ("check_args", "check_context"),
+    ".datasets": (
+        "BiasPair",
+        "LabeledText",
+        "PatchPair",
+        "TextRecord",
+        "read_bias_pairs",
+        "read_labeled",
+        "read_patch_pairs",
+        "read_texts",
+        "read_toxigen",
+    ),
+    ".errors": (
+        "CacheTooLargeError",
+        "HookNameError",
+        "InputError",
+        "ModelUnavailableError",
+        "WorkbenchError",
+    ),
+    ".paths": ("cache_root", "package_data"),
+    ".provenance": ("file_sha256", "versions"),
+    ".remote": ("is_url", "staged"),
+    ".stats": (
+        "Estimate",
+        "auroc",
+        "auroc_interval",
+        "calibration",
+        "difference_of_means",
+        "estimate_from_dict",
+        "mean",
+        "paired_difference",
+        "proportion",
+        "ratio",
+        "share",
+    ),
+    ".storage": ("ShardIndex", "folder_lock", "write_atomically"),
+}
 
 __all__ = [
     # errors
@@ -32,3 +57,5 @@ __all__ = [
     "versions", "file_sha256", "folder_lock", "write_atomically", "ShardIndex", "is_url", "staged",
     "cache_root", "package_data", "check_args", "check_context",
 ]  # fmt: skip
+
+__getattr__, __dir__ = lazy_face(__name__, EXPORTS)

@@ -24,8 +24,6 @@ import re
 from pathlib import Path
 from typing import Collection
 
-import torch
-
 from .datasets import TextRecord
 from .errors import InputError
 from .remote import check_url, is_url, local_path
@@ -195,6 +193,11 @@ def check_device(device: str) -> None:
     """cpu, cuda, cuda:N or mps, and only a device this machine has."""
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
         raise InputError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N or mps")
+    if device == "cpu":
+        return
+    # lazy: torch takes 1.5 s to import; --help and the other argument checks never need it
+    import torch
+
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise InputError(

@@ -36,3 +36,7 @@ class ModelUnavailableError(WorkbenchError, RuntimeError):
 
 class CacheTooLargeError(WorkbenchError, MemoryError):
     """An in-memory activation cache that would not fit; the message gives the estimate."""
+
+
+class TokenizationWarning(UserWarning):
+    """A prompt or answer was tokenised as given, but probably not as meant (one line)."""

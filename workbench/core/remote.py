@@ -34,8 +34,6 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-import pyarrow.fs as pafs
-
 from .errors import InputError
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
@@ -63,6 +61,9 @@ def join(url: str, relative: str) -> str:
 
 def filesystem(url: str):
     """(pyarrow FileSystem, path inside it) for `url`; a one-line InputError for a scheme pyarrow lacks."""
+    # lazy: pyarrow takes 0.2 s to import; only output at a URL needs it
+    import pyarrow.fs as pafs
+
     scheme, _, rest = url.partition("://")
     if scheme == "s3":
         # Built here rather than by FileSystem.from_uri to bound the time a dead endpoint can take.
@@ -90,6 +91,9 @@ def filesystem(url: str):
 
 def check_url(url: str, flag: str) -> None:
     """Fail fast, before any model work, on a URL whose store cannot be reached or whose bucket is missing."""
+    # lazy: pyarrow takes 0.2 s to import; only output at a URL needs it
+    import pyarrow.fs as pafs
+
     fs, root = filesystem(url)
     bucket = root.split("/")[0]
     try:
@@ -127,6 +131,9 @@ class Mirror:
 
     def remote_files(self) -> list[str]:
         """Relative paths of every file under the URL (hidden names left out)."""
+        # lazy: pyarrow takes 0.2 s to import; only output at a URL needs it
+        import pyarrow.fs as pafs
+
         selector = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
         try:
             infos = self.fs.get_file_info(selector)

@@ -20,7 +20,8 @@ import streamlit as st
 
 from ..core.errors import WorkbenchError
 from ..core.paths import package_data
-from ..model.loading import DEFAULT_MODEL, load
+from ..model.loading import load
+from ..model.registry import DEFAULT_MODEL
 
 LOG = logging.getLogger("workbench.dashboard")
 DEFAULT_MODEL_ENV = "WORKBENCH_DASHBOARD_MODEL"

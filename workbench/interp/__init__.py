@@ -2,22 +2,51 @@
 steering and directional ablation, linear and sparse probes, activation / path / attribution
 patching (with their self-checks) and edge attribution. It imports `core` and `model` only."""
 
-from .attention import (
-    AttentionPatterns, HeadScores, attention_patterns, head_scores, transformer_lens_scores,
-)  # fmt: skip
-from .attribution import METHODS, attribute, attribution_patch, self_check
-from .edges import EdgeResult, edge_attribution
-from .lens import (
-    LensGrid, LogitAttribution, LogitLens, direct_logit_attribution, logit_lens, logit_lens_grid,
-)  # fmt: skip
-from .patch_results import PatchingResult, SelfCheck
-from .patching import KINDS, PatchingTask, activation_patch, patch_task, path_patch, prepare
-from .probes import Probe, ProbeSweep, probe_scores, token_scores, train_probes
-from .sparse_probes import SparseProbeTable, sparse_probes
-from .steering import (
-    ContrastPair, SteeringVector, ablate, actadd_vector, logprob_gap, mean_difference_vector,
-    read_pairs, steer, steered_generations, sweep,
-)  # fmt: skip
+from ..core.faces import lazy_face
+
+# Imported on first use (workbench.core.faces): `workbench --help` loads no torch.
+EXPORTS = {
+    ".attention": (
+        "AttentionPatterns",
+        "HeadScores",
+        "attention_patterns",
+        "head_scores",
+        "transformer_lens_scores",
+    ),
+    ".attribution": ("METHODS", "attribute", "attribution_patch", "self_check"),
+    ".edges": ("EdgeResult", "edge_attribution"),
+    ".lens": (
+        "LensGrid",
+        "LogitAttribution",
+        "LogitLens",
+        "direct_logit_attribution",
+        "logit_lens",
+        "logit_lens_grid",
+    ),
+    ".patch_results": ("PatchingResult", "SelfCheck"),
+    ".patching": (
+        "KINDS",
+        "PatchingTask",
+        "activation_patch",
+        "patch_task",
+        "path_patch",
+        "prepare",
+    ),
+    ".probes": ("Probe", "ProbeSweep", "probe_scores", "token_scores", "train_probes"),
+    ".sparse_probes": ("SparseProbeTable", "sparse_probes"),
+    ".steering": (
+        "ContrastPair",
+        "SteeringVector",
+        "ablate",
+        "actadd_vector",
+        "logprob_gap",
+        "mean_difference_vector",
+        "read_pairs",
+        "steer",
+        "steered_generations",
+        "sweep",
+    ),
+}
 
 __all__ = [
     # attention heads
@@ -37,3 +66,5 @@ __all__ = [
     "ContrastPair", "SteeringVector", "read_pairs", "mean_difference_vector", "actadd_vector",
     "steer", "ablate", "sweep", "logprob_gap", "steered_generations",
 ]  # fmt: skip
+
+__getattr__, __dir__ = lazy_face(__name__, EXPORTS)

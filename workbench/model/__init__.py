@@ -2,25 +2,36 @@
 (`run`), tokens, generation, likelihoods, memory estimates, the corpus activation cache, and Ray.
 It imports only `workbench.core`."""
 
-from .activations import cache_activations, cache_tokens
-from .corpus_cache import CorpusCache, DiskCorpusCache, open_cache
-from .distributed import LocalExecutor, RayExecutor, executor_for
-from .generation import Generation, format_prompt, generate
-from .hooks import HookInfo, apply_hooks, hook_aliases, hook_names, hook_table, resolve_hooks
-from .likelihood import continuation_logprobs, token_logprobs
-from .loading import (
-    DEFAULT_MODEL, REGISTRY, LoadedModel, ModelInfo, ModelSpec, fetch, list_models, load,
-)  # fmt: skip
-from .memory import MemoryEstimate, check_fits, forward_estimate, load_estimate, model_shape
-from .run import StopForward, forward, record
-from .tokens import (
-    TokenizationWarning,
-    check_layer,
-    tokenize_texts,
-    single_token_id,
-    str_tokens,
-    to_tokens,
-)
+from ..core.faces import lazy_face
+
+# Imported on first use (workbench.core.faces): `workbench --help` loads no torch.
+EXPORTS = {
+    ".activations": ("cache_activations", "cache_tokens"),
+    ".corpus_cache": ("CorpusCache", "DiskCorpusCache", "open_cache"),
+    ".distributed": ("LocalExecutor", "RayExecutor", "executor_for"),
+    ".generation": ("Generation", "format_prompt", "generate"),
+    ".hooks": (
+        "HookInfo",
+        "apply_hooks",
+        "hook_aliases",
+        "hook_names",
+        "hook_table",
+        "resolve_hooks",
+    ),
+    ".likelihood": ("continuation_logprobs", "token_logprobs"),
+    ".loading": ("LoadedModel", "ModelInfo", "fetch", "list_models", "load"),
+    ".registry": ("DEFAULT_MODEL", "REGISTRY", "ModelSpec"),
+    ".memory": ("MemoryEstimate", "check_fits", "forward_estimate", "load_estimate", "model_shape"),
+    ".run": ("StopForward", "forward", "record"),
+    ".tokens": (
+        "TokenizationWarning",
+        "check_layer",
+        "tokenize_texts",
+        "single_token_id",
+        "str_tokens",
+        "to_tokens",
+    ),
+}
 
 __all__ = [
     # loading
@@ -38,3 +49,5 @@ __all__ = [
     "cache_activations", "cache_tokens", "CorpusCache", "DiskCorpusCache", "open_cache",
     "LocalExecutor", "RayExecutor", "executor_for",
 ]  # fmt: skip
+
+__getattr__, __dir__ = lazy_face(__name__, EXPORTS)

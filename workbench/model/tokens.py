@@ -14,11 +14,7 @@ import warnings
 import torch
 from jaxtyping import Int
 
-from ..core.errors import InputError
-
-
-class TokenizationWarning(UserWarning):
-    """A prompt or answer was tokenised as given, but probably not as meant (one line)."""
+from ..core.errors import InputError, TokenizationWarning
 
 
 def default_prepend_bos(model) -> bool:

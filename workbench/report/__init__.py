@@ -2,17 +2,34 @@
 interval, text tables, figures and the self-contained HTML report. It reads what an audit writes
 and never runs one, so it sits below `workbench.audit`; it imports `core` up to `safety`."""
 
-from .figures import audit_figures, crows_pairs_shares, steering_card
-from .folder import (
-    AUDIT_FORMAT, LOCALISATION_FILE, TOX_PREFIX, is_audit_folder, load_results, read_localisation,
-    read_run, toxicity_column,
-)  # fmt: skip
-from .html import TITLES, audit_folders, build_report
-from .summary import report_card, summarise
-from .tables import (
-    agreement_rows, before_after_rows, bias_rows, card_findings, card_rows, estimate_text,
-    localisation_rows, summary_rows,
-)  # fmt: skip
+from ..core.faces import lazy_face
+
+# Imported on first use (workbench.core.faces): `workbench --help` loads no torch.
+EXPORTS = {
+    ".figures": ("audit_figures", "crows_pairs_shares", "steering_card"),
+    ".folder": (
+        "AUDIT_FORMAT",
+        "LOCALISATION_FILE",
+        "TOX_PREFIX",
+        "is_audit_folder",
+        "load_results",
+        "read_localisation",
+        "read_run",
+        "toxicity_column",
+    ),
+    ".html": ("TITLES", "audit_folders", "build_report"),
+    ".summary": ("report_card", "summarise"),
+    ".tables": (
+        "agreement_rows",
+        "before_after_rows",
+        "bias_rows",
+        "card_findings",
+        "card_rows",
+        "estimate_text",
+        "localisation_rows",
+        "summary_rows",
+    ),
+}
 
 __all__ = [
     # the audit folder's format
@@ -23,3 +40,5 @@ __all__ = [
     "bias_rows", "localisation_rows", "before_after_rows", "estimate_text", "audit_figures",
     "crows_pairs_shares", "steering_card", "TITLES", "build_report", "audit_folders",
 ]  # fmt: skip
+
+__getattr__, __dir__ = lazy_face(__name__, EXPORTS)

@@ -2,20 +2,45 @@
 (CrowS-Pairs) and counterfactual templates, ToxiGen per group, the capability cost of an
 intervention, and where a bias lives in the model. It imports `core`, `model` and `interp`."""
 
-from .bias import (
-    DEFAULT_METRIC, METRICS, CounterfactualResult, CrowsPairsResult, counterfactual, crows_pairs,
-    pair_scores, sentence_logprobs,
-)  # fmt: skip
-from .capability import (
-    DEFAULT_HELDOUT, DEFAULT_QA, CapabilityItem, capability_rows, continuation_fluency, perplexity,
-    read_heldout, read_qa, summarise_capability,
-)  # fmt: skip
-from .localise import BiasLocalisation, localise_bias, mean_ablated
-from .scorers import (
-    BiLSTMScorer, DetoxifyScorer, ProbeScorer, ProfanityCheckScorer, ScorerEvaluation,
-    ToxicityScorer, evaluate_scorers, fetch_detoxify, make_scorer,
-)  # fmt: skip
-from .toxigen import toxigen_audit, toxigen_groups
+from ..core.faces import lazy_face
+
+# Imported on first use (workbench.core.faces): `workbench --help` loads no torch.
+EXPORTS = {
+    ".bias": (
+        "DEFAULT_METRIC",
+        "METRICS",
+        "CounterfactualResult",
+        "CrowsPairsResult",
+        "counterfactual",
+        "crows_pairs",
+        "pair_scores",
+        "sentence_logprobs",
+    ),
+    ".capability": (
+        "DEFAULT_HELDOUT",
+        "DEFAULT_QA",
+        "CapabilityItem",
+        "capability_rows",
+        "continuation_fluency",
+        "perplexity",
+        "read_heldout",
+        "read_qa",
+        "summarise_capability",
+    ),
+    ".localise": ("BiasLocalisation", "localise_bias", "mean_ablated"),
+    ".scorers": (
+        "BiLSTMScorer",
+        "DetoxifyScorer",
+        "ProbeScorer",
+        "ProfanityCheckScorer",
+        "ScorerEvaluation",
+        "ToxicityScorer",
+        "evaluate_scorers",
+        "fetch_detoxify",
+        "make_scorer",
+    ),
+    ".toxigen": ("toxigen_audit", "toxigen_groups"),
+}
 
 __all__ = [
     # toxicity scorers
@@ -31,3 +56,5 @@ __all__ = [
     # where a bias lives
     "BiasLocalisation", "localise_bias", "mean_ablated",
 ]  # fmt: skip
+
+__getattr__, __dir__ = lazy_face(__name__, EXPORTS)
