@@ -156,3 +156,37 @@ def s3_keys(client, prefix: str) -> list[str]:
     """Every key under `prefix` in the test server's "bucket"."""
     pages = client.get_paginator("list_objects_v2").paginate(Bucket="bucket", Prefix=prefix)
     return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+def _git_status() -> str | None:
+    """`git status --porcelain` of the checkout, or None outside a git checkout."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def pytest_sessionstart(session):
+    session.config.stash[GIT_STATUS] = _git_status()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite leaves the checkout as it found it: every output goes to a temporary folder or
+    to a git-ignored one (results/, artifacts/). A change fails the run, naming the files."""
+    before = session.config.stash.get(GIT_STATUS, None)
+    after = _git_status()
+    if before is not None and after is not None and after != before:
+        changed = sorted(set(after.splitlines()) - set(before.splitlines()))
+        print(f"\nthe test suite changed the checkout (git status --porcelain): {changed}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+GIT_STATUS = pytest.StashKey[str | None]()

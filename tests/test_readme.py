@@ -2,8 +2,8 @@
 name fails CI.
 
 - Python blocks run as written, in order, in one namespace (like a notebook), on the README's
-  own model (smollm2-135m), in a scratch folder holding small stand-ins for the inputs the
-  README names (``path/to/toxigen``, ``crows_pairs_anonymized.csv``, ``probes/``).
+  own model (smollm2-135m), in a scratch folder outside the repository, reading the package's
+  own data and ``$WORKBENCH_DATA`` (small stand-ins for the public data sets).
 - Shell blocks: every ``workbench`` command runs through the CLI in the same scratch folder,
   on ``tiny-phi`` (``--model tiny-phi`` is added or substituted, and the few layer numbers
   that tiny-phi's 4 layers lack are mapped: SHELL_SUBSTITUTIONS), and must exit 0.
@@ -13,6 +13,7 @@ name fails CI.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import time
@@ -84,10 +85,15 @@ def shell_commands(code: str) -> list[str]:
 
 @pytest.fixture()
 def scratch(tmp_path, monkeypatch):
-    """A working folder with small stand-ins for the README's inputs."""
+    """A working folder outside the repository. The Python blocks read the package's own data and
+    WORKBENCH_DATA (here: small stand-ins for the public data sets); the shell lines also name
+    files in the current folder (prompts.txt, probes/, crows_pairs_anonymized.csv)."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "probes").symlink_to(ROOT / "probes")
-    toxigen = tmp_path / "path" / "to" / "toxigen" / "prompts"
+    data = tmp_path / "public-data"
+    monkeypatch.setenv("WORKBENCH_DATA", str(data))
+    (data / "crows_pairs").mkdir(parents=True)
+    toxigen = data / "toxigen" / "prompts"
     toxigen.mkdir(parents=True)
     for group in ("women", "muslim", "jewish", "black", "asian"):
         for kind in ("hate", "neutral"):
@@ -100,8 +106,9 @@ def scratch(tmp_path, monkeypatch):
         .read_text(encoding="utf-8")
         .splitlines()
     )
-    for name in ("crows_pairs_anonymized.csv", "crows.csv"):
-        (tmp_path / name).write_text("\n".join(crows[:21]) + "\n")
+    for path in (tmp_path / "crows_pairs_anonymized.csv", tmp_path / "crows.csv"):
+        path.write_text("\n".join(crows[:21]) + "\n")
+    (data / "crows_pairs" / "crows_pairs_anonymized.csv").write_text("\n".join(crows[:21]) + "\n")
     prompts = ["The weather today is", "My neighbour said", "I think that", "The movie was"]
     (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
     texts = "".join(f'{{"text": "Text number {i} is here."}}\n' for i in range(6))
@@ -140,6 +147,8 @@ def test_readme_python_blocks_run_as_written(scratch, capsys):
         for start, language, code in code_blocks(README.read_text(encoding="utf-8"))
         if language == "python"
     ]
+    for shell_only in ("probes", "prompts.txt", "crows_pairs_anonymized.csv", "crows.csv"):
+        (scratch / shell_only).unlink()  # the Python blocks need none of them
     namespace: dict = {"__name__": "readme"}
     ran = 0
     for start, code in blocks:
@@ -197,7 +206,7 @@ def _on_tiny_phi(command: str) -> list[str]:
     """The command with --model tiny-phi (substituted or added) and SHELL_SUBSTITUTIONS applied."""
     for old, new in SHELL_SUBSTITUTIONS:
         command = command.replace(old, new)
-    argv = shlex.split(command)
+    argv = [os.path.expandvars(a) for a in shlex.split(command)]  # "$WORKBENCH_DATA/toxigen"
     if "--model" in argv:
         argv[argv.index("--model") + 1] = "tiny-phi"
     elif argv[1] not in ("models", "report"):
