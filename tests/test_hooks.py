@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -123,3 +125,18 @@ def test_generation_with_hook_equals_fully_wrapped_generation(tiny):
                 pad_token_id=tiny.tokenizer.pad_token_id,
             )
     assert list(ours.new_tokens) == full[0, prompt_ids.input_ids.shape[1] :].tolist()
+
+
+def test_hook_names_and_shapes_need_no_weights(tiny, capsys):
+    """`workbench hooks` builds the model on the meta device: no weight is read or allocated, and
+    the table (names, firing order, shapes, position dims) is the real model's, exactly."""
+    from workbench.cli import main
+    from workbench.model.hooks import hook_table
+
+    meta = wb.load("tiny-phi", device="meta")
+    assert {p.device.type for p in meta.hf_model.parameters()} == {"meta"}
+    assert hook_table(meta) == hook_table(tiny)
+    capsys.readouterr()
+    assert main(["hooks", "--model", "tiny-phi", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["hooks"]
+    assert [r["name"] for r in rows] == wb.hook_names(tiny)

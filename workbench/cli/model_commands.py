@@ -12,7 +12,7 @@ from ..core.datasets import read_texts
 from ..model.activations import cache_activations
 from ..model.generation import format_prompt, generate
 from ..model.hooks import hook_aliases, hook_table, resolve_hooks
-from ..model.loading import default_device, default_dtype, fetch, list_models, parse_dtype
+from ..model.loading import default_device, default_dtype, fetch, list_models, load, parse_dtype
 from ..model.memory import format_bytes, load_estimate, model_shape
 from ..safety.scorers import fetch_detoxify
 from .common import emit
@@ -90,7 +90,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_hooks(args) -> int:
-    model = load_model(args)
+    # the names and shapes need no weights: the model is built on the meta device
+    model = load(args.model, device="meta", dtype=args.dtype)
     names = set(resolve_hooks(model, args.pattern))
     table = hook_table(model)
     rows = [

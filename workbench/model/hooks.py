@@ -94,6 +94,7 @@ def _probe(model, length: int) -> dict[int, tuple[int, tuple[int, ...]]]:
         model,
         ids,
         fwd_hooks=[(name, recorder(key)) for key, name in first_name.items()],
+        attention_mask=torch.ones_like(ids),  # spares HF a data-dependent check (meta weights)
         use_cache=False,
     )
     return fired

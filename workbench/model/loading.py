@@ -248,7 +248,9 @@ def load(
 
     Args:
         name: a registry name (see `list_models()`), a local folder or a HF id.
-        device: "cpu", "cuda", "cuda:1"... (default: cuda when available).
+        device: "cpu", "cuda", "cuda:1"... (default: cuda when available); "meta" builds the
+            model without reading or allocating a weight, for its hook names and shapes only
+            (`workbench hooks`): every activation it computes is shape without values.
         dtype: torch dtype or its name (default: fp32 on CPU, bf16/fp16 on GPU).
         download: fetch hub weights that are not cached yet (default False: raise instead).
 
@@ -275,7 +277,12 @@ def load(
         )
     # Eager attention: the bridge needs it to expose attention patterns, and it makes
     # the bridge's numbers equal a plain HF model loaded the same way.
-    if spec.source == "shape":  # weights drawn in place, in the requested dtype (local_models)
+    if device == "meta":
+        with torch.device("meta"):
+            hf_model = AutoModelForCausalLM.from_config(
+                config, dtype=torch_dtype, attn_implementation="eager"
+            )
+    elif spec.source == "shape":  # weights drawn in place, in the requested dtype (local_models)
         hf_model = build_phi2_shape(torch_dtype, device)
     else:
         hf_model = AutoModelForCausalLM.from_pretrained(
