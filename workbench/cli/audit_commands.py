@@ -168,7 +168,7 @@ def cmd_audit_counterfactual(args) -> int:
 
 
 def cmd_report(args) -> int:
-    path = build_report(args.folder)
+    path = build_report(args.folder, args.plotly)
     folder = Path(args.folder)
     if (folder / "run.json").exists():
         summary = json.loads((folder / "summary.json").read_text())

@@ -253,4 +253,12 @@ def register(verbs) -> None:
     sub.add_argument(
         "folder", help="an audit folder, a folder of audit folders, or an s3:// URL of one"
     )
+    sub.add_argument(
+        "--plotly",
+        choices=["shared", "inline", "cdn"],
+        default="shared",
+        help="where the pages find plotly.js (4.8 MB): shared (one plotly.min.js in FOLDER for "
+        "all its pages), inline (in each page: a single file that opens anywhere) or cdn "
+        "(plotly's CDN: small pages that need the internet)",
+    )
     sub.add_argument("--json", action="store_true", help="print one JSON object on stdout")

@@ -1,5 +1,5 @@
 """The report layer: the audit folder's format (written once, in `folder`), summaries with every
-interval, text tables, figures and the self-contained HTML report. It reads what an audit writes
+interval, text tables, figures and the HTML report. It reads what an audit writes
 and never runs one, so it sits below `workbench.audit`; it imports `core` up to `safety`."""
 
 from ..core.faces import lazy_face

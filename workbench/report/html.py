@@ -1,4 +1,4 @@
-"""Self-contained HTML reports (plotly inlined, opens offline), rebuilt from audit folders' shards.
+"""HTML reports (opening offline, plotly.js shared by a folder's pages), rebuilt from audit folders' shards.
 
     build_report("results/tox")    # one audit: writes summary.json and report.html into it
     build_report("results/demo")   # a folder of audits: report.html with every audit, side by side
@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from pathlib import Path
 
 import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
 
 from ..core.errors import InputError
 from ..core.remote import is_url, remote_name, staged
@@ -44,22 +46,32 @@ TITLES = {
 }
 
 
+PLOTLY_MODES = ("shared", "inline", "cdn")
+PLOTLY_FILE = "plotly.min.js"
+
 STYLE = """body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;margin-bottom:1em}
 td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top} pre{background:#f6f6f6;padding:1em}"""
 
 
-def build_report(out: str | Path) -> Path | str:
-    """Write summary.json and report.html (plotly inlined, opens offline).
+def build_report(out: str | Path, plotly: str = "shared") -> Path | str:
+    """Write summary.json and report.html.
 
     `out` is one audit folder (it holds run.json), or a folder whose subfolders are
     audits: then each gets its own report and `out/report.html` shows them all, the audits
     with a steering report card first (the page leads with what an intervention does and costs).
     `out` may be a URL (``s3://bucket/prefix``): the report is built in a staging copy and
     uploaded beside the shards; the URL of report.html is returned.
+
+    plotly: where the pages find plotly.js (about 4.8 MB). "shared" (default): one
+    `plotly.min.js` in `out`, used by every page built here, so a folder of reports holds one
+    copy (the audits' own copies are removed); "inline": inside each page, which then opens on
+    its own anywhere; "cdn": from plotly's CDN (small pages that need the internet).
     """
+    if plotly not in PLOTLY_MODES:
+        raise InputError(f"plotly must be one of {', '.join(PLOTLY_MODES)}, not {plotly!r}")
     if is_url(out):
         with staged(out) as local:
-            return remote_name(build_report(local))
+            return remote_name(build_report(local, plotly))
     out = Path(out)
     built = []
     for folder in audit_folders(out):
@@ -67,17 +79,35 @@ def build_report(out: str | Path) -> Path | str:
         summary = summarise(folder, frame)
         write_atomically(folder / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
         figures = audit_figures(summary, frame)
+        source = _plotly_source(out, folder, plotly)
         page = _write_page(
-            folder / "report.html", TITLES[summary["audit"]], [_section(summary, figures, True)]
+            folder / "report.html", TITLES[summary["audit"]], [_section(summary, figures, source)]
         )
         if folder == out:
             return page
+        if plotly == "shared" and (folder / PLOTLY_FILE).exists():
+            (folder / PLOTLY_FILE).unlink()  # the folder's copy serves them all
         built.append((not summary.get("card"), folder.name, summary, figures))
+    source = _plotly_source(out, out, plotly)
     sections = [
-        _section(summary, figures, include_plotlyjs=i == 0)
+        _section(summary, figures, source if i == 0 else False)
         for i, (_, _, summary, figures) in enumerate(sorted(built, key=lambda b: b[:2]))
     ]
     return _write_page(out / "report.html", "workbench audit report", sections)
+
+
+def _plotly_source(root: Path, folder: Path, plotly: str) -> bool | str:
+    """What plotly's `include_plotlyjs` gets for the page in `folder`: the script inline, the CDN,
+    or the relative path of the one shared copy in `root` (written when missing or stale)."""
+    if plotly == "inline":
+        return True
+    if plotly == "cdn":
+        return "cdn"
+    script = get_plotlyjs()
+    shared = root / PLOTLY_FILE
+    if not shared.exists() or shared.stat().st_size != len(script.encode()):
+        write_atomically(shared, script)
+    return os.path.relpath(shared, folder)
 
 
 def audit_folders(out: str | Path) -> list[Path]:
@@ -111,11 +141,13 @@ def _write_page(path: Path, title: str, sections: list[str]) -> Path:
     )
 
 
-def _section(summary: dict, figures: list[go.Figure], include_plotlyjs: bool) -> str:
+def _section(summary: dict, figures: list[go.Figure], plotly_source: bool | str) -> str:
+    """One audit's part of a page; plotly_source: plotly's `include_plotlyjs` for its first figure
+    (False when an earlier section of the page loaded plotly.js already)."""
     kind = summary["audit"]
     settings = summary["settings"]
     parts = [
-        fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs and i == 0)
+        fig.to_html(full_html=False, include_plotlyjs=plotly_source if i == 0 else False)
         for i, fig in enumerate(figures)
     ]
     body = {
