@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -32,6 +33,7 @@ from .tables import (
     card_findings,
     card_rows,
     estimate_text,
+    headline,
     localisation_rows,
     moved_text,
     summary_rows,
@@ -50,7 +52,8 @@ PLOTLY_MODES = ("shared", "inline", "cdn")
 PLOTLY_FILE = "plotly.min.js"
 
 STYLE = """body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;margin-bottom:1em}
-td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top} pre{background:#f6f6f6;padding:1em}"""
+td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top} pre{background:#f6f6f6;padding:1em}
+td.estimate{white-space:nowrap} .headline{font-size:1.1em;background:#f3f7ff;padding:.6em}"""
 
 
 def build_report(out: str | Path, plotly: str = "shared") -> Path | str:
@@ -164,6 +167,7 @@ def _section(summary: dict, figures: list[go.Figure], plotly_source: bool | str)
     origin = f" ({model['origin']})" if model.get("origin") else ""
     return (
         f"<section><h1>{TITLES[kind]}: {html.escape(str(model.get('name', '')))}</h1>"
+        f'<p class="headline"><b>In one line:</b> {html.escape(headline(summary))}</p>'
         f"<p>{summary['rows']} result rows; conditions: "
         f"{html.escape(', '.join(c['name'] for c in settings['conditions']))}. Model weights: "
         f"{html.escape(str(model.get('revision')))}{html.escape(origin)}.</p>"
@@ -191,15 +195,20 @@ def _cell(value) -> str:
     return html.escape(str(value))
 
 
+def _td(value) -> str:
+    """A cell; a number with its interval ("0.020 [0.011, 0.034]") never wraps."""
+    text = _cell(value)
+    estimate = isinstance(value, dict) or re.search(r"\[-?[\d.]+, -?[\d.]+\]", text)
+    return f'<td class="estimate">{text}</td>' if estimate else f"<td>{text}</td>"
+
+
 def _table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "<p>(no rows)</p>"
     # every row's keys, in order
     columns = columns or list(dict.fromkeys(key for row in rows for key in row))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_cell(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows
-    )
+    body = "".join("<tr>" + "".join(_td(r.get(c, "")) for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

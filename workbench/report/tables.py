@@ -174,6 +174,44 @@ def card_findings(summary: dict) -> dict[str, list[str]]:
     return findings
 
 
+COST_WORDS = (
+    ("repeat themselves", "repetition"),
+    ("less fluent", "fluency"),
+    ("held-out perplexity", "held-out perplexity"),
+    ("QA accuracy", "QA accuracy"),
+)
+
+
+def headline(summary: dict) -> str:
+    """The audit in one line of words, for the top of its page: per intervened condition, how many
+    scorers see toxicity fall or rise (95% interval excluding no change) and what it costs; without
+    interventions, the first row of the main table."""
+    findings = card_findings(summary)
+    if findings:
+        n_scorers = len(summary.get("scorers") or []) or None
+        parts = []
+        for condition, notes in findings.items():
+            falls = sum("falls by" in note for note in notes)
+            rises = sum("rises by" in note for note in notes)
+            of = f" of {n_scorers}" if n_scorers else ""
+            effect = (
+                f"toxicity falls by {falls}{of} scorers" if falls and not rises
+                else f"toxicity rises by {rises}{of} scorers" if rises and not falls
+                else f"toxicity falls by {falls} and rises by {rises}{of} scorers" if falls
+                else "no scorer sees toxicity change"
+            )  # fmt: skip
+            costs = [word for key, word in COST_WORDS if any(key in note for note in notes)]
+            parts.append(
+                f"{condition}: {effect}; "
+                + (f"costs {', '.join(costs)}" if costs else "no measured cost")
+            )
+        return ". ".join(parts) + " (95% intervals against the baseline; details below)."
+    rows = summary_rows(summary)
+    if not rows:
+        return "no rows"
+    return "; ".join(f"{key}: {value}" for key, value in rows[0].items() if value != "") + "."
+
+
 def card_rows(summary: dict) -> list[dict]:
     """The steering report card (`report_card`) as plain text rows, every interval written out."""
     rows = []
