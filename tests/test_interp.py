@@ -147,6 +147,19 @@ def test_attribution_tracks_exact_on_tiny(tiny):
     assert len(frame) == 16 and set(frame.columns) >= {"layer", "head", "value", "layer_label"}
 
 
+@pytest.mark.integration
+def test_path_patching_into_keys_and_values_under_grouped_query_attention(smol):
+    """SmolLM2 has 3 key/value groups for 9 query heads: receiver head 4's keys and values are
+    group 1's (this crashed with an index error before)."""
+    assert smol.info.n_heads == 9
+    kv = path_patch(smol, CLEAN, CORRUPT, " Mary", " John", receivers=[(2, 4)], receiver_input="kv")
+    both = path_patch(smol, CLEAN, CORRUPT, " Mary", " John", receivers=[(2, 3), (2, 5)],
+                      receiver_input="kv")  # fmt: skip
+    assert kv.shape == (smol.info.n_layers, 9) and bool(kv.values[:2].abs().sum() > 0)
+    # heads 3, 4 and 5 share group 1: the same keys and values, so the same effect
+    assert torch.equal(kv.values, both.values)
+
+
 def test_path_patching_shape_and_causality(tiny):
     result = path_patch(
         tiny, CLEAN, CORRUPT, " Mary", " John", receivers=[(3, 0), (3, 2)], receiver_input="qkv"

@@ -15,7 +15,9 @@ from workbench.report.html import PLOTLY_FILE
 def three_audits(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("reports")
     prompts = root / "p.txt"
-    prompts.write_text("".join(f"Tell me about day {i}.\n" for i in range(12)))  # n >= 10: intervals
+    prompts.write_text(
+        "".join(f"Tell me about day {i}.\n" for i in range(12))
+    )  # n >= 10: intervals
     for name in ("a", "b", "c"):
         command = ["audit", "toxicity", "--model", "tiny-phi", "--prompts", str(prompts)]
         command += ["--out", str(root / "audits" / name), "--scorers", "profanity-check"]

@@ -4,6 +4,7 @@ this module is imported only when one of them runs, so --help loads no torch).""
 from __future__ import annotations
 
 import math
+import shlex
 
 from ..audit.conditions import capability_inputs
 from ..core.checks import check_context
@@ -204,6 +205,10 @@ def cmd_patch(args) -> int:
                     "passed": check.passed,
                 }
                 lines.append(f"{'':14s} {check.summary()}")
+                if not check.passed:
+                    lines.append(
+                        f"{'':14s} to patch every cell exactly: {_exact_command(args, kind)}"
+                    )
             figs.append(patching_heatmap(result))
             if result.check is not None and "exact" not in methods:
                 figs.append(self_check_scatter(result))
@@ -231,6 +236,18 @@ def cmd_patch(args) -> int:
     emit(args, summary, "\n".join(lines))
     write_html(args, figs, "patching")
     return 0
+
+
+def _exact_command(args, kind: str) -> str:
+    """The command that patches every `kind` cell of the same question exactly."""
+    words = ["workbench", "patch", "--model", args.model, "--method", "exact", "--kinds", kind]
+    if args.pairs:
+        words += ["--pairs", str(args.pairs)]
+    else:
+        words += ["--clean", args.clean, "--corrupt", args.corrupt, "--answers", *args.answers]
+    if args.prepend_bos is not None:
+        words.append("--prepend-bos" if args.prepend_bos else "--no-prepend-bos")
+    return shlex.join(words)
 
 
 def _patch_question(args) -> tuple[list[str], list[str], list[str], list[str]]:

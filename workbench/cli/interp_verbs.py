@@ -74,7 +74,7 @@ def register(verbs) -> None:
     sub.add_argument(
         "--method",
         choices=["exact", *ATTRIBUTION_METHODS, "all"],
-        default="eap-ig",
+        default="atp",
         help="exact patching (one forward pass per cell, batched); atp (attribution patching, one "
         "backward pass); atp* (AtP*: softmax recomputed for queries and keys, GradDrop); eap-ig "
         "(integrated gradients, --steps backward passes); all: exact and the three side by side",

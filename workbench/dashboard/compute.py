@@ -64,7 +64,7 @@ def attribution_patch(
     answer: str,
     other: str,
     kind: str,
-    method: str = "eap-ig",
+    method: str = "atp",
 ):
     return _run(
         model_name,

@@ -149,7 +149,11 @@ class SelfCheck(Tabled):
         sample = self.checked - self.k
         which = "every cell" if self.checked == self.cells else f"top {self.k} + {sample} random"
         interval = (
-            "" if self.recall_low is None else f" [{self.recall_low:.2f}, {self.recall_high:.2f}]"
+            " (exact: every cell checked)"
+            if self.recall_low is None
+            else f" (between {self.recall_low:.2f} and {self.recall_high:.2f} depending on the "
+            f"{self.cells - self.checked} cells not checked, by a Wilson interval on the random "
+            "sample)"
         )
         verdict = (
             "passed"

@@ -480,7 +480,9 @@ def path_patch(
     ((z_clean - z_corrupt) @ W_O[s], at every position) is added to the chosen
     inputs (``receiver_input``: any of "q", "k", "v") of the receiver heads only;
     every other path stays corrupted. Returns [sender layer, sender head] with
-    senders at or after the first receiver layer left at 0. prepend_bos: as `activation_patch`;
+    senders at or after the first receiver layer left at 0. Under grouped-query attention a
+    receiver's "k" and "v" inputs are its key/value group's, shared with the group's other query
+    heads. prepend_bos: as `activation_patch`;
     progress: a bar on stderr that moves per forward pass, counting sender heads.
     """
     start = time.perf_counter()
@@ -523,9 +525,12 @@ def path_patch(
             delta = torch.cat([deltas[s] for s in chunk])  # [senders * pairs, pos, d_model]
 
             def add_delta(heads: list[int]):
-                def hook(output, _point):  # [rows, pos, head, d_model]
+                def hook(output, _point):  # [rows, pos, head (or key/value group), d_model]
                     patched = output.clone()
-                    patched[:, :, heads] += delta[:, :, None, :].to(patched.dtype)
+                    # grouped-query attention: a query head's keys and values are its group's
+                    group = n_heads // patched.shape[2]
+                    targets = sorted({h // group for h in heads})
+                    patched[:, :, targets] += delta[:, :, None, :].to(patched.dtype)
                     return patched
 
                 return hook
