@@ -42,8 +42,13 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def recall(estimate_: torch.Tensor, exact: torch.Tensor, k: int) -> float:
-    """Share of the exact top-k cells (by |value|) that the estimate's top-k contains."""
-    top = lambda t: set(torch.topk(t.flatten().abs(), k).indices.tolist())  # noqa: E731
+    """Share of the exact top-k cells (by |value|) that the estimate's top-k contains (k at most
+    the number of cells)."""
+    k = min(k, exact.numel())
+
+    def top(t: torch.Tensor) -> set[int]:
+        return set(torch.topk(t.flatten().abs(), k).indices.tolist())
+
     return len(top(estimate_) & top(exact)) / k
 
 
@@ -74,7 +79,7 @@ def main() -> None:
     for i, pair in enumerate(pairs):
         question = (pair["clean"], pair["corrupt"], pair["answer"], pair["other"])
         start = time.perf_counter()
-        exact = activation_patch(model, *question, kind="attn_head")
+        exact = activation_patch(model, *question, kind="attn_head", progress=False)
         seconds["exact"] += time.perf_counter() - start
         grids["exact"].append(exact.values)
         task = prepare(model, *question)

@@ -58,7 +58,13 @@ def head_pattern(patterns, layer: int, head: int, hide_first: bool = False) -> g
         )
     )
     fig.update_layout(
-        title=f"L{layer}H{head} attention" + (" (first token hidden)" if hide_first else ""),
+        title=f"L{layer}H{head} attention"
+        + (
+            f" (first token hidden; colours run to this head's largest remaining weight, "
+            f"{float(z.max()) if z.numel() else 0:.3f}, not to 1)"
+            if hide_first
+            else ""
+        ),
         xaxis_title="key",
         yaxis_title="query",
         yaxis_autorange="reversed",
@@ -369,14 +375,18 @@ def pattern_thumbnails(
     patterns, layer: int, columns: int = 6, hide_first: bool = False
 ) -> go.Figure:
     """Small attention maps of every head in one layer, in a grid (query rows, key columns);
-    hide_first leaves out the first token, as in `head_pattern`."""
+    hide_first leaves out the first token, as in `head_pattern`, and scales each map to its own
+    largest remaining weight, which its title shows."""
     n_heads = patterns.patterns.shape[1]
     first = 1 if hide_first else 0
     rows = (n_heads + columns - 1) // columns
+    top = [float(patterns.head(layer, h)[first:, first:].max()) for h in range(n_heads)]
     fig = make_subplots(
         rows=rows,
         cols=min(columns, n_heads),
-        subplot_titles=[f"L{layer}H{h}" for h in range(n_heads)],
+        subplot_titles=[
+            f"L{layer}H{h}" + (f" (max {top[h]:.2f})" if hide_first else "") for h in range(n_heads)
+        ],
         horizontal_spacing=0.02,
         vertical_spacing=0.08,
     )
@@ -397,7 +407,8 @@ def pattern_thumbnails(
     fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
     fig.update_layout(
-        title=f"layer {layer}: every head's attention",
+        title=f"layer {layer}: every head's attention"
+        + (", first token hidden: each map scaled to its own max" if hide_first else ""),
         height=170 * rows + 80,
         margin=dict(l=10, r=10, t=70, b=10),
     )
@@ -490,7 +501,9 @@ def token_highlight_html(tokens: list[str], scores) -> str:
 
 
 def steered_toxicity(result) -> go.Figure:
-    """Toxicity of the continuation against the steering coefficient (SteeredGenerations)."""
+    """Toxicity of the continuation against the steering coefficient (SteeredGenerations): one
+    greedy continuation per coefficient (n = 1 each, an anecdote, not an estimate), on the scorer's
+    whole 0-1 scale so that small wiggles do not look like effects."""
     fig = go.Figure(
         go.Scatter(
             x=result.alphas,
@@ -501,9 +514,12 @@ def steered_toxicity(result) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=f"continuation toxicity ({result.scorer}) against the coefficient, layer {result.layer}",
+        title=f"continuation toxicity ({result.scorer}) against the coefficient, layer {result.layer}"
+        "<br><sup>one continuation per coefficient (n = 1): an example, not an estimate; "
+        "the audit measures with intervals</sup>",
         xaxis_title="coefficient alpha",
         yaxis_title="toxicity",
+        yaxis_range=[0, 1],
         height=420,
     )
     return fig

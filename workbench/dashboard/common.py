@@ -93,6 +93,10 @@ def pair_sets() -> list[Path]:
     return found
 
 
+# What label 1 means in each shipped labeled set (workbench/data/probes/README.md).
+LABEL_MEANING = {"toxicity.jsonl": "toxic", "gender.jsonl": "about a woman"}
+
+
 def labeled_sets() -> list[Path]:
     """Labeled probe sets (JSONL with text and label) shipped in probes/."""
     if not PROBES_DIR.is_dir():

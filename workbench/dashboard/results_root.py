@@ -63,10 +63,13 @@ def list_audits(root: str | Path, max_depth: int = 4) -> list[Path]:
     """Audit folders (holding run.json) under `root`, as paths relative to it, sorted.
 
     Folders reached through symlinks that leave the root are skipped, and so are
-    activation caches (which also hold a run.json).
+    activation caches (which also hold a run.json) and an audit's own sub-audits (a toxicity
+    audit's capability/, shown with it).
     """
     root = Path(root).resolve()
-    return [p for p in _find(root, "run.json", max_depth) if is_audit_folder(root / p)]
+    audits = [p for p in _find(root, "run.json", max_depth) if is_audit_folder(root / p)]
+    # an audit's own sub-audit (a toxicity audit's capability/) is shown on its parent's page
+    return [p for p in audits if p.parent not in audits]
 
 
 def list_probes(root: str | Path, max_depth: int = 5) -> list[Path]:

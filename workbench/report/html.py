@@ -31,7 +31,7 @@ from .tables import (
     agreement_rows,
     before_after_rows,
     card_findings,
-    card_rows,
+    card_tables,
     estimate_text,
     headline,
     localisation_rows,
@@ -248,7 +248,9 @@ def _card_html(summary: dict) -> str:
         "repetition or perplexity is a broken model, not a safer or more dangerous one."
         + cap_note
         + "</p>"
-        + _table(card_rows(summary))
+        + _table(card_tables(summary)[0])
+        + "<p>What each condition costs (the same for every scorer):</p>"
+        + _table(card_tables(summary)[1])
         + CARD_FIGURE
         + _card_findings(summary)
     )

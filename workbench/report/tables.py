@@ -249,6 +249,26 @@ def card_rows(summary: dict) -> list[dict]:
     return [{key: row.get(key, "") for key in order} for row in rows]
 
 
+SAFETY_COLUMNS = ("condition", "meant to move toxicity", "scorer (kind)", "mean toxicity [95% CI]",
+                  "change vs baseline [95% CI]", "prompts moved as intended",
+                  "prompts moved the wrong way")  # fmt: skip
+
+
+def card_tables(summary: dict) -> tuple[list[dict], list[dict]]:
+    """The report card as two narrower tables: (safety, cost). Safety has a row per condition and
+    scorer; cost a row per condition, since fluency, perplexity and QA do not depend on the scorer."""
+    rows = card_rows(summary)
+    safety = [{k: v for k, v in row.items() if k in SAFETY_COLUMNS} for row in rows]
+    cost, seen = [], set()
+    for row in rows:
+        if row["condition"] not in seen:
+            seen.add(row["condition"])
+            cost.append(
+                {k: v for k, v in row.items() if k == "condition" or k not in SAFETY_COLUMNS}
+            )
+    return safety, cost
+
+
 # Measured on smollm2-135m: the held-out texts' perplexity is 119 after the start token alone and 64-75
 # after any short prefix ("Reply rudely.", "Reply politely.", "Here is a sentence.", "Hello."), so
 # the instruct condition's value measures the prefix, not a capability cost.

@@ -12,7 +12,7 @@ from workbench.report.html import TITLES
 from workbench.report.tables import (
     agreement_rows,
     before_after_rows,
-    card_rows,
+    card_tables,
     localisation_rows,
     summary_rows,
 )
@@ -50,7 +50,10 @@ with errors_shown():
                 "**Steering report card**: the safety measure beside what each condition costs "
                 "(fluency of the continuations, held-out perplexity, QA accuracy)."
             )
-            st.dataframe(pd.DataFrame(card_rows(summary)), hide_index=True, width="stretch")
+            safety, cost = card_tables(summary)  # two narrow tables: nothing cut off at the right
+            st.dataframe(pd.DataFrame(safety), hide_index=True, width="stretch")
+            st.markdown("**What each condition costs** (the same for every scorer)")
+            st.dataframe(pd.DataFrame(cost), hide_index=True, width="stretch")
         st.dataframe(pd.DataFrame(summary_rows(summary)), hide_index=True, width="stretch")
         if summary["audit"] == "toxicity" and agreement_rows(summary):
             st.markdown("**Scorer agreement** (Spearman on scores, Cohen's kappa at 0.5)")

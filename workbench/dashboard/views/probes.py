@@ -1,11 +1,20 @@
 """Probes: train a probe per layer (or load a saved one), its per-layer curve, per-token shading."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from workbench import viz
-from workbench.core.stats import estimate_from_dict
+from workbench.core.stats import MIN_N, estimate_from_dict
 from workbench.dashboard import compute
-from workbench.dashboard.common import errors_shown, labeled_sets, model_name, plot, prompt
+from workbench.dashboard.common import (
+    LABEL_MEANING,
+    errors_shown,
+    labeled_sets,
+    model_name,
+    plot,
+    prompt,
+)
 from workbench.dashboard.results_root import list_probes, resolve_under, results_root
 from workbench.interp.probes import Probe
 
@@ -34,10 +43,20 @@ with errors_shown():
             sweep = compute.train_probes(name, *request, 0)
             plot(viz.probe_curve(sweep), "probe_curve")
             chosen = sweep.best()
+            test = estimate_from_dict(chosen.metrics["test_auroc_interval"])
+            meaning = LABEL_MEANING.get(Path(request[0]).name, "as the file's labels say")
             st.markdown(
                 f"**Chosen on validation:** `{chosen.hook}` (L2 {chosen.metrics['l2']:g}). "
-                f"**Test AUROC:** {estimate_from_dict(chosen.metrics['test_auroc_interval']).text()}."
+                f"**Label 1:** {meaning}."
             )
+            if sweep.n_test < 2 * MIN_N:
+                st.warning(
+                    f"Test AUROC {test.value:.3f} on only {sweep.n_test} test texts: too few for an "
+                    f"interval (the workbench gives one from {2 * MIN_N} texts up), and an AUROC on so few "
+                    "says little. Train on a larger labeled set."
+                )
+            else:
+                st.markdown(f"**Test AUROC:** {test.text()}.")
             plot(viz.reliability_curve(chosen), "probe_calibration")
             hooks = list(sweep.probes)
             best = sweep.best().hook

@@ -68,4 +68,9 @@ with errors_shown():
     if request and request[0] == key:
         result = compute.steered(name, vector, key, prompt, request[1], scorer_name, new_tokens)
         plot(viz.steered_toxicity(result), "steer_sweep_chart")
+        st.caption(
+            "One greedy continuation per coefficient (n = 1 each): an example of what steering "
+            "does, not a measurement. `workbench audit toxicity --steer ...` measures it over many "
+            "prompts, with intervals and the cost."
+        )
         st.dataframe(result.to_frame(), hide_index=True, width="stretch")
