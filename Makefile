@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: setup demo lint test bench bench-phi2 gpu-check dashboard notebooks clean
+.PHONY: setup demo lint test bench bench-phi2 gpu-check dashboard notebooks notebook-figures clean
 
 setup: $(STAMP)
 
@@ -67,6 +67,14 @@ dashboard: setup
 notebooks: setup
 	$(PY) -m pip install -q -e ".[notebooks]"
 	$(VENV)/bin/jupyter lab notebooks/
+
+# Rewrite the committed PNG copies of the notebooks' figures (GitHub's notebook view shows them);
+# running a notebook otherwise writes its copies under results/.
+notebook-figures: setup
+	$(PY) -m pip install -q -e ".[notebooks]"
+	cd notebooks && for book in *.ipynb; do \
+	  WORKBENCH_NOTEBOOK_FIGURES=$(CURDIR)/notebooks/figures ../$(VENV)/bin/jupyter nbconvert \
+	    --to notebook --execute --stdout $$book > /dev/null || exit 1; done
 
 # The house stays in layers before anything runs: the import contracts of pyproject.toml (each
 # layer imports only from those below it; no cycles), then ruff's lint and format checks.
