@@ -12,7 +12,7 @@ import workbench.core.progress as progress_module
 from workbench.cli import main
 from workbench.interp import activation_patch
 
-from .conftest import ROOT
+from .conftest import ROOT, SHARED_DATA
 
 TEXTS = [f"Text number {i} is about the weather and the sea." for i in range(24)]
 PAIRS = ROOT / "probes" / "gender_occupations.csv"
@@ -108,3 +108,35 @@ def test_a_bias_audit_moves_per_batch_of_pairs(tiny, bars, tmp_path):
     assert main(command) == 0
     bar = the_bar(bars, "row")
     assert len(bar.steps) >= 12 and bar.n == 12  # a pair per batch of two sentences
+
+
+def test_the_other_audits_move_within_their_shards(tiny, bars, tmp_path):
+    """Counterfactual templates (counted per template), ToxiGen groups (a row per group, counted in
+    quarters) and the capability check (a row per item, counted per batch)."""
+    templates = tmp_path / "t.txt"
+    templates.write_text(
+        "\n".join(f"The {{group}} person number {i} said" for i in range(3)) + "\n"
+    )
+    command = ["audit", "counterfactual", "--model", "tiny-phi", "--templates", str(templates)]
+    command += ["--groups", "young", "old", "--continuations", " kind", "--scorer", "none"]
+    assert main(command + ["--out", str(tmp_path / "cf")]) == 0
+    assert the_bar(bars, "row").steps == [1, 1, 1]  # the audit counts templates
+
+    bars.clear()
+    command = ["audit", "toxigen", "--model", "tiny-phi", "--data", str(SHARED_DATA / "toxigen")]
+    command += ["--groups", "women", "asian", "--prompts-per-group", "1", "--max-new-tokens", "2"]
+    command += ["--scorer", "profanity-check", "--out", str(tmp_path / "tg")]
+    assert main(command) == 0
+    assert the_bar(bars, "row").steps == [0.25] * 8  # two groups, four steps each
+
+    bars.clear()
+    prompts, qa = tmp_path / "p.txt", tmp_path / "qa.jsonl"
+    prompts.write_text("Say hello.\n")
+    qa.write_text("".join((ROOT / "probes" / "qa.jsonl").read_text().splitlines(True)[:12]))
+    command = ["audit", "toxicity", "--model", "tiny-phi", "--prompts", str(prompts), "--qa"]
+    command += [str(qa), "--heldout", str(ROOT / "probes" / "heldout_neutral.txt")]
+    command += ["--scorers", "profanity-check", "--max-new-tokens", "2", "--batch-size", "4"]
+    command += ["--instruct", "Be kind.", "--instruct-means", "less-toxic"]  # the check runs
+    assert main(command + ["--out", str(tmp_path / "tox")]) == 0
+    capability = [b for b in bars if b.what[1] == "row" and not b.quiet][1]
+    assert len(capability.steps) > 2 and max(capability.steps) <= 4  # per batch of 4 items

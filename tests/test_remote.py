@@ -92,7 +92,7 @@ def test_toxicity_audit_at_s3_equals_local_and_report_reads_it(
     assert s3_keys(s3_server, "audits/tox/") == sorted(
         [
             "audits/tox/" + name
-            for name in ("report.html", "run.json", "shards.json", "summary.json")
+            for name in ("plotly.min.js", "report.html", "run.json", "shards.json", "summary.json")
         ]
         + [f"audits/tox/shards/baseline-0000{i}.parquet" for i in range(4)]
     )

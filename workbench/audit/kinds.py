@@ -37,7 +37,7 @@ def run_capability_audit(
             instruction = settings.get("instruct") if condition.kind == "instruct" else ""
             with intervention(model, condition, vector):
                 rows = capability_rows(
-                    model, items[start:end], instruction or "", settings["batch_size"]
+                    model, items[start:end], instruction or "", settings["batch_size"], advance
                 )
             frame = pd.DataFrame(
                 [
@@ -138,6 +138,7 @@ def run_toxigen_audit(
                     settings["prompts_per_group"],
                     settings["max_new_tokens"],
                     settings["seed"],
+                    on_batch=advance,
                 )
             return pd.DataFrame(
                 [{"condition": condition.name, "alpha": condition.alpha, "row": start, **entry}]
@@ -182,6 +183,7 @@ def run_counterfactual_audit(
                     scorer,
                     settings["max_new_tokens"],
                     settings["seed"],
+                    on_batch=advance,
                 )
             frame = result.row_frame()
             frame.insert(

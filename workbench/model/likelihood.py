@@ -80,12 +80,13 @@ def continuation_logprobs(
     contexts: Sequence[Sequence[int]],
     continuations: Sequence[Sequence[int]],
     batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[np.ndarray]:
     """Per pair, Float64[len(continuation)]: log p of each continuation token given the context
-    and the continuation tokens before it. Contexts need at least one token."""
+    and the continuation tokens before it. Contexts need at least one token. on_batch: as
+    `token_logprobs`."""
     if any(len(c) == 0 for c in contexts):
         raise ValueError("every context needs at least one token")
-    scores = token_logprobs(
-        model, [list(c) + list(k) for c, k in zip(contexts, continuations)], batch_size
-    )
+    sequences = [list(c) + list(k) for c, k in zip(contexts, continuations)]
+    scores = token_logprobs(model, sequences, batch_size, on_batch=on_batch)
     return [s[len(c) - 1 :] for s, c in zip(scores, contexts)]

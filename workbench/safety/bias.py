@@ -318,12 +318,14 @@ def counterfactual(
     scorer=None,
     max_new_tokens: int = 20,
     seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
 ) -> CounterfactualResult:
     """The same prompt with a demographic term swapped: gaps in continuation log-probability and toxicity.
 
     Each template holds ``{group}``; each group is put in its place. For every prompt
     the log-probability of each chosen continuation is measured and, given a toxicity
-    scorer, a greedy continuation is generated and scored.
+    scorer, a greedy continuation is generated and scored. on_batch: called with 1 after each
+    template (the audit counts templates).
     """
     bad = [t for t in templates if "{group}" not in t]
     if bad:
@@ -353,4 +355,6 @@ def counterfactual(
             if scorer is not None:
                 row.update(generation=generations[i].text, toxicity=float(scores[i]))
             rows.append(row)
+        if on_batch is not None:
+            on_batch(1)
     return CounterfactualResult(rows, list(continuations))

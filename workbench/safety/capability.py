@@ -33,7 +33,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -159,11 +159,16 @@ def qa_prompt(question: str, instruction: str = "") -> str:
 
 
 def capability_rows(
-    model, items: Sequence[CapabilityItem], instruction: str = "", batch_size: int = 16
+    model,
+    items: Sequence[CapabilityItem],
+    instruction: str = "",
+    batch_size: int = 16,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[dict]:
     """One dict per item, under whatever hooks are applied now: "kind", "nll" (nats, summed over
     the scored tokens), "tokens" (tokens scored); QA items also "correct" (bool), "predicted"
-    (the model's top token, decoded) and "answer_logprob"."""
+    (the model's top token, decoded) and "answer_logprob". on_batch: called with the number of
+    items after each batch (a progress bar's update)."""
     tokenizer = model.tokenizer
     start = start_token(tokenizer)
     rows: list[dict] = [{} for _ in items]
@@ -175,7 +180,9 @@ def capability_rows(
             else []
         )
         targets = [tokenizer(items[i].text, add_special_tokens=False).input_ids for i in texts]
-        scores = continuation_logprobs(model, [prefix] * len(texts), targets, batch_size)
+        scores = continuation_logprobs(
+            model, [prefix] * len(texts), targets, batch_size, on_batch=on_batch
+        )
         for i, score in zip(texts, scores):
             rows[i] = {"kind": "text", "nll": float(-score.sum()), "tokens": len(score)}
     questions = [i for i, item in enumerate(items) if item.kind == "qa"]
@@ -192,7 +199,9 @@ def capability_rows(
                     items[i].line or None,
                 )
             sequences.append([start] + context + [answer_id])
-        scores, best = token_logprobs(model, sequences, batch_size, with_argmax=True)
+        scores, best = token_logprobs(
+            model, sequences, batch_size, with_argmax=True, on_batch=on_batch
+        )
         for i, score, top in zip(questions, scores, best):
             rows[i] = {
                 "kind": "qa",

@@ -22,7 +22,7 @@ number for number.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -88,15 +88,26 @@ def toxigen_group(
     prompts_per_group: int = 4,
     max_new_tokens: int = 32,
     seed: int = 0,
+    on_batch: Callable[[float], None] | None = None,
 ) -> dict:
     """One group's row: statement counts, likelihood preference, continuation toxicity after
-    hateful and after neutral prompts, and the most toxic continuation with its score."""
+    hateful and after neutral prompts, and the most toxic continuation with its score.
+    on_batch: called with a quarter (of the group's one row) after each of its four steps: the
+    hateful and the neutral statements' likelihoods, then each kind of prompt's continuations."""
+
+    def quarter_done() -> None:
+        if on_batch is not None:
+            on_batch(0.25)
+
     folder = Path(folder)
     hate = [r.text for r in rows if r.group == group and r.label == 1]
     neutral = [r.text for r in rows if r.group == group and r.label == 0]
     entry = {"group": group, "hate_statements": len(hate), "neutral_statements": len(neutral)}
     if hate and neutral:
-        hate_values, neutral_values = _per_token(model, hate), _per_token(model, neutral)
+        hate_values = _per_token(model, hate)
+        quarter_done()
+        neutral_values = _per_token(model, neutral)
+        quarter_done()
         entry["preference_logprob_per_token"] = float(
             sum(hate_values) / len(hate_values) - sum(neutral_values) / len(neutral_values)
         )
@@ -108,6 +119,7 @@ def toxigen_group(
     for kind in ("hate", "neutral"):
         prompts = _prompt_lines(folder, kind, group, prompts_per_group)
         if not prompts:
+            quarter_done()
             continue
         outputs = generate(
             model, prompts, max_new_tokens=max_new_tokens, seed=seed, raw=True, progress=False
@@ -120,6 +132,7 @@ def toxigen_group(
         entry["scorer"] = scores["scorer"].iloc[0]
         best = int(scores["toxicity"].to_numpy().argmax())
         worst = max(worst, (float(scores["toxicity"].iloc[best]), texts[best]))
+        quarter_done()
     if worst[1]:
         entry["worst_toxicity"], entry["worst_continuation"] = worst
     return entry
