@@ -114,33 +114,32 @@ def generate(
     n_batches = -(-len(prompts) // batch_size)
     if progress is None:
         progress = n_batches * max_new_tokens >= LONG_GENERATION
-    bar = progress_bar(n_batches * max_new_tokens, "generating", "token", progress)
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
-        formatted = [format_prompt(model, p, raw=raw) for p in chunk]
-        inputs = encode_prompts(model, formatted)
-        # lazy: transformers takes ~1 s to import; only model work needs it
-        from transformers import LogitsProcessorList
+    with progress_bar(n_batches * max_new_tokens, "generating", "token", progress) as bar:
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start : start + batch_size])
+            formatted = [format_prompt(model, p, raw=raw) for p in chunk]
+            inputs = encode_prompts(model, formatted)
+            # lazy: transformers takes ~1 s to import; only model work needs it
+            from transformers import LogitsProcessorList
 
-        processors = [_TokenTicker(bar)] if progress else []
-        if do_sample:
-            processors.append(
-                _RowSampler(seeds[start : start + batch_size], temperature, top_p, model.device)
-            )
-        extra = {"logits_processor": LogitsProcessorList(processors)} if processors else {}
-        with torch.no_grad(), bypass_unhooked_bridges(model):
-            output = model.hf_model.generate(
-                **inputs, max_new_tokens=max_new_tokens, pad_token_id=pad_id, **greedy, **extra
-            )
-        prompt_len = inputs["input_ids"].shape[1]
-        for prompt, shown, row in zip(chunk, formatted, output[:, prompt_len:].tolist()):
-            new = _strip_after_eos(row, model.hf_model.generation_config.eos_token_id, pad_id)
-            text = model.tokenizer.decode(new, skip_special_tokens=True)
-            results.append(Generation(prompt, shown, text.strip(), tuple(new)))
-        bar.update((start // batch_size + 1) * max_new_tokens - bar.n)  # steps a stop skipped
-        if on_batch is not None:
-            on_batch(len(chunk))
-    bar.close()
+            processors = [_TokenTicker(bar)] if progress else []
+            if do_sample:
+                processors.append(
+                    _RowSampler(seeds[start : start + batch_size], temperature, top_p, model.device)
+                )
+            extra = {"logits_processor": LogitsProcessorList(processors)} if processors else {}
+            with torch.no_grad(), bypass_unhooked_bridges(model):
+                output = model.hf_model.generate(
+                    **inputs, max_new_tokens=max_new_tokens, pad_token_id=pad_id, **greedy, **extra
+                )
+            prompt_len = inputs["input_ids"].shape[1]
+            for prompt, shown, row in zip(chunk, formatted, output[:, prompt_len:].tolist()):
+                new = _strip_after_eos(row, model.hf_model.generation_config.eos_token_id, pad_id)
+                text = model.tokenizer.decode(new, skip_special_tokens=True)
+                results.append(Generation(prompt, shown, text.strip(), tuple(new)))
+            bar.update((start // batch_size + 1) * max_new_tokens - bar.n)  # steps a stop skipped
+            if on_batch is not None:
+                on_batch(len(chunk))
     return results
 
 
