@@ -14,7 +14,7 @@ import json
 import sys
 import warnings
 
-from ..core.checks import check_args
+from ..core.checks import check_args, given_options
 from ..core.errors import InputError, WorkbenchError
 from ..core.remote import is_url, staged
 from ..model.registry import REGISTRY
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     verb = args.command
+    args.given = given_options(
+        argv
+    )  # what was typed, for the options that need another (checks.NEEDS)
     wants_json = bool(getattr(args, "json", False))
     _warn_in_one_line(verb)
     try:

@@ -30,6 +30,7 @@ from .remote import check_url, is_url, local_path
 
 MAX_SEED = 2**31 - 1
 MAX_NEW_TOKENS = 4096  # also capped by the model's context (check_context)
+HF_ID = re.compile(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+")  # a Hugging Face id, owner/name
 DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 # attribute -> (kind, low, high): "int" and "float" ranges are inclusive; "fraction" is open (0, 1).
@@ -48,6 +49,7 @@ NUMBERS = {
     "port": ("int", 1, 65535),
     "steps": ("int", 1, 1000),
     "verify": ("int", 0, 10**6),
+    "threads_per_worker": ("int", 1, 4096),
     "temperature": ("float", 1e-3, 100.0),
     "test_fraction": ("fraction", 0.0, 1.0),
     "val_fraction": ("fraction", 0.0, 1.0),
@@ -58,8 +60,17 @@ LISTS = {  # attribute -> (kind, low, high) for each element
     "l2": ("float", 0.0, 1e6),
     "sparse_k": ("int", 1, 10**6),
 }
-TEXTS = ("prompt", "text", "clean", "corrupt", "instruct")  # single strings that must be non-empty
+TEXTS = (
+    "prompt",
+    "text",
+    "clean",
+    "corrupt",
+    "instruct",
+    "pattern",
+)  # single strings that must be non-empty
 TEXT_LISTS = ("answers", "groups", "continuations", "positive_words", "negative_words")
+COMMA_LISTS = ("kinds", "hooks")  # comma-separated names: none empty, none repeated
+FILE_LISTS = ("heldout",)  # several files: none given twice (its texts would count twice)
 
 
 def check_args(args, model_names: Collection[str]) -> None:
@@ -99,6 +110,30 @@ def check_args(args, model_names: Collection[str]) -> None:
                 _check_text(name, value)
             if len(set(values)) != len(values):
                 raise InputError(f"--{_flag(name)} repeats an entry")
+    for name in COMMA_LISTS:
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            names = [n.strip() for n in value.split(",")]
+            if not all(names):
+                raise InputError(
+                    f"--{_flag(name)} {value!r}: a name is empty; give comma-separated names"
+                )
+            if len(set(names)) != len(names):
+                raise InputError(f"--{_flag(name)} {value!r}: a name is repeated")
+    for name in FILE_LISTS:
+        values = getattr(args, name, None)
+        if isinstance(values, list):
+            resolved = [str(Path(v).expanduser().resolve()) for v in values]
+            if len(set(resolved)) != len(resolved):
+                raise InputError(
+                    f"--{_flag(name)} names a file twice; its texts would be counted twice"
+                )
+    threads = getattr(args, "threads_per_worker", None)
+    if threads is not None and getattr(args, "ray", None) == "local" and threads > os.cpu_count():
+        raise InputError(
+            f"--threads-per-worker {threads}: with --ray local every worker runs on this machine, "
+            f"which has {os.cpu_count()} cores; give at most {os.cpu_count()}"
+        )
     if getattr(args, "instruct", None) is not None:
         if getattr(args, "raw", False):
             raise InputError(
@@ -132,7 +167,9 @@ def check_args(args, model_names: Collection[str]) -> None:
         )
     if getattr(args, "device", None) is not None:
         check_device(args.device)
-    if getattr(args, "model", None) is not None:
+    if getattr(args, "command", None) == "fetch":
+        check_fetch_name(args.name if args.name is not None else args.model, model_names)
+    elif getattr(args, "model", None) is not None:
         check_model_name(args.model, model_names)
     if getattr(args, "out", None) is not None:
         _check_out(args)
@@ -140,6 +177,103 @@ def check_args(args, model_names: Collection[str]) -> None:
         check_url(args.folder, "folder")
     if getattr(args, "html", None) is not None:
         check_output_file(args.html, "--html")
+    check_needs(args)
+
+
+def _scorers(args) -> list[str]:
+    return [n.strip() for n in (getattr(args, "scorers", None) or "").split(",")]
+
+
+def _eap_ig(method) -> bool:
+    return method in ("eap-ig", "all")
+
+
+# An option that only means something with another: (verbs, option, the other holds, naming it).
+# Given without it, the option would be ignored without a word, so it is refused instead.
+# A verb is "audit bias", "steer", ...; an option its attribute name; `holds` reads the args.
+NEEDS = (
+    *(
+        ("audit bias", option, lambda a: a.localise, "--localise")
+        for option in (
+            "top_k",
+            "attribution",
+            "steps",
+            "skip_bad",
+            "heldout",
+            "qa",
+            "cluster_column",
+        )
+    ),
+    ("audit bias", "steps", lambda a: _eap_ig(a.attribution), "--attribution eap-ig"),
+    *(
+        (verb, "layer", lambda a: a.steer, "--steer PAIRS")
+        for verb in ("audit toxicity", "audit toxigen", "audit counterfactual", "audit bias")
+    ),
+    ("audit toxicity", "positive_means", lambda a: a.steer, "--steer PAIRS"),
+    (
+        "audit toxicity",
+        "probe",
+        lambda a: "probe" in _scorers(a),
+        "the probe scorer (--scorers ...,probe)",
+    ),
+    (
+        "audit toxicity",
+        "temperature",
+        lambda a: a.samples > 1,
+        "--samples K > 1 (one sample is greedy)",
+    ),
+    ("generate", "temperature", lambda a: a.sample, "--sample"),
+    ("generate", "seed", lambda a: a.sample, "--sample"),
+    ("steer", "html", lambda a: a.positive_words, "--positive-words and --negative-words"),
+    ("patch", "steps", lambda a: _eap_ig(a.method), "--method eap-ig (or all)"),
+    (
+        "patch",
+        "verify",
+        lambda a: a.method != "exact",
+        "an attribution --method (exact needs no check)",
+    ),
+    *(
+        (verb, option, lambda a: a.ray, "--ray")
+        for verb in (
+            "cache",
+            "audit toxicity",
+            "audit toxigen",
+            "audit counterfactual",
+            "audit bias",
+        )
+        for option in ("workers", "threads_per_worker")
+    ),
+)
+
+
+def verb_of(args) -> str:
+    """The verb the arguments are for: "generate", "audit bias", "probe train"..."""
+    sub = getattr(args, "audit_command", None) or getattr(args, "probe_command", None)
+    return f"{args.command} {sub}" if sub else str(getattr(args, "command", ""))
+
+
+def check_needs(args) -> None:
+    """Refuse an option given without the option it needs (the `NEEDS` table). `args.given` holds
+    the options given on the command line (the CLI sets it); without it nothing is checked."""
+    given = getattr(args, "given", None)
+    if not given:
+        return
+    verb = verb_of(args)
+    for needs_verb, option, holds, needed in NEEDS:
+        if needs_verb == verb and option in given and not holds(args):
+            raise InputError(f"--{_flag(option)} needs {needed}; without it, it would be ignored")
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The attribute names of the options on a command line (``--top-k 5`` -> "top_k"); the
+    parser takes no abbreviations, so each is spelled in full."""
+    given = set()
+    for token in argv:
+        if token == "--":
+            break
+        if token.startswith("--"):
+            given.add(token[2:].split("=", 1)[0].replace("-", "_"))
+    return given
 
 
 URL_COMMANDS = ("audit", "cache")  # and report's folder: the verbs whose output may be at a URL
@@ -230,10 +364,24 @@ def check_model_name(name: str, model_names: Collection[str]) -> None:
         if not (path / "config.json").is_file():
             raise InputError("--model: not a model folder (no config.json inside)", name)
         return
-    if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", name):
+    if not HF_ID.fullmatch(name):
         raise InputError(
             f"--model {name!r} is neither a registry name ({', '.join(model_names)}), a folder, "
             "nor a Hugging Face id (owner/name)"
+        )
+
+
+def check_fetch_name(name: str, model_names: Collection[str]) -> None:
+    """What `workbench fetch` may download: a registry name, ``detoxify[:variant]`` (the variant is
+    checked by the fetcher) or a Hugging Face id owner/name. Never a local path: a folder needs no
+    fetching, and "ready in /etc" would be a lie."""
+    if name in model_names or name == "detoxify" or name.startswith("detoxify:"):
+        return
+    if not HF_ID.fullmatch(name) or ".." in name.split("/"):
+        raise InputError(
+            f"fetch {name!r}: give a registry name ({', '.join(model_names)}), "
+            "detoxify[:original|unbiased|multilingual] or a Hugging Face id owner/name; a local "
+            "folder needs no fetching (pass it to --model)"
         )
 
 

@@ -153,7 +153,18 @@ class Mirror:
                 self.fetch(name)
 
     def fetch(self, name: str) -> Path:
-        """Download one file (relative path) into the local folder, atomically; returns its local path."""
+        """Download one file (relative path) into the local folder, atomically; returns its local path.
+        A name that would land outside the local folder (``../x``, an absolute path) is refused."""
+        parts = name.split("/")
+        if (
+            not name
+            or name.startswith("/")
+            or any(p in ("", ".", "..") for p in parts)
+            or "\\" in name
+        ):
+            raise InputError(
+                f"refused to download {name!r}: not a relative path inside the folder", self.url
+            )
         target = self.local / name
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.download")

@@ -77,6 +77,25 @@ def set_aside(path: Path, reason: str) -> Path:
     return target
 
 
+def check_plain_name(name, what: str, where) -> str:
+    """`name`, a file name recorded in an untrusted file (a shard index, a manifest), if it is a
+    plain file name: a non-empty string with no folder part (no / or \\), not . or .., no NUL.
+    Anything else would be joined into a path that leads elsewhere (``../x``, ``/etc/x``):
+    InputError naming the file `where` and the name."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or any(c in name for c in "/\\\x00")
+    ):
+        raise InputError(
+            f"the {what} records {name!r}, which is not a plain file name; refused (a damaged or "
+            "crafted file: delete it and rerun the command that wrote it)",
+            str(where),
+        )
+    return name
+
+
 class ShardIndex:
     """``{shard file name: {"sha256": ..., "bytes": ...}}`` kept in one JSON file, written atomically."""
 
@@ -93,6 +112,8 @@ class ShardIndex:
                     "damaged shard index (not a JSON object); delete it and rerun to rebuild it",
                     str(self.path),
                 )
+            for name in loaded:
+                check_plain_name(name, "shard index", self.path)
             self.entries = {
                 k: v for k, v in loaded.items() if isinstance(v, dict) and "sha256" in v
             }

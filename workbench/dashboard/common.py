@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -73,10 +74,21 @@ def errors_shown() -> Iterator[None]:
     try:
         yield
     except WorkbenchError as error:
-        st.error(str(error))
+        st.error(plain(str(error)))  # errors quote user files (a probe's hook, run.json's audit)
     except Exception as error:  # noqa: BLE001 - the page must survive any failure
         LOG.exception("dashboard page failed")
-        st.error(f"{type(error).__name__}: {error}")
+        st.error(plain(f"{type(error).__name__}: {error}"))
+
+
+MARKDOWN_CHARACTERS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
+
+
+def plain(text: str) -> str:
+    """`text` with every character Markdown gives a meaning to backslash-escaped, so a Streamlit
+    element that renders Markdown (st.error, st.subheader, st.caption...) shows it as written: no
+    link, no image fetched, no emphasis, LaTeX, colour directive or HTML entity. Every string
+    that comes from a user's file or input goes through it (or through st.text)."""
+    return MARKDOWN_CHARACTERS.sub(r"\\\1", text)
 
 
 def pair_sets() -> list[Path]:
@@ -108,7 +120,7 @@ def show_text(text: str, key: str) -> None:
     """Generated text, readable (not a greyed-out text box), kept in st.session_state[key] for tests."""
     st.session_state[key] = text
     with st.container(border=True):
-        st.markdown(text.replace("\n", "  \n") if text.strip() else "_(no new text)_")
+        st.markdown(plain(text).replace("\n", "  \n") if text.strip() else "_(no new text)_")
 
 
 def plot(fig, key: str) -> None:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from ..core.errors import InputError
-from ..report.folder import is_audit_folder
+from ..report.folder import check_inside, is_audit_folder
 
 
 def results_root() -> Path:
@@ -42,21 +42,11 @@ def resolve_under(root: str | Path, path: str | Path) -> Path:
 
 
 def check_audit_inside(root: str | Path, folder: str | Path) -> Path:
-    """`folder` and every file an audit reads in it (run.json, shards.json, shards/ and each shard)
-    resolved inside `root`; InputError naming the first one that leads out (a symlink, say)."""
+    """`folder` and every file a reader of the audit opens in it (`workbench.report.folder.
+    audit_files`: run.json, shards, summary, localisation, the capability/ sub-audit...) resolved
+    inside `root`; InputError naming the first one that leads out (a symlink, say)."""
     folder = resolve_under(root, folder)
-    for part in [
-        folder / "run.json",
-        folder / "shards.json",
-        folder / "summary.json",
-        folder / "shards",
-    ]:
-        if part.exists() or part.is_symlink():
-            resolve_under(root, part)
-    if (folder / "shards").is_dir():
-        for shard in (folder / "shards").iterdir():
-            resolve_under(root, shard)
-    return folder
+    return check_inside(root, folder, where=f"the results root {Path(root).resolve()}")
 
 
 def list_audits(root: str | Path, max_depth: int = 4) -> list[Path]:

@@ -28,6 +28,7 @@ from safetensors import safe_open
 from ..core.errors import InputError
 from ..core.provenance import file_sha256
 from ..core.remote import Mirror, is_url
+from ..core.storage import check_plain_name
 
 LENGTHS_KEY = "__lengths__"
 
@@ -127,6 +128,7 @@ class DiskCorpusCache(_CacheView):
             raise InputError(
                 "damaged manifest.json; rerun the cache command to rebuild it", self.name
             ) from None
+        _check_manifest(self.manifest, self.name)
         self._checked: set[str] = set()
         self.hooks = list(self.manifest["hooks"])
         self.positions = self.manifest["positions"]
@@ -193,6 +195,31 @@ class DiskCorpusCache(_CacheView):
             f"DiskCorpusCache({self.name}, {self.manifest['n_texts']} texts, "
             f"{len(self.hooks)} hooks, positions={self.positions!r})"
         )
+
+
+def _check_manifest(manifest, where: str) -> None:
+    """A manifest's fields that become paths or keys, checked before any is used: each shard's
+    file must be ``shards/<plain file name>`` (a crafted ``../x`` would be read, or fetched from a
+    URL, outside the cache folder)."""
+    if not isinstance(manifest, dict) or not all(
+        key in manifest for key in ("hooks", "positions", "model", "shards")
+    ):
+        raise InputError(
+            "manifest.json lacks hooks, positions, model or shards; rerun the cache command to "
+            "rebuild it",
+            where,
+        )
+    for shard in manifest["shards"] if isinstance(manifest["shards"], list) else [None]:
+        if not isinstance(shard, dict) or not isinstance(shard.get("sha256"), str):
+            raise InputError("manifest.json: a shard entry has no file and sha256", where)
+        folder, _, name = str(shard.get("file")).partition("/")
+        if folder != "shards" or not isinstance(shard.get("file"), str):
+            raise InputError(
+                f"manifest.json records the shard {shard.get('file')!r}, which is not "
+                "shards/<file name>; refused (a damaged or crafted manifest)",
+                where,
+            )
+        check_plain_name(name, "manifest", where)
 
 
 def open_cache(folder: str | Path) -> DiskCorpusCache:

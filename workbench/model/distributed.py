@@ -26,6 +26,7 @@ a shared file system nor credentials for the object store.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
@@ -116,7 +117,8 @@ class RayExecutor:
             return ray
         quiet = {"log_to_driver": False, "include_dashboard": False, "configure_logging": False}
         if self.address == "local":
-            ray.init(num_cpus=os.cpu_count(), **quiet)
+            with _loopback_only(ray):
+                ray.init(num_cpus=os.cpu_count(), **quiet)
             return ray
         _check_reachable(self.address)
         try:
@@ -139,6 +141,7 @@ class RayExecutor:
         gpus = int(resources.get("GPU", 0))
         use_gpu = gpus > 0 and spec.device == "cuda"  # each actor then takes its own GPU
         self.workers = self.requested or (gpus if use_gpu else 2)
+        _check_placeable(self.workers, resources, use_gpu, self.address)
         cpus = max(1, int(resources.get("CPU", 1)) // self.workers)
         # Each worker computes with as many threads as this process: a float32 matmul split over
         # fewer threads sums in another order, and its last bits (then a greedy token) can differ
@@ -267,6 +270,49 @@ def executor_for(
     if connect:
         executor.connect()
     return executor
+
+
+@contextlib.contextmanager
+def _loopback_only(ray):
+    """Start a local Ray instance that listens on 127.0.0.1 only.
+
+    On Linux Ray resolves "localhost" to the machine's network address and its gRPC servers
+    (GCS, raylets, workers, the driver) then listen on every interface. With its "cluster"
+    switch off (what it does on macOS and Windows) the node address is 127.0.0.1, and each
+    server binds loopback. The switch is read from the environment by the processes Ray starts
+    and from `ray_constants` by this one; both are restored once the instance is up."""
+    from ray._private import ray_constants
+
+    saved_env = os.environ.get(_RAY_CLUSTER_SWITCH)
+    saved_constant = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_RAY_CLUSTER_SWITCH] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop(_RAY_CLUSTER_SWITCH, None)
+        else:
+            os.environ[_RAY_CLUSTER_SWITCH] = saved_env
+        if saved_constant is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = saved_constant
+
+
+_RAY_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _check_placeable(workers: int, resources: dict, use_gpu: bool, address: str) -> None:
+    """Refuse more workers than the cluster can ever place: each CPU worker takes one CPU and each
+    GPU worker one GPU, and Ray would wait forever for a worker it cannot schedule. (Workers
+    that fit the cluster but not its free share wait their turn, as any Ray job does.)"""
+    unit = "GPU" if use_gpu else "CPU"
+    total = int(resources.get(unit, 0))
+    if workers > total:
+        raise InputError(
+            f"--workers {workers}: the Ray cluster ({address}) has {total} {unit}(s) and each "
+            f"worker takes one, so {workers - total} would never start; use --workers "
+            f"{max(total, 1)} or fewer"
+        )
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

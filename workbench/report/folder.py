@@ -126,3 +126,42 @@ def read_localisation(folder) -> dict | None:
     if not path.is_file() or path.is_symlink():
         return None
     return json.loads(path.read_text())
+
+
+SUB_AUDITS = ("capability",)  # audit folders of their own inside an audit (a toxicity audit's)
+READ_FILES = ("run.json", SHARD_INDEX, "summary.json", LOCALISATION_FILE, "report.html", "shards")
+
+
+def audit_files(folder: str | Path) -> list[Path]:
+    """Every path a reader of the audit at `folder` opens (the report, the dashboard): its
+    run.json, shards.json, summary.json, localisation.json, report.html, shards/ and each file
+    in it, and the same for each sub-audit (capability/), the sub-audit folder included. Only
+    paths that exist (or are dangling symlinks) are listed; a symlinked folder is listed but
+    not entered."""
+    folder = Path(folder)
+    paths = [folder / name for name in READ_FILES]
+    shards = folder / "shards"
+    if shards.is_dir() and not shards.is_symlink():
+        paths += sorted(shards.iterdir())
+    for name in SUB_AUDITS:
+        inner = folder / name
+        paths.append(inner)
+        if inner.is_dir() and not inner.is_symlink():
+            paths += audit_files(inner)
+    return [p for p in paths if p.exists() or p.is_symlink()]
+
+
+def check_inside(root: str | Path, folder: str | Path, where: str = "") -> Path:
+    """`folder` with every file of `audit_files(folder)` resolved inside `root`; InputError naming
+    the first one that leads out (a symlink, say). The one containment check of the dashboard
+    (root: the results root) and of `report` (root: the folder it was given). `where` says what
+    the root is, for the message."""
+    root = Path(root).resolve()
+    for path in [Path(folder), *audit_files(folder)]:
+        if not path.resolve().is_relative_to(root):
+            raise InputError(
+                f"refused: {path} leads outside {where or root} (a symlink out of it?); "
+                "an audit's files must all lie inside it",
+                str(folder),
+            )
+    return Path(folder)

@@ -25,7 +25,7 @@ from ..core.stats import MIN_N
 from ..core.storage import write_atomically
 from ..safety.localise import BiasLocalisation
 from .figures import audit_figures
-from .folder import is_audit_folder, load_results
+from .folder import check_inside, is_audit_folder, load_results
 from .summary import summarise
 from .tables import (
     agreement_rows,
@@ -78,6 +78,7 @@ def build_report(out: str | Path, plotly: str = "shared") -> Path | str:
     out = Path(out)
     built = []
     for folder in audit_folders(out):
+        check_inside(out, folder)  # a symlink inside the audit may not lead the report out of it
         frame = load_results(folder)
         summary = summarise(folder, frame)
         write_atomically(folder / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from workbench.dashboard import compute
-from workbench.dashboard.common import errors_shown, plot
+from workbench.dashboard.common import errors_shown, plain, plot
 from workbench.dashboard.results_root import check_audit_inside, list_audits, results_root
 from workbench.report.figures import audit_figures
 from workbench.report.folder import TOX_PREFIX
@@ -32,7 +32,11 @@ with errors_shown():
     typed = right.text_input("...or type a path under the results root", key="audit_path")
     chosen = typed.strip() or picked
     if not chosen:
-        st.info("No audit chosen." if found else f"No audit folders (with run.json) under {root}.")
+        st.info(
+            "No audit chosen."
+            if found
+            else f"No audit folders (with run.json) under {plain(str(root))}."
+        )
     else:
         # the folder and every file it reads stay under the root
         folder = check_audit_inside(root, chosen)

@@ -12,6 +12,7 @@ from workbench.dashboard.common import (
     errors_shown,
     labeled_sets,
     model_name,
+    plain,
     plot,
     prompt,
 )
@@ -46,7 +47,7 @@ with errors_shown():
             test = estimate_from_dict(chosen.metrics["test_auroc_interval"])
             meaning = LABEL_MEANING.get(Path(request[0]).name, "as the file's labels say")
             st.markdown(
-                f"**Chosen on validation:** `{chosen.hook}` (L2 {chosen.metrics['l2']:g}). "
+                f"**Chosen on validation:** {plain(chosen.hook)} (L2 {chosen.metrics['l2']:g}). "
                 f"**Label 1:** {meaning}."
             )
             if sweep.n_test < 2 * MIN_N:
@@ -67,12 +68,12 @@ with errors_shown():
             )
             if st.button("Save probe", key="probe_save"):
                 folder = sweep.probes[hook].save(resolve_under(root, target))
-                st.success(f"saved to {folder}")
+                st.success(plain(f"saved to {folder}"))
     with load_tab:
         saved = [str(p) for p in list_probes(root)]
         if not saved:
             st.info(
-                f"No saved probes under {root} yet (train one, or `workbench probe train --out` there)."
+                f"No saved probes under {plain(str(root))} yet (train one, or `workbench probe train --out` there)."
             )
         else:
             choice = st.selectbox("Saved probe", saved, key="probe_saved")
@@ -82,7 +83,7 @@ with errors_shown():
     active = st.session_state.get("probe_active")
     if active:
         probe_key, probe = active
-        st.subheader(f"Per-token score: {probe.hook}")
+        st.subheader(plain(f"Per-token score: {probe.hook}"))
         tokens, scores = compute.token_scores(name, probe, probe_key, prompt())
         st.html(viz.token_highlight_html(tokens, scores))
         test = probe.metrics.get("test_auroc_interval")
@@ -93,6 +94,6 @@ with errors_shown():
         )
         st.caption(
             f"white = 0, red = 1 (P(label = 1)) at every token; the probe was validated on "
-            f"{probe.meta.get('positions', '?')} positions, so per-token shading is a picture, not a score; "
+            f"{plain(str(probe.meta.get('positions', '?')))} positions, so per-token shading is a picture, not a score; "
             f"{quality}"
         )
