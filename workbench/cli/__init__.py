@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import json
+import os
 import sys
+import tempfile
+import traceback
 import warnings
+from pathlib import Path
 
 from ..core.checks import check_args, given_options
 from ..core.errors import InputError, WorkbenchError
@@ -51,7 +56,42 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(verb, error, 1, wants_json)
     except KeyboardInterrupt:
         print(f"workbench {args.command}: interrupted", file=sys.stderr)
+        if wants_json:
+            print(json.dumps({"error": "interrupted", "exit_code": 130}))
         return 130
+    except OSError as error:  # a full disk, a read-only folder: the machine's, not a bug
+        return _fail(verb, _os_error_text(error), 2, wants_json)
+    except Exception as error:  # noqa: BLE001 - one line (and JSON) on every path; see _unexpected
+        if type(error).__name__ == "SafetensorError" and "code: 28" in str(error):
+            return _fail(verb, "no space left on device while writing a shard", 2, wants_json)
+        if os.environ.get("WORKBENCH_TRACEBACK"):
+            raise
+        return _fail(verb, _unexpected(error), 1, wants_json)
+
+
+def _os_error_text(error: OSError) -> str:
+    """An OSError as one line: what happened, to which file, and what to do."""
+    what = error.strerror or type(error).__name__
+    where = f" ({error.filename})" if error.filename else ""
+    hint = {
+        errno.ENOSPC: "free some space, or choose another --out",
+        errno.EROFS: "choose a writable --out (or WORKBENCH_STAGING_DIR)",
+        errno.EACCES: "choose a folder you may write in",
+    }.get(error.errno, "check the path")
+    return f"{what}{where}; {hint}"
+
+
+def _unexpected(error: Exception) -> str:
+    """A failure nobody foresaw (a bug) as one line; its traceback goes to a file it names, and
+    WORKBENCH_TRACEBACK=1 shows it here instead."""
+    path = Path(tempfile.gettempdir()) / f"workbench-error-{os.getpid()}.txt"
+    try:
+        path.write_text(traceback.format_exc())
+        saved = f"traceback in {path}"
+    except OSError:
+        saved = "rerun with WORKBENCH_TRACEBACK=1 for the traceback"
+    first = (str(error).splitlines() or [""])[0][:300]
+    return f"unexpected {type(error).__name__}: {first} (a bug; please report it with the {saved})"
 
 
 def _command(name: str):

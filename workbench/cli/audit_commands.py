@@ -14,7 +14,7 @@ import pandas as pd
 from ..audit.conditions import audit_settings, read_steering_pairs, steering_conditions
 from ..audit.kinds import run_bias_audit, run_counterfactual_audit, run_toxigen_audit
 from ..audit.toxicity import ToxicityAuditOptions, run_checked
-from ..core.datasets import read_bias_pairs, read_texts, read_toxigen
+from ..core.datasets import read_bias_pairs, read_input_bytes, read_texts, read_toxigen
 from ..core.errors import InputError
 from ..core.storage import write_atomically
 from ..interp.probes import texts_hash
@@ -209,7 +209,7 @@ def cmd_audit_bias(args) -> int:
         steer_pairs,
         conditions,
         pairs_file=str(args.pairs),
-        pairs_sha256=hashlib.sha256(Path(args.pairs).read_bytes()).hexdigest(),
+        pairs_sha256=hashlib.sha256(read_input_bytes(args.pairs, "bias CSV")).hexdigest(),
         n_pairs=len(pairs),
         batch_size=args.batch_size,
         shard_size=args.shard_size,

@@ -18,13 +18,14 @@ verb's rules apply to `out`). `model_names` are the registry's names
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 from pathlib import Path
 from typing import Collection
 
-from .datasets import TextRecord
+from .datasets import TextRecord, read_input_bytes
 from .errors import InputError
 from .remote import check_url, is_url, local_path
 
@@ -363,11 +364,26 @@ def check_model_name(name: str, model_names: Collection[str]) -> None:
             )
         if not (path / "config.json").is_file():
             raise InputError("--model: not a model folder (no config.json inside)", name)
+        _check_model_config(path / "config.json")
         return
     if not HF_ID.fullmatch(name):
         raise InputError(
             f"--model {name!r} is neither a registry name ({', '.join(model_names)}), a folder, "
             "nor a Hugging Face id (owner/name)"
+        )
+
+
+def _check_model_config(path: Path) -> None:
+    """A model folder's config.json: a JSON object naming its model_type (what Transformers builds)."""
+    try:
+        config = json.loads(read_input_bytes(path, "model config"))
+    except (ValueError, RecursionError):
+        raise InputError("--model: config.json is not valid JSON", str(path)) from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise InputError(
+            '--model: config.json names no model_type (e.g. "phi"), so no model can be built '
+            "from it",
+            str(path),
         )
 
 

@@ -90,23 +90,35 @@ read_texts.last_skipped = 0
 
 def read_lines(path: str | Path, what: str = "file") -> tuple[str, list[str]]:
     """(shown path, decoded lines) of a text file, after the checks every reader shares."""
+    shown = str(path)
+    return shown, _decode_lines(read_input_bytes(path, what), shown)
+
+
+def read_input_bytes(path: str | Path, what: str = "file") -> bytes:
+    """The bytes of a user's input file: a regular file (never a FIFO, which would block, nor a
+    device such as /dev/zero, which never ends) of at most MAX_INPUT_BYTES, read with that bound
+    whatever its size claims. InputError naming the file otherwise."""
     path = Path(path)
     shown = str(path)
     if not path.exists():
         raise InputError(f"file not found (expected a {what})", shown)
     if path.is_dir():
         raise InputError(f"is a folder, not a {what}", shown)
-    size = path.stat().st_size
-    if size > MAX_INPUT_BYTES:
+    if not path.is_file():
         raise InputError(
-            f"is {size / 2**30:.1f} GiB; input files are limited to {MAX_INPUT_BYTES >> 30} GiB",
+            f"is not a regular file (a FIFO, device or socket); give a {what} saved on disk",
             shown,
         )
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_INPUT_BYTES + 1)
     except OSError as error:
         raise InputError(f"cannot be read ({error.strerror})", shown) from None
-    return shown, _decode_lines(data, shown)
+    if len(data) > MAX_INPUT_BYTES:
+        raise InputError(
+            f"is over {MAX_INPUT_BYTES >> 30} GiB; input files are limited to that", shown
+        )
+    return data
 
 
 def _decode_lines(data: bytes, shown: str) -> list[str]:
@@ -319,7 +331,9 @@ def read_toxigen(
             continue
         group = rest.removesuffix("_1k").removesuffix("_sentences")
         label = int(kind == "hate")
-        for number, line in enumerate(_decode_lines(path.read_bytes(), str(path)), start=1):
+        for number, line in enumerate(
+            _decode_lines(read_input_bytes(path, "ToxiGen file"), str(path)), start=1
+        ):
             for statement in line.split("\\n-"):
                 statement = statement.strip().removeprefix("-").strip()
                 if statement:

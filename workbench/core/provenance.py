@@ -11,6 +11,8 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from .errors import InputError
+
 # Every package whose version can change a number the workbench prints (distribution names).
 NUMBER_PACKAGES = (
     "workbench",
@@ -50,6 +52,9 @@ def _hash_cached(path: str, size: int, mtime_ns: int) -> str:
 
 
 def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (remembered per path, size and modification time)."""
+    """sha256 of a file's bytes (remembered per path, size and modification time). A FIFO or a
+    device has no end to hash: InputError."""
+    if not Path(path).is_file():
+        raise InputError("is not a regular file; cannot record its sha256", str(path))
     stat = Path(path).stat()
     return _hash_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)

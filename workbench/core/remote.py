@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime
 import os
 import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -78,6 +80,19 @@ def filesystem(url: str):
             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=4),
         )
         return fs, root
+    if scheme in ("gs", "gcs"):
+        # Built here too: from_uri's GCS client retries a dead network for ever.
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")  # a local GCS emulator, for tests
+        root = rest.strip("/")
+        if not root:
+            raise InputError("a gs:// URL needs a bucket: gs://BUCKET/PREFIX", url)
+        fs = pafs.GcsFileSystem(
+            anonymous=bool(emulator),
+            endpoint_override=emulator.split("://")[-1] if emulator else None,
+            scheme="http" if emulator else None,
+            retry_time_limit=datetime.timedelta(seconds=REMOTE_TIMEOUT_S / 6),
+        )
+        return fs, root
     try:
         fs, root = pafs.FileSystem.from_uri(url)
     except (ValueError, OSError, ImportError) as error:
@@ -94,15 +109,22 @@ def check_url(url: str, flag: str) -> None:
     # lazy: pyarrow takes 0.2 s to import; only output at a URL needs it
     import pyarrow.fs as pafs
 
+    staging_base()  # the run works in a staging copy: its folder must be usable, before any work
     fs, root = filesystem(url)
     bucket = root.split("/")[0]
     try:
-        top = fs.get_file_info(bucket if url.startswith("s3://") else root)
-        target = fs.get_file_info(root)
+        top, target = _within_deadline(
+            lambda: (
+                fs.get_file_info(bucket if url.startswith(("s3://", "gs://")) else root),
+                fs.get_file_info(root),
+            ),
+            url,
+            flag,
+        )
     except OSError as error:
         raise InputError(
-            f"{flag}: cannot reach the store ({_first_line(error)}); check AWS_ENDPOINT_URL and "
-            "the credentials",
+            f"{flag}: cannot reach the store ({_first_line(error)}); check "
+            f"{CREDENTIAL_HINTS.get(url.partition('://')[0], 'the URL')} and the network",
             url,
         ) from None
     if url.startswith("s3://") and top.type == pafs.FileType.NotFound:
@@ -113,6 +135,34 @@ def check_url(url: str, flag: str) -> None:
         )
     if target.type == pafs.FileType.File:
         raise InputError(f"{flag}: exists and is not a folder", url)
+
+
+REMOTE_TIMEOUT_S = 30.0  # the longest the first contact with a store may take
+
+
+def _within_deadline(call, url: str, flag: str):
+    """call() on a worker thread, bounded by REMOTE_TIMEOUT_S whatever the store's own timeouts
+    (s3 and gs have theirs; hdfs and the others pyarrow opens may not): InputError after it."""
+    outcome: dict = {}
+
+    def work():
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(REMOTE_TIMEOUT_S)
+    if thread.is_alive():
+        raise InputError(
+            f"{flag}: the store did not answer in {REMOTE_TIMEOUT_S:g} s (no network, or a dead "
+            "endpoint); check the URL and the network",
+            url,
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 class Mirror:
@@ -273,10 +323,30 @@ def remote_name(local: Path | str) -> str:
     return str(local)
 
 
+def staging_base() -> Path:
+    """$WORKBENCH_STAGING_DIR (default: the system's temporary folder), checked: a folder this
+    process can create files in. InputError naming it and the variable otherwise."""
+    base = Path(os.environ.get("WORKBENCH_STAGING_DIR") or tempfile.gettempdir()).expanduser()
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(
+            f"cannot create the staging folder ({error.strerror}); set WORKBENCH_STAGING_DIR to "
+            "a writable folder",
+            str(base),
+        ) from None
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise InputError(
+            "the staging folder is not a writable folder (read-only, no permission, or a file); "
+            "set WORKBENCH_STAGING_DIR to a writable folder",
+            str(base),
+        )
+    return base
+
+
 def _new_staging_folder() -> Path:
     """A fresh staging folder; folders left by killed runs (their PID gone) are removed first."""
-    base = Path(os.environ.get("WORKBENCH_STAGING_DIR") or tempfile.gettempdir())
-    base.mkdir(parents=True, exist_ok=True)
+    base = staging_base()
     for old in base.glob("workbench-staging-*"):
         match = re.fullmatch(r"workbench-staging-(\d+)-.*", old.name)
         if match and not _alive(int(match.group(1))):
@@ -314,5 +384,14 @@ def _stamp(path: Path) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _first_line(error: Exception) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0]
+CREDENTIAL_HINTS = {
+    "s3": "AWS_ENDPOINT_URL and the AWS credentials",
+    "gs": "the Google credentials (GOOGLE_APPLICATION_CREDENTIALS)",
+    "gcs": "the Google credentials (GOOGLE_APPLICATION_CREDENTIALS)",
+}
+
+
+def _first_line(error: Exception, limit: int = 200) -> str:
+    """The first line of a store's error, cut at `limit` characters (GCS's run to a kilobyte)."""
+    line = (str(error).splitlines() or [type(error).__name__])[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -243,6 +243,9 @@ class Probe:
         )
 
 
+PROBE_POSITIONS = ("mean_after_first", "mean", "last")  # one vector per text (not "all")
+
+
 def check_probe_fits(
     model, probe: Probe, positions: str | None = None, allow_other_positions: bool = False
 ) -> str:
@@ -261,7 +264,23 @@ def check_probe_fits(
             f"probe on {probe.hook} was trained on {trained_on!r} and cannot score {model.info.name!r} "
             "(its weights read another model's activations)"
         )
-    hook = resolve_hooks(model, probe.hook)[0]
+    revision = probe.meta.get("revision")
+    if "revision" in probe.meta and revision != model.info.revision:
+        raise InputError(
+            f"probe on {probe.hook} was trained on {trained_on!r} at revision {revision!r}; the "
+            f"loaded model is at {model.info.revision!r}, whose activations may differ (retrain "
+            "the probe on this revision)"
+        )
+    try:
+        resolved = resolve_hooks(model, probe.hook)
+    except InputError:
+        resolved = []
+    if resolved != [probe.hook]:
+        raise InputError(
+            f"probe.json's hook {probe.hook!r} is not one of {model.info.name}'s hook names (a "
+            "probe reads exactly one hook; see `workbench hooks`)"
+        )
+    hook = resolved[0]
     shape = hook_table(model)[hook].shape
     if shape[-1] != probe.width:
         raise InputError(
@@ -272,6 +291,11 @@ def check_probe_fits(
     wanted = positions or trained_positions
     if not wanted:
         raise InputError(f"probe on {probe.hook} records no positions; pass positions= explicitly")
+    if wanted not in PROBE_POSITIONS:
+        raise InputError(
+            f"probe on {probe.hook}: positions {wanted!r} cannot feed a probe, which scores one "
+            f"vector per text; use one of {', '.join(PROBE_POSITIONS)}"
+        )
     if trained_positions and wanted != trained_positions and not allow_other_positions:
         raise InputError(
             f"probe on {probe.hook} was trained on positions {trained_positions!r}; reading "

@@ -21,6 +21,7 @@ it. `fetch()` (CLI: ``workbench fetch NAME``) downloads or converts them.
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ..core.errors import ModelUnavailableError
+from ..core.errors import InputError, ModelUnavailableError
 from .builds import build_phi2_shape, phi2_shape_folder, smollm2_folder, tiny_phi_folder
 from .hooks import as_registered
 from .registry import DEFAULT_MODEL, REGISTRY, ModelSpec
@@ -238,6 +239,10 @@ def fetch(name: str) -> Path:
     return resolve_folder(spec_for(name), download=True)
 
 
+def _first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:200]
+
+
 def load(
     name: str = DEFAULT_MODEL,
     device: str | None = None,
@@ -269,7 +274,13 @@ def load(
     torch_dtype = parse_dtype(dtype) or default_dtype(device)
     folder = resolve_folder(spec, download=download)
 
-    config = AutoConfig.from_pretrained(folder)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (ValueError, OSError) as error:  # no model_type, damaged JSON, an unknown model type
+        raise InputError(
+            f"config.json is not a model's config ({_first_line(error)})",
+            str(Path(folder) / "config.json"),
+        ) from None
     if getattr(config, "qk_layernorm", False):
         raise ModelUnavailableError(
             f"{spec.name}: this Phi config sets qk_layernorm=True, which TransformerLens' Phi adapter "
@@ -285,9 +296,18 @@ def load(
     elif spec.source == "shape":  # weights drawn in place, in the requested dtype (local_models)
         hf_model = build_phi2_shape(torch_dtype, device)
     else:
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch_dtype, attn_implementation="eager"
-        )
+        try:
+            hf_model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=torch_dtype, attn_implementation="eager"
+            )
+        except pickle.UnpicklingError:
+            # torch.load(weights_only=True) met a pickle that is more than tensors: nothing ran
+            raise InputError(
+                "the weights file is a pickle holding more than tensors (code that "
+                "would run on loading); refused, nothing of it ran. Use safetensors weights "
+                "(model.safetensors)",
+                str(folder),
+            ) from None
     hf_model = hf_model.to(device).eval()
     # The bridge reloads a tokenizer by name unless given one: load it from the same folder.
     tokenizer = AutoTokenizer.from_pretrained(folder)

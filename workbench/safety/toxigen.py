@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from ..core.datasets import read_toxigen
+from ..core.datasets import read_lines, read_toxigen
 from ..core.errors import InputError
 from ..model.generation import generate
 from .bias import sentence_logprobs
@@ -37,7 +37,8 @@ def _prompt_lines(folder: Path, kind: str, group: str, limit: int) -> list[str]:
     path = folder / "prompts" / f"{kind}_{group}_1k.txt"
     if not path.exists():
         return []
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
+    _, all_lines = read_lines(path, "ToxiGen prompt file")
+    lines = [line for line in all_lines if line.strip()][:limit]
     # Each line is "- s1\n- s2\n-" with literal backslash-n: make it real lines, ending with "- ".
     return [
         "\n".join(part.strip() for part in line.split("\\n")).rstrip("-").rstrip() + "\n-"
