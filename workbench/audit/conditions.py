@@ -19,7 +19,14 @@ from ..core.provenance import file_sha256
 from ..interp.steering import ablate, mean_difference_vector, read_pairs, steer
 from ..model.tokens import check_layer
 from ..report.folder import AUDIT_FORMAT
-from ..safety.capability import DEFAULT_HELDOUT, DEFAULT_QA, items_sha256, read_heldout, read_qa
+from ..safety.capability import (
+    DEFAULT_HELDOUT,
+    DEFAULT_QA,
+    check_items_fit,
+    items_sha256,
+    read_heldout,
+    read_qa,
+)
 from .settings import model_settings, versions
 
 
@@ -143,7 +150,10 @@ def capability_inputs(options, model=None):
     """The capability check's items (QA questions, then held-out texts), read and checked; with
     `model`, the QA answers are checked to be single tokens of its tokenizer."""
     qa = read_qa(options.qa or DEFAULT_QA, model)
-    return qa + read_heldout(options.heldout or [DEFAULT_HELDOUT])
+    items = qa + read_heldout(options.heldout or [DEFAULT_HELDOUT])
+    if model is not None:
+        check_items_fit(model, items)
+    return items
 
 
 def capability_settings(options, model, pairs, conditions, items) -> dict:

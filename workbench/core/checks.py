@@ -18,10 +18,12 @@ verb's rules apply to `out`). `model_names` are the registry's names
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Collection
 
@@ -178,7 +180,31 @@ def check_args(args, model_names: Collection[str]) -> None:
         check_url(args.folder, "folder")
     if getattr(args, "html", None) is not None:
         check_output_file(args.html, "--html")
+    if getattr(args, "results", None) is not None:
+        check_output_folder(args.results, "--results")
+    if getattr(args, "host", None) is not None:
+        check_host(args.host)
     check_needs(args)
+
+
+HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def check_host(host: str) -> None:
+    """--host is an IP address, or a host name that resolves (looked up once, here)."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if not HOST_NAME.fullmatch(host):
+        raise InputError(f"--host {host!r} is neither an IP address nor a host name")
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError as error:
+        raise InputError(f"--host {host!r} does not resolve ({error.strerror or error})") from None
 
 
 def _scorers(args) -> list[str]:
@@ -437,7 +463,7 @@ def check_output_file(target: str, flag: str) -> None:
 
 
 def check_context(
-    model, prompts, max_new_tokens: int = 0, formatted: bool = False, where=None
+    model, prompts, max_new_tokens: int = 0, formatted: bool = False, where=None, what="prompt"
 ) -> None:
     """Refuse prompts that, with `max_new_tokens` new tokens, would not fit the model's context.
 
@@ -462,7 +488,7 @@ def check_context(
             path = item.path if isinstance(item, TextRecord) else None
             line = item.line if isinstance(item, TextRecord) else None
             raise InputError(
-                f"prompt is {n} {unit}; with {max_new_tokens} new tokens it exceeds "
+                f"{what} is {n} {unit}; with {max_new_tokens} new tokens it exceeds "
                 f"{model.info.name}'s context of {model.info.n_ctx} tokens",
                 path or where,
                 line,

@@ -125,7 +125,17 @@ def read_localisation(folder) -> dict | None:
     path = Path(folder) / LOCALISATION_FILE
     if not path.is_file() or path.is_symlink():
         return None
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:
+        raise InputError(
+            f"damaged {LOCALISATION_FILE} ({type(error).__name__}); delete it, or rerun "
+            "`workbench audit bias --localise` to write it again",
+            str(path),
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError(f"{LOCALISATION_FILE} is not a JSON object", str(path))
+    return data
 
 
 SUB_AUDITS = ("capability",)  # audit folders of their own inside an audit (a toxicity audit's)

@@ -17,11 +17,13 @@ import numpy as np
 
 from ..core import stats
 from ..core.agreement import agreement
+from ..core.errors import InputError
 from ..core.stats import MIN_N, N_BOOT
 from ..safety.bias import DEFAULT_METRIC, METRIC_TEXT, METRICS, counterfactual_rows, crows_estimates
 from ..safety.capability import perplexity, summarise_capability
-from .folder import TOX_PREFIX, load_results, read_localisation, read_run
-from .tables import estimate_text
+from ..safety.localise import BiasLocalisation
+from .folder import LOCALISATION_FILE, TOX_PREFIX, load_results, read_localisation, read_run
+from .tables import before_after_rows, estimate_text, localisation_rows
 
 
 def summarise(out: str | Path, frame=None) -> dict:
@@ -48,6 +50,7 @@ def summarise(out: str | Path, frame=None) -> dict:
     if run["audit"] == "bias":
         localisation = read_localisation(out)
         if localisation is not None:
+            _check_localisation(localisation, Path(out) / LOCALISATION_FILE)
             body["localisation"] = localisation
     return {
         "audit": run["audit"],
@@ -57,6 +60,21 @@ def summarise(out: str | Path, frame=None) -> dict:
         "methods": sorted(set(_methods(body))),
         "min_n": MIN_N,
     }
+
+
+def _check_localisation(data: dict, path: Path) -> None:
+    """Everything the report and the dashboard read from localisation.json, read once here: a
+    damaged or hand-edited file is one line naming it, not a traceback after the audit's work."""
+    try:
+        BiasLocalisation.from_dict(data).summary_lines()
+        localisation_rows(data)
+        before_after_rows(data)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise InputError(
+            f"{LOCALISATION_FILE} lacks or garbles a field ({type(error).__name__}: "
+            f"{str(error)[:80]}); delete it, or rerun `workbench audit bias --localise`",
+            str(path),
+        ) from None
 
 
 def _methods(value) -> list[str]:

@@ -37,7 +37,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..core.datasets import check_text, json_line, read_lines, read_texts
+from ..core.checks import check_context
+from ..core.datasets import TextRecord, check_text, json_line, read_lines, read_texts
 from ..core.errors import InputError
 from ..core.paths import package_data
 from ..core.stats import proportion, ratio
@@ -122,6 +123,24 @@ def read_heldout(paths: Sequence[str | Path]) -> list[CapabilityItem]:
     if not items:
         raise InputError("no held-out corpus given")
     return items
+
+
+def check_items_fit(model, items: Sequence[CapabilityItem], instruction: str = "") -> None:
+    """Refuse, before any model work, a held-out text or QA prompt longer than the model's
+    context: a perplexity computed past it means nothing, and the forward pass would try to
+    allocate for it. InputError naming the file and line."""
+    check_context(
+        model,
+        [
+            TextRecord(
+                item.text if item.kind == "text" else qa_prompt(item.text, instruction),
+                item.path or None,
+                item.line or None,
+            )
+            for item in items
+        ],
+        what="held-out text or QA prompt",
+    )
 
 
 def items_sha256(items: Sequence[CapabilityItem]) -> str:

@@ -54,6 +54,7 @@ from .capability import (
     DEFAULT_HELDOUT,
     DEFAULT_QA,
     capability_rows,
+    check_items_fit,
     read_heldout,
     read_qa,
     summarise_capability,
@@ -408,6 +409,7 @@ def check_localisation(
         )
     half = len(heldout_items) // 2
     items = heldout_items[half:] + read_qa(qa or DEFAULT_QA, model)
+    check_items_fit(model, heldout_items[:half] + items)  # every held-out text and QA prompt
     kept, skipped = usable_pairs(model, pairs, skip_bad, source, clusters)
     return kept, skipped, [item.text for item in heldout_items[:half]], items
 
