@@ -26,7 +26,7 @@ from ..core.storage import ShardIndex, folder_lock, set_aside, shard_ranges, tem
 from ..model.distributed import LocalExecutor, ShardJob, remove_stale_temporaries
 from ..report.folder import SHARD_INDEX, shard_name
 from .conditions import Condition
-from .settings import check_settings
+from .settings import check_settings, settings_fingerprint
 
 
 def run_sharded(
@@ -89,9 +89,11 @@ def _run_sharded_in(
     executor = executor or LocalExecutor()
     with folder_lock(out):
         (out / "shards").mkdir(parents=True, exist_ok=True)
+        index = ShardIndex(out / SHARD_INDEX)
+        fingerprint = settings_fingerprint(settings)
+        index.check_settings_of(fingerprint, out)  # every recorded shard, not only run.json
         check_settings(out, settings)
         remove_stale_temporaries(out / "shards")
-        index = ShardIndex(out / SHARD_INDEX)
         conditions = [Condition(**c) for c in settings["conditions"]]
         ranges = shard_ranges(n_items, shard_size)
         total = len(conditions) * n_items * rows_per_item
@@ -121,7 +123,7 @@ def _run_sharded_in(
                 )
             for job, tmp in executor.run(model, _parquet_writer(shards), jobs):
                 path = out / "shards" / job.key
-                index.record(path, Path(tmp))
+                index.record(path, Path(tmp), settings=fingerprint)
                 os.replace(tmp, path)
                 shard_finished()
                 start, end = job.args[3], job.args[4]

@@ -7,6 +7,7 @@ scorer versions and checkpoint hashes, input hashes); settings that change only 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -40,6 +41,13 @@ def comparable(settings: dict) -> dict:
         return value
 
     return strip({k: v for k, v in settings.items() if k not in SUMMARY_ONLY})
+
+
+def settings_fingerprint(settings: dict) -> str:
+    """sha256 of the result-deciding settings (`comparable`), recorded beside every shard in
+    shards.json so a resume can tell a shard computed under other settings."""
+    text = json.dumps(comparable(settings), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def differing_fields(previous: dict, settings: dict, prefix: str = "") -> list[str]:

@@ -287,6 +287,15 @@ def _read_inputs(options: ToxicityAuditOptions) -> CheckedInputs:
             raise InputError("prompts: give at least one non-empty prompt")
     check_scorer_names(options.scorer_names, options.probe)
     probes = [Probe.load(p) for p in options.probe]
+    by_hook: dict[str, str] = {}
+    for probe, path in zip(probes, options.probe):
+        if probe.hook in by_hook:
+            # both would write the one column probe:<hook>, the second over the first
+            raise InputError(
+                f"--probe {by_hook[probe.hook]} and --probe {path} both read {probe.hook}; their "
+                "scores would share one column: give one probe per hook"
+            )
+        by_hook[probe.hook] = path
     pairs = read_steering_pairs(options)
     capability = bool(pairs or options.instruct) and not options.no_capability
     if capability:

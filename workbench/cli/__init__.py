@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         with _staged_output(args):
             return run(args) or 0
     except InputError as error:
-        return _fail(verb, error, 2, wants_json)
+        return _fail(verb, _as_given(args, error), 2, wants_json)
     except WorkbenchError as error:
-        return _fail(verb, error, 1, wants_json)
+        return _fail(verb, _as_given(args, error), 1, wants_json)
     except KeyboardInterrupt:
         print(f"workbench {args.command}: interrupted", file=sys.stderr)
         if wants_json:
@@ -67,6 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("WORKBENCH_TRACEBACK"):
             raise
         return _fail(verb, _unexpected(error), 1, wants_json)
+
+
+def _as_given(args, error: Exception) -> str:
+    """The error's text with a URL's local staging folder named by the URL the user gave."""
+    text = str(error)
+    staged_pair = getattr(args, "staged", None)
+    if staged_pair:
+        local, url = staged_pair
+        text = text.replace(local, url.rstrip("/"))
+    return text
 
 
 def _os_error_text(error: OSError) -> str:
@@ -131,7 +141,7 @@ def _warn_in_one_line(verb: str) -> None:
     warnings.showwarning = show
 
 
-def _fail(verb: str, error: Exception, code: int, wants_json: bool) -> int:
+def _fail(verb: str, error: Exception | str, code: int, wants_json: bool) -> int:
     """One line on stderr; with --json also one JSON object on stdout, so a script always gets JSON."""
     print(
         f"workbench {verb}: error: {error}".replace("workbench : ", "workbench: "), file=sys.stderr

@@ -176,9 +176,23 @@ def check_args(args, model_names: Collection[str]) -> None:
         check_model_name(args.model, model_names)
     if getattr(args, "out", None) is not None:
         _check_out(args)
+    if (
+        getattr(args, "command", None) == "report"
+        and not args.folder.removeprefix("file://").strip()
+    ):
+        raise InputError("report: the folder is empty; give an audit folder (. for this one)")
     if getattr(args, "command", None) == "report" and is_url(args.folder):
         check_url(args.folder, "folder")
     if getattr(args, "html", None) is not None:
+        if is_url(args.html):
+            raise InputError(
+                "--html writes a local file (figures are not uploaded); give a path such as "
+                "figures.html",
+                args.html,
+            )
+        args.html = str(local_path(args.html)) if args.html.removeprefix("file://").strip() else ""
+        if not args.html.strip():
+            raise InputError("--html names no file; give one such as figures.html")
         check_output_file(args.html, "--html")
     if getattr(args, "results", None) is not None:
         check_output_folder(args.results, "--results")
@@ -318,7 +332,13 @@ def _check_out(args) -> None:
             )
         check_url(args.out, "--out")
         return
-    args.out = str(local_path(args.out))
+    folder = str(local_path(args.out)) if args.out.removeprefix("file://").strip() else ""
+    if not folder.strip():
+        # Path("") is the current folder: run.json and shards would land in the working directory
+        raise InputError(
+            f"--out {args.out!r} names no folder; give one (--out . for the current folder)"
+        )
+    args.out = folder
     check_output_folder(args.out, "--out")
 
 

@@ -382,6 +382,14 @@ def read_bias_pairs(
     pairs = []
     for number, row in rows:
         texts = [check_text(row[index[name]], name, shown, number) for name in (more, less)]
+        if cluster and not row[index[cluster]].strip():
+            # an empty label would put every unlabeled pair in one cluster, or none in any
+            raise InputError(
+                f"column {cluster!r} (--cluster-column) is empty; every pair needs its cluster "
+                "label",
+                shown,
+                number,
+            )
         pairs.append(
             BiasPair(
                 texts[0],

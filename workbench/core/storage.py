@@ -118,15 +118,32 @@ class ShardIndex:
                 k: v for k, v in loaded.items() if isinstance(v, dict) and "sha256" in v
             }
 
-    def record(self, shard: Path, written: Path | None = None) -> None:
-        """Record `shard`'s hash, read from `written` (the finished temporary file) when given.
+    def record(self, shard: Path, written: Path | None = None, settings: str | None = None) -> None:
+        """Record `shard`'s hash, read from `written` (the finished temporary file) when given,
+        and the fingerprint of the `settings` it was computed with (see `check_settings_of`).
 
         Callers record *before* moving the temporary file into place: a kill between the two then
         leaves a recorded shard that is missing (recomputed on resume), never a complete shard that
         was not recorded (which a resume would have to set aside as unknown)."""
         source = written or shard
-        self.entries[shard.name] = {"sha256": file_sha256(source), "bytes": source.stat().st_size}
+        entry = {"sha256": file_sha256(source), "bytes": source.stat().st_size}
+        if settings is not None:
+            entry["settings"] = settings
+        self.entries[shard.name] = entry
         write_atomically(self.path, json.dumps(self.entries, indent=1, sort_keys=True) + "\n")
+
+    def check_settings_of(self, fingerprint: str, folder) -> None:
+        """Refuse a folder holding a shard recorded with settings other than `fingerprint` (a
+        run.json edited after the shard was computed, say): resuming would mix shards of two
+        settings in one result. Shards recorded before fingerprints were kept are not checked."""
+        for name, entry in sorted(self.entries.items()):
+            if entry.get("settings", fingerprint) != fingerprint:
+                raise InputError(
+                    f"shard {name} was computed with other settings than this run's (its recorded "
+                    "settings fingerprint differs: run.json edited?); choose another --out or "
+                    "delete the folder",
+                    str(folder),
+                )
 
     def verified(self, shard: Path) -> bool:
         entry = self.entries.get(shard.name)

@@ -231,15 +231,15 @@ def usable_pairs(
     for i, (pair, a, b) in enumerate(zip(pairs, more_ids, less_ids)):
         prefix, suffix = shared_span(a, b)
         problem = ""
-        if len(a) != len(b):
+        if a == b:
+            problem = "the two sentences are the same tokens"
+        elif len(a) != len(b):
             problem = (
                 f"the two sentences have {len(a) - 1} and {len(b) - 1} tokens: localisation needs pairs of "
                 "equal token length (a pronoun or a name swapped)"
             )
         elif suffix == 0:
             problem = "the sentences differ at their last token, so no shared token follows the difference to score"
-        elif a == b:
-            problem = "the two sentences are the same tokens"
         if problem:
             if not skip_bad:
                 raise InputError(problem + "; --skip-bad leaves such pairs out", source, pair.line)
