@@ -58,6 +58,11 @@ def _bad_files(base: Path) -> dict[str, str]:
         "bias_quote.csv": b'sent_more,sent_less,stereo_antistereo,bias_type\n"x,y,stereo,age\n',
         "templates_noslot.txt": b"no slot here\n",
         "a_file": b"I am a file, not a folder\n",
+        "bias_cluster_empty.csv": b"sent_more,sent_less,stereo_antistereo,bias_type,occupation\n"
+        b"He is a nurse.,She is a nurse.,stereo,gender,\n",
+        "bias_same.csv": b"sent_more,sent_less,stereo_antistereo,bias_type\n"
+        b"He is here today.,He is here today.,stereo,gender\n",
+        "long_heldout.txt": b"a short text\n" + b"word " * 3000 + b"\n",
     }
     paths = {}
     for name, data in files.items():
@@ -69,6 +74,10 @@ def _bad_files(base: Path) -> dict[str, str]:
     (base / "not_a_model" / "weights.bin").write_bytes(b"x")
     paths["not_a_model"] = str(base / "not_a_model")
     paths.update(_bad_probes(base))
+    no_type = base / "no_model_type"
+    no_type.mkdir()
+    (no_type / "config.json").write_text('{"hidden_size": 8}')
+    paths["no_model_type"] = str(no_type)
     damaged = base / "damaged_audit"
     damaged.mkdir()
     (damaged / "run.json").write_text('{"format": "workbench-audit/1", "conditions": ')
@@ -118,6 +127,11 @@ def _bad_probes(base: Path) -> dict[str, str]:
         "probe_foreign": (good, {"hook": "blocks.1.hook_resid_post"}),
         "probe_nomodel": (good, {"hook": "blocks.1.hook_resid_post"}),
         "probe_badhook": (good, {"hook": "blocks.99.hook_resid_post"}),
+        "probe_glob": (good, {"hook": "blocks.*.hook_resid_post"}),
+        "probe_all": (good, {"hook": "blocks.1.hook_resid_post"}),
+        "probe_revision": (good, {"hook": "blocks.1.hook_resid_post"}),
+        "probe_ok_a": (good, {"hook": "blocks.1.hook_resid_post"}),
+        "probe_ok_b": (good, {"hook": "blocks.1.hook_resid_post"}),
     }
     paths = {}
     for name, (tensors, info) in cases.items():
@@ -129,6 +143,8 @@ def _bad_probes(base: Path) -> dict[str, str]:
         probe_meta = {
             "probe_foreign": {**meta, "model": "smollm2-135m"},
             "probe_nomodel": {"positions": "mean"},
+            "probe_all": {**meta, "positions": "all"},
+            "probe_revision": {**meta, "revision": "0123abc"},
         }
         (folder / "probe.json").write_text(
             json.dumps({**info, "metrics": {}, "meta": probe_meta.get(name, meta)})
@@ -468,6 +484,9 @@ def _rows() -> list[tuple[str, list[str], str]]:
         ("probe_badhook", "blocks.99.hook_resid_post"),
         ("probe_deepjson", "unreadable probe"),
         ("folder.txt", "not a saved probe"),
+        ("probe_glob", "is not one of tiny-phi's hook names"),
+        ("probe_all", "records positions 'all', which cannot have trained it"),
+        ("probe_revision", "at revision '0123abc'"),
     ):
         add(f"{apply} {{{key}}}", words, tag=f"probe-apply {key}")
         add(
@@ -493,7 +512,106 @@ def _rows() -> list[tuple[str, list[str], str]]:
     add("report {folder.txt}", "neither an audit folder")
     add("report {damaged_audit}", "damaged run.json")
     add(f"{tox.replace('{out}', '{damaged_audit}')}", "damaged run.json")
+
+    # Issue 25: what the hostile round still broke.
+    for name in ("../../etc", "/etc", "", "./folder"):
+        add(["fetch", name], "give a registry name", tag=f"fetch {name!r}")
+    add(["fetch", "--model", "/etc"], "a local folder needs no fetching", tag="fetch --model /etc")
+    add(cache.split() + ["--hooks", ""], "--hooks '': a name is empty")
+    add(cache.split() + ["--hooks", "resid_post,resid_post"], "a name is repeated")
+    add("info --model {no_model_type}", "config.json names no model_type")
+    add("generate --model {no_model_type} --prompt hi", "config.json names no model_type")
+    add(f"{generate} --js", "unrecognized arguments: --js")
+    add(["hooks", "--model", "tiny-phi", "--pattern", ""], "--pattern is empty")
+    add([*patch, "--kinds", ","], "--kinds ',': a name is empty")
+    add([*patch, "--kinds", "attn_out,attn_out"], "--kinds 'attn_out,attn_out': a name is repeated")
+    tox_steer = f"{tox} --steer {GOOD_PAIRS} --layer 1 --alpha 2"
+    add(f"{tox_steer} --heldout {{good_txt}} {{good_txt}}", "--heldout names a file twice")
+    add(f"{tox_steer} --heldout {{long_heldout.txt}}", "held-out text or QA prompt is")
+    add(
+        f"{bias} --localise --heldout {{long_heldout.txt}}",
+        "held-out text or QA prompt is",
+        tag="audit-bias localise long heldout",
+    )
+    add(
+        "audit bias --model tiny-phi --out {out} --pairs {bias_same.csv} --localise",
+        "the two sentences are the same tokens",
+    )
+    add(
+        "audit bias --model tiny-phi --out {out} --pairs {bias_cluster_empty.csv} "
+        "--cluster-column occupation --localise",
+        "column 'occupation' (--cluster-column) is empty",
+    )
+    add(
+        f"{tox.replace('profanity-check', 'profanity-check,probe')} --probe {{probe_ok_a}} "
+        "--probe {probe_ok_b}",
+        "both read blocks.1.hook_resid_post",
+        tag="audit-probe two on one hook",
+    )
+    for verb in (cache, tox, bias, train):
+        for value in ("", "file://", "  "):
+            add(
+                [*verb.replace("--out {out}", "").split(), "--out", value],
+                "names no folder",
+                tag=f"{verb.split()[0]} out {value!r}",
+            )
+    add(f"{attention} --html s3://bucket/x.html", "--html writes a local file")
+    add(["report", ""], "the folder is empty")
+    add("dashboard --results {a_file}", "--results: exists and is not a folder")
+    add(["dashboard", "--host", "not a host"], "neither an IP address nor a host name")
+    add(f"{cache} --ray local --threads-per-worker 100000", "--threads-per-worker must be between")
+    add(f"{cache} --ray local --threads-per-worker 4000", "with --ray local every worker runs")
+    for row_argv, words in _needs_rows(
+        {
+            "audit bias": bias,
+            "audit toxicity": tox,
+            "audit toxigen": toxigen,
+            "audit counterfactual": cf,
+            "generate": generate,
+            "steer": steer,
+            "cache": cache,
+        },
+        patch,
+    ):
+        add(row_argv, words, tag=f"needs {' '.join(row_argv[:2])} {row_argv[-1]}")
     return rows
+
+
+# A value for each option of checks.NEEDS, and what else a row needs so that only that option's
+# own requirement is missing (e.g. --steps needs --localise first, then --attribution eap-ig).
+NEEDS_VALUES = {
+    "top_k": ["3"],
+    "attribution": ["atp"],
+    "steps": ["3"],
+    "skip_bad": [],
+    "heldout": ["{good_txt}"],
+    "qa": ["qa.jsonl"],
+    "cluster_column": ["occupation"],
+    "layer": ["1"],
+    "positive_means": ["more-toxic"],
+    "probe": ["{probe_ok_a}"],
+    "temperature": ["0.5"],
+    "seed": ["3"],
+    "html": ["figures.html"],
+    "verify": ["3"],
+    "workers": ["2"],
+    "threads_per_worker": ["1"],
+}
+NEEDS_SETUP = {
+    ("audit bias", "steps", "--attribution eap-ig"): ["--localise", "--attribution", "atp"],
+    ("patch", "verify", "an attribution --method (exact needs no check)"): ["--method", "exact"],
+}
+
+
+def _needs_rows(bases: dict[str, str], patch: list[str]):
+    """One row per entry of the NEEDS table: the option given without what it needs."""
+    from workbench.core.checks import NEEDS
+
+    for verb, option, _, needed in NEEDS:
+        base = patch if verb == "patch" else bases[verb].split()
+        flag = "--" + option.replace("_", "-")
+        setup = NEEDS_SETUP.get((verb, option, needed), [])
+        yield [*base, *setup, flag, *NEEDS_VALUES[option]], f"{flag} needs {needed}"
 
 
 ROWS = _rows()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -22,6 +23,12 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 PAGES = "workbench/dashboard/views/"
 AUDIT_RUN = '{"format": "workbench-audit/1", "audit": "bias", "conditions": [{"name": "baseline"}]}'
+
+
+def shown(element) -> str:
+    """What a Markdown element (st.error...) shows: its text with the escapes of
+    `workbench.dashboard.common.plain` undone (user text is escaped, never rendered)."""
+    return re.sub(r"\\(.)", r"\1", element.value)
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +210,7 @@ def test_patching_page_runs_and_explains_length_mismatch(app):
     app.text_input(key="patch_corrupt").set_value("Mary went home")
     app.button(key="patch_run").click().run()
     assert not app.exception
-    assert "same number of tokens" in app.error[0].value
+    assert "same number of tokens" in shown(app.error[0])
 
 
 def test_steering_page_move_the_coefficient(app):
@@ -243,7 +250,7 @@ def test_probes_page_train_shade_and_save(app, results):
     app.text_input(key="probe_save_path").set_value("../outside")
     app.button(key="probe_save").click().run()
     assert (
-        "outside the results root" in app.error[0].value
+        "outside the results root" in shown(app.error[0])
         and not (results.parent / "outside").exists()
     )
     app.text_input(key="probe_save_path").set_value("probes/l1")
@@ -289,7 +296,7 @@ def test_audits_page_open_folder_and_refuse_escapes(app, results):
     assert "no interval: n = 3 < 10" in table["mean toxicity [95% CI]"][0]
     for escape in ("../secret", str(results.parent / "secret")):
         app.text_input(key="audit_path").set_value(escape).run()
-        assert not app.exception and "outside the results root" in app.error[0].value
+        assert not app.exception and "outside the results root" in shown(app.error[0])
 
 
 def test_resolve_under_refuses_escapes(tmp_path):
@@ -324,6 +331,6 @@ def test_resolve_under_refuses_escapes(tmp_path):
 def test_missing_phi2_weights_give_a_message_not_a_traceback(app):
     app.sidebar.selectbox(key="model").set_value("phi-2").run()
     assert not app.exception
-    assert "workbench fetch phi-2" in app.error[0].value
+    assert "workbench fetch phi-2" in shown(app.error[0])
     app.switch_page(PAGES + "attention.py").run()
-    assert not app.exception and any("workbench fetch phi-2" in e.value for e in app.error)
+    assert not app.exception and any("workbench fetch phi-2" in shown(e) for e in app.error)

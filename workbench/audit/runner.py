@@ -89,10 +89,10 @@ def _run_sharded_in(
     executor = executor or LocalExecutor()
     with folder_lock(out):
         (out / "shards").mkdir(parents=True, exist_ok=True)
+        check_settings(out, settings)  # run.json first: its message names the fields
         index = ShardIndex(out / SHARD_INDEX)
         fingerprint = settings_fingerprint(settings)
-        index.check_settings_of(fingerprint, out)  # every recorded shard, not only run.json
-        check_settings(out, settings)
+        index.check_settings_of(fingerprint, out)  # then every recorded shard (run.json edited?)
         remove_stale_temporaries(out / "shards")
         conditions = [Condition(**c) for c in settings["conditions"]]
         ranges = shard_ranges(n_items, shard_size)

@@ -291,10 +291,11 @@ def check_probe_fits(
     wanted = positions or trained_positions
     if not wanted:
         raise InputError(f"probe on {probe.hook} records no positions; pass positions= explicitly")
-    if wanted not in PROBE_POSITIONS:
+    if trained_positions and trained_positions not in PROBE_POSITIONS:
         raise InputError(
-            f"probe on {probe.hook}: positions {wanted!r} cannot feed a probe, which scores one "
-            f"vector per text; use one of {', '.join(PROBE_POSITIONS)}"
+            f"probe on {probe.hook} records positions {trained_positions!r}, which cannot have "
+            "trained it: a probe learns from one vector per text "
+            f"({', '.join(PROBE_POSITIONS)})"
         )
     if trained_positions and wanted != trained_positions and not allow_other_positions:
         raise InputError(
