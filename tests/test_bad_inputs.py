@@ -62,7 +62,7 @@ def _bad_files(base: Path) -> dict[str, str]:
         b"He is a nurse.,She is a nurse.,stereo,gender,\n",
         "bias_same.csv": b"sent_more,sent_less,stereo_antistereo,bias_type\n"
         b"He is here today.,He is here today.,stereo,gender\n",
-        "long_heldout.txt": b"a short text\n" + b"word " * 3000 + b"\n",
+        "long_heldout.txt": b"a short text\nanother\na third\na fourth\n" + b"word " * 3000 + b"\n",
     }
     paths = {}
     for name, data in files.items():

@@ -211,6 +211,9 @@ def test_bad_urls_fail_before_any_work_with_one_line(
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+        assert "workbench-staging" not in err, err  # the URL is named, not the staging copy
+    assert main(["report", "s3://bucket/nothing-here"]) == 2
+    assert "s3://bucket/nothing-here" in capsys.readouterr().err
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     start = time.perf_counter()
     assert main(audit_args(prompts_file, "s3://bucket/x")) == 2

@@ -178,7 +178,7 @@ def check_args(args, model_names: Collection[str]) -> None:
         _check_out(args)
     if (
         getattr(args, "command", None) == "report"
-        and not args.folder.removeprefix("file://").strip()
+        and not str(args.folder).removeprefix("file://").strip()
     ):
         raise InputError("report: the folder is empty; give an audit folder (. for this one)")
     if getattr(args, "command", None) == "report" and is_url(args.folder):
@@ -190,7 +190,8 @@ def check_args(args, model_names: Collection[str]) -> None:
                 "figures.html",
                 args.html,
             )
-        args.html = str(local_path(args.html)) if args.html.removeprefix("file://").strip() else ""
+        html = str(args.html)
+        args.html = str(local_path(html)) if html.removeprefix("file://").strip() else ""
         if not args.html.strip():
             raise InputError("--html names no file; give one such as figures.html")
         check_output_file(args.html, "--html")
@@ -332,7 +333,8 @@ def _check_out(args) -> None:
             )
         check_url(args.out, "--out")
         return
-    folder = str(local_path(args.out)) if args.out.removeprefix("file://").strip() else ""
+    text = str(args.out)  # a Path from the Python API, a string from the command line
+    folder = str(local_path(text)) if text.removeprefix("file://").strip() else ""
     if not folder.strip():
         # Path("") is the current folder: run.json and shards would land in the working directory
         raise InputError(
