@@ -377,8 +377,6 @@ def test_detoxify_checkpoint_naming_another_repository_is_refused(tmp_path):
 
 
 def test_run_json_text_is_plain_in_the_dashboard(tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
     root = tmp_path / "results"
     small = tmp_path / "pairs.csv"
     small.write_text("\n".join(CROWS.read_text(encoding="utf-8").splitlines()[:4]) + "\n")
@@ -402,12 +400,20 @@ def test_run_json_text_is_plain_in_the_dashboard(tmp_path, monkeypatch):
     crafted = "![x](http://127.0.0.1:9/pixel.png) **bold**"
     settings["model"]["name"] = crafted
     run_file.write_text(json.dumps(settings))
+    app = audit_page(root, "b", monkeypatch)
+    assert not app.exception
+    assert any(crafted in t.value for t in app.text)  # shown verbatim, as text
+    assert not any("pixel.png" in m.value for m in app.markdown)
+
+
+def audit_page(root: Path, audit: str, monkeypatch):
+    """The dashboard's Audits page (tiny-phi, results root `root`) showing the audit `audit`."""
+    from streamlit.testing.v1 import AppTest
+
     monkeypatch.setenv("WORKBENCH_RESULTS", str(root))
     monkeypatch.setenv("WORKBENCH_DASHBOARD_MODEL", "tiny-phi")
     app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     app.run()
     app.switch_page(str(ROOT / "workbench" / "dashboard" / "views" / "audits.py")).run()
-    app.text_input(key="audit_path").set_value("b").run()
-    assert not app.exception
-    assert any(crafted in t.value for t in app.text)  # shown verbatim, as text
-    assert not any("pixel.png" in m.value for m in app.markdown)
+    app.text_input(key="audit_path").set_value(audit).run()
+    return app

@@ -25,8 +25,8 @@ from workbench.model import distributed
 from workbench.report.folder import audit_files
 
 from .conftest import ROOT, SHARED_DATA
+from .test_hardening import PROMPTS, audit_page, tox
 
-PROMPTS = ["Tell me about cats.", "Write a note to my boss.", "Describe the sea."]
 CROWS = SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv"
 PAIRS = str(ROOT / "probes" / "polite_vs_rude_pairs.jsonl")
 
@@ -36,26 +36,6 @@ def prompts(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text("\n".join(PROMPTS) + "\n")
     return path
-
-
-def tox(prompts, out, *extra) -> list[str]:
-    return [
-        "audit",
-        "toxicity",
-        "--model",
-        "tiny-phi",
-        "--prompts",
-        str(prompts),
-        "--out",
-        str(out),
-        "--scorers",
-        "profanity-check",
-        "--max-new-tokens",
-        "3",
-        "--shard-size",
-        "2",
-        *extra,
-    ]
 
 
 def one_line(capsys) -> str:
@@ -175,8 +155,6 @@ def test_every_file_the_report_and_dashboard_read_is_checked_for_containment(
 
 
 def test_user_text_is_plain_in_every_dashboard_message(tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
     crafted = "![x](http://127.0.0.1:9/pixel.png) **bold** :red[red] $x^2$"
     escaped = plain(crafted)
     assert "![" not in escaped and "](" not in escaped and "**" not in escaped
@@ -185,12 +163,7 @@ def test_user_text_is_plain_in_every_dashboard_message(tmp_path, monkeypatch):
     (root / "a" / "run.json").write_text(
         json.dumps({"format": "workbench-audit/1", "audit": crafted, "conditions": []})
     )
-    monkeypatch.setenv("WORKBENCH_RESULTS", str(root))
-    monkeypatch.setenv("WORKBENCH_DASHBOARD_MODEL", "tiny-phi")
-    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    app.run()
-    app.switch_page(str(ROOT / "workbench" / "dashboard" / "views" / "audits.py")).run()
-    app.text_input(key="audit_path").set_value("a").run()
+    app = audit_page(root, "a", monkeypatch)
     assert not app.exception
     errors = [e.value for e in app.error]
     assert errors and any("unknown audit kind" in e for e in errors), errors
