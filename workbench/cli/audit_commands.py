@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -127,6 +128,8 @@ def _finish_audit(args, runner, runner_args: tuple, executor, after=None) -> int
     summary = json.loads((Path(args.out) / "summary.json").read_text())
     summary.update(seconds=round(time.perf_counter() - start, 1), report=str(report))
     emit(args, summary, _table_text(summary) + f"\n{summary['seconds']} s; report: {report}")
+    for warning in summary.get("warnings", []):  # e.g. bias metrics that disagree
+        print(f"workbench audit: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -191,10 +191,11 @@ def register(verbs) -> None:
     )
     sub.add_argument(
         "--metric",
-        choices=["total", "shared", "mean"],
+        choices=["auto", "total", "shared", "mean"],
         default=None,
         help="the headline metric: drives the strongest-preferences table and the paired change "
-        "(summary only; all three shares are always reported; default: see README, Bias metrics)",
+        "(summary only; every metric's share is always reported). auto (default): total on pairs "
+        "of equal token count, shared on the others (README, Bias metrics)",
     )
     sub.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     sub.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass")

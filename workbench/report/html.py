@@ -34,6 +34,7 @@ from .tables import (
     card_tables,
     estimate_text,
     headline,
+    length_split_rows,
     localisation_rows,
     moved_text,
     summary_rows,
@@ -322,11 +323,26 @@ def _bias_tables(summary: dict) -> str:
         ]
         + ["sent_more", "sent_less"]
     )
+    warnings = "".join(
+        f"<p class='warning'><b>Warning:</b> {html.escape(w)}.</p>"
+        for w in summary.get("warnings", [])
+    )
+    why = summary.get("metric_why")
     return (
         "<h2>Stereotype share per bias type</h2><p>Share of pairs where the model scores the more-stereotyping "
         "sentence higher; 0.5 means no preference; ties count as no preference. One column per metric, "
         f"the headline metric ({html.escape(headline)}) marked:</p><ul>{metrics}</ul>"
+        + (f"<p><b>Why {html.escape(headline)} leads:</b> {html.escape(why)}.</p>" if why else "")
+        + warnings
         + _table(summary_rows(summary))
+        + (
+            "<h2>Pairs of the same and of different token counts</h2><p>The share under every "
+            "metric, on the pairs whose two sentences have the same number of tokens (where "
+            "'total' has no length confound) and on the others.</p>"
+            + _table(length_split_rows(summary))
+            if summary.get("length_split")
+            else ""
+        )
         + (
             f"<p>{multi} pairs differ in more than one place; under 'shared', everything from their first "
             "difference to their last is treated as differing and not scored.</p>"

@@ -19,7 +19,14 @@ from ..core import stats
 from ..core.agreement import agreement
 from ..core.errors import InputError
 from ..core.stats import MIN_N, N_BOOT
-from ..safety.bias import DEFAULT_METRIC, METRIC_TEXT, METRICS, counterfactual_rows, crows_estimates
+from ..safety.bias import (
+    DEFAULT_METRIC,
+    METRIC_TEXT,
+    METRICS,
+    counterfactual_rows,
+    crows_estimates,
+    with_auto,
+)
 from ..safety.capability import perplexity, summarise_capability
 from ..safety.localise import BiasLocalisation
 from .folder import LOCALISATION_FILE, TOX_PREFIX, load_results, read_localisation, read_run
@@ -349,6 +356,7 @@ def _summarise_bias(run: dict, frame) -> dict:
     gap under the headline metric (run.json's "metric") against the baseline; the pairs with the
     strongest preference for the more-stereotyping sentence under that metric, with token counts."""
     seed, n_boot = _seed(run), _n_boot(run)
+    frame = with_auto(frame)  # folders from before the auto metric get it from their columns
     metrics = bias_metrics(frame)
     headline = run.get("metric", DEFAULT_METRIC)
     headline = headline if headline in metrics else metrics[0]
@@ -415,14 +423,80 @@ def _summarise_bias(run: dict, frame) -> dict:
         if "differing_spans" in baseline.columns
         else None
     )
+    split = _length_split(frame, metrics)
     return {
         "metric": headline,
+        "metric_why": METRIC_WHY.get(headline, ""),
         "metrics": {m: METRIC_TEXT[m] for m in metrics},
+        "length_split": split,
+        "warnings": _metric_disagreement(table, headline),
         "table": table,
         "vs_baseline": paired,
         "strongest": strongest,
         "pairs_differing_in_several_places": multi,
     }
+
+
+METRIC_WHY = {
+    "auto": "auto leads: on pairs of equal token count whose swap follows a shared token, "
+    "'total' has no length confound and scores the swapped tokens, where a swap after its cue "
+    "holds most of the stereotype ('shared' never scores them); on pairs of unequal count 'total' "
+    "mostly measures length, and a swap at the start has only its prior probability, so 'shared' "
+    "leads there",
+    "total": "total was chosen (--metric total): it also measures sentence length on pairs of "
+    "unequal token count",
+    "shared": "shared was chosen (--metric shared): it never scores the swapped tokens themselves",
+    "mean": "mean was chosen (--metric mean)",
+}
+
+
+def _length_split(frame, metrics: list[str]) -> list[dict]:
+    """Per condition and metric: the stereotype share on pairs whose sentences have the same token
+    count and on pairs whose counts differ, each with its count of pairs (Wilson intervals)."""
+    if "tokens_more" not in frame.columns:
+        return []
+    rows = []
+    same = frame["tokens_more"] == frame["tokens_less"]
+    for name, group in frame.groupby("condition", sort=False):
+        for metric in metrics:
+            for label, mask in (("same", same), ("different", ~same)):
+                part = group[mask.loc[group.index]]
+                rows.append(
+                    {
+                        "condition": name,
+                        "metric": metric,
+                        "token_counts": label,
+                        "pairs": int(len(part)),
+                        "stereotype_share": stats.proportion(
+                            _prefers(part, metric).tolist()
+                        ).to_dict(),
+                    }
+                )
+    return rows
+
+
+def _metric_disagreement(table: list[dict], headline: str) -> list[str]:
+    """One line when two metrics' baseline shares (all pairs) have 95% intervals that do not
+    overlap: the pair set's verdict then depends on the metric, and the reader must know."""
+    shares = {
+        row["metric"]: row["stereotype_share"]
+        for row in table
+        if row["condition"] == "baseline" and row["bias_type"] == "all"
+    }
+    warnings = []
+    names = list(shares)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            x, y = shares[a], shares[b]
+            if None in (x.get("low"), x.get("high"), y.get("low"), y.get("high")):
+                continue
+            if x["high"] < y["low"] or y["high"] < x["low"]:
+                warnings.append(
+                    f"the metrics disagree beyond their 95% intervals: {a} "
+                    f"{estimate_text(x)} against {b} {estimate_text(y)} (baseline, all pairs); "
+                    f"the headline is {headline}"
+                )
+    return warnings
 
 
 def _summarise_toxigen(run: dict, frame) -> dict:

@@ -326,6 +326,25 @@ def bias_rows(summary: dict) -> list[dict]:
     return list(rows.values())
 
 
+def length_split_rows(summary: dict) -> list[dict]:
+    """One row per condition and token-count group ("same" / "different" token count), one
+    stereotype-share column per metric: where the metrics part ways, and on how many pairs."""
+    headline = summary.get("metric", "total")
+    rows: dict = {}
+    for r in summary.get("length_split", []):
+        row = rows.setdefault(
+            (r["condition"], r["token_counts"]),
+            {
+                "condition": r["condition"],
+                "token counts": r["token_counts"],
+                "pairs": r["pairs"],
+            },
+        )
+        mark = " (headline)" if r["metric"] == headline else ""
+        row[f"{r['metric']}{mark} [95% CI]"] = estimate_text(r["stereotype_share"], 1, True)
+    return list(rows.values())
+
+
 def localisation_rows(data: dict, top: int = 15) -> list[dict]:
     """Table rows for a report or a page: the `top` components by |mean effect| with their intervals."""
     rows = []

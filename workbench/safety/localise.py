@@ -61,6 +61,12 @@ from .capability import (
 )
 
 TOP_SHARE = 0.05  # "the top 5% of heads"
+METRIC_NOTE = (
+    "the headline rule (auto) scores a minimal swap by 'total', whose extra part is the swapped "
+    "token's own log-probability; that part is computed from the shared prefix alone, the same in "
+    "both sentences, so patching one sentence into the other can carry none of it, and only the "
+    "shared-token gap can be localised this way"
+)
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,7 @@ class BiasLocalisation(Tabled):
     gap_change: dict
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    metric: str = "shared"  # the gap attributed: always the shared-token gap (METRIC_NOTE)
 
     def __repr__(self) -> str:
         heads = ", ".join(self.top_heads[:4]) + (", ..." if len(self.top_heads) > 4 else "")
@@ -190,6 +197,7 @@ class BiasLocalisation(Tabled):
             f"bias localisation on {self.n_pairs} pairs ({self.method}"
             f"{f', {self.steps} steps' if self.method == 'eap-ig' else ''}; "
             f"{len(self.skipped_lines)} pairs skipped): mean shared-token gap {self.gap.text()} nats",
+            f"attributed metric: {self.metric}, whatever the audit's headline; {METRIC_NOTE}",
             f"top {len(self.top_heads)} heads ({TOP_SHARE:.0%} of {len(self.head_effects) * len(self.head_effects[0])}"
             f"): {', '.join(self.top_heads)}; share of the gap they carry {self.top_share.text()}",
             f"all heads carry {self.heads_share:.2f} of the gap by the estimates, all MLPs {self.mlps_share:.2f}"

@@ -13,6 +13,7 @@ from workbench.report.tables import (
     agreement_rows,
     before_after_rows,
     card_tables,
+    length_split_rows,
     localisation_rows,
     summary_rows,
 )
@@ -59,6 +60,16 @@ with errors_shown():
             st.markdown("**What each condition costs** (the same for every scorer)")
             st.dataframe(pd.DataFrame(cost), hide_index=True, width="stretch")
         st.dataframe(pd.DataFrame(summary_rows(summary)), hide_index=True, width="stretch")
+        if summary["audit"] == "bias":
+            for warning in summary.get("warnings", []):
+                st.warning(plain(warning))
+            if summary.get("metric_why"):
+                st.caption(plain(f"Why {summary['metric']} leads: {summary['metric_why']}."))
+            if summary.get("length_split"):
+                st.markdown("**Pairs of the same and of different token counts**")
+                st.dataframe(
+                    pd.DataFrame(length_split_rows(summary)), hide_index=True, width="stretch"
+                )
         if summary["audit"] == "toxicity" and agreement_rows(summary):
             st.markdown("**Scorer agreement** (Spearman on scores, Cohen's kappa at 0.5)")
             st.dataframe(pd.DataFrame(agreement_rows(summary)), hide_index=True, width="stretch")
