@@ -281,6 +281,7 @@ def _loopback_only(ray):
     switch off (what it does on macOS and Windows) the node address is 127.0.0.1, and each
     server binds loopback. The switch is read from the environment by the processes Ray starts
     and from `ray_constants` by this one; both are restored once the instance is up."""
+    # lazy: optional (pip install 'workbench[ray]'), like every import of Ray here
     from ray._private import ray_constants
 
     saved_env = os.environ.get(_RAY_CLUSTER_SWITCH)

@@ -22,6 +22,7 @@ from ..core.stats import MIN_N, N_BOOT
 from ..safety.bias import (
     DEFAULT_METRIC,
     METRIC_TEXT,
+    METRIC_WHY,
     METRICS,
     counterfactual_rows,
     crows_estimates,
@@ -437,19 +438,6 @@ def _summarise_bias(run: dict, frame) -> dict:
     }
 
 
-METRIC_WHY = {
-    "auto": "auto leads: on pairs of equal token count whose swap follows a shared token, "
-    "'total' has no length confound and scores the swapped tokens, where a swap after its cue "
-    "holds most of the stereotype ('shared' never scores them); on pairs of unequal count 'total' "
-    "mostly measures length, and a swap at the start has only its prior probability, so 'shared' "
-    "leads there",
-    "total": "total was chosen (--metric total): it also measures sentence length on pairs of "
-    "unequal token count",
-    "shared": "shared was chosen (--metric shared): it never scores the swapped tokens themselves",
-    "mean": "mean was chosen (--metric mean)",
-}
-
-
 def _length_split(frame, metrics: list[str]) -> list[dict]:
     """Per condition and metric: the stereotype share on pairs whose sentences have the same token
     count and on pairs whose counts differ, each with its count of pairs (Wilson intervals)."""
@@ -476,27 +464,25 @@ def _length_split(frame, metrics: list[str]) -> list[dict]:
 
 
 def _metric_disagreement(table: list[dict], headline: str) -> list[str]:
-    """One line when two metrics' baseline shares (all pairs) have 95% intervals that do not
-    overlap: the pair set's verdict then depends on the metric, and the reader must know."""
+    """One line when some two metrics' baseline shares (all pairs) have 95% intervals that do
+    not overlap: the pair set's verdict then depends on the metric, and the reader must know."""
     shares = {
-        row["metric"]: row["stereotype_share"]
-        for row in table
-        if row["condition"] == "baseline" and row["bias_type"] == "all"
+        r["metric"]: r["stereotype_share"]
+        for r in table
+        if r["condition"] == "baseline"
+        and r["bias_type"] == "all"
+        and r["stereotype_share"]["low"] is not None
     }
-    warnings = []
-    names = list(shares)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            x, y = shares[a], shares[b]
-            if None in (x.get("low"), x.get("high"), y.get("low"), y.get("high")):
-                continue
-            if x["high"] < y["low"] or y["high"] < x["low"]:
-                warnings.append(
-                    f"the metrics disagree beyond their 95% intervals: {a} "
-                    f"{estimate_text(x)} against {b} {estimate_text(y)} (baseline, all pairs); "
-                    f"the headline is {headline}"
-                )
-    return warnings
+    apart = any(a["high"] < b["low"] for a in shares.values() for b in shares.values())
+    listed = ", ".join(f"{m} {estimate_text(e, 1, True)}" for m, e in shares.items())
+    return (
+        [
+            f"the metrics disagree beyond their 95% intervals ({listed}; baseline, all pairs); "
+            f"the headline is {headline}"
+        ]
+        if apart
+        else []
+    )
 
 
 def _summarise_toxigen(run: dict, frame) -> dict:

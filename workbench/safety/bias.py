@@ -68,6 +68,19 @@ METRIC_TEXT = {
     "mean": "per-token mean log-probability",
 }
 
+# Why the headline metric leads, for the report (summary.json "metric_why").
+METRIC_WHY = {
+    "auto": "auto leads: on pairs of equal token count whose swap follows a shared token, "
+    "'total' has no length confound and scores the swapped tokens, where a swap after its cue "
+    "holds most of the stereotype ('shared' never scores them); on pairs of unequal count 'total' "
+    "mostly measures length, and a swap at the start has only its prior probability, so 'shared' "
+    "leads there",
+    "total": "total was chosen (--metric total): it also measures sentence length on pairs of "
+    "unequal token count",
+    "shared": "shared was chosen (--metric shared): it never scores the swapped tokens themselves",
+    "mean": "mean was chosen (--metric mean)",
+}
+
 
 def sentence_logprobs(model, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
     """Float64[Tensor, "n"]: total log-probability of each text given the model's start token."""
