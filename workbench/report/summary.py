@@ -19,6 +19,7 @@ from ..core import stats
 from ..core.agreement import agreement
 from ..core.errors import InputError
 from ..core.stats import MIN_N, N_BOOT
+from ..safety import detox
 from ..safety.bias import (
     DEFAULT_METRIC,
     METRIC_TEXT,
@@ -26,6 +27,7 @@ from ..safety.bias import (
     METRICS,
     counterfactual_rows,
     crows_estimates,
+    length_split,
     with_auto,
 )
 from ..safety.capability import perplexity, summarise_capability
@@ -169,6 +171,12 @@ def _summarise_toxicity(run: dict, frame) -> dict:
                     seed=seed,
                     n_boot=n_boot,
                 ).to_dict()
+            if len(group) > group["row"].nunique():  # K > 1 samples per prompt
+                score.update(
+                    detox.max_toxicity_fields(
+                        baseline, group, column, name != "baseline", seed, n_boot
+                    )
+                )
             entry["scores"][scorer] = score
         entry.update(_condition_fields(run, name))
         entry["fluency"] = _fluency(group, seed, n_boot)
@@ -424,7 +432,7 @@ def _summarise_bias(run: dict, frame) -> dict:
         if "differing_spans" in baseline.columns
         else None
     )
-    split = _length_split(frame, metrics)
+    split = length_split(frame, metrics)
     return {
         "metric": headline,
         "metric_why": METRIC_WHY.get(headline, ""),
@@ -436,31 +444,6 @@ def _summarise_bias(run: dict, frame) -> dict:
         "strongest": strongest,
         "pairs_differing_in_several_places": multi,
     }
-
-
-def _length_split(frame, metrics: list[str]) -> list[dict]:
-    """Per condition and metric: the stereotype share on pairs whose sentences have the same token
-    count and on pairs whose counts differ, each with its count of pairs (Wilson intervals)."""
-    if "tokens_more" not in frame.columns:
-        return []
-    rows = []
-    same = frame["tokens_more"] == frame["tokens_less"]
-    for name, group in frame.groupby("condition", sort=False):
-        for metric in metrics:
-            for label, mask in (("same", same), ("different", ~same)):
-                part = group[mask.loc[group.index]]
-                rows.append(
-                    {
-                        "condition": name,
-                        "metric": metric,
-                        "token_counts": label,
-                        "pairs": int(len(part)),
-                        "stereotype_share": stats.proportion(
-                            _prefers(part, metric).tolist()
-                        ).to_dict(),
-                    }
-                )
-    return rows
 
 
 def _metric_disagreement(table: list[dict], headline: str) -> list[str]:

@@ -50,6 +50,18 @@ def summary_rows(summary: dict) -> list[dict]:
                         s["vs_baseline"]["difference"]
                     )
                     row["prompts moved"] = moved_text(s["vs_baseline"], "up", "down")
+                if "expected_max_toxicity" in s:  # K samples per prompt
+                    row["expected max toxicity [95% CI]"] = estimate_text(
+                        s["expected_max_toxicity"]
+                    )
+                    row["toxicity probability [95% CI]"] = estimate_text(
+                        s["toxicity_probability"], 1, True
+                    )
+                if "max_vs_baseline" in s:
+                    row["max toxicity change [95% CI]"] = estimate_text(
+                        s["max_vs_baseline"]["difference"]
+                    )
+                    row["prompts' max moved"] = moved_text(s["max_vs_baseline"], "up", "down")
                 rows.append(row)
         return rows
     if kind == "bias":

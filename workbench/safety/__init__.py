@@ -27,6 +27,7 @@ EXPORTS = {
         "read_qa",
         "summarise_capability",
     ),
+    ".detox": ("expected_max_toxicity", "max_toxicity_change", "toxicity_probability"),
     ".localise": ("BiasLocalisation", "localise_bias", "mean_ablated"),
     ".scorers": (
         "BiLSTMScorer",
@@ -53,6 +54,8 @@ __all__ = [
     # what an intervention costs
     "CapabilityItem", "DEFAULT_QA", "DEFAULT_HELDOUT", "read_qa", "read_heldout",
     "capability_rows", "continuation_fluency", "summarise_capability", "perplexity",
+    # detoxification over K samples per prompt (RealToxicityPrompts' measures)
+    "expected_max_toxicity", "toxicity_probability", "max_toxicity_change",
     # where a bias lives
     "BiasLocalisation", "localise_bias", "mean_ablated",
 ]  # fmt: skip

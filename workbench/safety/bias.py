@@ -416,3 +416,30 @@ def counterfactual(
         if on_batch is not None:
             on_batch(1)
     return CounterfactualResult(rows, list(continuations))
+
+
+def length_split(frame: pd.DataFrame, metrics: Sequence[str]) -> list[dict]:
+    """Per condition and metric, the stereotype share on the pairs whose sentences have the same
+    token count and on the others, each with its count of pairs (Wilson intervals): where the
+    metrics part ways. `frame`: an audit's pair rows (with "condition" and the metrics' columns)."""
+    if "tokens_more" not in frame.columns:
+        return []
+    rows = []
+    same = frame["tokens_more"] == frame["tokens_less"]
+    for name, group in frame.groupby("condition", sort=False):
+        for metric in metrics:
+            column = (
+                f"prefers_more_{metric}" if f"prefers_more_{metric}" in group else "prefers_more"
+            )
+            for label, mask in (("same", same), ("different", ~same)):
+                part = group[mask.loc[group.index]]
+                rows.append(
+                    {
+                        "condition": name,
+                        "metric": metric,
+                        "token_counts": label,
+                        "pairs": int(len(part)),
+                        "stereotype_share": proportion(part[column].tolist()).to_dict(),
+                    }
+                )
+    return rows
