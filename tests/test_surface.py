@@ -360,3 +360,20 @@ def test_resume_checks_every_recorded_shard_not_only_run_json(prompts, tmp_path,
     err = one_line(capsys)
     assert "computed with other settings" in err, err
     assert sorted(p.name for p in (out / "shards").iterdir()) == before  # nothing computed
+
+
+def test_a_cache_resume_checks_every_recorded_shard_too(tmp_path, capsys):
+    texts = tmp_path / "t.txt"
+    texts.write_text("\n".join(PROMPTS) + "\n")
+    out = tmp_path / "c"
+    argv = ["cache", "--model", "tiny-phi", "--input", str(texts), "--shard-size", "2"]
+    assert main([*argv, "--out", str(out), "--positions", "last"]) == 0
+    settings = json.loads((out / "run.json").read_text())
+    settings["positions"] = "mean"  # the hand edit: run.json now claims the other positions
+    (out / "run.json").write_text(json.dumps(settings))
+    sorted((out / "shards").glob("*.safetensors"))[-1].unlink()
+    before = sorted(p.name for p in (out / "shards").iterdir())
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out), "--positions", "mean"]) == 2
+    assert "computed with other settings" in one_line(capsys)
+    assert sorted(p.name for p in (out / "shards").iterdir()) == before

@@ -7,11 +7,11 @@ scorer versions and checkpoint hashes, input hashes); settings that change only 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.provenance import settings_sha256
 from ..core.provenance import versions as package_versions
 from ..core.storage import write_atomically
 from ..report.folder import read_run
@@ -46,8 +46,7 @@ def comparable(settings: dict) -> dict:
 def settings_fingerprint(settings: dict) -> str:
     """sha256 of the result-deciding settings (`comparable`), recorded beside every shard in
     shards.json so a resume can tell a shard computed under other settings."""
-    text = json.dumps(comparable(settings), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return settings_sha256(comparable(settings))
 
 
 def differing_fields(previous: dict, settings: dict, prefix: str = "") -> list[str]:

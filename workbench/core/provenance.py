@@ -7,6 +7,7 @@ and probes hash their checkpoint files with `file_sha256`.
 from __future__ import annotations
 
 import hashlib
+import json
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -58,3 +59,10 @@ def file_sha256(path: str | Path) -> str:
         raise InputError("is not a regular file; cannot record its sha256", str(path))
     stat = Path(path).stat()
     return _hash_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def settings_sha256(settings: dict) -> str:
+    """sha256 of a JSON-able dict of settings (keys sorted): the fingerprint recorded beside each
+    shard in shards.json, so a resume can tell a shard computed under other settings."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -45,7 +45,7 @@ from safetensors.torch import save_file
 from ..core.datasets import TextRecord, as_records
 from ..core.errors import CacheTooLargeError, InputError
 from ..core.progress import advance, finish_shard, per_batch, progress_bar
-from ..core.provenance import versions
+from ..core.provenance import settings_sha256, versions
 from ..core.remote import is_url, shard_finished, staged
 from ..core.storage import (
     ShardIndex,
@@ -476,6 +476,9 @@ def _cache_to_disk_locked(
     else:
         _write_json_atomically(run_file, settings)
     index = ShardIndex(out / "shards.json")
+    # every recorded shard, not only run.json, must come from these settings (run.json edited?)
+    fingerprint = settings_sha256({k: v for k, v in settings.items() if k != "versions"})
+    index.check_settings_of(fingerprint, out)
     ranges = shard_ranges(plan.n_texts, plan.shard_size)
     names = [f"shards/shard-{i:05d}.safetensors" for i in range(len(ranges))]
     if (out / "manifest.json").exists() and all(index.verified(out / name) for name in names):
@@ -501,7 +504,7 @@ def _cache_to_disk_locked(
             model, _shard_writer(dataclasses.replace(plan, token_ids=[])), jobs
         ):
             path = out / job.key
-            index.record(path, Path(tmp))
+            index.record(path, Path(tmp), settings=fingerprint)
             os.replace(tmp, path)
             shard_finished()
             finish_shard(bar, job.args[1] - job.args[0])
