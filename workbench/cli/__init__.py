@@ -40,9 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     verb = args.command
-    args.given = given_options(
-        argv
-    )  # what was typed, for the options that need another (checks.NEEDS)
+    # what was typed, for the options that need another (checks.NEEDS)
+    args.given = given_options(argv)
     wants_json = bool(getattr(args, "json", False))
     _warn_in_one_line(verb)
     try:
@@ -62,15 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # a full disk, a read-only folder: the machine's, not a bug
         return _fail(verb, _os_error_text(error), 2, wants_json)
     except Exception as error:  # noqa: BLE001 - one line (and JSON) on every path; see _unexpected
-        if type(error).__name__ == "SafetensorError" and "I/O error" in str(error):
-            # a full disk while writing a cache shard: safetensors' own error type, one line
-            what = str(error).split("I/O error: ", 1)[-1]
-            return _fail(
-                verb,
-                f"cannot write a shard ({what}); free some space, or choose another --out",
-                2,
-                wants_json,
-            )
         if os.environ.get("WORKBENCH_TRACEBACK"):
             raise
         return _fail(verb, _unexpected(error), 1, wants_json)

@@ -63,14 +63,8 @@ LISTS = {  # attribute -> (kind, low, high) for each element
     "l2": ("float", 0.0, 1e6),
     "sparse_k": ("int", 1, 10**6),
 }
-TEXTS = (
-    "prompt",
-    "text",
-    "clean",
-    "corrupt",
-    "instruct",
-    "pattern",
-)  # single strings that must be non-empty
+# single strings that must be non-empty
+TEXTS = ("prompt", "text", "clean", "corrupt", "instruct", "pattern")
 TEXT_LISTS = ("answers", "groups", "continuations", "positive_words", "negative_words")
 COMMA_LISTS = ("kinds", "hooks")  # comma-separated names: none empty, none repeated
 FILE_LISTS = ("heldout",)  # several files: none given twice (its texts would count twice)
@@ -176,10 +170,7 @@ def check_args(args, model_names: Collection[str]) -> None:
         check_model_name(args.model, model_names)
     if getattr(args, "out", None) is not None:
         _check_out(args)
-    if (
-        getattr(args, "command", None) == "report"
-        and not str(args.folder).removeprefix("file://").strip()
-    ):
+    if getattr(args, "command", None) == "report" and not _local_target(args.folder):
         raise InputError("report: the folder is empty; give an audit folder (. for this one)")
     if getattr(args, "command", None) == "report" and is_url(args.folder):
         check_url(args.folder, "folder")
@@ -190,9 +181,8 @@ def check_args(args, model_names: Collection[str]) -> None:
                 "figures.html",
                 args.html,
             )
-        html = str(args.html)
-        args.html = str(local_path(html)) if html.removeprefix("file://").strip() else ""
-        if not args.html.strip():
+        args.html = _local_target(args.html)
+        if not args.html:
             raise InputError("--html names no file; give one such as figures.html")
         check_output_file(args.html, "--html")
     if getattr(args, "results", None) is not None:
@@ -333,15 +323,21 @@ def _check_out(args) -> None:
             )
         check_url(args.out, "--out")
         return
-    text = str(args.out)  # a Path from the Python API, a string from the command line
-    folder = str(local_path(text)) if text.removeprefix("file://").strip() else ""
-    if not folder.strip():
-        # Path("") is the current folder: run.json and shards would land in the working directory
+    folder = _local_target(args.out)
+    if not folder:
         raise InputError(
             f"--out {args.out!r} names no folder; give one (--out . for the current folder)"
         )
     args.out = folder
     check_output_folder(args.out, "--out")
+
+
+def _local_target(target) -> str:
+    """A local path or file:// URL (a Path from the Python API, a string from the command line)
+    as a path string; "" when it names nothing ("", "  ", "file://"), which Path would take for
+    the current folder, so run.json and shards would land in the working directory."""
+    text = str(target)
+    return str(local_path(text)) if text.removeprefix("file://").strip() else ""
 
 
 def _flag(name: str) -> str:

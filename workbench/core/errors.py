@@ -40,3 +40,10 @@ class CacheTooLargeError(WorkbenchError, MemoryError):
 
 class TokenizationWarning(UserWarning):
     """A prompt or answer was tokenised as given, but probably not as meant (one line)."""
+
+
+def first_line(error: Exception, limit: int = 200) -> str:
+    """The first line of a library's error message, cut at `limit` characters (a store's or
+    Transformers' messages can run to a kilobyte), for a one-line error of our own."""
+    line = (str(error).splitlines() or [type(error).__name__])[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -36,7 +36,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _ACTIVE: contextvars.ContextVar["Mirror | None"] = contextvars.ContextVar(
@@ -123,7 +123,7 @@ def check_url(url: str, flag: str) -> None:
         )
     except OSError as error:
         raise InputError(
-            f"{flag}: cannot reach the store ({_first_line(error)}); check "
+            f"{flag}: cannot reach the store ({first_line(error)}); check "
             f"{CREDENTIAL_HINTS.get(url.partition('://')[0], 'the URL')} and the network",
             url,
         ) from None
@@ -188,7 +188,7 @@ class Mirror:
         try:
             infos = self.fs.get_file_info(selector)
         except OSError as error:
-            raise InputError(f"cannot list ({_first_line(error)})", self.url) from None
+            raise InputError(f"cannot list ({first_line(error)})", self.url) from None
         names = [
             info.path[len(self.root) :].lstrip("/")
             for info in infos
@@ -227,7 +227,7 @@ class Mirror:
                     sink.write(chunk)
         except OSError as error:
             partial.unlink(missing_ok=True)
-            raise InputError(f"cannot download {name} ({_first_line(error)})", self.url) from None
+            raise InputError(f"cannot download {name} ({first_line(error)})", self.url) from None
         os.replace(partial, target)
         self.known[name] = _stamp(target)
         return target
@@ -256,7 +256,7 @@ class Mirror:
                         sink.write(chunk)
             except OSError as error:
                 raise InputError(
-                    f"cannot upload {name} ({_first_line(error)}); what was uploaded before is "
+                    f"cannot upload {name} ({first_line(error)}); what was uploaded before is "
                     "kept there, so rerunning the same command resumes from it",
                     self.url,
                 ) from None
@@ -389,9 +389,3 @@ CREDENTIAL_HINTS = {
     "gs": "the Google credentials (GOOGLE_APPLICATION_CREDENTIALS)",
     "gcs": "the Google credentials (GOOGLE_APPLICATION_CREDENTIALS)",
 }
-
-
-def _first_line(error: Exception, limit: int = 200) -> str:
-    """The first line of a store's error, cut at `limit` characters (GCS's run to a kilobyte)."""
-    line = (str(error).splitlines() or [type(error).__name__])[0]
-    return line if len(line) <= limit else line[: limit - 3] + "..."

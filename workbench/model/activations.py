@@ -33,6 +33,7 @@ in `workbench.model.corpus_cache`; what is decided before the first forward pass
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from ..core.datasets import TextRecord, as_records
@@ -532,6 +534,17 @@ def _cache_to_disk_locked(
     return DiskCorpusCache(out)
 
 
+def _save_shard(store: dict, tmp: str, start: int, end: int) -> None:
+    """save_file, with safetensors' own error for a failed write (a full disk, say) raised as the
+    OSError it is, naming the file, so every caller reports it like any other I/O failure."""
+    try:
+        save_file(store, tmp, metadata={"rows": f"{start}:{end}"})
+    except SafetensorError as error:
+        detail = str(error).split("I/O error: ", 1)[-1]
+        code = errno.ENOSPC if "os error 28" in detail else errno.EIO
+        raise OSError(code, f"cannot write a shard ({detail})", tmp) from None
+
+
 def _shard_writer(plan: CachePlan):
     """The function that computes one disk shard and writes it to a temporary file, built on
     whichever process holds the model (this one, or a Ray worker). `plan` without its token ids:
@@ -544,7 +557,7 @@ def _shard_writer(plan: CachePlan):
             )
             _run_rows(model, plan, ids, store)
             store[LENGTHS_KEY] = torch.tensor([len(t) for t in ids])
-            save_file(store, tmp, metadata={"rows": f"{start}:{end}"})
+            _save_shard(store, tmp, start, end)
             return tmp
 
         return compute

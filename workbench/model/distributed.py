@@ -272,6 +272,10 @@ def executor_for(
     return executor
 
 
+# Ray's "cluster" switch, off on macOS and Windows: then a local instance binds 127.0.0.1 only
+_RAY_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 @contextlib.contextmanager
 def _loopback_only(ray):
     """Start a local Ray instance that listens on 127.0.0.1 only.
@@ -297,9 +301,6 @@ def _loopback_only(ray):
             os.environ[_RAY_CLUSTER_SWITCH] = saved_env
         if saved_constant is not None:
             ray_constants.ENABLE_RAY_CLUSTER = saved_constant
-
-
-_RAY_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _check_placeable(workers: int, resources: dict, use_gpu: bool, address: str) -> None:

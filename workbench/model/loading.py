@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ..core.errors import InputError, ModelUnavailableError
+from ..core.errors import InputError, ModelUnavailableError, first_line
 from .builds import build_phi2_shape, phi2_shape_folder, smollm2_folder, tiny_phi_folder
 from .hooks import as_registered
 from .registry import DEFAULT_MODEL, REGISTRY, ModelSpec
@@ -239,10 +239,6 @@ def fetch(name: str) -> Path:
     return resolve_folder(spec_for(name), download=True)
 
 
-def _first_line(error: Exception) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0][:200]
-
-
 def load(
     name: str = DEFAULT_MODEL,
     device: str | None = None,
@@ -278,7 +274,7 @@ def load(
         config = AutoConfig.from_pretrained(folder)
     except (ValueError, OSError) as error:  # no model_type, damaged JSON, an unknown model type
         raise InputError(
-            f"config.json is not a model's config ({_first_line(error)})",
+            f"config.json is not a model's config ({first_line(error)})",
             str(Path(folder) / "config.json"),
         ) from None
     if getattr(config, "qk_layernorm", False):
