@@ -8,6 +8,10 @@ model (baseline), workbench `generate` (HF generate on the booted model, with
 un-hooked bridge components bypassed), the same with a steering-style hook on a
 middle layer (that layer runs through the bridge), HF generate through every
 bridge module, and (batch 1) TransformerLens' own `bridge.generate` with its KV cache. Also checks that all produce the same tokens.
+
+--samples K > 1 times sampled generation instead, as a toxicity audit with K samples per prompt
+runs it: plain HF `generate(num_return_sequences=K)` on the batch against `workbench.generate` of
+the batch's prompts each repeated K times (prompt-major, one seed per row, the audit's call).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1, help="prompts generated together")
+    parser.add_argument("--samples", type=int, default=1, help="K > 1: time K samples per prompt")
     parser.add_argument("--out", default="results/bench/generate.json")
     args = parser.parse_args()
 
@@ -63,6 +68,8 @@ def main() -> None:
         top_k=None,
         pad_token_id=model.tokenizer.pad_token_id,
     )
+    if args.samples > 1:
+        return k_samples(args, model, plain, prompts, inputs, n_prompt)
     middle = f"blocks.{model.n_layers // 2}.hook_resid_post"
 
     def workbench_generate():
@@ -116,6 +123,64 @@ def main() -> None:
             "tokens_per_second": speed,
             "ratio_to_hf": ratio,
             "same_tokens_as_hf": same,
+        },
+    )
+
+
+def k_samples(args, model, plain, prompts, inputs, n_prompt) -> None:
+    """K sampled continuations per prompt: HF's num_return_sequences against the audit's call."""
+    k, rows = args.samples, len(prompts) * args.samples
+    repeated = [p for p in prompts for _ in range(k)]
+    seeds = list(range(rows))
+    ended = {}
+
+    def hf_samples():
+        return plain.generate(
+            **inputs,
+            max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens,
+            do_sample=True,
+            top_k=0,
+            num_return_sequences=k,
+            pad_token_id=model.tokenizer.pad_token_id,
+        )
+
+    def workbench_samples():
+        out = wb.generate(
+            model,
+            repeated,
+            max_new_tokens=args.new_tokens,
+            do_sample=True,
+            seeds=seeds,
+            batch_size=rows,
+            progress=False,
+        )
+        ended["rows"] = sum(len(g.new_tokens) < args.new_tokens for g in out)
+        return out
+
+    cases = {
+        "hf_generate_num_return_sequences": hf_samples,
+        "workbench_k_samples": workbench_samples,
+    }
+    medians = interleaved_medians(cases, repeats=args.repeats)
+    speed = {name: rows * args.new_tokens / seconds for name, seconds in medians.items()}
+    ratio = {name: speed[name] / speed["hf_generate_num_return_sequences"] for name in speed}
+    print_table(
+        f"{args.model}: {len(prompts)} prompts x K = {k} samples of {args.new_tokens} tokens, "
+        f"{torch.get_num_threads()} threads, median of {args.repeats} (rows x tokens / s; "
+        f"{ended.get('rows', 0)} workbench rows ended before {args.new_tokens} tokens)",
+        [(name, f"{speed[name]:.1f} tok/s", f"{ratio[name]:.2f}x plain HF") for name in cases],
+    )
+    save_json(
+        args.out,
+        {
+            "model": args.model,
+            "prompts": len(prompts),
+            "samples": k,
+            "new_tokens": args.new_tokens,
+            "seconds": medians,
+            "tokens_per_second": speed,
+            "ratio_to_hf": ratio,
         },
     )
 

@@ -561,8 +561,47 @@ def _rows() -> list[tuple[str, list[str], str]]:
     add(["dashboard", "--host", "not a host"], "neither an IP address nor a host name")
     add(f"{cache} --ray local --threads-per-worker 100000", "--threads-per-worker must be between")
     add(f"{cache} --ray local --threads-per-worker 4000", "with --ray local every worker runs")
+    search = f"intervene search --model tiny-phi --prompts {GOOD_PROMPTS} --out {{out}}"
+    add(f"{search} --methods add steer", "invalid choice: 'steer'")
+    add(f"{search} --coefficients 0.1 nan", "--coefficients must be a finite number")
+    add(f"{search} --coefficients inf", "--coefficients must be a finite number")
+    add(f"{search} --layers 99", "layer 99 is out of range")
+    add(f"{search} --budget-qa -1", "--budget-qa must be between 0 and 100")
+    add(f"{search} --budget-perplexity -0.5", "--budget-perplexity must be between 0")
+    add(f"{search} --samples 0", "--samples must be between 1 and 1000")
+    add(f"{search} --validation-share 1", "--validation-share")
+    add(f"{search} --methods add conditional --probe {{probe_foreign}}", "was trained on")
+    add(f"{search} --methods conditional", "the conditional method needs --probe")
+    add(f"{search} --direction toxigen", "--direction toxigen needs --toxigen")
+    add(f"{search} --direction probe", "--direction probe needs --direction-probe")
+    add(f"{search} --direction probe --direction-probe {{probe_foreign}}", "was trained on")
+    add(
+        "intervene search --model tiny-phi --prompts {empty.txt} --out {out}",
+        "empty.txt",
+        tag="search empty file",
+    )
+    add(
+        "intervene search --model tiny-phi --prompts {good_txt} {one_prompt} --out {out}",
+        "a file needs at least 2",
+        tag="search single-prompt file",
+    )
+    add(
+        f"intervene search --model tiny-phi --prompts {GOOD_PROMPTS} {GOOD_PROMPTS} --out {{out}}",
+        "names a file twice",
+        tag="search same file twice",
+    )
+    for name, words in (
+        ("iv_foreign", "was made for 'smollm2-135m'"),
+        ("iv_width", "(d_model 64)"),
+        ("iv_method", "unknown method 'steer'"),
+        ("iv_nan", "not finite"),
+        ("iv_layer", "layer 9 is out of range"),
+        ("good_txt", "no intervention.json there"),
+    ):
+        add(f"{tox} --intervention {{{name}}}", words, tag=f"intervention {name}")
     for row_argv, words in _needs_rows(
         {
+            "intervene search": search,
             "audit bias": bias,
             "audit toxicity": tox,
             "audit toxigen": toxigen,
@@ -596,8 +635,20 @@ NEEDS_VALUES = {
     "verify": ["3"],
     "workers": ["2"],
     "threads_per_worker": ["1"],
+    "threshold": ["0.3"],
+    "coefficients": ["0.1"],
+    "instruction": ["Be kind."],
+    "toxigen": ["{toxigen}"],
+    "direction_probe": ["{probe_ok_a}"],
+    "scorer_probe": ["{probe_ok_a}"],
 }
 NEEDS_SETUP = {
+    ("intervene search", "coefficients", "--methods add (or conditional)"): ["--methods", "ablate"],
+    ("intervene search", "instruction", "--methods prompt"): ["--methods", "ablate"],
+    ("intervene search", "temperature", "--samples K > 1 (one sample is greedy)"): [
+        "--samples",
+        "1",
+    ],
     ("audit bias", "steps", "--attribution eap-ig"): ["--localise", "--attribution", "atp"],
     ("patch", "verify", "an attribution --method (exact needs no check)"): ["--method", "exact"],
 }
@@ -637,6 +688,7 @@ def test_the_table_is_large_and_covers_every_verb():
         "info",
         "hooks",
         "dashboard",
+        "intervene search",
     ):
         assert any(v.startswith(verb) for v in verbs), verb
 
@@ -654,6 +706,42 @@ def bad_files(tmp_path_factory):
     good_csv.write_text("\n".join(crows.read_text(encoding="utf-8").splitlines()[:4]) + "\n")
     paths["good_csv"] = str(good_csv)
     paths["toxigen"] = TOXIGEN
+    one = base / "one_prompt.txt"
+    one.write_text("Only one prompt here\n")
+    paths["one_prompt"] = str(one)
+    paths.update(_bad_interventions(base))
+    return paths
+
+
+def _bad_interventions(base: Path) -> dict[str, str]:
+    """Saved intervention folders that `--intervention` must refuse (written by hand, as a
+    damaged or foreign file would be)."""
+    from safetensors.torch import save_file
+
+    meta = {
+        "format": "workbench-intervention/1",
+        "method": "add",
+        "name": "add-L1-+0.1",
+        "model": {"name": "tiny-phi", "d_model": 128, "n_layers": 4},
+        "layers": [1],
+        "coefficient": 0.1,
+        "norms": {"1": 2.0},
+    }
+    cases = {
+        "iv_foreign": ({**meta, "model": {**meta["model"], "name": "smollm2-135m"}}, 128),
+        "iv_width": ({**meta, "model": {**meta["model"], "d_model": 64}}, 64),
+        "iv_method": ({**meta, "method": "steer"}, 128),
+        "iv_nan": (meta, 128),
+        "iv_layer": ({**meta, "layers": [9], "norms": {"9": 2.0}}, 128),
+    }
+    paths = {}
+    for name, (fields, width) in cases.items():
+        folder = base / name
+        folder.mkdir()
+        vector = torch.full((width,), float("nan")) if name == "iv_nan" else torch.ones(width)
+        save_file({"direction": vector}, str(folder / "intervention.safetensors"))
+        (folder / "intervention.json").write_text(json.dumps(fields))
+        paths[name] = str(folder)
     return paths
 
 

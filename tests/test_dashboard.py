@@ -334,3 +334,40 @@ def test_missing_phi2_weights_give_a_message_not_a_traceback(app):
     assert "workbench fetch phi-2" in shown(app.error[0])
     app.switch_page(PAGES + "attention.py").run()
     assert not app.exception and any("workbench fetch phi-2" in shown(e) for e in app.error)
+
+
+def test_steering_page_interventions_in_norm_units(app):
+    open_page(app, "steering.py")
+    assert app.selectbox(key="iv_method").value == "add"
+    plain = app.session_state["iv_text_plain"]
+    assert any("x mean residual norm at layer(s)" in t.value for t in app.text)
+    app.slider(key="iv_coefficient").set_value(0.5).run()
+    assert not app.exception and not app.error
+    assert app.session_state["iv_text_plain"] == plain  # the unmodified text stays
+    app.selectbox(key="iv_method").set_value("prompt").run()
+    assert not app.exception and not app.error
+    assert any(t.value.startswith("prompt: ") for t in app.text)
+
+
+def test_audits_page_shows_a_search_with_its_pareto_figure(tmp_path, monkeypatch):
+    root = tmp_path / "results"
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"Prompt number {i} says\n" for i in range(6)))
+    args = [
+        "intervene", "search", "--model", "tiny-phi", "--prompts", str(prompts),
+        "--out", str(root / "detox"), "--methods", "add", "prompt", "--coefficients", "1",
+        "--layers", "1", "--samples", "2", "--max-new-tokens", "3", "--scorers",
+        "profanity-check", "--bootstrap", "100", "--json",
+    ]  # fmt: skip
+    assert cli(args) == 0
+    monkeypatch.setenv("WORKBENCH_DASHBOARD_MODEL", "tiny-phi")
+    monkeypatch.setenv("WORKBENCH_RESULTS", str(root))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    open_page(at, "audits.py")
+    assert at.selectbox(key="audit_pick").options == ["detox/test", "detox/validation"]
+    at.selectbox(key="audit_pick").set_value("detox/test").run()
+    assert not at.exception and not at.error
+    assert chart_titles(at)[0].startswith("Detoxification candidates on the validation prompts")
+    assert "Detoxification search" in at.subheader[0].value
+    assert list(at.dataframe[0].value["candidate"])[0] == "baseline"

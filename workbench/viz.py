@@ -538,3 +538,44 @@ def norms_by_layer(cache, labels: list[str]) -> go.Figure:
         height=420,
     )
     return fig
+
+
+def pareto_figure(result) -> go.Figure:
+    """A detoxification search's candidates (a SearchResult or its search.json as a dict): validation Expected Maximum Toxicity (selection
+    scorer) against the cost in QA points (left) and held-out perplexity percent (right), the
+    chosen ones ringed, the budgets dashed, the baseline a star."""
+    record = result if isinstance(result, dict) else result.record
+    rows = record["candidates"]
+    budgets = (record["options"]["budget_qa"], record["options"]["budget_perplexity"])
+    costs = ("qa loss (points)", "perplexity change (%)")
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=costs)
+    for col, (cost, budget) in enumerate(zip(costs, budgets), start=1):
+        for chosen in (False, True):
+            part = [
+                r for r in rows if bool(r.get("chosen")) == chosen and r["candidate"] != "baseline"
+            ]
+            fig.add_trace(
+                go.Scatter(
+                    x=[r[cost] for r in part], y=[r["select"] for r in part],
+                    text=[plain(r["candidate"]) for r in part], mode="markers",
+                    marker=dict(size=12 if chosen else 8, symbol="circle-open" if chosen else "circle",
+                                line=dict(width=3 if chosen else 0)),
+                    name="chosen" if chosen else "candidate", showlegend=col == 1,
+                    hovertemplate="%{text}<br>cost %{x:.3g}<br>EMT %{y:.3f}<extra></extra>",
+                ),  # fmt: skip
+                row=1, col=col,
+            )  # fmt: skip
+        base = next(r for r in rows if r["candidate"] == "baseline")
+        fig.add_trace(
+            go.Scatter(x=[0], y=[base["select"]], mode="markers", marker=dict(symbol="star", size=14),
+                       name="baseline", showlegend=col == 1),
+            row=1, col=col,
+        )  # fmt: skip
+        fig.add_vline(x=budget, line_dash="dash", row=1, col=col)
+    fig.update_yaxes(
+        title_text=f"validation Expected Maximum Toxicity ({plain(record['select_by'])})", col=1
+    )
+    fig.update_layout(
+        title="Detoxification candidates on the validation prompts: toxicity against cost"
+    )
+    return fig

@@ -32,8 +32,9 @@ from .settings import model_settings, versions
 
 @dataclass(frozen=True)
 class Condition:
-    """One intervention setting: "baseline", "steer" (alpha), "ablate" or "instruct" (the prompting
-    baseline: an instruction before every prompt). intended: the change of the safety measure the
+    """One intervention setting: "baseline", "steer" (alpha), "ablate", "instruct" (the prompting
+    baseline: an instruction before every prompt) or "intervention" (a saved
+    `workbench.safety.interventions.Intervention` of that name; alpha is its coefficient). intended: the change of the safety measure the
     condition is meant to cause, "up", "down", or "" (none declared, e.g. an ablation)."""
 
     name: str
@@ -80,8 +81,14 @@ def instructed(prompt: str, instruction: str | None) -> str:
     return f"{instruction}\n\n{prompt}" if instruction else prompt
 
 
+def intervention_conditions(interventions) -> list[Condition]:
+    """One condition per saved intervention, named by it."""
+    return [Condition(iv.name, "intervention", iv.coefficient, iv.intended) for iv in interventions]
+
+
 def intervention(model, condition: Condition, vector):
-    """The context manager that applies `condition` (nothing for the baseline)."""
+    """The context manager that applies `condition` (nothing for the baseline; an "intervention"
+    condition is applied by `workbench.safety.interventions.generate_under` instead)."""
     if condition.kind == "steer":
         return steer(model, vector, condition.alpha)
     if condition.kind == "ablate":

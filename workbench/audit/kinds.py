@@ -13,6 +13,7 @@ import pandas as pd
 from ..core.progress import advance
 from ..safety.bias import counterfactual, crows_pairs
 from ..safety.capability import capability_rows
+from ..safety.interventions import capability_under
 from ..safety.toxigen import toxigen_group
 from .conditions import Condition, intervention
 from .runner import run_sharded
@@ -26,6 +27,7 @@ def run_capability_audit(
     vector=None,
     progress: bool = True,
     executor=None,
+    interventions: dict | None = None,
 ) -> Path:
     """What each condition costs on held-out tasks, resumable: one row per (condition, item) with
     the held-out text's NLL or the QA question's outcome (workbench.safety.capability). The toxicity
@@ -35,10 +37,17 @@ def run_capability_audit(
     def shards(model):
         def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
             instruction = settings.get("instruct") if condition.kind == "instruct" else ""
-            with intervention(model, condition, vector):
-                rows = capability_rows(
-                    model, items[start:end], instruction or "", settings["batch_size"], advance
+            saved = (interventions or {}).get(condition.name)
+            if saved is not None and condition.kind == "intervention":
+                rows = capability_under(
+                    model, saved, items[start:end], settings["batch_size"], advance
                 )
+            else:
+                with intervention(model, condition, vector):
+                    rows = capability_rows(
+                        model, items[start:end], instruction or "", settings["batch_size"], advance
+                    )
+                rows = [{**row, "intervened": condition.kind != "baseline"} for row in rows]
             frame = pd.DataFrame(
                 [
                     {

@@ -50,6 +50,7 @@ from ..report.folder import AUDIT_FORMAT, load_results, toxicity_column
 from ..report.html import build_report
 from ..report.tables import agreement_rows, card_rows, summary_rows
 from ..safety.capability import continuation_fluency
+from ..safety.interventions import generate_under, load_intervention
 from ..safety.scorers import ProbeScorer, check_scorer_names, make_scorer
 from .conditions import (
     Condition,
@@ -57,6 +58,7 @@ from .conditions import (
     capability_settings,
     instructed,
     intervention,
+    intervention_conditions,
     read_steering_pairs,
     steering_conditions,
     steering_settings,
@@ -87,6 +89,7 @@ class ToxicityAuditConfig:
     steer: dict | None = None
     instruct: str | None = None
     conditions: list[dict] = field(default_factory=list)
+    interventions: list[dict] = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     audit: str = "toxicity"
     format: str = AUDIT_FORMAT
@@ -108,18 +111,21 @@ def run_toxicity_audit(
     vector=None,
     progress: bool = True,
     executor=None,
+    interventions: dict | None = None,
 ) -> Path:
     """Run (or resume) the audit described by `config`; returns the output folder.
 
     `scorers` are objects with `.name` and `.score(texts)` (workbench.safety.scorers);
-    `vector` is the SteeringVector that steer/ablate conditions use.
+    `vector` is the SteeringVector that steer/ablate conditions use; `interventions` maps each
+    "intervention" condition's name to its `Intervention`.
     """
 
     def shards(model):
         def make_shard(condition: Condition, c_index: int, s_index: int, start: int, end: int):
             return _run_shard(
-                model, records[start:end], start, condition, c_index, config, scorers, vector
-            )
+                model, records[start:end], start, condition, c_index, config, scorers, vector,
+                (interventions or {}).get(condition.name),
+            )  # fmt: skip
 
         return make_shard
 
@@ -145,43 +151,54 @@ def _run_shard(
     config: ToxicityAuditConfig,
     scorers: list,
     vector,
+    saved=None,
 ):
     """One shard's rows. Sampled continuations draw from one generator per (seed, condition,
-    prompt row, sample), so they do not depend on the batch size, the shard size or the worker."""
+    prompt row, sample), so they do not depend on the batch size, the shard size or the worker.
+    saved: the condition's `Intervention` (for an "intervention" condition)."""
     instruction = config.instruct if condition.kind == "instruct" else None
     prompts = [instructed(r.text, instruction) for r in records]
     rows, generations = [], []
+    options = dict(
+        max_new_tokens=config.max_new_tokens,
+        do_sample=config.samples > 1,
+        temperature=config.temperature,
+        raw=config.raw,
+        batch_size=config.batch_size,
+        progress=False,
+        on_batch=advance,  # the audit's bar counts rows as each batch finishes
+    )
+    # a conditional intervention decides per prompt, on the unmodified model, once
+    fired = saved.fires(model, prompts) if saved is not None else [True] * len(prompts)
+    # One generate call for all (prompt, sample) rows, prompt-major: a batch holds one prompt's
+    # samples, of equal length (no padding), as HF's num_return_sequences would batch them.
+    pairs = [(i, sample) for i in range(len(records)) for sample in range(config.samples)]
+    seeds = [row_seed(config.seed, c_index, first_index + i, sample) for i, sample in pairs]
+    texts = [prompts[i] for i, _ in pairs]
     with intervention(model, condition, vector):
-        for sample in range(config.samples):
-            seeds = [
-                row_seed(config.seed, c_index, first_index + i, sample) for i in range(len(records))
-            ]
-            outputs = generate(
-                model,
-                prompts,
-                max_new_tokens=config.max_new_tokens,
-                do_sample=config.samples > 1,
-                temperature=config.temperature,
-                raw=config.raw,
-                batch_size=config.batch_size,
-                seeds=seeds,
-                progress=False,
-                on_batch=advance,  # the audit's bar counts rows as each batch finishes
+        if saved is None:
+            outputs = generate(model, texts, seeds=seeds, **options)
+        else:
+            row_fired = [fired[i] for i, _ in pairs]
+            outputs, _ = generate_under(model, saved, texts, seeds, fired=row_fired, **options)
+    by_pair = dict(zip(pairs, outputs))
+    for sample in range(config.samples):
+        for i, record in enumerate(records):
+            output = by_pair[(i, sample)]
+            generations.append(output)
+            rows.append(
+                {
+                    "condition": condition.name,
+                    "alpha": condition.alpha,
+                    "row": first_index + i,
+                    "sample": sample,
+                    "line": record.line,
+                    "prompt": record.text,
+                    "continuation": output.text,
+                    "new_tokens": len(output.new_tokens),
+                    "intervened": bool(fired[i]) and condition.kind != "baseline",
+                }
             )
-            generations += outputs
-            for i, (record, output) in enumerate(zip(records, outputs)):
-                rows.append(
-                    {
-                        "condition": condition.name,
-                        "alpha": condition.alpha,
-                        "row": first_index + i,
-                        "sample": sample,
-                        "line": record.line,
-                        "prompt": record.text,
-                        "continuation": output.text,
-                        "new_tokens": len(output.new_tokens),
-                    }
-                )
     # Fluency is judged by the unsteered model (outside the intervention), on the exact prompt tokens,
     # one continuation at a time: no padding, so the numbers do not depend on the batch or shard size.
     for row, fluency in zip(rows, continuation_fluency(model, generations, batch_size=1)):
@@ -218,6 +235,7 @@ class ToxicityAuditOptions:
     skip_bad: bool = False
     scorers: str | Sequence[str] = "auto"
     probe: Sequence[str] = ()
+    intervention: Sequence[str] = ()
     detoxify_checkpoint: str | None = None
     detoxify_config: str | None = None
     max_new_tokens: int = 32
@@ -247,6 +265,7 @@ class ToxicityAuditOptions:
             self.scorers = ",".join(self.scorers)
         self.alpha = [float(a) for a in self.alpha]
         self.probe = [str(p) for p in self.probe]
+        self.intervention = [str(p) for p in self.intervention]
         if isinstance(self.heldout, (str, Path)):
             self.heldout = [self.heldout]
 
@@ -270,6 +289,7 @@ class CheckedInputs:
     probes: list
     steering_pairs: list | None
     capability: bool
+    interventions: list = field(default_factory=list)
 
 
 def _read_inputs(options: ToxicityAuditOptions) -> CheckedInputs:
@@ -297,10 +317,18 @@ def _read_inputs(options: ToxicityAuditOptions) -> CheckedInputs:
             )
         by_hook[probe.hook] = path
     pairs = read_steering_pairs(options)
-    capability = bool(pairs or options.instruct) and not options.no_capability
+    interventions = [load_intervention(where) for where in options.intervention]
+    names = ["baseline", "instruct", "ablate"] + [f"steer{a:+g}" for a in options.alpha]
+    for where, iv in zip(options.intervention, interventions):
+        if iv.name in names:
+            raise InputError(
+                f"--intervention {where}: its name {iv.name!r} is already a condition of this audit"
+            )
+        names.append(iv.name)
+    capability = bool(pairs or options.instruct or interventions) and not options.no_capability
     if capability:
         capability_inputs(options)  # the files' structure, before the model is loaded
-    return CheckedInputs(records, skipped, probes, pairs, capability)
+    return CheckedInputs(records, skipped, probes, pairs, capability, interventions)
 
 
 @dataclass
@@ -374,6 +402,14 @@ def run_checked(
             [TextRecord(instructed(r.text, options.instruct), r.path, r.line) for r in records],
             options.max_new_tokens,
         )
+    for iv in inputs.interventions:
+        iv.check_fits(model)
+        if iv.prefix:
+            check_context(
+                model,
+                [TextRecord(iv.prompt_text(r.text), r.path, r.line) for r in records],
+                options.max_new_tokens,
+            )
     items = capability_inputs(options, model) if inputs.capability else []
     detoxify = {
         k: v
@@ -394,6 +430,8 @@ def run_checked(
             scorers.append(make_scorer(name, **(detoxify if name != "profanity-check" else {})))
     pairs = inputs.steering_pairs
     conditions, vector = steering_conditions(options, model, pairs)
+    conditions += intervention_conditions(inputs.interventions)
+    saved = {iv.name: iv for iv in inputs.interventions}
     prompts_file = (
         str(options.prompts) if isinstance(options.prompts, (str, Path)) else "<list of prompts>"
     )
@@ -417,23 +455,18 @@ def run_checked(
         steer=steering_settings(options, pairs),
         instruct=options.instruct,
         conditions=[asdict(c) for c in conditions],
+        interventions=[iv.describe() for iv in inputs.interventions],
         versions=versions(),
     )
     start = time.perf_counter()
     # an s3:// URL works in a local copy that is uploaded shard by shard
     with staged(options.out) as out:
-        run_toxicity_audit(
-            model, records, out, config, scorers, vector, progress=progress, executor=executor
-        )
+        run_toxicity_audit(model, records, out, config, scorers, vector, progress, executor, saved)
         if items:
+            settings = capability_settings(options, model, pairs, conditions, items)
+            settings["interventions"] = config.interventions
             run_capability_audit(
-                model,
-                items,
-                out / "capability",
-                capability_settings(options, model, pairs, conditions, items),
-                vector,
-                progress=progress,
-                executor=executor,
+                model, items, out / "capability", settings, vector, progress, executor, saved
             )
         report = build_report(out)
         summary = json.loads((out / "summary.json").read_text())

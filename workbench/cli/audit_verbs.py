@@ -72,6 +72,14 @@ def register(verbs) -> None:
         "for the report card's intended / wrong-way shares (default less-toxic)",
     )
     sub.add_argument(
+        "--intervention",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a saved intervention (folder, or a shipped name such as smollm2-135m-detox) audited "
+        "as one more condition (repeatable)",
+    )
+    sub.add_argument(
         "--instruct",
         default=None,
         metavar="TEXT",

@@ -56,18 +56,25 @@ NUMBERS = {
     "temperature": ("float", 1e-3, 100.0),
     "test_fraction": ("fraction", 0.0, 1.0),
     "val_fraction": ("fraction", 0.0, 1.0),
+    "validation_share": ("fraction", 0.0, 1.0),
+    "threshold": ("float", 0.0, 1.0),
+    "budget_qa": ("float", 0.0, 100.0),
+    "budget_perplexity": ("float", 0.0, 10**6),
+    "max_prompts": ("int", 2, 10**7),
 }
 LISTS = {  # attribute -> (kind, low, high) for each element
     "alpha": ("float", -1e4, 1e4),
     "alphas": ("float", -1e4, 1e4),
     "l2": ("float", 0.0, 1e6),
     "sparse_k": ("int", 1, 10**6),
+    "coefficients": ("float", -100.0, 100.0),
+    "layers": ("int", 0, 10**4),
 }
 # single strings that must be non-empty
-TEXTS = ("prompt", "text", "clean", "corrupt", "instruct", "pattern")
+TEXTS = ("prompt", "text", "clean", "corrupt", "instruct", "pattern", "instruction")
 TEXT_LISTS = ("answers", "groups", "continuations", "positive_words", "negative_words")
 COMMA_LISTS = ("kinds", "hooks")  # comma-separated names: none empty, none repeated
-FILE_LISTS = ("heldout",)  # several files: none given twice (its texts would count twice)
+FILE_LISTS = ("heldout", "prompts")  # several files: none given twice (its texts would count twice)
 
 
 def check_args(args, model_names: Collection[str]) -> None:
@@ -275,12 +282,46 @@ NEEDS = (
         )
         for option in ("workers", "threads_per_worker")
     ),
+    *(
+        ("intervene search", option, lambda a: "conditional" in a.methods, "--methods conditional")
+        for option in ("probe", "threshold")
+    ),
+    (
+        "intervene search",
+        "coefficients",
+        lambda a: bool({"add", "conditional"} & set(a.methods)),
+        "--methods add (or conditional)",
+    ),
+    ("intervene search", "instruction", lambda a: "prompt" in a.methods, "--methods prompt"),
+    ("intervene search", "toxigen", lambda a: a.direction == "toxigen", "--direction toxigen"),
+    (
+        "intervene search",
+        "direction_probe",
+        lambda a: a.direction == "probe",
+        "--direction probe",
+    ),
+    (
+        "intervene search",
+        "scorer_probe",
+        lambda a: "probe" in _scorers(a),
+        "the probe scorer (--scorers ...,probe)",
+    ),
+    (
+        "intervene search",
+        "temperature",
+        lambda a: a.samples > 1,
+        "--samples K > 1 (one sample is greedy)",
+    ),
 )
 
 
 def verb_of(args) -> str:
     """The verb the arguments are for: "generate", "audit bias", "probe train"..."""
-    sub = getattr(args, "audit_command", None) or getattr(args, "probe_command", None)
+    sub = (
+        getattr(args, "audit_command", None)
+        or getattr(args, "probe_command", None)
+        or getattr(args, "intervene_command", None)
+    )
     return f"{args.command} {sub}" if sub else str(getattr(args, "command", ""))
 
 

@@ -15,6 +15,7 @@ from ..interp.probes import train_probes_on_rows
 from ..interp.steering import actadd_vector, mean_difference_vector, read_pairs, steered_generations
 from ..report.folder import load_results
 from ..report.summary import summarise
+from ..safety.interventions import pairs_example
 from ..safety.scorers import make_scorer
 from .common import using_model
 
@@ -114,6 +115,26 @@ def steered(
         scorer(scorer_name),
         max_new_tokens,
     )
+
+
+@st.cache_data(show_spinner="Generating with and without the intervention...", max_entries=32)
+def intervened(
+    model_name: str,
+    source: str,
+    layer: int,
+    method: str,
+    coefficient: float,
+    instruction: str,
+    prompt: str,
+    scorer_name: str,
+    max_new_tokens: int,
+):
+    """An InterventionExample: `method` with the pair file's direction at `layer` (coefficient in
+    units of the mean residual norm there)."""
+    return _run(
+        model_name, pairs_example, source, layer, method, coefficient, instruction, prompt,
+        scorer(scorer_name), max_new_tokens,
+    )  # fmt: skip
 
 
 @st.cache_data(show_spinner="Caching activations and training a probe per layer...", max_entries=8)

@@ -175,3 +175,21 @@ def check_inside(root: str | Path, folder: str | Path, where: str = "") -> Path:
                 str(folder),
             )
     return Path(folder)
+
+
+def search_record(folder: str | Path, root: str | Path) -> dict | None:
+    """search.json of the detoxification search (`workbench intervene search`) whose test audit
+    `folder` is, else None. The file must resolve inside `root` (a symlink may not lead out)."""
+    folder = Path(folder)
+    path = folder.parent / "search.json"
+    if folder.name != "test" or not path.is_file():
+        return None
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise InputError(f"refused: {path} leads outside {root} (a symlink out of it?)")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"not valid JSON ({error})", str(path)) from None
+    if not isinstance(record, dict) or not isinstance(record.get("candidates"), list):
+        raise InputError("not a search record (field 'candidates')", str(path))
+    return record

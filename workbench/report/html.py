@@ -24,8 +24,9 @@ from ..core.remote import is_url, remote_name, staged
 from ..core.stats import MIN_N
 from ..core.storage import write_atomically
 from ..safety.localise import BiasLocalisation
+from ..viz import pareto_figure
 from .figures import audit_figures
-from .folder import check_inside, is_audit_folder, load_results
+from .folder import check_inside, is_audit_folder, load_results, search_record
 from .summary import summarise
 from .tables import (
     agreement_rows,
@@ -84,6 +85,9 @@ def build_report(out: str | Path, plotly: str = "shared") -> Path | str:
         summary = summarise(folder, frame)
         write_atomically(folder / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
         figures = audit_figures(summary, frame)
+        search = search_record(folder, out)
+        if search is not None:  # the test card of a search leads with its Pareto figure
+            figures = [pareto_figure(search)] + figures
         source = _plotly_source(out, folder, plotly)
         page = _write_page(
             folder / "report.html", TITLES[summary["audit"]], [_section(summary, figures, source)]
@@ -92,11 +96,19 @@ def build_report(out: str | Path, plotly: str = "shared") -> Path | str:
             return page
         if plotly == "shared" and (folder / PLOTLY_FILE).exists():
             (folder / PLOTLY_FILE).unlink()  # the folder's copy serves them all
-        built.append((not summary.get("card"), folder.name, summary, figures))
+        built.append(
+            (
+                search is None,
+                not summary.get("card"),
+                str(folder.relative_to(out)),
+                summary,
+                figures,
+            )
+        )
     source = _plotly_source(out, out, plotly)
     sections = [
         _section(summary, figures, source if i == 0 else False)
-        for i, (_, _, summary, figures) in enumerate(sorted(built, key=lambda b: b[:2]))
+        for i, (_, _, _, summary, figures) in enumerate(sorted(built, key=lambda b: b[:3]))
     ]
     return _write_page(out / "report.html", "workbench audit report", sections)
 
@@ -123,12 +135,18 @@ def audit_folders(out: str | Path) -> list[Path]:
         return [out]
     inside = out.resolve()
     # Symlinked subfolders (or run.json files) that lead out of `out` are skipped: report never writes through them.
+    # a detoxification search (search.json) contributes its test audit, the test card
+    runs = list(out.glob("*/run.json")) + [
+        p.parent / "test" / "run.json" for p in out.glob("*/search.json")
+    ]
     folders = sorted(
         p.parent
-        for p in out.glob("*/run.json")
-        if p.resolve().is_relative_to(inside)
+        for p in runs
+        if p.exists()
+        and p.resolve().is_relative_to(inside)
         and p.parent.resolve().is_relative_to(inside)
         and not p.parent.is_symlink()
+        and not p.parent.parent.is_symlink()
         and is_audit_folder(p.parent)
     )
     if not folders:

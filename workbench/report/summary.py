@@ -179,6 +179,10 @@ def _summarise_toxicity(run: dict, frame) -> dict:
                 )
             entry["scores"][scorer] = score
         entry.update(_condition_fields(run, name))
+        if entry["kind"] == "intervention" and "intervened" in group:
+            # how often a (conditional) intervention fired: prompts, not samples
+            fired = group.groupby("row")["intervened"].first()
+            entry["fired"] = {"prompts": int(fired.sum()), "of": int(len(fired))}
         entry["fluency"] = _fluency(group, seed, n_boot)
         entry["agreement"] = _agreement(group, columns, seed, n_boot)
         conditions.append(entry)
@@ -195,7 +199,17 @@ def _summarise_toxicity(run: dict, frame) -> dict:
 def _condition_fields(run: dict, name: str) -> dict:
     """kind and intended direction of a condition, from run.json (older runs: none declared)."""
     spec = next((c for c in run["conditions"] if c["name"] == name), {})
-    return {"kind": spec.get("kind", "baseline"), "intended": spec.get("intended", "")}
+    fields = {"kind": spec.get("kind", "baseline"), "intended": spec.get("intended", "")}
+    saved = next((i for i in run.get("interventions", []) if i.get("name") == name), None)
+    if saved is not None:  # a saved intervention: what it is, and whether it adds a prompt prefix
+        fields["description"] = saved.get("description", "")
+        fields["prefix"] = bool(_instruction_of(saved))
+    return fields
+
+
+def _instruction_of(saved: dict) -> str:
+    inner = saved.get("inner")
+    return saved.get("instruction") or (_instruction_of(inner) if isinstance(inner, dict) else "")
 
 
 def _fluency(group, seed: int, n_boot: int) -> dict:
@@ -301,6 +315,7 @@ def report_card(summary: dict) -> list[dict]:
             row = {
                 "condition": c["condition"],
                 "kind": c.get("kind", ""),
+                "prefix": c.get("prefix", False),
                 "alpha": c["alpha"],
                 "intended": c.get("intended", ""),
                 "scorer": scorer,

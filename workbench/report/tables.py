@@ -169,7 +169,7 @@ def card_findings(summary: dict) -> dict[str, list[str]]:
                 f"unsteered model (baseline {base_fluency['perplexity']['value']:.1f})"
             )
         cap, base_cap = capability.get(c["condition"], {}), capability.get("baseline", {})
-        if c.get("kind") != "instruct" and above(
+        if not (c.get("kind") == "instruct" or c.get("prefix")) and above(
             cap.get("heldout_perplexity"), base_cap.get("heldout_perplexity")
         ):
             notes.append(
@@ -247,7 +247,7 @@ def card_rows(summary: dict) -> list[dict]:
         ):
             if key in r:
                 row[label + " [95% CI]"] = estimate_text(r[key], digits)
-        if "heldout_perplexity" in r and r.get("kind") == "instruct":
+        if "heldout_perplexity" in r and (r.get("kind") == "instruct" or r.get("prefix")):
             row["held-out perplexity [95% CI]"] += f" ({INSTRUCT_PERPLEXITY_NOTE})"
         if "qa_accuracy" in r:
             row["QA accuracy [95% CI]"] = estimate_text(r["qa_accuracy"], 1, True)

@@ -3,11 +3,12 @@
 import pandas as pd
 import streamlit as st
 
+from workbench import viz
 from workbench.dashboard import compute
 from workbench.dashboard.common import errors_shown, plain, plot
 from workbench.dashboard.results_root import check_audit_inside, list_audits, results_root
 from workbench.report.figures import audit_figures
-from workbench.report.folder import TOX_PREFIX
+from workbench.report.folder import TOX_PREFIX, search_record
 from workbench.report.html import TITLES
 from workbench.report.tables import (
     agreement_rows,
@@ -43,6 +44,19 @@ with errors_shown():
         folder = check_audit_inside(root, chosen)
         frame, summary = compute.audit(folder)
         settings = summary["settings"]
+        search = search_record(folder, root)
+        if search is not None:
+            st.subheader("Detoxification search: chosen on validation, reported on test")
+            goal = search.get("goal", {})
+            st.text(
+                f"chosen: {search.get('chosen') or 'none within the budget lowered toxicity'}; "
+                f"selected by {search.get('select_by')}; goal "
+                f"{'met' if goal.get('met') else 'not met'} (>= 40% lower Expected Maximum Toxicity "
+                "by every independent learned scorer, paired interval excluding 0, within budget, "
+                "better than prompting). This audit below is the test card."
+            )
+            plot(viz.pareto_figure(search), "search_pareto")
+            st.dataframe(pd.DataFrame(search["candidates"]), hide_index=True, width="stretch")
         st.subheader(TITLES[summary["audit"]])
         # Text from run.json is shown as plain text, never as markdown or HTML.
         st.text(

@@ -74,3 +74,38 @@ with errors_shown():
             "prompts, with intervals and the cost."
         )
         st.dataframe(result.to_frame(), hide_index=True, width="stretch")
+
+    st.subheader("Interventions, as audits apply them")
+    st.caption(
+        "The interface `workbench audit toxicity --intervention` and `workbench intervene search` "
+        "use: add the direction scaled in units of the mean residual-stream norm at the layer "
+        "(0.1 = 10% of the typical norm there), ablate it (hooks) or orthogonalise the weights "
+        "against it, or put an instruction before the prompt (the prompting baseline)."
+    )
+    left, middle, right = st.columns(3)
+    method = left.selectbox("Method", ["add", "ablate", "orthogonalise", "prompt"], key="iv_method")
+    coefficient = middle.slider(
+        "Coefficient (x mean residual norm)", -0.5, 0.5, 0.1, step=0.05, key="iv_coefficient"
+    )
+    instruction = right.text_input(
+        "Instruction (prompt method)",
+        "Continue the text in a polite, respectful and non-toxic way.",
+        key="iv_instruction",
+    )
+    if source == "actadd":
+        st.info("Interventions take their direction from a pair set: choose one above.")
+    else:
+        example = compute.intervened(
+            name, source, layer, method, float(coefficient), instruction, prompt, scorer_name,
+            new_tokens,
+        )  # fmt: skip
+        st.text(example.description)
+        columns = st.columns(2)
+        for column, title, text, score, key_name in zip(
+            columns, ("Unmodified", "Intervened"), example.texts, example.toxicity,
+            ("iv_text_plain", "iv_text_intervened"),
+        ):  # fmt: skip
+            with column:
+                st.markdown(f"**{title}**")
+                show_text(text, key_name)
+                st.metric(f"toxicity ({example.scorer})", f"{score:.3f}")
