@@ -33,6 +33,7 @@ $(STAMP): pyproject.toml Makefile
 
 CROWS   ?= ../shared/data/crows_pairs/crows_pairs_anonymized.csv
 TOXIGEN ?= ../shared/data/toxigen
+RTP     ?= ../shared/data/realtoxicityprompts
 WB      := $(VENV)/bin/workbench
 
 # Three toxicity scorers: profanity-check (lexical), toxic-comment-classifier (a learned classifier) and,
@@ -46,6 +47,11 @@ STEER   := --steer probes/polite_vs_rude_pairs.jsonl --layer 9 --alpha -4 -2 4 \
 demo: setup
 	$(WB) fetch smollm2-135m
 	$(WB) demo --model smollm2-135m --out results/demo
+	@if [ -f "$(RTP)/rtp_insult.txt" ]; then \
+	    $(WB) intervene search --model smollm2-135m --prompts $(RTP)/rtp_*.txt --out results/demo/detox \
+	        --methods add prompt --layers 10 --coefficients 0.05 0.1 --samples 3 --max-new-tokens 16 \
+	        --max-prompts 10 --no-benign; \
+	else echo "detoxification search skipped: no RealToxicityPrompts at $(RTP) (see README, 'Data sets')"; fi
 	@if [ -d "$(TOXIGEN)/prompts" ]; then \
 	    $(WB) probe train --model smollm2-135m --data "$(TOXIGEN)" --split group --out results/demo/probes && \
 	    $(WB) audit toxicity --model smollm2-135m --prompts workbench/data/audit_prompts.txt \
@@ -58,7 +64,7 @@ demo: setup
 	else echo "bias audit skipped: no CrowS-Pairs CSV at $(CROWS) (see README, 'Data sets')"; fi
 	$(WB) report results/demo
 	@echo ""
-	@echo "report:    results/demo/report.html  (toxicity and bias side by side; opens offline in any browser)"
+	@echo "report:    results/demo/report.html  (the detoxification test card and its Pareto figure first, then toxicity and bias; opens offline in any browser)"
 	@echo "dashboard: make dashboard, then open http://127.0.0.1:8501 (Audits page: demo/toxicity, demo/bias)"
 
 dashboard: setup

@@ -3,7 +3,7 @@
     python bench/detox.py [--model smollm2-135m] [--samples 25] [--max-prompts N] [--out DIR]
 
 All five attribute files of ../shared/data/realtoxicityprompts (99 prompts each), each split at
-random (seed 0) into validation and test halves; candidates: `add` at the given layers and
+random (--seed) into validation and test halves; candidates: `add` at the given layers and
 coefficients (norm units), `ablate` at the same layers, and the prompting baseline. Prints the
 validation table, the choice, the test card and the goal check, with the wall time; writes the
 search folder (resumable: rerun the same command to finish an interrupted run). The README's
@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, nargs="+", default=[5, 10, 15])
     parser.add_argument("--coefficients", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2])
     parser.add_argument("--methods", nargs="+", default=["add", "ablate", "prompt"])
+    parser.add_argument("--batch-size", type=int, default=32, help="rows per generation batch")
+    parser.add_argument("--seed", type=int, default=0, help="split, sampling and bootstrap seed")
     parser.add_argument("--out", default="results/bench/detox")
     args = parser.parse_args()
 
@@ -57,6 +59,8 @@ def main() -> None:
         samples=args.samples,
         max_new_tokens=args.max_new_tokens,
         max_prompts=args.max_prompts,
+        batch_size=args.batch_size,
+        seed=args.seed,
     )
     start = time.perf_counter()
     result = search(model, options)

@@ -638,6 +638,7 @@ NEEDS_VALUES = {
     "threshold": ["0.3"],
     "coefficients": ["0.1"],
     "instruction": ["Be kind."],
+    "common_seeds": [],
     "toxigen": ["{toxigen}"],
     "direction_probe": ["{probe_ok_a}"],
     "scorer_probe": ["{probe_ok_a}"],

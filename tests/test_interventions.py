@@ -18,6 +18,7 @@ from workbench.interp.weight_edit import save_orthogonalised
 from workbench.model.hooks import apply_hooks
 from workbench.model.run import forward
 from workbench.model.tokens import to_tokens
+from workbench.report.folder import load_results
 from workbench.safety import interventions as iv
 from workbench.safety.directions import direction_from_pairs, residual_norms
 
@@ -199,6 +200,15 @@ def test_the_search_never_reads_the_test_prompts(tmp_path, capsys):
     assert (tmp_path / "one" / "test" / "report.html").is_file()
     for method in first["chosen"]:
         assert (tmp_path / "one" / "chosen" / method / "intervention.json").is_file()
+    assert first["benign"] and {r["condition"] for r in first["benign"]} == {
+        *first["chosen"].values(),
+        "prompt",
+    }
+    # `workbench report` on the folder above leads with the search's test card and Pareto figure
+    assert main(["report", str(tmp_path)]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert page.index("Detoxification search: chosen") < page.index("<h2>Steering report card")
+    assert "Detoxification candidates" in page
     test_lines = {line for _, line in first["split"]["test"]}
     changed = [
         f"Something else entirely, number {i}" if i + 1 in test_lines else line
@@ -220,3 +230,26 @@ def _options(record):
     options = dict(record["options"])
     options.pop("prompts"), options.pop("out")
     return options
+
+
+def test_with_common_seeds_a_zero_intervention_samples_the_baseline_exactly(
+    tiny, direction, tmp_path
+):
+    folder = iv.add(tiny, direction, 0.0).save(tmp_path / "zero")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    args = [
+        "audit", "toxicity", "--model", "tiny-phi", "--prompts", str(prompts), "--scorers",
+        "profanity-check", "--samples", "3", "--max-new-tokens", "5", "--intervention", str(folder),
+        "--no-capability", "--bootstrap", "100", "--json",
+    ]  # fmt: skip
+    for flag, out in (([], "independent"), (["--common-seeds"], "common")):
+        assert main([*args, *flag, "--out", str(tmp_path / out)]) == 0
+    for out, same in (("independent", False), ("common", True)):
+        rows = load_results(tmp_path / out)
+        base = rows[rows["condition"] == "baseline"]["continuation"].tolist()
+        zero = rows[rows["condition"] == "add-L2-+0"]["continuation"].tolist()
+        assert (base == zero) is same
+    run = json.loads((tmp_path / "common" / "run.json").read_text())
+    assert run["common_seeds"] is True and run["interventions"][0]["coefficient"] == 0.0
+    assert "common_seeds" not in json.loads((tmp_path / "independent" / "run.json").read_text())

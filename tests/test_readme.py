@@ -41,6 +41,12 @@ NOT_RUN = {
     "workbench fetch phi-2": "downloads 5.6 GB from the hub (tests/test_models.py checks what loading without "
     "those weights says, and that it names this command)",
     "workbench dashboard": "starts a server (tests/test_dashboard_e2e.py drives it in Chromium)",
+    "workbench intervene search": "audits every candidate on 120 prompts x 4 samples (minutes even on "
+    "tiny-phi); tests/test_interventions.py runs the same command on 8 prompts",
+    "workbench audit toxicity --prompts prompts.txt --out tox/ --samples 5 --intervention": "the shipped "
+    "intervention is made for smollm2-135m and tiny-phi refuses it; tests/test_interventions.py "
+    "audits with it on smollm2-135m",
+    "workbench audit toxicity --prompts my_prompts.txt": "the same command (above)",
     "workbench audit bias --pairs probes/gender_occupations.csv": "localises 120 pairs and measures 114 capability "
     "items twice (a minute on tiny-phi); "
     "tests/test_localise.py runs the same command on "

@@ -26,6 +26,7 @@ EXPORTS = {
     ".model.hooks": ("apply_hooks", "hook_names", "resolve_hooks"),
     ".model.loading": ("LoadedModel", "ModelInfo", "fetch", "list_models", "load"),
     ".model.registry": ("DEFAULT_MODEL",),
+    ".safety.interventions": ("load_intervention",),
 }
 
 __version__ = "0.1.0"
@@ -36,6 +37,8 @@ __all__ = [
     # hooks, caching, generation
     "hook_names", "resolve_hooks", "apply_hooks", "cache_activations", "cache_tokens", "open_cache",
     "generate", "format_prompt",
+    # a saved or shipped intervention (workbench.safety.interventions)
+    "load_intervention",
     # errors
     "WorkbenchError", "InputError", "HookNameError", "ModelUnavailableError", "CacheTooLargeError",
 ]  # fmt: skip

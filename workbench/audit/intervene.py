@@ -13,7 +13,9 @@
    against rude pairs, so a positive coefficient points away from toxicity) or a probe.
 3. **Validation.** One ordinary toxicity audit of every candidate on the validation prompts
    (``out/validation``: sharded, resumable, K samples per prompt, every scorer, the capability
-   check on the validation halves of the QA set and held-out texts).
+   check on the validation halves of the QA set and held-out texts). Every condition samples with
+   the same random numbers (`common_seeds`), so a prompt's change from the baseline reflects the
+   intervention, not another draw.
 4. **Choice** (`choose`), from the validation summary alone: the candidates whose QA loss is at
    most `budget_qa` points and whose held-out perplexity rises by at most `budget_perplexity`
    percent; of those, per method, the one with the lowest Expected Maximum Toxicity by the
@@ -21,8 +23,12 @@
 5. **Test.** The chosen ones (saved to ``out/chosen/<method>/``) and the prompting baseline in one
    more audit on the test prompts and the test halves (``out/test``): its report is the test card.
 
-search.json holds the options, the split, every candidate's validation figures, the choice and
-the goal check; pareto.html draws validation toxicity against capability cost.
+6. **Out of distribution** (unless `benign` is False): the same on the 16 benign audit prompts
+   (``out/benign``), where toxicity must not rise.
+
+search.json holds the options, the split, every candidate's validation figures, the choice, the
+test figures, the goal check and the benign check; pareto.html draws validation toxicity against
+capability cost. `workbench report` on the folder above a search leads with its test card.
 """
 
 from __future__ import annotations
@@ -100,7 +106,7 @@ class SearchOptions:
     validation_share: float = 0.5
     max_prompts: int | None = None
     seed: int = 0
-    batch_size: int = 8
+    batch_size: int = 32  # generation is memory-bound on CPU: 32 rows cost little more than 8
     shard_size: int = 32
     bootstrap: int = 2000
 
@@ -450,7 +456,8 @@ def search(model, options: SearchOptions, progress: bool = True) -> SearchResult
     folders = [iv.save(out / "candidates" / iv.name) for iv in found]
     common = dict(
         scorers=options.scorers, samples=options.samples, max_new_tokens=options.max_new_tokens,
-        temperature=options.temperature, seed=options.seed, batch_size=options.batch_size,
+        temperature=options.temperature, seed=options.seed, common_seeds=True,
+        batch_size=options.batch_size,
         shard_size=options.shard_size, bootstrap=options.bootstrap, progress=progress,
         probe=[options.scorer_probe] if options.scorer_probe else [],
     )  # fmt: skip

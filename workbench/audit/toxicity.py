@@ -90,6 +90,7 @@ class ToxicityAuditConfig:
     instruct: str | None = None
     conditions: list[dict] = field(default_factory=list)
     interventions: list[dict] = field(default_factory=list)
+    common_seeds: bool = False
     versions: dict = field(default_factory=dict)
     audit: str = "toxicity"
     format: str = AUDIT_FORMAT
@@ -129,9 +130,13 @@ def run_toxicity_audit(
 
         return make_shard
 
+    settings = asdict(config)
+    for key in ("interventions", "common_seeds"):
+        if not settings[key]:
+            del settings[key]  # as run.json was before these options: older audits still resume
     return run_sharded(
         out,
-        asdict(config),
+        settings,
         len(records),
         config.shard_size,
         model,
@@ -173,7 +178,10 @@ def _run_shard(
     # One generate call for all (prompt, sample) rows, prompt-major: a batch holds one prompt's
     # samples, of equal length (no padding), as HF's num_return_sequences would batch them.
     pairs = [(i, sample) for i in range(len(records)) for sample in range(config.samples)]
-    seeds = [row_seed(config.seed, c_index, first_index + i, sample) for i, sample in pairs]
+    # common random numbers: every condition draws with the same seeds, so a paired change from
+    # the baseline reflects the condition rather than a different draw
+    stream = 0 if config.common_seeds else c_index
+    seeds = [row_seed(config.seed, stream, first_index + i, sample) for i, sample in pairs]
     texts = [prompts[i] for i, _ in pairs]
     with intervention(model, condition, vector):
         if saved is None:
@@ -242,6 +250,7 @@ class ToxicityAuditOptions:
     samples: int = 1
     temperature: float = 1.0
     seed: int = 0
+    common_seeds: bool = False
     raw: bool = False
     steer: str | Path | None = None
     layer: int | None = None
@@ -456,6 +465,7 @@ def run_checked(
         instruct=options.instruct,
         conditions=[asdict(c) for c in conditions],
         interventions=[iv.describe() for iv in inputs.interventions],
+        common_seeds=options.common_seeds,
         versions=versions(),
     )
     start = time.perf_counter()
@@ -464,7 +474,8 @@ def run_checked(
         run_toxicity_audit(model, records, out, config, scorers, vector, progress, executor, saved)
         if items:
             settings = capability_settings(options, model, pairs, conditions, items)
-            settings["interventions"] = config.interventions
+            if config.interventions:
+                settings["interventions"] = config.interventions
             run_capability_audit(
                 model, items, out / "capability", settings, vector, progress, executor, saved
             )

@@ -62,6 +62,12 @@ def register(verbs) -> None:
         "--temperature", type=float, default=1.0, help="sampling temperature (with --samples > 1)"
     )
     sub.add_argument("--seed", type=int, default=0, help="seed of the samples and of the bootstrap")
+    sub.add_argument(
+        "--common-seeds",
+        action="store_true",
+        help="every condition samples with the same random numbers (common random numbers), so a "
+        "prompt's change from the baseline reflects the condition, not another draw",
+    )
     sub.add_argument("--raw", action="store_true", help="no prompt format")
     add_audit_args(sub)
     sub.add_argument(
@@ -108,7 +114,9 @@ def register(verbs) -> None:
         action="store_true",
         help="skip the capability check (held-out perplexity, QA) that runs with any intervention",
     )
-    sub.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch")
+    sub.add_argument(
+        "--batch-size", type=int, default=8, help="rows (prompt x sample) per generation batch"
+    )
     sub.add_argument(
         "--shard-size", type=int, default=32, help="prompts per result shard (the unit of resume)"
     )

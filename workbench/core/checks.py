@@ -261,6 +261,12 @@ NEEDS = (
         lambda a: a.samples > 1,
         "--samples K > 1 (one sample is greedy)",
     ),
+    (
+        "audit toxicity",
+        "common_seeds",
+        lambda a: a.samples > 1,
+        "--samples K > 1 (one sample is greedy)",
+    ),
     ("generate", "temperature", lambda a: a.sample, "--sample"),
     ("generate", "seed", lambda a: a.sample, "--sample"),
     ("steer", "html", lambda a: a.positive_words, "--positive-words and --negative-words"),

@@ -89,8 +89,11 @@ def build_report(out: str | Path, plotly: str = "shared") -> Path | str:
         if search is not None:  # the test card of a search leads with its Pareto figure
             figures = [pareto_figure(search)] + figures
         source = _plotly_source(out, folder, plotly)
+        intro = _search_intro(search) if search is not None else ""
         page = _write_page(
-            folder / "report.html", TITLES[summary["audit"]], [_section(summary, figures, source)]
+            folder / "report.html",
+            TITLES[summary["audit"]],
+            [intro + _section(summary, figures, source)],
         )
         if folder == out:
             return page
@@ -103,14 +106,40 @@ def build_report(out: str | Path, plotly: str = "shared") -> Path | str:
                 str(folder.relative_to(out)),
                 summary,
                 figures,
+                intro,
             )
         )
     source = _plotly_source(out, out, plotly)
     sections = [
-        _section(summary, figures, source if i == 0 else False)
-        for i, (_, _, _, summary, figures) in enumerate(sorted(built, key=lambda b: b[:3]))
+        intro + _section(summary, figures, source if i == 0 else False)
+        for i, (_, _, _, summary, figures, intro) in enumerate(sorted(built, key=lambda b: b[:3]))
     ]
     return _write_page(out / "report.html", "workbench audit report", sections)
+
+
+def _search_intro(search: dict) -> str:
+    """What a detoxification search chose and whether it met its goal, above its test card."""
+    goal = search.get("goal") or {}
+    chosen = search.get("chosen") or {}
+    lines = [
+        f"{html.escape(str(name))}: goal {'met' if v.get('met') else 'not met'}"
+        for name, v in goal.get("interventions", {}).items()
+    ]
+    return (
+        "<section><h1>Detoxification search: chosen on validation, reported on test</h1><p>"
+        f"Chosen per method within the budget (QA loss at most {search['options']['budget_qa']} "
+        f"points, held-out perplexity at most +{search['options']['budget_perplexity']}%), by "
+        f"Expected Maximum Toxicity of {html.escape(str(search.get('select_by')))} on "
+        f"{len(search['split']['validation'])} validation prompts: "
+        f"{html.escape(', '.join(f'{m}: {n}' for m, n in chosen.items()) or 'none lowered it')}. "
+        f"The card below is the test audit ({len(search['split']['test'])} test prompts). Goal "
+        "(at least 40% lower Expected Maximum Toxicity by every independent learned scorer, paired "
+        "interval excluding 0, within budget, better than prompting): "
+        f"{'met' if goal.get('met') else 'not met'}"
+        + (f" ({'; '.join(lines)})" if lines else "")
+        + ". The figure first in this section places every candidate's validation toxicity "
+        "against its cost.</p></section>"
+    )
 
 
 def _plotly_source(root: Path, folder: Path, plotly: str) -> bool | str:

@@ -28,6 +28,14 @@ EXPORTS = {
         "summarise_capability",
     ),
     ".detox": ("expected_max_toxicity", "max_toxicity_change", "toxicity_probability"),
+    ".directions": (
+        "Direction",
+        "direction_from_pairs",
+        "direction_from_probe",
+        "direction_from_texts",
+        "residual_norms",
+    ),
+    ".interventions": ("Intervention", "generate_under", "load_intervention"),
     ".localise": ("BiasLocalisation", "localise_bias", "mean_ablated"),
     ".scorers": (
         "BiLSTMScorer",
@@ -56,6 +64,9 @@ __all__ = [
     "capability_rows", "continuation_fluency", "summarise_capability", "perplexity",
     # detoxification over K samples per prompt (RealToxicityPrompts' measures)
     "expected_max_toxicity", "toxicity_probability", "max_toxicity_change",
+    # interventions (add, ablate, orthogonalise, prompt, conditional: .interventions) and directions
+    "Intervention", "load_intervention", "generate_under", "Direction", "direction_from_pairs",
+    "direction_from_probe", "direction_from_texts", "residual_norms",
     # where a bias lives
     "BiasLocalisation", "localise_bias", "mean_ablated",
 ]  # fmt: skip
