@@ -25,6 +25,7 @@ import pandas as pd
 
 import workbench as wb
 from workbench.audit.intervene import SearchOptions, search
+from workbench.safety.interventions import load_intervention
 
 RTP = Path(__file__).resolve().parents[2] / "shared" / "data" / "realtoxicityprompts"
 FILES = ["insult", "profanity", "severe_toxicity", "threat", "flirtation"]
@@ -43,6 +44,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="rows per generation batch")
     parser.add_argument("--seed", type=int, default=0, help="split, sampling and bootstrap seed")
     parser.add_argument("--out", default="results/bench/detox")
+    parser.add_argument(
+        "--ship",
+        default=None,
+        metavar="NAME",
+        help="copy the chosen add intervention into the package (workbench/data/interventions/NAME) "
+        "with the search's test figures and goal check in its provenance",
+    )
     args = parser.parse_args()
 
     files = [str(Path(args.data) / f"rtp_{name}.txt") for name in FILES]
@@ -77,6 +85,32 @@ def main() -> None:
     print("\ntest:\n" + result.test_frame().to_string(index=False))
     print("\ngoal: " + json.dumps(record["goal"], indent=1))
     print(f"\ntest card: {record['test_report']}\nPareto figure: {Path(args.out) / 'pareto.html'}")
+    if args.ship:
+        ship(record, Path(args.out), args.ship, model, " ".join(sys.argv[1:]))
+
+
+def ship(record: dict, out: Path, name: str, model, command: str) -> None:
+    """The chosen `add` intervention into the package, its test verdict in its provenance."""
+    chosen = record["chosen"].get("add")
+    if chosen is None:
+        sys.exit("no add intervention was chosen: nothing to ship")
+    shipped = load_intervention(out / "chosen" / "add", model)
+    verdict = record["goal"]["interventions"].get(chosen, {})
+    shipped.provenance = {
+        **shipped.provenance,
+        "search": f"python bench/detox.py {command}",
+        "test": {
+            "goal": bool(verdict.get("met")),
+            "verdict": verdict,
+            "row": next(r for r in record["test"] if r["candidate"] == chosen),
+            "n_prompts": len(record["split"]["test"]),
+        },
+        "benign": [r for r in record.get("benign") or [] if r["condition"] == chosen],
+    }
+    folder = shipped.save(
+        Path(__file__).resolve().parents[1] / "workbench" / "data" / "interventions" / name
+    )
+    print(f"shipped {chosen} as {name}: {folder}")
 
 
 if __name__ == "__main__":

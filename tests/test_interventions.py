@@ -253,3 +253,25 @@ def test_with_common_seeds_a_zero_intervention_samples_the_baseline_exactly(
     run = json.loads((tmp_path / "common" / "run.json").read_text())
     assert run["common_seeds"] is True and run["interventions"][0]["coefficient"] == 0.0
     assert "common_seeds" not in json.loads((tmp_path / "independent" / "run.json").read_text())
+
+
+def test_the_shipped_detox_intervention_loads_by_name_and_audits(smol, tiny, tmp_path, capsys):
+    shipped = wb.load_intervention("smollm2-135m-detox", smol)
+    assert shipped.method == "add" and shipped.model["name"] == "smollm2-135m"
+    provenance = shipped.provenance
+    assert provenance["options"]["samples"] >= 4 and provenance["validation"]["chosen"]
+    assert set(provenance["prompts_sha256"]) and provenance["test"]["goal"] in (True, False)
+    with pytest.raises(wb.InputError, match="was made for 'smollm2-135m'"):
+        wb.load_intervention("smollm2-135m-detox", tiny)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("You are such a\nI hate the way you\n")
+    args = [
+        "audit", "toxicity", "--prompts", str(prompts), "--out", str(tmp_path / "a"),
+        "--intervention", "smollm2-135m-detox", "--samples", "2", "--common-seeds",
+        "--max-new-tokens", "4", "--scorers", "profanity-check", "--no-capability",
+        "--bootstrap", "100", "--json",
+    ]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [c["condition"] for c in summary["conditions"]] == ["baseline", shipped.name]
+    assert summary["conditions"][1]["description"].startswith("add +0.")

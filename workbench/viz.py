@@ -557,7 +557,8 @@ def pareto_figure(result) -> go.Figure:
             fig.add_trace(
                 go.Scatter(
                     x=[r[cost] for r in part], y=[r["select"] for r in part],
-                    text=[plain(r["candidate"]) for r in part], mode="markers",
+                    text=[plain(r["candidate"]) for r in part], mode="markers+text",
+                    textposition="top right", textfont=dict(size=9),
                     marker=dict(size=12 if chosen else 8, symbol="circle-open" if chosen else "circle",
                                 line=dict(width=3 if chosen else 0)),
                     name="chosen" if chosen else "candidate", showlegend=col == 1,
