@@ -357,7 +357,7 @@ def test_audits_page_shows_a_search_with_its_pareto_figure(tmp_path, monkeypatch
         "intervene", "search", "--model", "tiny-phi", "--prompts", str(prompts),
         "--out", str(root / "detox"), "--methods", "add", "prompt", "--coefficients", "1",
         "--layers", "1", "--samples", "2", "--max-new-tokens", "3", "--scorers",
-        "profanity-check", "--bootstrap", "100", "--json",
+        "profanity-check", "--bootstrap", "100", "--no-benign", "--json",
     ]  # fmt: skip
     assert cli(args) == 0
     monkeypatch.setenv("WORKBENCH_DASHBOARD_MODEL", "tiny-phi")
