@@ -573,6 +573,13 @@ def _rows() -> list[tuple[str, list[str], str]]:
     add(f"{search} --methods add conditional --probe {{probe_foreign}}", "was trained on")
     add(f"{search} --methods conditional", "the conditional method needs --probe")
     add(f"{search} --direction toxigen", "--direction toxigen needs --toxigen")
+    add(f"{search} --scorers profanity-check,bogus", "unknown scorer 'bogus'")
+    add(f"{search} --pairs {{empty.txt}}", "no contrast pairs", tag="search empty pairs")
+    add(
+        f"{search} --methods add conditional --probe {{probe_nan}}",
+        "holds NaN or infinite values",
+        tag="search bad gate probe",
+    )
     add(f"{search} --direction probe", "--direction probe needs --direction-probe")
     add(f"{search} --direction probe --direction-probe {{probe_foreign}}", "was trained on")
     add(

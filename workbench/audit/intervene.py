@@ -48,6 +48,8 @@ from ..core.errors import InputError
 from ..core.paths import package_data
 from ..core.provenance import file_sha256
 from ..core.storage import write_atomically
+from ..interp.probes import Probe
+from ..interp.steering import read_pairs
 from ..model.tokens import check_layer
 from ..safety import interventions as build
 from ..safety.capability import DEFAULT_HELDOUT, DEFAULT_QA
@@ -58,6 +60,7 @@ from ..safety.directions import (
     direction_from_texts,
 )
 from ..safety.interventions import METHODS, Intervention, load_intervention
+from ..safety.scorers import check_scorer_names
 from ..viz import pareto_figure, save_html
 from .toxicity import audit_toxicity
 
@@ -150,6 +153,12 @@ class SearchOptions:
             raise InputError("--direction probe needs --direction-probe PROBE_DIR")
         if "probe" in self.scorer_names and not self.scorer_probe:
             raise InputError("the probe scorer needs --scorer-probe PROBE_DIR")
+        # the audits' own checks, here, before anything is written
+        check_scorer_names(self.scorer_names, [self.scorer_probe] if self.scorer_probe else [])
+        for path in (self.scorer_probe, self.direction_probe, self.probe):
+            if path:
+                Probe.load(path)
+        read_pairs(self.pairs)
         if "conditional" in self.methods and not self.probe:
             raise InputError("the conditional method needs --probe PROBE_DIR (its gate)")
         records = []
