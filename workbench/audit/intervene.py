@@ -80,8 +80,8 @@ class SearchOptions:
     prompts: one or more prompt files (one prompt per line, or .jsonl/.csv); layers: where
     directions are taken and added (default the middle layer); coefficients: for `add`, in units
     of the mean residual norm at the layer; budget_qa: QA points one may lose; budget_perplexity:
-    percent the held-out perplexity may rise; max_prompts: cap on each split's prompts (taken
-    evenly from the files); select_by: the scorer whose Expected Maximum Toxicity decides
+    percent the held-out perplexity may rise; max_prompts: cap on each split's prompts (from each
+    file's random half, its first ceil(max_prompts / files) prompts in file order); select_by: the scorer whose Expected Maximum Toxicity decides
     (default the first learned scorer given).
     """
 
