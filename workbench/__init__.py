@@ -27,6 +27,10 @@ EXPORTS = {
     ".model.loading": ("LoadedModel", "ModelInfo", "fetch", "list_models", "load"),
     ".model.registry": ("DEFAULT_MODEL",),
     ".safety.interventions": ("load_intervention",),
+    ".interp.sae": ("SAE", "load_sae"),
+    ".interp.sae_train": ("train_sae",),
+    ".interp.sae_eval": ("evaluate_sae",),
+    ".model.cache_plan": ("chunk_token_ids",),
 }
 
 __version__ = "0.1.0"
@@ -39,6 +43,8 @@ __all__ = [
     "generate", "format_prompt",
     # a saved or shipped intervention (workbench.safety.interventions)
     "load_intervention",
+    # sparse autoencoders and transcoders (workbench.interp.sae*)
+    "SAE", "load_sae", "train_sae", "evaluate_sae", "chunk_token_ids",
     # errors
     "WorkbenchError", "InputError", "HookNameError", "ModelUnavailableError", "CacheTooLargeError",
 ]  # fmt: skip

@@ -24,7 +24,15 @@ from ..core.errors import InputError, WorkbenchError
 from ..core.remote import is_url, staged
 from ..model.registry import REGISTRY
 from ..core.errors import TokenizationWarning
-from . import app_verbs, audit_verbs, intervene_verbs, interp_verbs, model_verbs, probe_verbs
+from . import (
+    app_verbs,
+    audit_verbs,
+    interp_verbs,
+    intervene_verbs,
+    model_verbs,
+    probe_verbs,
+    sae_verbs,
+)
 from .common import OneLineParser
 
 
@@ -152,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The `workbench` parser: each verb group adds its own options, beside its code."""
     parser = OneLineParser(prog="workbench", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="command", metavar="VERB")
-    for group in (model_verbs, interp_verbs, probe_verbs, audit_verbs, intervene_verbs, app_verbs):
+    for group in (
+        model_verbs,
+        interp_verbs,
+        probe_verbs,
+        sae_verbs,
+        audit_verbs,
+        intervene_verbs,
+        app_verbs,
+    ):
         group.register(verbs)
     return parser

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from ..core.checks import check_context
 from ..core.datasets import read_texts
-from ..model.activations import cache_activations
+from ..core.errors import InputError
+from ..model.activations import cache_activations, cache_tokens
+from ..model.cache_plan import chunk_token_ids
 from ..model.generation import format_prompt, generate
 from ..model.hooks import hook_aliases, hook_table, resolve_hooks
 from ..model.loading import default_device, default_dtype, fetch, list_models, load, parse_dtype
@@ -149,24 +151,44 @@ def cmd_generate(args) -> int:
 
 def cmd_cache(args) -> int:
     # bad input fails before loading
-    records = read_texts(args.input, field=args.field, column=args.column)
+    if args.windows is None and args.max_windows is not None:
+        raise InputError("--max-windows needs --windows")
+    if args.windows is not None and (args.truncate or args.max_length is not None):
+        raise InputError("--windows cuts the texts itself: drop --truncate and --max-length")
+    for name in ("windows", "max_windows"):
+        value = getattr(args, name)
+        if value is not None and value < (2 if name == "windows" else 1):
+            raise InputError(
+                f"--{name.replace('_', '-')} must be at least {2 if name == 'windows' else 1}, not {value}"
+            )
+    inputs = args.input if isinstance(args.input, list) else [args.input]
+    records = [r for path in inputs for r in read_texts(path, field=args.field, column=args.column)]
+    store_dtype = parse_dtype(args.store_dtype)
     executor = executor_from(args)
     model = load_model(args)
     start = time.perf_counter()
-    result = cache_activations(
-        model,
-        records,
+    common = dict(
         hooks=args.hooks,
         positions=args.positions,
         batch_size=args.batch_size,
         out=args.out,
         shard_size=args.shard_size,
-        truncate=args.truncate,
-        max_length=args.max_length,
         executor=executor,
-        prepend_bos=args.prepend_bos,
+        store_dtype=store_dtype,
         progress=not args.json,
     )
+    if args.windows is not None:
+        windows = chunk_token_ids(model, records, args.windows, args.prepend_bos, args.max_windows)
+        result = cache_tokens(model, windows, **common)
+    else:
+        result = cache_activations(
+            model,
+            records,
+            truncate=args.truncate,
+            max_length=args.max_length,
+            prepend_bos=args.prepend_bos,
+            **common,
+        )
     seconds = time.perf_counter() - start
     manifest = result.manifest
     size = sum((Path(args.out) / s["file"]).stat().st_size for s in manifest["shards"])

@@ -69,11 +69,37 @@ def register(verbs) -> None:
         "Cache activations of a corpus to a folder of safetensors shards (resumable).",
         "model_commands.cmd_cache",
     )
-    sub.add_argument("--input", required=True, help=".txt (one text per line), .jsonl or .csv")
+    sub.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        help=".txt (one text per line), .jsonl or .csv; several files are read in the order given",
+    )
     sub.add_argument("--field", default="text", help="JSONL field holding the text (default text)")
     sub.add_argument("--column", default=None, help="CSV column holding the text (default text)")
     sub.add_argument(
         "--hooks", default="resid_post", help="hook names or patterns, comma-separated"
+    )
+    sub.add_argument(
+        "--windows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="join the texts into one token stream and cache windows of N tokens each (each "
+        "starting with the start token where the model takes one), as SAE training wants; "
+        "default: one row per text",
+    )
+    sub.add_argument(
+        "--max-windows",
+        type=int,
+        default=None,
+        help="keep the first this many windows (with --windows)",
+    )
+    sub.add_argument(
+        "--store-dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="dtype written to disk (default: the model's; bfloat16 halves a float32 cache)",
     )
     sub.add_argument(
         "--positions",

@@ -1,6 +1,7 @@
 """The interpretability layer: attention heads, the logit lens and direct logit attribution,
 steering and directional ablation, linear and sparse probes, activation / path / attribution
-patching (with their self-checks) and edge attribution. It imports `core` and `model` only."""
+patching (with their self-checks), edge attribution, and sparse autoencoders / transcoders
+(trained from caches, evaluated, read as feature cards). It imports `core` and `model` only."""
 
 from ..core.faces import lazy_face
 
@@ -34,6 +35,19 @@ EXPORTS = {
     ),
     ".probes": ("Probe", "ProbeSweep", "probe_scores", "token_scores", "train_probes"),
     ".sparse_probes": ("SparseProbeTable", "sparse_probes"),
+    ".sae": ("SAE", "load_sae"),
+    ".sae_config": ("SAEConfig",),
+    ".sae_eval": ("SAEEvaluation", "evaluate_sae", "spliced_hooks"),
+    ".sae_features": (
+        "FeatureCard",
+        "FeatureIndex",
+        "feature_card",
+        "index_features",
+        "load_feature_index",
+        "search_features",
+    ),
+    ".sae_formats": ("fetch_sae",),
+    ".sae_train": ("TrainOptions", "train_sae"),
     ".steering": (
         "ContrastPair",
         "SteeringVector",
@@ -62,6 +76,10 @@ __all__ = [
     # probes
     "Probe", "ProbeSweep", "train_probes", "probe_scores", "token_scores", "SparseProbeTable",
     "sparse_probes",
+    # sparse autoencoders and transcoders: train, evaluate, read
+    "SAE", "SAEConfig", "load_sae", "fetch_sae", "train_sae", "TrainOptions", "evaluate_sae",
+    "SAEEvaluation", "spliced_hooks", "FeatureIndex", "FeatureCard", "index_features",
+    "load_feature_index", "feature_card", "search_features",
     # steering and ablation
     "ContrastPair", "SteeringVector", "read_pairs", "mean_difference_vector", "actadd_vector",
     "steer", "ablate", "sweep", "logprob_gap", "steered_generations",

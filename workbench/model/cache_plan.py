@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from ..core.datasets import TextRecord
+from ..core.datasets import TextRecord, as_records
 from ..core.errors import InputError
 from .hooks import hook_table
 from .tokens import tokenize_texts
@@ -109,3 +109,43 @@ def texts_sha256(token_ids: list[list[int]]) -> str:
         digest.update(json.dumps(ids).encode())
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def chunk_token_ids(
+    model,
+    records: Sequence[TextRecord] | Sequence[str],
+    context: int,
+    prepend_bos: bool | None = None,
+    max_chunks: int | None = None,
+) -> list[list[int]]:
+    """Texts joined into one token stream and cut into windows of `context` tokens each, the way
+    sparse autoencoders are trained (no padding, every window the same length).
+
+    Each text is tokenized without a start token and followed by a newline; every window then
+    begins with the model's start token where the library's rule prepends one (`prepend_bos`, as
+    in `tokenize_records`), so a window holds `context - 1` text tokens after it. The last partial
+    window is dropped. `max_chunks` keeps the first that many windows.
+    """
+    if context < 2:
+        raise InputError(f"the context must be at least 2 tokens, not {context}")
+    if max_chunks is not None and max_chunks < 1:
+        raise InputError(f"max_chunks must be at least 1, not {max_chunks}")
+    records = as_records(records)
+    with_start = tokenize_texts(model, ["a"], prepend_bos)[0]
+    start = with_start[: len(with_start) - len(tokenize_texts(model, ["a"], False)[0])]
+    body = context - len(start)
+    stream: list[int] = []
+    chunks: list[list[int]] = []
+    batch = 1024  # texts tokenized per call
+    for first in range(0, len(records), batch):
+        texts = [r.text + "\n" for r in records[first : first + batch]]
+        for ids in tokenize_texts(model, texts, False):
+            stream.extend(ids)
+        while len(stream) >= body:
+            chunks.append(start + stream[:body])
+            del stream[:body]
+            if max_chunks is not None and len(chunks) >= max_chunks:
+                return chunks
+    if not chunks:
+        raise InputError(f"the texts give fewer than {body} tokens: not one window of {context}")
+    return chunks

@@ -151,6 +151,20 @@ class DiskCorpusCache(_CacheView):
         for shard in self.manifest["shards"]:
             yield shard["rows"][0], self._read(shard, hook)
 
+    @property
+    def n_shards(self) -> int:
+        return len(self.manifest["shards"])
+
+    def read_shard(self, index: int, hook: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shard `index`'s rows of `hook` and their lengths (tokens per text), read on demand."""
+        self._check(hook)
+        shard = self.manifest["shards"][index]
+        return self._read(shard, hook), self._read(shard, LENGTHS_KEY)
+
+    def shard_lengths(self, index: int) -> Int[torch.Tensor, " text"]:
+        """Tokens per text in shard `index` (small; no activations read)."""
+        return self._read(self.manifest["shards"][index], LENGTHS_KEY)
+
     def __getitem__(self, hook: str | tuple) -> torch.Tensor:
         """One hook over every text (only this hook is read from disk)."""
         hook = _hook_key(hook)

@@ -49,6 +49,14 @@ EXPORTS = {
         "make_scorer",
     ),
     ".toxigen": ("toxigen_audit", "toxigen_groups"),
+    ".sae_toxicity": (
+        "ProbeComparison",
+        "TextFeatures",
+        "ToxicityFeatures",
+        "sparse_vs_dense",
+        "text_features",
+        "toxicity_features",
+    ),
 }
 
 __all__ = [
@@ -67,6 +75,9 @@ __all__ = [
     # interventions (add, ablate, orthogonalise, prompt, conditional: .interventions) and directions
     "Intervention", "load_intervention", "generate_under", "Direction", "direction_from_pairs",
     "direction_from_probe", "direction_from_texts", "residual_norms",
+    # an SAE's latents on ToxiGen: sparse vs dense probes, toxicity features
+    "TextFeatures", "text_features", "ProbeComparison", "sparse_vs_dense", "ToxicityFeatures",
+    "toxicity_features",
     # where a bias lives
     "BiasLocalisation", "localise_bias", "mean_ablated",
 ]  # fmt: skip
