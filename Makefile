@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml Makefile
 	# A learned toxicity scorer that runs offline (a BiLSTM trained on Jigsaw, weights in the wheel).
 	# --no-deps: it asks for TensorFlow; workbench runs its network in torch (safety/scorers.py).
 	$(PY) -m pip install -q --no-deps toxic-comment-classifier==0.3.0
+	# EleutherAI's sparsify, to check our SAEs against its SparseCoder (tests/test_sae.py) and to time
+	# its trainer (bench/sae.py). --no-deps: it would pull a CUDA torch; these are the imports it needs.
+	$(PY) -m pip install -q --no-deps eai-sparsify==1.3.3 simple-parsing==0.1.9 docstring-parser==0.18.0 \
+	    natsort==8.4.0 schedulefree==1.4.1
 	# Headless Chromium (and its WebDriver) render reports and the dashboard in the tests
 	# (Debian packages; needs root or sudo).
 	(command -v chromium && command -v chromedriver) >/dev/null 2>&1 || \

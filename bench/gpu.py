@@ -12,7 +12,8 @@
      weights: resid_post (32 hooks) and every hook, both kept on the GPU;
    - hooked generation tokens/s against plain HF `generate` (batch 8, greedy);
    - probe training time for 32 layers on cached mean activations.
-3. With real Phi-2 weights in the Hugging Face cache: the bridge's logits against plain HF and
+3. SAE training (TopK, d 576, width 4608, k 32) tokens/s on the GPU, and on the CPU in the same run.
+4. With real Phi-2 weights in the Hugging Face cache: the bridge's logits against plain HF and
    its answer to "What is the capital of France?".
 
 Without CUDA it says so and exits 0. Writes results/bench/gpu.json.
@@ -283,6 +284,27 @@ def real_phi2() -> dict | None:
     return {"max_logit_difference": float(diff), "answer": answer}
 
 
+def sae_training(quick: bool) -> dict:
+    """Training tokens/s of a TopK SAE (d 576 as SmolLM2, width 4608, k 32, 4096 tokens a step) from
+    rows in memory: on DEVICE, and on the CPU in the same run for the ratio."""
+    import workbench as wb
+
+    rows = torch.randn(65_536, 576, generator=torch.Generator().manual_seed(0))
+    speeds = {}
+    on_device = 16_384 if DEVICE == "cpu" else 262_144 if quick else 2_097_152
+    for device, tokens in ((DEVICE, on_device), ("cpu", 16_384)):
+        start = time.perf_counter()
+        wb.train_sae(rows, k=32, width=4608, tokens=tokens, batch_size=4096, progress=False,
+                     device=device)
+        synchronize()
+        speeds[device] = round(tokens / (time.perf_counter() - start), 1)
+    result = {"tokens_per_second": speeds}
+    if DEVICE != "cpu":
+        result["ratio_to_cpu"] = round(speeds[DEVICE] / speeds["cpu"], 1)
+    print(f"SAE training: {result}")
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and tokens")
@@ -295,6 +317,7 @@ def main() -> int:
         global DEVICE, MODEL
         DEVICE, MODEL = "cpu", "tiny-phi"
         results = phi2_shape(quick=True)
+        results["sae_training"] = sae_training(quick=True)
         print(json.dumps(results, default=str))
         return 0
     if not torch.cuda.is_available():
@@ -313,6 +336,7 @@ def main() -> int:
         "torch": torch.__version__,
         "tests": gpu_tests(),
         "phi2_shape": phi2_shape(args.quick),
+        "sae_training": sae_training(args.quick),
         "real_phi2": real_phi2(),
     }
     results["seconds"] = round(time.perf_counter() - start, 1)

@@ -597,6 +597,47 @@ def _rows() -> list[tuple[str, list[str], str]]:
         "names a file twice",
         tag="search same file twice",
     )
+    sae_train = "sae train --cache {cache_all} --out {out}"
+    add(f"{sae_train} --k 64 --width 64", "k (64) must be smaller than the width (64)")
+    add(f"{sae_train} --width 0", "--width must be between 1 and")
+    add(f"{sae_train} --k 0", "--k must be between 1 and")
+    add(f"{sae_train} --tokens 0", "--tokens must be between 1 and")
+    add(f"{sae_train} --batch-tokens 0", "--batch-tokens must be between 1 and")
+    add(f"{sae_train} --checkpoint-every 0", "--checkpoint-every must be between 1 and")
+    add(f"{sae_train} --lr -1", "--lr must be between")
+    add(f"{sae_train} --lr nan", "--lr must be a finite number", tag="sae train lr nan")
+    add(f"{sae_train} --hook blocks.3.hook_resid_post", "is not in the cache")
+    add(f"{sae_train} --hook-out blocks.2.hook_resid_post", "is not in the cache", tag="sae hook-out")
+    add(f"{sae_train} --skip", "a skip connection is for transcoders")
+    add("sae train --cache {cache_last} --out {out}", "training needs every position")
+    add("sae train --cache {a_file} --out {out}", "no manifest.json", tag="sae train not a cache")
+    add("sae train --cache {missing.txt} --out {out}", "missing.txt", tag="sae train missing cache")
+    sae_eval = "sae eval --model tiny-phi --texts {good_txt} --out {out} --sae"
+    add(f"{sae_eval} {{sae_foreign}}", "trained on 'smollm2-135m'")
+    add(f"{sae_eval} {{sae_width}}", "has width 64")
+    add(f"{sae_eval} {{sae_badhook}}", "which tiny-phi does not have")
+    add(f"{sae_eval} {{sae_badjson}}", "not valid JSON")
+    add(f"{sae_eval} {{sae_badweights}}", "not a readable safetensors file")
+    add(f"{sae_eval} {{sae_missing}}", "tensor 'b_dec' is missing")
+    add(f"{sae_eval} {{sae_shape}}", "has shape")
+    add(f"{sae_eval} {{sae_nan}}", "not finite")
+    add(f"{sae_eval} {{sae_arch}}", "is not supported")
+    add(f"{sae_eval} {{sae_nok}}", "field 'k' is missing")
+    add(f"{sae_eval} {{a_file}}", "no SAE here", tag="sae eval a file")
+    add(f"{sae_eval} {{missing.txt}}", "no such SAE folder", tag="sae eval missing")
+    add(f"{sae_eval} {{sae_ok}} --context 1", "--context must be between 2 and")
+    add(f"{sae_eval} {{sae_ok}} --max-windows 0", "--max-windows must be between 1 and")
+    add(["sae", "eval", "--model", "tiny-phi", "--sae", "{sae_ok}", "--texts", "{empty.txt}"], "empty.txt",
+        tag="sae eval empty texts")
+    features = "sae features --model tiny-phi --texts {good_txt} --sae {sae_ok}"
+    add(f"{features} --latents 99999", "is not a latent of this SAE")
+    add(f"{features} --top 0", "--top must be between 1 and")
+    sae_tox = f"sae toxigen --model tiny-phi --toxigen {TOXIGEN} --sae {{sae_ok}}"
+    add(f"{sae_tox} --ks 0", "--ks must be between 1 and")
+    add(f"{sae_tox} --ks 99999", "more latents than this SAE has")
+    add(f"{cache} --windows 1", "--windows must be between 2 and")
+    add(f"{cache} --max-windows 5", "--max-windows needs --windows")
+    add(f"{cache} --windows 8 --truncate", "--windows cuts the texts itself")
     for name, words in (
         ("iv_foreign", "was made for 'smollm2-135m'"),
         ("iv_width", "(d_model 64)"),
@@ -697,6 +738,10 @@ def test_the_table_is_large_and_covers_every_verb():
         "hooks",
         "dashboard",
         "intervene search",
+        "sae train",
+        "sae eval",
+        "sae features",
+        "sae toxigen",
     ):
         assert any(v.startswith(verb) for v in verbs), verb
 
@@ -718,6 +763,53 @@ def bad_files(tmp_path_factory):
     one.write_text("Only one prompt here\n")
     paths["one_prompt"] = str(one)
     paths.update(_bad_interventions(base))
+    paths.update(_sae_inputs(base))
+    return paths
+
+
+def _sae_inputs(base: Path) -> dict[str, str]:
+    """Caches of tiny-phi (every position, and last positions only) and SAE folders that the `sae`
+    verbs must refuse: another model or width, a hook tiny-phi lacks, damaged or incomplete files."""
+    from safetensors.torch import save_file
+
+    import workbench as wb
+    from workbench.interp.sae import SAE, SAEConfig
+
+    model = wb.load("tiny-phi")
+    texts = ["Hello there, how are you today?", "Another text that is a little longer than that."]
+    for name, positions in (("cache_all", "all"), ("cache_last", "last")):
+        wb.cache_activations(model, texts, hooks="blocks.1.hook_resid_post", positions=positions,
+                             out=base / name, progress=False)
+    hook = "blocks.1.hook_resid_post"
+    paths = {"cache_all": str(base / "cache_all"), "cache_last": str(base / "cache_last")}
+    for name, cfg in {
+        "sae_ok": SAEConfig(d_in=128, d_sae=16, k=2, hook_name=hook, model_name="tiny-phi"),
+        "sae_foreign": SAEConfig(d_in=128, d_sae=16, k=2, hook_name=hook, model_name="smollm2-135m"),
+        "sae_width": SAEConfig(d_in=64, d_sae=16, k=2, hook_name=hook, model_name="tiny-phi"),
+        "sae_badhook": SAEConfig(d_in=128, d_sae=16, k=2, hook_name="blocks.9.hook_resid_post"),
+    }.items():
+        SAE(cfg).save(base / name)
+        paths[name] = str(base / name)
+    good = base / "sae_ok"
+    tensors = {n: p.detach() for n, p in SAE(SAEConfig(d_in=128, d_sae=16, k=2)).named_parameters()}
+    cfg_text = (good / "cfg.json").read_text()
+    for name, cfg_json, weights in (
+        ("sae_badjson", '{"d_in": 128, ', tensors),
+        ("sae_badweights", cfg_text, None),
+        ("sae_missing", cfg_text, {k: v for k, v in tensors.items() if k != "b_dec"}),
+        ("sae_shape", cfg_text, {**tensors, "b_enc": torch.zeros(7)}),
+        ("sae_nan", cfg_text, {**tensors, "W_dec": torch.full((16, 128), float("nan"))}),
+        ("sae_arch", cfg_text.replace('"topk"', '"gated"'), tensors),
+        ("sae_nok", cfg_text.replace('"k": 2,', ""), tensors),
+    ):
+        folder = base / name
+        folder.mkdir()
+        (folder / "cfg.json").write_text(cfg_json)
+        if weights is None:
+            (folder / "sae_weights.safetensors").write_bytes(b"\x00\x01 not safetensors")
+        else:
+            save_file(weights, str(folder / "sae_weights.safetensors"))
+        paths[name] = str(folder)
     return paths
 
 

@@ -11,6 +11,7 @@ import os
 import re
 
 import pytest
+import torch
 
 from workbench.cli import main as cli
 from workbench.core.errors import InputError
@@ -371,3 +372,22 @@ def test_audits_page_shows_a_search_with_its_pareto_figure(tmp_path, monkeypatch
     assert chart_titles(at)[0].startswith("Detoxification candidates on the validation prompts")
     assert "Detoxification search" in at.subheader[0].value
     assert list(at.dataframe[0].value["candidate"])[0] == "baseline"
+
+
+def test_features_page_reads_a_latent_and_searches(app, results):
+    from workbench.interp.sae import SAE, SAEConfig
+
+    sae = SAE(SAEConfig(d_in=128, d_sae=32, k=4, hook_name="blocks.1.hook_resid_post", model_name="tiny-phi"))
+    with torch.no_grad():
+        for parameter in sae.parameters():
+            parameter.normal_(generator=torch.Generator().manual_seed(0))
+    sae.save(results / "sae" / "tiny")
+    open_page(app, "features.py")
+    assert app.selectbox(key="sae_folder").value == "sae/tiny"
+    card = app.get("html")[0].proto.body
+    assert "Latent 0" in card and "Promotes" in card and "tokens." in card
+    app.number_input(key="sae_latent").set_value(3).run()
+    assert not app.exception and "Latent 3" in app.get("html")[0].proto.body
+    app.text_input(key="sae_text").set_value("The cat sat on the mat").run()
+    assert not app.exception and not app.error
+    assert list(app.dataframe[0].value.columns) == ["latent", "max activation"]

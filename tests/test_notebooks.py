@@ -1,4 +1,4 @@
-"""The six notebooks in notebooks/ run top to bottom (nbclient) and are stored without outputs.
+"""The seven notebooks in notebooks/ run top to bottom (nbclient) and are stored without outputs.
 
 Each has a parameter cell reading WORKBENCH_NOTEBOOK_MODEL. The quickstart runs on the real
 embedded model; the others run on tiny-phi here (NOTEBOOKS says why), and their text
@@ -29,6 +29,7 @@ NOTEBOOKS = {
     "04_probes": "tiny-phi",
     "05_steering": "tiny-phi",
     "06_toxicity_and_bias_audit": "tiny-phi",
+    "07_features": "tiny-phi",
 }
 
 

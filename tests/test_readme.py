@@ -57,7 +57,14 @@ RAY_ADDRESS = re.compile(r"--ray (local|auto|\S+:\d+)")
 SHELL_SUBSTITUTIONS = [
     ("--layer 9 ", "--layer 1 "),  # tiny-phi has 4 layers
     ("blocks.15.", "blocks.1."),
+    # the Features section's full-size SAE, cut to seconds on tiny-phi: the real corpus, 40 windows
+    ("blocks.10.", "blocks.1."),
+    ("../shared/data/", f"{SHARED_DATA}/"),
+    ("--max-windows 40000", "--max-windows 40"),
+    ("--tokens 5000000", "--tokens 4096"),
+    ("--width 4608", "--width 256"),
 ]
+NO_MODEL = (["models"], ["report"], ["sae", "train"], ["sae", "fetch"])  # verbs without --model
 
 
 def code_blocks(text: str) -> list[tuple[int, str, str]]:
@@ -215,7 +222,7 @@ def _on_tiny_phi(command: str) -> list[str]:
     argv = [os.path.expandvars(a) for a in shlex.split(command)]  # "$WORKBENCH_DATA/toxigen"
     if "--model" in argv:
         argv[argv.index("--model") + 1] = "tiny-phi"
-    elif argv[1] not in ("models", "report"):
+    elif argv[1:2] not in NO_MODEL and argv[1:3] not in NO_MODEL:
         argv += ["--model", "tiny-phi"]
     return [
         str(Path(a).relative_to("/")) if a.startswith("/path/") or a.startswith("/shared/") else a

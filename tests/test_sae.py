@@ -137,7 +137,7 @@ def test_a_sigkilled_training_run_resumes_to_the_same_weights(windows_cache, tmp
         "64",
         "--tokens",
         "4096",
-        "--batch-size",
+        "--batch-tokens",
         "256",
         "--checkpoint-every",
         "1024",
@@ -256,7 +256,7 @@ def test_saelens_and_sparsify_round_trips_are_exact(tmp_path):
 
 
 def test_a_file_written_by_sparsify_itself_gives_identical_latents(tmp_path):
-    sparsify = pytest.importorskip("sparsify")
+    import sparsify  # installed by `make setup` (--no-deps beside our pins)
     coder = sparsify.SparseCoder(
         24, sparsify.SparseCoderConfig(num_latents=96, k=6), dtype=torch.float64
     )
@@ -391,7 +391,7 @@ def test_the_command_line_trains_evaluates_and_reads(tmp_path, capsys):
                 "64",
                 "--tokens",
                 "2048",
-                "--batch-size",
+                "--batch-tokens",
                 "256",
                 "--out",
                 str(out),
@@ -419,7 +419,7 @@ def test_the_command_line_trains_evaluates_and_reads(tmp_path, capsys):
                 "64",
                 "--tokens",
                 "2048",
-                "--batch-size",
+                "--batch-tokens",
                 "256",
                 "--out",
                 str(out),

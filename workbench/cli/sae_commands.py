@@ -35,7 +35,7 @@ def cmd_sae_train(args) -> int:
         hook_out=args.hook_out,
         architecture=args.architecture,
         skip=args.skip,
-        batch_size=args.batch_size,
+        batch_size=args.batch_tokens,
         lr=args.lr,
         seed=args.seed,
         exclude_first=not args.keep_first,

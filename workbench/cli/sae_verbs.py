@@ -47,7 +47,7 @@ def register(verbs) -> None:
         default=1_000_000,
         help="training tokens (rows), cycling through the cache as needed",
     )
-    train.add_argument("--batch-size", type=int, default=4096, help="tokens per step")
+    train.add_argument("--batch-tokens", type=int, default=1024, help="tokens per training step")
     train.add_argument(
         "--lr",
         type=float,

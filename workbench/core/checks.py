@@ -61,6 +61,16 @@ NUMBERS = {
     "budget_qa": ("float", 0.0, 100.0),
     "budget_perplexity": ("float", 0.0, 10**6),
     "max_prompts": ("int", 2, 10**7),
+    # sparse autoencoders (workbench sae ...; workbench cache --windows)
+    "k": ("int", 1, 10**6),
+    "width": ("int", 1, 10**8),
+    "tokens": ("int", 1, 10**13),
+    "batch_tokens": ("int", 1, 10**7),
+    "checkpoint_every": ("int", 1, 10**13),
+    "lr": ("float", 1e-12, 10.0),
+    "context": ("int", 2, 10**6),
+    "windows": ("int", 2, 10**6),
+    "max_windows": ("int", 1, 10**9),
 }
 LISTS = {  # attribute -> (kind, low, high) for each element
     "alpha": ("float", -1e4, 1e4),
@@ -69,6 +79,8 @@ LISTS = {  # attribute -> (kind, low, high) for each element
     "sparse_k": ("int", 1, 10**6),
     "coefficients": ("float", -100.0, 100.0),
     "layers": ("int", 0, 10**4),
+    "ks": ("int", 1, 10**6),
+    "latents": ("int", 0, 10**9),
 }
 # single strings that must be non-empty
 TEXTS = ("prompt", "text", "clean", "corrupt", "instruct", "pattern", "instruction")

@@ -23,6 +23,7 @@ PAGES = [  # (file, title, url path, icon); the first is served at "/", so every
     ("patching.py", "Patching", "patching", ":material/healing:"),
     ("steering.py", "Steering playground", "steering", ":material/tune:"),
     ("probes.py", "Probes", "probes", ":material/sensors:"),
+    ("features.py", "Features", "features", ":material/scatter_plot:"),
     ("audits.py", "Audits", "audits", ":material/fact_check:"),
 ]
 

@@ -6,10 +6,15 @@ Each function is a one-line call of a library function under the model's lock;
 
 from __future__ import annotations
 
+from importlib.resources import files
+from pathlib import Path
+
 import streamlit as st
 
-from ..core.datasets import read_labeled
-from ..interp import attention, attribution, lens, probes
+from ..core.datasets import read_labeled, read_texts
+from ..interp import attention, attribution, lens, probes, sae_features
+from ..interp.sae import load_sae
+from ..interp.sae_features import index_features, load_feature_index
 from ..interp.patching import activation_patch
 from ..interp.probes import train_probes_on_rows
 from ..interp.steering import actadd_vector, mean_difference_vector, read_pairs, steered_generations
@@ -167,3 +172,27 @@ def audit(folder) -> tuple:
 def _audit(folder: str, shards_key: tuple) -> tuple:
     frame = load_results(folder)
     return frame, summarise(folder, frame)
+
+
+@st.cache_resource(show_spinner="Loading the SAE...", max_entries=4)
+def sae(folder: str):
+    return load_sae(folder)
+
+
+@st.cache_resource(show_spinner="Encoding the corpus with the SAE (once per SAE)...", max_entries=4)
+def feature_index(model_name: str, folder: str):
+    """The SAE folder's saved index (`workbench sae features --index-out`), else the tour texts'."""
+    if (Path(folder) / "feature_index.safetensors").is_file():
+        return load_feature_index(folder)
+    texts = read_texts(files("workbench") / "data" / "tour_texts.txt")
+    return _run(model_name, index_features, sae(folder), texts, context=64, max_windows=200, progress=False)
+
+
+def feature_card(model_name: str, folder: str, latent: int):
+    with using_model(model_name) as model:
+        return sae_features.feature_card(model, sae(folder), feature_index(model_name, folder), latent)
+
+
+def search_features(model_name: str, folder: str, token: str | None, text: str | None):
+    with using_model(model_name) as model:
+        return sae_features.search_features(model, sae(folder), feature_index(model_name, folder), token, text)

@@ -80,3 +80,9 @@ def _find(root: str | Path, marker: str, max_depth: int) -> list[Path]:
             except InputError:
                 continue
     return sorted(found)
+
+
+def list_saes(root: str | Path, max_depth: int = 4) -> list[Path]:
+    """SAE folders (SAELens format: cfg.json beside sae_weights.safetensors) under `root`, relative
+    to it, sorted; symlinks leading out of the root are skipped."""
+    return _find(root, "sae_weights.safetensors", max_depth)

@@ -260,6 +260,7 @@ def search_features(
         )
         best = z.max(dim=0).values
         order = best.argsort(descending=True)[:top]
+        order = order[best[order] > 0]
         return pd.DataFrame({"latent": order.tolist(), "max activation": best[order].tolist()})
     ids = [
         i for i, s in enumerate(str_tokens(model, torch.arange(model.info.d_vocab))) if s == token
@@ -273,6 +274,7 @@ def search_features(
     totals = torch.zeros(index.d_sae).index_add_(0, hits_latents.flatten(), hits_values.flatten())
     mean = totals / int(where.sum())
     order = mean.argsort(descending=True)[:top]
+    order = order[mean[order] > 0]
     return pd.DataFrame(
         {
             "latent": order.tolist(),

@@ -286,6 +286,7 @@ def train_sae(
     hook: str | None = None,
     out: str | Path | None = None,
     progress: bool = True,
+    device: str = "cpu",
     **settings,
 ) -> SAE:
     """Train an SAE (or, with hook_out=, a transcoder) on `source`; see the module docstring.
@@ -295,6 +296,8 @@ def train_sae(
     Returns the trained SAE for raw activations; `sae.cfg.metadata["training"]` holds the settings,
     the curve (tokens, FVU, dead share) and the time taken. With `out`, the SAE is also saved there
     (SAELens' format) and a finished folder is read back instead of training again.
+    device: where the SAE trains ("cuda" on a GPU); rows are read on the CPU and moved batch by
+    batch; the SAE returned is on the CPU.
     """
     try:
         options = TrainOptions(k=k, width=width, tokens=tokens, hook=hook, **settings)
@@ -309,7 +312,7 @@ def train_sae(
         if finished is not None:
             return finished
         folder.mkdir(parents=True, exist_ok=True)
-    return _Trainer(options, rows, folder, settings_json, progress).run()
+    return _Trainer(options, rows, folder, settings_json, progress, torch.device(device)).run()
 
 
 def _settings(options: TrainOptions, rows: RowSource) -> dict:
@@ -340,9 +343,15 @@ class _Trainer:
     """One training run: state, steps, checkpoints (see the module docstring)."""
 
     def __init__(
-        self, options: TrainOptions, rows: RowSource, folder, settings_json: str, progress: bool
+        self,
+        options: TrainOptions,
+        rows: RowSource,
+        folder,
+        settings_json: str,
+        progress: bool,
+        device: torch.device,
     ):
-        self.options, self.rows, self.folder = options, rows, folder
+        self.options, self.rows, self.folder, self.device = options, rows, folder, device
         self.settings_json, self.progress = settings_json, progress
         self.batch = options.batch_size
         self.steps = math.ceil(options.tokens / self.batch)
@@ -371,11 +380,12 @@ class _Trainer:
                 )
             )
             self.sae.normalize_decoder()
+        self.sae.to(device)
         self.optimizer = torch.optim.Adam(
             self.sae.parameters(), lr=options.learning_rate(), eps=6.25e-10
         )
         self.step = 0
-        self.since_fired = torch.zeros(options.width, dtype=torch.long)
+        self.since_fired = torch.zeros(options.width, dtype=torch.long, device=device)
         self.scale_in = self.scale_out = 0.0
         self.threshold = 0.0
         self.curve: list[list[float]] = []
@@ -392,7 +402,7 @@ class _Trainer:
         if path is None or not path.is_file():
             return
         try:
-            state = torch.load(path, weights_only=True)
+            state = torch.load(path, weights_only=True, map_location=self.device)
         except Exception as error:  # a damaged checkpoint: say so, do not guess
             raise InputError(
                 f"{path}: damaged checkpoint ({type(error).__name__}); delete it to start over"
@@ -440,6 +450,7 @@ class _Trainer:
         started = time.perf_counter() - self.seconds
         while self.step < self.steps:
             x, y = next(data)
+            x, y = x.to(self.device), (None if y is None else y.to(self.device))
             if self.step == 0:
                 self._start(x, y)
             fvu = self._train_step(x, y)
@@ -547,7 +558,7 @@ class _Trainer:
             metadata={"training": training},
         )
         trained = SAE(cfg)
-        trained.load_state_dict(sae.state_dict())
+        trained.load_state_dict({k: v.cpu() for k, v in sae.state_dict().items()})
         if self.folder is not None:
             trained.save(self.folder)
             write_atomically(self.folder / "training.json", json.dumps(training, indent=1))
