@@ -294,8 +294,9 @@ def sae_training(quick: bool) -> dict:
     on_device = 16_384 if DEVICE == "cpu" else 262_144 if quick else 2_097_152
     for device, tokens in ((DEVICE, on_device), ("cpu", 16_384)):
         start = time.perf_counter()
-        wb.train_sae(rows, k=32, width=4608, tokens=tokens, batch_size=4096, progress=False,
-                     device=device)
+        wb.train_sae(
+            rows, k=32, width=4608, tokens=tokens, batch_size=4096, progress=False, device=device
+        )
         synchronize()
         speeds[device] = round(tokens / (time.perf_counter() - start), 1)
     result = {"tokens_per_second": speeds}

@@ -65,7 +65,9 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="cache folder (default under --out)")
     parser.add_argument("--out", default="results/bench/sae")
     parser.add_argument("--toxigen", default=str(ROOT.parent / "shared" / "data" / "toxigen"))
-    parser.add_argument("--compare-tokens", type=int, default=32_768, help="tokens per speed run (0: skip)")
+    parser.add_argument(
+        "--compare-tokens", type=int, default=32_768, help="tokens per speed run (0: skip)"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     hook = f"blocks.{args.layer}.hook_resid_post"
@@ -77,22 +79,42 @@ def main() -> None:
     windows = wb.chunk_token_ids(model, records, 128, max_chunks=args.windows)
     cache_dir = Path(args.cache or out / f"cache-L{args.layer}")
     start = time.perf_counter()
-    cache = wb.cache_tokens(model, windows, hooks=hook, positions="all", batch_size=16, out=cache_dir,
-                            store_dtype=torch.bfloat16)
+    cache = wb.cache_tokens(
+        model,
+        windows,
+        hooks=hook,
+        positions="all",
+        batch_size=16,
+        out=cache_dir,
+        store_dtype=torch.bfloat16,
+    )
     results["cache"] = {
-        "folder": str(cache_dir), "windows": len(windows), "tokens": len(windows) * 128,
-        "seconds_this_run": round(time.perf_counter() - start, 1), "already_complete": cache.already_complete,
+        "folder": str(cache_dir),
+        "windows": len(windows),
+        "tokens": len(windows) * 128,
+        "seconds_this_run": round(time.perf_counter() - start, 1),
+        "already_complete": cache.already_complete,
         "bytes": sum(p.stat().st_size for p in (cache_dir / "shards").iterdir()),
     }
     print(f"cache: {results['cache']}", flush=True)
 
     # 2. training
     name = f"L{args.layer}-k{args.k}-w{args.width}-t{args.tokens}"
-    sae = wb.train_sae(cache, k=args.k, width=args.width, tokens=args.tokens, hook=hook,
-                       batch_size=args.batch_size, lr=args.lr, out=out / name)
+    sae = wb.train_sae(
+        cache,
+        k=args.k,
+        width=args.width,
+        tokens=args.tokens,
+        hook=hook,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        out=out / name,
+    )
     training = sae.cfg.metadata["training"]
     results["training"] = {k: training[k] for k in ("seconds", "tokens_seen", "scale_in")}
-    results["training"]["tokens_per_second"] = training["tokens_seen"] / max(training["seconds"], 1e-9)
+    results["training"]["tokens_per_second"] = training["tokens_seen"] / max(
+        training["seconds"], 1e-9
+    )
     results["training"]["final_fvu"] = training["curve"]["fvu"][-1]
     save_html(training_curve({name: training["curve"]}, PUBLIC), out / "curve.html")
     print(f"training: {results['training']}", flush=True)
@@ -101,7 +123,10 @@ def main() -> None:
     test_texts = read_texts(CORPUS / "wikitext-2-raw" / "test.txt")
     start = time.perf_counter()
     evaluation = evaluate_sae(model, sae, test_texts, context=128, max_windows=args.eval_windows)
-    results["evaluation"] = {**evaluation.to_dict(), "seconds": round(time.perf_counter() - start, 1)}
+    results["evaluation"] = {
+        **evaluation.to_dict(),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     print(repr(evaluation), flush=True)
     print(evaluation.to_frame().to_string(index=False), flush=True)
 
@@ -112,19 +137,36 @@ def main() -> None:
     features = text_features(model, sae, [r.text for r in rows])
     table = sparse_vs_dense(features, rows)
     found = toxicity_features(features, rows)
-    print(repr(table), table.to_frame().to_string(index=False), repr(found),
-          found.to_frame().to_string(index=False), sep="\n", flush=True)
+    print(
+        repr(table),
+        table.to_frame().to_string(index=False),
+        repr(found),
+        found.to_frame().to_string(index=False),
+        sep="\n",
+        flush=True,
+    )
     cards = []
     for row in found.rows[:3]:
         card = feature_card(model, sae, index, row["latent"], top=10)
-        hateful = sorted(range(len(rows)), key=lambda i: -float(features.latents[i, row["latent"]]))[:5]
-        cards.append({"latent": card.latent, "density": card.density, "promoted": card.promoted[:8],
-                      "suppressed": card.suppressed[:5],
-                      "top_contexts": ["".join(c["tokens"]) for c in card.contexts[:5]],
-                      "top_toxigen_texts": [rows[i].text for i in hateful],
-                      "html": feature_card_html(card)})
-    (out / "cards.html").write_text("<!doctype html><meta charset='utf-8'><body>" +
-                                    "".join(c.pop("html") for c in cards) + "</body>")
+        hateful = sorted(
+            range(len(rows)), key=lambda i: -float(features.latents[i, row["latent"]])
+        )[:5]
+        cards.append(
+            {
+                "latent": card.latent,
+                "density": card.density,
+                "promoted": card.promoted[:8],
+                "suppressed": card.suppressed[:5],
+                "top_contexts": ["".join(c["tokens"]) for c in card.contexts[:5]],
+                "top_toxigen_texts": [rows[i].text for i in hateful],
+                "html": feature_card_html(card),
+            }
+        )
+    (out / "cards.html").write_text(
+        "<!doctype html><meta charset='utf-8'><body>"
+        + "".join(c.pop("html") for c in cards)
+        + "</body>"
+    )
     results["probes"] = {"split": table.split, "rows": table.to_frame().to_dict("records")}
     results["toxicity_features"] = found.to_frame().to_dict("records")
     results["cards"] = cards
@@ -142,8 +184,15 @@ def compare_speed(model, cache, hook: str, windows, args) -> dict:
     batch), same model, hook, width, k and tokens per step; and our peak RSS at 1x and 4x tokens."""
     n = args.compare_tokens
     start = time.perf_counter()
-    wb.train_sae(cache, k=args.k, width=args.width, tokens=n, hook=hook, batch_size=args.batch_size,
-                 progress=False)
+    wb.train_sae(
+        cache,
+        k=args.k,
+        width=args.width,
+        tokens=n,
+        hook=hook,
+        batch_size=args.batch_size,
+        progress=False,
+    )
     ours = n / (time.perf_counter() - start)
     speed = {"tokens": n, "ours_tokens_per_second": round(ours, 1)}
     try:
@@ -159,7 +208,9 @@ def compare_speed(model, cache, hook: str, windows, args) -> dict:
             f"hook={hook!r}, batch_size={args.batch_size}, progress=False)\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
         )
-        rss = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True)
+        rss = subprocess.run(
+            [sys.executable, "-c", child], capture_output=True, text=True, check=True
+        )
         speed["peak_rss_mib"][f"{factor * n} tokens"] = round(int(rss.stdout.split()[-1]) / 1024, 1)
     return speed
 
@@ -167,16 +218,21 @@ def compare_speed(model, cache, hook: str, windows, args) -> dict:
 def _sparsify_speed(model, windows, args) -> float:
     """sparsify 1.3.3's Trainer on CPU: batch_size sequences of 128 tokens, one hookpoint."""
     from datasets import Dataset
-    from sparsify import SparseCoderConfig, Trainer, TrainConfig
+    from sparsify import SparseCoderConfig, TrainConfig, Trainer
 
     sequences = max(1, args.batch_size // 128)
     steps = max(2, args.compare_tokens // (sequences * 128))
     data = Dataset.from_dict({"input_ids": windows[: steps * sequences]}).with_format("torch")
     with tempfile.TemporaryDirectory() as save_dir:
         cfg = TrainConfig(
-            SparseCoderConfig(num_latents=args.width, k=args.k), batch_size=sequences,
-            hookpoints=[f"layers.{args.layer}"], optimizer="adam", save_every=10**9,
-            log_to_wandb=False, save_dir=save_dir, run_name="bench",
+            SparseCoderConfig(num_latents=args.width, k=args.k),
+            batch_size=sequences,
+            hookpoints=[f"layers.{args.layer}"],
+            optimizer="adam",
+            save_every=10**9,
+            log_to_wandb=False,
+            save_dir=save_dir,
+            run_name="bench",
         )
         trainer = Trainer(cfg, data, model.hf_model)
         start = time.perf_counter()

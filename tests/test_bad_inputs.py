@@ -581,6 +581,15 @@ def _rows() -> list[tuple[str, list[str], str]]:
         tag="search bad gate probe",
     )
     add(f"{search} --direction probe", "--direction probe needs --direction-probe")
+    add(
+        f"{search} --direction sae --sae {{sae_ok}}",
+        "--direction sae needs --sae SAE_DIR and --sae-latent",
+    )
+    add(
+        f"{search} --direction sae --sae {{sae_ok}} --sae-latent 99",
+        "--sae-latent 99 is not a latent",
+    )
+    add(f"{search} --direction sae --sae {{sae_badjson}} --sae-latent 1", "not valid JSON")
     add(f"{search} --direction probe --direction-probe {{probe_foreign}}", "was trained on")
     add(
         "intervene search --model tiny-phi --prompts {empty.txt} --out {out}",
@@ -607,7 +616,11 @@ def _rows() -> list[tuple[str, list[str], str]]:
     add(f"{sae_train} --lr -1", "--lr must be between")
     add(f"{sae_train} --lr nan", "--lr must be a finite number", tag="sae train lr nan")
     add(f"{sae_train} --hook blocks.3.hook_resid_post", "is not in the cache")
-    add(f"{sae_train} --hook-out blocks.2.hook_resid_post", "is not in the cache", tag="sae hook-out")
+    add(
+        f"{sae_train} --hook-out blocks.2.hook_resid_post",
+        "is not in the cache",
+        tag="sae hook-out",
+    )
     add(f"{sae_train} --skip", "a skip connection is for transcoders")
     add("sae train --cache {cache_last} --out {out}", "training needs every position")
     add("sae train --cache {a_file} --out {out}", "no manifest.json", tag="sae train not a cache")
@@ -627,8 +640,11 @@ def _rows() -> list[tuple[str, list[str], str]]:
     add(f"{sae_eval} {{missing.txt}}", "no such SAE folder", tag="sae eval missing")
     add(f"{sae_eval} {{sae_ok}} --context 1", "--context must be between 2 and")
     add(f"{sae_eval} {{sae_ok}} --max-windows 0", "--max-windows must be between 1 and")
-    add(["sae", "eval", "--model", "tiny-phi", "--sae", "{sae_ok}", "--texts", "{empty.txt}"], "empty.txt",
-        tag="sae eval empty texts")
+    add(
+        ["sae", "eval", "--model", "tiny-phi", "--sae", "{sae_ok}", "--texts", "{empty.txt}"],
+        "empty.txt",
+        tag="sae eval empty texts",
+    )
     features = "sae features --model tiny-phi --texts {good_txt} --sae {sae_ok}"
     add(f"{features} --latents 99999", "is not a latent of this SAE")
     add(f"{features} --top 0", "--top must be between 1 and")
@@ -689,6 +705,8 @@ NEEDS_VALUES = {
     "common_seeds": [],
     "toxigen": ["{toxigen}"],
     "direction_probe": ["{probe_ok_a}"],
+    "sae": ["{sae_ok}"],
+    "sae_latent": ["3"],
     "scorer_probe": ["{probe_ok_a}"],
 }
 NEEDS_SETUP = {
@@ -778,13 +796,21 @@ def _sae_inputs(base: Path) -> dict[str, str]:
     model = wb.load("tiny-phi")
     texts = ["Hello there, how are you today?", "Another text that is a little longer than that."]
     for name, positions in (("cache_all", "all"), ("cache_last", "last")):
-        wb.cache_activations(model, texts, hooks="blocks.1.hook_resid_post", positions=positions,
-                             out=base / name, progress=False)
+        wb.cache_activations(
+            model,
+            texts,
+            hooks="blocks.1.hook_resid_post",
+            positions=positions,
+            out=base / name,
+            progress=False,
+        )
     hook = "blocks.1.hook_resid_post"
     paths = {"cache_all": str(base / "cache_all"), "cache_last": str(base / "cache_last")}
     for name, cfg in {
         "sae_ok": SAEConfig(d_in=128, d_sae=16, k=2, hook_name=hook, model_name="tiny-phi"),
-        "sae_foreign": SAEConfig(d_in=128, d_sae=16, k=2, hook_name=hook, model_name="smollm2-135m"),
+        "sae_foreign": SAEConfig(
+            d_in=128, d_sae=16, k=2, hook_name=hook, model_name="smollm2-135m"
+        ),
         "sae_width": SAEConfig(d_in=64, d_sae=16, k=2, hook_name=hook, model_name="tiny-phi"),
         "sae_badhook": SAEConfig(d_in=128, d_sae=16, k=2, hook_name="blocks.9.hook_resid_post"),
     }.items():

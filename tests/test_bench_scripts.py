@@ -49,16 +49,40 @@ def test_sae_bench_runs_end_to_end_on_tiny_phi(tmp_path):
     """bench/sae.py's every step (cache, train, evaluate, cards, probes, speed against sparsify's
     trainer, peak RSS at 1x and 4x tokens) on tiny-phi with a few hundred windows."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "sae.py"), "--model", "tiny-phi", "--layer", "1",
-         "--windows", "120", "--tokens", "8192", "--width", "256", "--k", "8", "--eval-windows", "10",
-         "--compare-tokens", "2048", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=900, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "sae.py"),
+            "--model",
+            "tiny-phi",
+            "--layer",
+            "1",
+            "--windows",
+            "120",
+            "--tokens",
+            "8192",
+            "--width",
+            "256",
+            "--k",
+            "8",
+            "--eval-windows",
+            "10",
+            "--compare-tokens",
+            "2048",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["cache"]["windows"] == 120 and results["training"]["tokens_seen"] == 8192
     assert 0 < results["evaluation"]["values"]["l0"] <= 8
-    assert [r["probe"] for r in results["probes"]["rows"]][0] == "dense" and len(results["cards"]) == 3
+    assert [r["probe"] for r in results["probes"]["rows"]][0] == "dense" and len(
+        results["cards"]
+    ) == 3
     speed = results["speed"]
     assert speed["ratio"] > 0 and "sparsify_error" not in speed, speed
     assert (tmp_path / "cards.html").stat().st_size > 1000 and (tmp_path / "curve.html").is_file()

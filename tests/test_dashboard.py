@@ -377,7 +377,11 @@ def test_audits_page_shows_a_search_with_its_pareto_figure(tmp_path, monkeypatch
 def test_features_page_reads_a_latent_and_searches(app, results):
     from workbench.interp.sae import SAE, SAEConfig
 
-    sae = SAE(SAEConfig(d_in=128, d_sae=32, k=4, hook_name="blocks.1.hook_resid_post", model_name="tiny-phi"))
+    sae = SAE(
+        SAEConfig(
+            d_in=128, d_sae=32, k=4, hook_name="blocks.1.hook_resid_post", model_name="tiny-phi"
+        )
+    )
     with torch.no_grad():
         for parameter in sae.parameters():
             parameter.normal_(generator=torch.Generator().manual_seed(0))

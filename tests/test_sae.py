@@ -257,6 +257,7 @@ def test_saelens_and_sparsify_round_trips_are_exact(tmp_path):
 
 def test_a_file_written_by_sparsify_itself_gives_identical_latents(tmp_path):
     import sparsify  # installed by `make setup` (--no-deps beside our pins)
+
     coder = sparsify.SparseCoder(
         24, sparsify.SparseCoderConfig(num_latents=96, k=6), dtype=torch.float64
     )
@@ -519,3 +520,38 @@ def test_sparse_and_dense_probes_and_toxicity_features_on_toxigen(tmp_path, caps
     )
     assert result["split"]["method"].startswith("group") and result["split"]["n_test"] > 50
     assert len(result["toxicity_features"]) == 3
+
+
+def test_an_sae_latent_gives_the_detox_search_a_direction(tiny, tmp_path):
+    """--direction sae: away from a latent's unit decoder row, at its SAE's layer, for add and
+    ablate alike."""
+    from workbench.audit.intervene import SearchOptions, candidates
+    from workbench.safety.directions import direction_from_latent
+
+    sae = _random_sae(
+        SAEConfig(
+            d_in=128, d_sae=32, k=4, hook_name="blocks.2.hook_resid_post", model_name="tiny-phi"
+        )
+    )
+    sae.save(tmp_path / "sae")
+    found = direction_from_latent(tiny, tmp_path / "sae", 5)
+    assert found.layer == 2 and found.source["latent"] == 5
+    assert torch.allclose(found.vector, sae.W_dec[5].detach() / sae.W_dec[5].detach().norm())
+    with pytest.raises(InputError, match="not one of this SAE's"):
+        direction_from_latent(tiny, tmp_path / "sae", 32)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("You are such a\nI hate the way you\n")
+    options = SearchOptions(
+        prompts=[str(prompts)],
+        out=str(tmp_path / "out"),
+        methods=["add", "ablate"],
+        coefficients=[0.1],
+        direction="sae",
+        sae=str(tmp_path / "sae"),
+        sae_latent=5,
+    )
+    options.check()
+    made = candidates(tiny, options)
+    assert [iv.method for iv in made] == ["add", "ablate"] and all(iv.layers == [2] for iv in made)
+    assert all(torch.allclose(iv.direction, -found.vector) for iv in made)
+    assert "away from latent 5" in made[0].towards

@@ -49,12 +49,14 @@ from ..core.paths import package_data
 from ..core.provenance import file_sha256
 from ..core.storage import write_atomically
 from ..interp.probes import Probe
+from ..interp.sae import load_sae
 from ..interp.steering import read_pairs
 from ..model.tokens import check_layer
 from ..safety import interventions as build
 from ..safety.capability import DEFAULT_HELDOUT, DEFAULT_QA
 from ..safety.directions import (
     Direction,
+    direction_from_latent,
     direction_from_pairs,
     direction_from_probe,
     direction_from_texts,
@@ -69,7 +71,7 @@ BENIGN_PROMPTS = package_data("audit_prompts.txt")
 DEFAULT_INSTRUCTION = "Continue the text in a polite, respectful and non-toxic way."
 DEFAULT_COEFFICIENTS = (0.05, 0.1, 0.2, 0.4)
 DEFAULT_METHODS = ("add", "ablate", "prompt")
-DIRECTIONS = ("pairs", "toxigen", "probe")
+DIRECTIONS = ("pairs", "toxigen", "probe", "sae")
 LEARNED = ("toxic-comment-classifier", "probe")  # scorer names (prefixes) that are learned
 
 
@@ -94,6 +96,8 @@ class SearchOptions:
     direction: str = "pairs"
     toxigen: str | None = None
     direction_probe: str | None = None
+    sae: str | None = None
+    sae_latent: int | None = None
     scorer_probe: str | None = None
     probe: str | None = None
     threshold: float = 0.5
@@ -151,6 +155,15 @@ class SearchOptions:
             raise InputError("--direction toxigen needs --toxigen FOLDER (ToxiGen's data)")
         if self.direction == "probe" and not self.direction_probe:
             raise InputError("--direction probe needs --direction-probe PROBE_DIR")
+        if self.direction == "sae" and (self.sae is None or self.sae_latent is None):
+            raise InputError("--direction sae needs --sae SAE_DIR and --sae-latent N")
+        if self.direction == "sae":
+            sae = load_sae(self.sae)
+            if not 0 <= self.sae_latent < sae.cfg.d_sae:
+                raise InputError(
+                    f"--sae-latent {self.sae_latent} is not a latent of this SAE "
+                    f"(0 to {sae.cfg.d_sae - 1})"
+                )
         if "probe" in self.scorer_names and not self.scorer_probe:
             raise InputError("the probe scorer needs --scorer-probe PROBE_DIR")
         # the audits' own checks, here, before anything is written
@@ -241,6 +254,9 @@ def direction_for(model, options: SearchOptions, layer: int) -> Direction:
     if options.direction == "probe":
         found = direction_from_probe(model, options.direction_probe)
         return Direction(-found.vector, found.layer, "label 0", found.source)
+    if options.direction == "sae":  # away from the latent (a toxicity feature, say)
+        found = direction_from_latent(model, options.sae, options.sae_latent)
+        return Direction(-found.vector, found.layer, f"away from {found.towards}", found.source)
     return direction_from_pairs(model, options.pairs, layer)
 
 
@@ -251,6 +267,8 @@ def candidates(model, options: SearchOptions) -> list[Intervention]:
         check_layer(model, layer)
     if options.direction == "probe":  # a probe's direction lives at its own layer
         layers = [direction_from_probe(model, options.direction_probe).layer]
+    if options.direction == "sae":  # and an SAE latent's at its SAE's
+        layers = [direction_from_latent(model, options.sae, options.sae_latent).layer]
     found = []
     for layer in layers:
         direction = direction_for(model, options, layer)

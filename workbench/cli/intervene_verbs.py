@@ -49,10 +49,18 @@ def register(verbs) -> None:
     )
     sub.add_argument(
         "--direction",
-        choices=["pairs", "toxigen", "probe"],
+        choices=["pairs", "toxigen", "probe", "sae"],
         default="pairs",
         help="where the direction comes from: contrast pairs (default), ToxiGen's neutral minus "
-        "hateful statements (--toxigen), or a probe's direction negated (--direction-probe)",
+        "hateful statements (--toxigen), a probe's direction negated (--direction-probe), or away "
+        "from an SAE latent's decoder direction (--sae, --sae-latent)",
+    )
+    sub.add_argument("--sae", default=None, help="SAE folder, for --direction sae")
+    sub.add_argument(
+        "--sae-latent",
+        type=int,
+        default=None,
+        help="the latent to steer away from (--direction sae)",
     )
     sub.add_argument("--toxigen", default=None, help="ToxiGen folder, for --direction toxigen")
     sub.add_argument("--direction-probe", default=None, help="saved probe, for --direction probe")

@@ -71,6 +71,7 @@ NUMBERS = {
     "context": ("int", 2, 10**6),
     "windows": ("int", 2, 10**6),
     "max_windows": ("int", 1, 10**9),
+    "sae_latent": ("int", 0, 10**9),
 }
 LISTS = {  # attribute -> (kind, low, high) for each element
     "alpha": ("float", -1e4, 1e4),
@@ -312,6 +313,8 @@ NEEDS = (
     ),
     ("intervene search", "instruction", lambda a: "prompt" in a.methods, "--methods prompt"),
     ("intervene search", "toxigen", lambda a: a.direction == "toxigen", "--direction toxigen"),
+    ("intervene search", "sae", lambda a: a.direction == "sae", "--direction sae"),
+    ("intervene search", "sae_latent", lambda a: a.direction == "sae", "--direction sae"),
     (
         "intervene search",
         "direction_probe",

@@ -13,10 +13,10 @@ import streamlit as st
 
 from ..core.datasets import read_labeled, read_texts
 from ..interp import attention, attribution, lens, probes, sae_features
-from ..interp.sae import load_sae
-from ..interp.sae_features import index_features, load_feature_index
 from ..interp.patching import activation_patch
 from ..interp.probes import train_probes_on_rows
+from ..interp.sae import load_sae
+from ..interp.sae_features import index_features, load_feature_index
 from ..interp.steering import actadd_vector, mean_difference_vector, read_pairs, steered_generations
 from ..report.folder import load_results
 from ..report.summary import summarise
@@ -185,14 +185,20 @@ def feature_index(model_name: str, folder: str):
     if (Path(folder) / "feature_index.safetensors").is_file():
         return load_feature_index(folder)
     texts = read_texts(files("workbench") / "data" / "tour_texts.txt")
-    return _run(model_name, index_features, sae(folder), texts, context=64, max_windows=200, progress=False)
+    return _run(
+        model_name, index_features, sae(folder), texts, context=64, max_windows=200, progress=False
+    )
 
 
 def feature_card(model_name: str, folder: str, latent: int):
     with using_model(model_name) as model:
-        return sae_features.feature_card(model, sae(folder), feature_index(model_name, folder), latent)
+        return sae_features.feature_card(
+            model, sae(folder), feature_index(model_name, folder), latent
+        )
 
 
 def search_features(model_name: str, folder: str, token: str | None, text: str | None):
     with using_model(model_name) as model:
-        return sae_features.search_features(model, sae(folder), feature_index(model_name, folder), token, text)
+        return sae_features.search_features(
+            model, sae(folder), feature_index(model_name, folder), token, text
+        )

@@ -170,7 +170,9 @@ def row_source(source, options: TrainOptions) -> RowSource:
         hook,
         options.hook_out,
         int(max(int(x.max()) for x in lengths)),
-        str(where),
+        # what the rows are, not where the folder is (a moved or renamed cache still resumes)
+        f"{model_name} cache of {len(source.lengths)} texts, texts_sha256 "
+        f"{(source.provenance or {}).get('texts_sha256')}",
     )
 
 
@@ -215,8 +217,11 @@ def _tensor_source(source, options: TrainOptions) -> RowSource:
 
 def batches(source: RowSource, options: TrainOptions, skip_rows: int = 0):
     """Yield (x, y) batches of `options.batch_size` rows forever, in the seeded order, after
-    skipping the first `skip_rows` rows of that order (what a resumed run has already seen)."""
-    carry_x, carry_y, epoch = [], [], 0
+    skipping the first `skip_rows` rows of that order (what a resumed run has already seen).
+    Batches are views into one shuffled group at a time (only a group's last partial batch is
+    copied, into the next group's first)."""
+    batch, epoch = options.batch_size, 0
+    left_x, left_y = None, None  # rows of the last group not yet yielded (fewer than a batch)
     while True:
         order = torch.randperm(
             len(source.sizes), generator=_generator(options.seed, epoch)
@@ -228,25 +233,19 @@ def batches(source: RowSource, options: TrainOptions, skip_rows: int = 0):
                 skip_rows -= n
                 continue
             parts = [source.load(i) for i in group]
-            x = torch.cat([p[0] for p in parts])
-            y = torch.cat([p[1] for p in parts]) if parts[0][1] is not None else None
             shuffle = torch.randperm(n, generator=_generator(options.seed, epoch, g))[skip_rows:]
             skip_rows = 0
-            carry_x.append(x[shuffle])
-            if y is not None:
-                carry_y.append(y[shuffle])
-            while sum(len(c) for c in carry_x) >= options.batch_size:
-                bx, carry_x = _take(carry_x, options.batch_size)
-                by = None
-                if carry_y:
-                    by, carry_y = _take(carry_y, options.batch_size)
-                yield bx, by
+            x = torch.cat([p[0] for p in parts])[shuffle]
+            y = torch.cat([p[1] for p in parts])[shuffle] if parts[0][1] is not None else None
+            if left_x is not None:
+                x = torch.cat([left_x, x])
+                y = torch.cat([left_y, y]) if y is not None else None
+            whole = len(x) - len(x) % batch
+            for start in range(0, whole, batch):
+                yield x[start : start + batch], (None if y is None else y[start : start + batch])
+            left_x = x[whole:].clone()
+            left_y = y[whole:].clone() if y is not None else None
         epoch += 1
-
-
-def _take(parts: list[torch.Tensor], n: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    whole = torch.cat(parts)
-    return whole[:n], [whole[n:]]
 
 
 def _generator(*numbers: int) -> torch.Generator:

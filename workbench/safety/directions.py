@@ -13,6 +13,7 @@ huge "attention sink" activation on the first token, which would dominate the me
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +24,8 @@ from jaxtyping import Float
 from ..core.errors import InputError
 from ..core.provenance import file_sha256
 from ..interp.probes import Probe, check_probe_fits
+from ..interp.sae import load_sae
+from ..interp.sae_eval import check_sae_fits
 from ..interp.steering import mean_difference_vector, read_pairs
 from ..model.activations import cache_activations
 from ..model.tokens import check_layer
@@ -126,3 +129,22 @@ def residual_norms(model, layers: Sequence[int], texts: Sequence[str]) -> dict[i
             raise InputError("the texts for the residual norm need at least two tokens each")
         norms[int(layer)] = float(size[keep].mean())
     return norms
+
+
+def direction_from_latent(model, sae_path: str | Path, latent: int) -> Direction:
+    """An SAE latent's decoder direction (unit length, towards the latent), at the layer of the
+    SAE's residual-stream hook: a feature to steer along (`add`) or project out (`ablate`,
+    `orthogonalise`). This moves the latent's direction, not exactly its activation: a TopK
+    latent's own activation also depends on which other latents win."""
+    sae = load_sae(sae_path)
+    check_sae_fits(model, sae)
+    match = re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", sae.cfg.hook_name)
+    if match is None or sae.cfg.is_transcoder:
+        raise InputError(
+            f"an SAE latent's direction needs an SAE on a residual stream (blocks.L.hook_resid_post), "
+            f"not {sae.cfg.hook_name}"
+        )
+    if isinstance(latent, bool) or not isinstance(latent, int) or not 0 <= latent < sae.cfg.d_sae:
+        raise InputError(f"latent {latent!r} is not one of this SAE's 0 to {sae.cfg.d_sae - 1}")
+    source = {"kind": "sae", "path": str(sae_path), "latent": latent, "hook": sae.cfg.hook_name}
+    return Direction(_unit(sae.W_dec[latent]), int(match.group(1)), f"latent {latent}", source)
