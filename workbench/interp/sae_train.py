@@ -57,7 +57,7 @@ class TrainOptions:
     hook_out: str | None = None
     architecture: str = "topk"
     skip: bool = False
-    batch_size: int = 4096
+    batch_size: int = 1024
     lr: float | None = None
     seed: int = 0
     exclude_first: bool = True
@@ -235,8 +235,12 @@ def batches(source: RowSource, options: TrainOptions, skip_rows: int = 0):
             parts = [source.load(i) for i in group]
             shuffle = torch.randperm(n, generator=_generator(options.seed, epoch, g))[skip_rows:]
             skip_rows = 0
-            x = torch.cat([p[0] for p in parts])[shuffle]
-            y = torch.cat([p[1] for p in parts])[shuffle] if parts[0][1] is not None else None
+            has_y = parts[0][1] is not None
+            x = torch.cat([p[0] for p in parts])
+            y = torch.cat([p[1] for p in parts]) if has_y else None
+            del parts  # the blocks are in x (and y) now: hold one copy, not two
+            x = x[shuffle]
+            y = y[shuffle] if has_y else None
             if left_x is not None:
                 x = torch.cat([left_x, x])
                 y = torch.cat([left_y, y]) if y is not None else None
@@ -245,6 +249,7 @@ def batches(source: RowSource, options: TrainOptions, skip_rows: int = 0):
                 yield x[start : start + batch], (None if y is None else y[start : start + batch])
             left_x = x[whole:].clone()
             left_y = y[whole:].clone() if y is not None else None
+            x = y = None  # free this group before the next one is read
         epoch += 1
 
 
