@@ -17,17 +17,11 @@ from ..interp.sae_eval import check_sae_fits, evaluate_sae
 from ..interp.sae_features import feature_card, index_features
 from ..interp.sae_formats import fetch_sae
 from ..interp.sae_train import TrainOptions, check_options, row_source, train_sae
+from ..model.corpus_cache import open_cache
 from ..safety.sae_toxicity import sparse_vs_dense, text_features, toxicity_features
 from ..viz_features import feature_card_html
 from .common import emit, say
 from .running import load_model
-
-
-def _check_positive(args, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
 
 
 def cmd_sae_train(args) -> int:
@@ -45,10 +39,11 @@ def cmd_sae_train(args) -> int:
         k=args.k, width=args.width, tokens=args.tokens, hook=args.hook, **settings
     )
     check_options(options)
-    rows = row_source(args.cache, options)  # the cache checked (positions, hooks) before --out
+    cache = open_cache(args.cache)  # opened once: each shard's sha256 is checked on its first read
+    rows = row_source(cache, options)  # the cache checked (positions, hooks) before --out
     start = time.perf_counter()
     sae = train_sae(
-        args.cache,
+        cache,
         k=args.k,
         width=args.width,
         tokens=args.tokens,
@@ -92,9 +87,6 @@ def _texts(args) -> list:
 
 def _load(args):
     """The SAE, the texts and the model, checked in that order (the model loads last)."""
-    _check_positive(args, "context", "max_windows", "batch_size")
-    if args.context < 2:
-        raise InputError(f"--context must be at least 2, not {args.context}")
     sae = load_sae(args.sae, args.hookpoint)
     records = _texts(args) if hasattr(args, "texts") else None
     model = load_model(args)
@@ -102,17 +94,19 @@ def _load(args):
     return sae, records, model
 
 
-def cmd_sae_eval(args) -> int:
-    sae, records, model = _load(args)
-    result = evaluate_sae(
-        model,
-        sae,
-        records,
+def _windows(args) -> dict:
+    """How `eval` and `features` cut and batch the texts (their shared options)."""
+    return dict(
         context=args.context,
         max_windows=args.max_windows,
         batch_size=args.batch_size,
         progress=not args.json,
     )
+
+
+def cmd_sae_eval(args) -> int:
+    sae, records, model = _load(args)
+    result = evaluate_sae(model, sae, records, **_windows(args))
     summary = {
         "model": model.info.name,
         "sae": str(args.sae),
@@ -136,22 +130,13 @@ def cmd_sae_eval(args) -> int:
 
 
 def cmd_sae_features(args) -> int:
-    _check_positive(args, "top")
     sae, records, model = _load(args)
     for latent in args.latents or []:
         if not 0 <= latent < sae.cfg.d_sae:
             raise InputError(
                 f"--latents: {latent} is not a latent of this SAE (0 to {sae.cfg.d_sae - 1})"
             )
-    index = index_features(
-        model,
-        sae,
-        records,
-        context=args.context,
-        max_windows=args.max_windows,
-        batch_size=args.batch_size,
-        progress=not args.json,
-    )
+    index = index_features(model, sae, records, **_windows(args))
     if args.index_out:
         index.save(args.index_out)
     density = index.density()
@@ -198,9 +183,6 @@ def cmd_sae_features(args) -> int:
 
 
 def cmd_sae_toxigen(args) -> int:
-    _check_positive(args, "top")
-    if any(k < 1 for k in args.ks):
-        raise InputError(f"--ks must all be at least 1, not {args.ks}")
     sae = load_sae(args.sae, args.hookpoint)
     if max(args.ks) > sae.cfg.d_sae:
         raise InputError(

@@ -121,6 +121,12 @@ def _split(rows) -> tuple[list[int], list[int], list[int]]:
     return split_indices(labels, groups, "group", 0.25, 0.2, 0)
 
 
+def _train_gap(latents: np.ndarray, labels: np.ndarray, train: list[int]) -> np.ndarray:
+    """Each latent's mean over hateful minus over neutral training texts [d_sae]."""
+    rows, classes = latents[train], labels[train]
+    return rows[classes == 1].mean(0) - rows[classes == 0].mean(0)
+
+
 def _fit(features: np.ndarray, labels: np.ndarray, train, val):
     """Standardised logistic probe, its L2 strength chosen on validation: (model, scaler, val AUROC)."""
     # lazy: scikit-learn takes a second to import
@@ -145,7 +151,7 @@ def sparse_vs_dense(features: TextFeatures, rows, ks=(1, 5, 20), seed: int = 0) 
     labels = np.array([r.label for r in rows])
     latents = features.latents.double().numpy()
     dense = features.dense.double().numpy()
-    gap = latents[train][labels[train] == 1].mean(0) - latents[train][labels[train] == 0].mean(0)
+    gap = _train_gap(latents, labels, train)
     order = np.argsort(-np.abs(gap))
     results = []
     for name, k, columns in [("dense", None, None)] + [("SAE latents", k, order[:k]) for k in ks]:
@@ -207,7 +213,7 @@ def toxicity_features(
     train, _, test = _split(rows)
     labels = np.array([r.label for r in rows])
     latents = features.latents.double().numpy()
-    gap = latents[train][labels[train] == 1].mean(0) - latents[train][labels[train] == 0].mean(0)
+    gap = _train_gap(latents, labels, train)
     chosen = np.argsort(-gap)[:top]
     hateful = [i for i in test if labels[i] == 1]
     neutral = [i for i in test if labels[i] == 0]
