@@ -190,10 +190,8 @@ def evaluate_sae(
         targets = ids[:, 2:]
         for name, logits in (("ce_clean", clean), ("ce_sae", spliced), ("ce_zero", zeroed)):
             per_window[name] += _next_token_ce(logits[:, 1:-1], targets).sum(1).tolist()
-        kl = (
-            F.log_softmax(clean[:, 1:-1], -1).exp()
-            * (F.log_softmax(clean[:, 1:-1], -1) - F.log_softmax(spliced[:, 1:-1], -1))
-        ).sum(-1)
+        clean_log = F.log_softmax(clean[:, 1:-1], -1)
+        kl = (clean_log.exp() * (clean_log - F.log_softmax(spliced[:, 1:-1], -1))).sum(-1)
         per_window["kl"] += kl.sum(1).tolist()
         bar.update(len(ids))
     bar.close()
