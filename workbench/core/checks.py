@@ -95,7 +95,8 @@ def check_args(args, model_names: Collection[str]) -> None:
     problem. model_names: the registry's model names, which --model may give."""
     for name, (kind, low, high) in NUMBERS.items():
         value = getattr(args, name, None)
-        if value is not None:
+        # a flag of the same name elsewhere (probe apply --tokens) is a switch, not a number
+        if value is not None and not isinstance(value, bool):
             _check_number(name, value, kind, low, high)
     for name, (kind, low, high) in LISTS.items():
         values = getattr(args, name, None)
