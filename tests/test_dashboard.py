@@ -374,9 +374,10 @@ def test_audits_page_shows_a_search_with_its_pareto_figure(tmp_path, monkeypatch
     assert list(at.dataframe[0].value["candidate"])[0] == "baseline"
 
 
-def test_features_page_reads_a_latent_and_searches(app, results):
+def test_features_page_reads_a_latent_and_searches(tmp_path, monkeypatch):
     from workbench.interp.sae import SAE, SAEConfig
 
+    results = tmp_path / "results"
     sae = SAE(
         SAEConfig(
             d_in=128, d_sae=32, k=4, hook_name="blocks.1.hook_resid_post", model_name="tiny-phi"
@@ -386,6 +387,10 @@ def test_features_page_reads_a_latent_and_searches(app, results):
         for parameter in sae.parameters():
             parameter.normal_(generator=torch.Generator().manual_seed(0))
     sae.save(results / "sae" / "tiny")
+    monkeypatch.setenv("WORKBENCH_DASHBOARD_MODEL", "tiny-phi")
+    monkeypatch.setenv("WORKBENCH_RESULTS", str(results))
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    app.run()
     open_page(app, "features.py")
     assert app.selectbox(key="sae_folder").value == "sae/tiny"
     card = app.get("html")[0].proto.body

@@ -191,14 +191,12 @@ def feature_index(model_name: str, folder: str):
 
 
 def feature_card(model_name: str, folder: str, latent: int):
+    index = feature_index(model_name, folder)  # before the lock: building it takes the lock too
     with using_model(model_name) as model:
-        return sae_features.feature_card(
-            model, sae(folder), feature_index(model_name, folder), latent
-        )
+        return sae_features.feature_card(model, sae(folder), index, latent)
 
 
 def search_features(model_name: str, folder: str, token: str | None, text: str | None):
+    index = feature_index(model_name, folder)  # before the lock: building it takes the lock too
     with using_model(model_name) as model:
-        return sae_features.search_features(
-            model, sae(folder), feature_index(model_name, folder), token, text
-        )
+        return sae_features.search_features(model, sae(folder), index, token, text)
