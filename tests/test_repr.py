@@ -95,7 +95,38 @@ def results(tiny, tmp_path_factory):
         ),  # fmt: skip
     ]
     made.append(made[11].best())  # a Probe
+    made += _sae_results(tiny)
     return made
+
+
+def _sae_results(tiny) -> list:
+    """An SAE's evaluation, a feature card and the two ToxiGen tables, on a random tiny SAE."""
+    from workbench.core.datasets import LabeledText
+    from workbench.interp.sae import SAE, SAEConfig
+    from workbench.interp.sae_eval import evaluate_sae
+    from workbench.interp.sae_features import feature_card, index_features
+    from workbench.safety.sae_toxicity import sparse_vs_dense, text_features, toxicity_features
+
+    sae = SAE(
+        SAEConfig(
+            d_in=128, d_sae=32, k=4, hook_name="blocks.1.hook_resid_post", model_name="tiny-phi"
+        )
+    )
+    with torch.no_grad():
+        for parameter in sae.parameters():
+            parameter.normal_(generator=torch.Generator().manual_seed(0))
+    texts = [
+        f"Text number {i} is about a {word}." for i, word in enumerate(["cat", "dog", "fox"] * 8)
+    ]
+    index = index_features(tiny, sae, texts, context=8, progress=False)
+    rows = [LabeledText(t, i % 2, f"g{i % 4}", "x", i) for i, t in enumerate(texts)]
+    features = text_features(tiny, sae, texts, progress=False)
+    return [
+        evaluate_sae(tiny, sae, texts, context=8, progress=False),
+        feature_card(tiny, sae, index, int(index.density().argmax())),
+        sparse_vs_dense(features, rows, ks=(1, 2)),
+        toxicity_features(features, rows, top=3),
+    ]
 
 
 def check_repr(result) -> None:
