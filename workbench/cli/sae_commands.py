@@ -16,7 +16,7 @@ from ..interp.sae import load_sae
 from ..interp.sae_eval import check_sae_fits, evaluate_sae
 from ..interp.sae_features import feature_card, index_features
 from ..interp.sae_formats import fetch_sae
-from ..interp.sae_train import TrainOptions, check_options, row_source, train_sae
+from ..interp.sae_train import train_sae
 from ..model.corpus_cache import open_cache
 from ..safety.sae_toxicity import sparse_vs_dense, text_features, toxicity_features
 from ..viz_features import feature_card_html
@@ -35,19 +35,15 @@ def cmd_sae_train(args) -> int:
         exclude_first=not args.keep_first,
         checkpoint_every=args.checkpoint_every,
     )
-    options = TrainOptions(
-        k=args.k, width=args.width, tokens=args.tokens, hook=args.hook, **settings
-    )
-    check_options(options)
+    # train_sae checks every setting and the cache (positions, hooks) before anything is written
     cache = open_cache(args.cache)  # opened once: each shard's sha256 is checked on its first read
-    rows = row_source(cache, options)  # the cache checked (positions, hooks) before --out
     start = time.perf_counter()
     sae = train_sae(
         cache,
         k=args.k,
         width=args.width,
         tokens=args.tokens,
-        hook=rows.hook,
+        hook=args.hook,
         out=args.out,
         progress=not args.json,
         **settings,
